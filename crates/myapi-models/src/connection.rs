@@ -1,0 +1,322 @@
+//! The one connection type, its pool, and the DSN that picks the backend.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::R2D2Connection;
+
+use crate::DbError;
+
+pub use multi::{DbConnection, MultiBackend};
+
+/// Holds the derive's output, whose generated items carry no docs of their own.
+#[allow(missing_docs)]
+mod multi {
+    use diesel::prelude::*;
+
+    /// A connection to either backend. Queries written once against this type run on both.
+    #[derive(diesel::MultiConnection)]
+    pub enum DbConnection {
+        /// Production backend.
+        Pg(PgConnection),
+        /// Zero-setup embedded backend.
+        Sqlite(SqliteConnection),
+    }
+}
+
+/// A pool of [`DbConnection`]s; cheap to clone, create it once per process.
+pub type DbPool = r2d2::Pool<DbConnectionManager>;
+
+/// A connection checked out of a [`DbPool`].
+pub type PooledConnection = r2d2::PooledConnection<DbConnectionManager>;
+
+/// Which backend a DSN names, parsed once so nothing downstream guesses.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A `postgres://` or `postgresql://` URL, passed to libpq as is.
+    Postgres(String),
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+}
+
+/// The SQLite file used when no DSN is configured.
+pub const DEFAULT_SQLITE_FILE: &str = "myapi.db";
+
+impl DatabaseUrl {
+    /// Parses a DSN: `postgres://`/`postgresql://` → PostgreSQL; `sqlite://PATH` or a plain
+    /// path → SQLite; empty → `myapi.db` in the working directory. Other schemes are refused.
+    pub fn parse(dsn: &str) -> Result<Self, DbError> {
+        let dsn = dsn.trim();
+        if dsn.is_empty() {
+            return Ok(Self::Sqlite(PathBuf::from(DEFAULT_SQLITE_FILE)));
+        }
+        if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+            return Ok(Self::Postgres(dsn.to_owned()));
+        }
+        if let Some(path) = dsn.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(DbError::InvalidDsn("sqlite:// needs a file path".into()));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = dsn.split_once("://") {
+            return Err(DbError::InvalidDsn(format!(
+                "unsupported scheme `{scheme}://` (use postgres://, postgresql:// or sqlite://)"
+            )));
+        }
+        Ok(Self::Sqlite(PathBuf::from(dsn)))
+    }
+
+    /// `"postgres"` or `"sqlite"`, for logs and tests.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Shows the DSN with any password replaced by `***`, safe for logs.
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => f.write_str(&redact_url_password(url)),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host/...` (and a `password=` parameter).
+fn redact_url_password(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(start) = out.find("password=") {
+        let value_start = start + "password=".len();
+        let value_end = out[value_start..]
+            .find('&')
+            .map_or(out.len(), |i| value_start + i);
+        out.replace_range(value_start..value_end, "***");
+    }
+    out
+}
+
+/// Per-connection settings applied right after connecting.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionOptions {
+    /// PostgreSQL `statement_timeout`; zero disables it.
+    pub statement_timeout: Duration,
+    /// SQLite `busy_timeout` (how long a writer waits for the lock).
+    pub busy_timeout: Duration,
+    /// libpq `connect_timeout` when the DSN does not set one.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::ZERO,
+            busy_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens one connection to the backend `url` names and applies `options`:
+/// `search_path` and `statement_timeout` on PostgreSQL; WAL, `busy_timeout` and
+/// foreign keys on SQLite.
+pub fn establish(
+    url: &DatabaseUrl,
+    options: &ConnectionOptions,
+) -> Result<DbConnection, diesel::r2d2::Error> {
+    use diesel::r2d2::Error;
+    match url {
+        DatabaseUrl::Postgres(dsn) => {
+            let dsn = with_connect_timeout(dsn, options.connect_timeout);
+            let mut conn = PgConnection::establish(&dsn).map_err(Error::ConnectionError)?;
+            conn.batch_execute(&format!(
+                "SET search_path TO myapi, public; SET statement_timeout = {}",
+                options.statement_timeout.as_millis()
+            ))
+            .map_err(Error::QueryError)?;
+            Ok(DbConnection::Pg(conn))
+        }
+        DatabaseUrl::Sqlite(path) => {
+            let path = path.to_string_lossy();
+            let mut conn = SqliteConnection::establish(&path).map_err(Error::ConnectionError)?;
+            conn.batch_execute(&format!(
+                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                options.busy_timeout.as_millis()
+            ))
+            .map_err(Error::QueryError)?;
+            Ok(DbConnection::Sqlite(conn))
+        }
+    }
+}
+
+/// Adds libpq's `connect_timeout` so an unreachable host fails in seconds, not minutes.
+fn with_connect_timeout(dsn: &str, timeout: Duration) -> String {
+    if dsn.contains("connect_timeout=") {
+        return dsn.to_owned();
+    }
+    let separator = if dsn.contains('?') { '&' } else { '?' };
+    format!(
+        "{dsn}{separator}connect_timeout={}",
+        timeout.as_secs().max(1)
+    )
+}
+
+/// r2d2 manager that connects to the backend chosen by [`DatabaseUrl`] — never by trial,
+/// so an unreachable PostgreSQL is an error rather than a SQLite file named `postgres:`.
+#[derive(Debug)]
+pub struct DbConnectionManager {
+    url: DatabaseUrl,
+    options: ConnectionOptions,
+}
+
+impl DbConnectionManager {
+    /// A manager for `url` that applies `options` to each new connection.
+    pub fn new(url: DatabaseUrl, options: ConnectionOptions) -> Self {
+        Self { url, options }
+    }
+}
+
+impl r2d2::ManageConnection for DbConnectionManager {
+    type Connection = DbConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, Self::Error> {
+        establish(&self.url, &self.options)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
+        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    /// Maximum connections.
+    pub max_size: u32,
+    /// How long a caller waits for a connection before giving up.
+    pub connection_timeout: Duration,
+    /// Per-connection settings.
+    pub connection: ConnectionOptions,
+}
+
+/// Builds the pool and opens its first connection, so a bad DSN fails here, at start-up.
+///
+/// `min_idle` is 0: r2d2 then connects only while a caller waits, never in the background.
+/// A background connect still running when the process exits can crash inside libpq's TLS
+/// library as it is torn down, so none is ever left in flight.
+pub fn build_pool(url: &DatabaseUrl, options: PoolOptions) -> Result<DbPool, DbError> {
+    let manager = DbConnectionManager::new(url.clone(), options.connection);
+    let pool = r2d2::Pool::builder()
+        .max_size(options.max_size.max(1))
+        .min_idle(Some(0))
+        .connection_timeout(options.connection_timeout)
+        .error_handler(Box::new(LogErrorHandler))
+        .build(manager)
+        .map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?;
+    drop(pool.get()?);
+    Ok(pool)
+}
+
+/// Logs failed connection attempts once each, at warn level, without the DSN.
+#[derive(Debug)]
+struct LogErrorHandler;
+
+impl r2d2::HandleError<diesel::r2d2::Error> for LogErrorHandler {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        log::warn!(
+            "database connection failed: {}",
+            one_line(&error.to_string())
+        );
+    }
+}
+
+/// Joins a multi-line driver message into one line.
+pub fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_picks_the_backend() {
+        assert_eq!(
+            DatabaseUrl::parse("").unwrap(),
+            DatabaseUrl::Sqlite("myapi.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
+            DatabaseUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("data/app.db").unwrap(),
+            DatabaseUrl::Sqlite("data/app.db".into())
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgresql://u@h/db").unwrap(),
+            DatabaseUrl::Postgres(_)
+        ));
+        assert!(DatabaseUrl::parse("mysql://u@h/db").is_err());
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn display_never_shows_the_password() {
+        let url =
+            DatabaseUrl::parse("postgres://app:s3cret@db:5432/myapi?sslmode=require").unwrap();
+        assert_eq!(
+            url.to_string(),
+            "postgres://app:***@db:5432/myapi?sslmode=require"
+        );
+        let url = DatabaseUrl::parse("postgres://db/myapi?user=a&password=s3cret&x=1").unwrap();
+        assert!(!format!("{url:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn connect_timeout_is_added_once() {
+        let t = Duration::from_secs(3);
+        assert_eq!(
+            with_connect_timeout("postgres://h/db", t),
+            "postgres://h/db?connect_timeout=3"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db?a=b", t),
+            "postgres://h/db?a=b&connect_timeout=3"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db?connect_timeout=9", t),
+            "postgres://h/db?connect_timeout=9"
+        );
+    }
+}

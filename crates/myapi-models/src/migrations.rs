@@ -1,0 +1,96 @@
+//! Embedded migrations, one directory per backend, and the admin helpers tests and
+//! benchmarks use to create throwaway PostgreSQL databases.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::DbError;
+use crate::connection::{ConnectionOptions, DatabaseUrl, DbConnection, establish, one_line};
+
+/// `migrations/postgres`, compiled into the binary.
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+/// `migrations/sqlite`, compiled into the binary.
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+/// Key of the PostgreSQL advisory lock that serialises migrations across instances.
+const MIGRATION_LOCK_KEY: i64 = 0x6d79_6170_695f_6d69; // "myapi_mi"
+
+/// Applies pending migrations and returns the versions applied (empty when up to date).
+///
+/// Runs on its own connection without a statement timeout. On PostgreSQL it holds an
+/// advisory lock for the duration, so instances starting together migrate one at a time.
+pub fn run_pending_migrations(url: &DatabaseUrl) -> Result<Vec<String>, DbError> {
+    let options = ConnectionOptions::default();
+    let conn =
+        establish(url, &options).map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?;
+    match conn {
+        DbConnection::Pg(mut conn) => {
+            conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+            let result = conn
+                .batch_execute("CREATE SCHEMA IF NOT EXISTS myapi")
+                .map_err(DbError::from)
+                .and_then(|()| apply(&mut conn, POSTGRES_MIGRATIONS));
+            let unlocked =
+                conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+            let applied = result?;
+            unlocked?;
+            Ok(applied)
+        }
+        DbConnection::Sqlite(mut conn) => apply(&mut conn, SQLITE_MIGRATIONS),
+    }
+}
+
+fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<Vec<String>, DbError>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+{
+    let applied = conn
+        .run_pending_migrations(migrations)
+        .map_err(|e| DbError::Migration(one_line(&e.to_string())))?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// Whether every embedded migration has been applied on this connection's database.
+pub fn migrations_are_current(conn: &mut DbConnection) -> Result<bool, DbError> {
+    let pending = match conn {
+        DbConnection::Pg(conn) => conn.has_pending_migration(POSTGRES_MIGRATIONS),
+        DbConnection::Sqlite(conn) => conn.has_pending_migration(SQLITE_MIGRATIONS),
+    };
+    pending
+        .map(|pending| !pending)
+        .map_err(|e| DbError::Migration(one_line(&e.to_string())))
+}
+
+/// Creates database `name` on the PostgreSQL server at `admin_url` (tests and benchmarks).
+pub fn create_postgres_database(admin_url: &str, name: &str) -> Result<(), DbError> {
+    check_database_name(name)?;
+    let mut conn = PgConnection::establish(admin_url)
+        .map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?;
+    conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
+    Ok(())
+}
+
+/// Drops database `name` on the PostgreSQL server at `admin_url`, closing its sessions.
+pub fn drop_postgres_database(admin_url: &str, name: &str) -> Result<(), DbError> {
+    check_database_name(name)?;
+    let mut conn = PgConnection::establish(admin_url)
+        .map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?;
+    conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+    Ok(())
+}
+
+fn check_database_name(name: &str) -> Result<(), DbError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(DbError::InvalidDsn(format!(
+            "invalid database name `{name}`"
+        )))
+    }
+}

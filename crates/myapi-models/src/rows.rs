@@ -1,0 +1,48 @@
+//! Row structs: one per way a table is read or written.
+
+use bigdecimal::BigDecimal;
+use diesel::prelude::*;
+
+use crate::schema::{movies, users};
+
+/// A full `movies` row, read and written as is.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = movies)]
+pub struct MovieRow {
+    /// Primary key.
+    pub movie_id: i32,
+    /// Title.
+    pub title: String,
+    /// Release year.
+    pub released: i32,
+    /// Rating; on SQLite it arrives as a binary float and must be rounded by the reader.
+    pub rating: BigDecimal,
+}
+
+/// A `users` row as read back (the hash included: it never leaves the services tier).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    /// Generated id.
+    pub user_id: i32,
+    /// Display name.
+    pub name: String,
+    /// Lower-case email.
+    pub email: String,
+    /// Argon2id PHC string.
+    pub hashed_password: String,
+    /// Revocation counter.
+    pub token_version: i32,
+}
+
+/// What `INSERT INTO users` needs; the id and version come from the database.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUserRow<'a> {
+    /// Display name.
+    pub name: &'a str,
+    /// Lower-case email.
+    pub email: &'a str,
+    /// Argon2id PHC string.
+    pub hashed_password: &'a str,
+}
