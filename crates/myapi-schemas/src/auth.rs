@@ -1,0 +1,49 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The signed-in user, as `/users/me` returns it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserSchema {
+    /// User id (the token's `sub`).
+    #[schema(example = 1)]
+    pub user_id: i32,
+    /// Display name.
+    #[schema(example = "Ada Lovelace")]
+    pub name: String,
+    /// Lower-case email, the login name.
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+}
+
+/// RFC 6749 §5.1 access token response from `POST /token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// The JWT to send as `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `bearer`.
+    #[schema(example = "bearer")]
+    pub token_type: String,
+    /// Seconds until the token expires.
+    #[schema(example = 1800)]
+    pub expires_in: u64,
+}
+
+/// RFC 6749 §4.3.2 password-grant request, form-encoded (what Swagger UI's Authorize sends).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenForm {
+    /// Must be `password` when present.
+    #[schema(example = "password")]
+    pub grant_type: Option<String>,
+    /// The account's email.
+    #[schema(example = "ada@example.com")]
+    pub username: String,
+    /// The account's password.
+    #[schema(format = Password)]
+    pub password: String,
+    /// Accepted and ignored.
+    pub scope: Option<String>,
+    /// Accepted and ignored.
+    pub client_id: Option<String>,
+    /// Accepted and ignored.
+    pub client_secret: Option<String>,
+}
