@@ -1,0 +1,236 @@
+//! HS256 access tokens: issue and verify, with `exp`, `iss` and `sub` enforced.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::ServiceError;
+use crate::config::{AuthSettings, Secret};
+
+/// Seconds of clock skew tolerated on `exp`.
+const LEEWAY_SECS: u64 = 5;
+
+/// The claims of a myapi access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id, as a string (RFC 7519 `sub`).
+    pub sub: String,
+    /// Display name at issue time.
+    pub name: String,
+    /// Email at issue time.
+    pub email: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the epoch).
+    pub exp: u64,
+    /// Issuer.
+    pub iss: String,
+    /// The user's token version at issue time; a password change bumps it.
+    pub ver: i32,
+}
+
+impl Claims {
+    /// The user id in `sub`.
+    pub fn user_id(&self) -> Result<i32, ServiceError> {
+        self.sub
+            .parse()
+            .map_err(|_| ServiceError::InvalidToken("malformed subject"))
+    }
+}
+
+/// Signs and verifies tokens with one HS256 key.
+#[derive(Clone)]
+pub struct TokenSigner {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    lifetime: Duration,
+}
+
+impl TokenSigner {
+    /// A signer using `key`, or a random per-process key when `None` (tokens then do not
+    /// survive a restart nor work across instances; the server warns about it).
+    pub fn new(key: Option<&Secret>, settings: &AuthSettings) -> Self {
+        let key_bytes = match key {
+            Some(key) => key.expose().as_bytes().to_vec(),
+            None => {
+                let mut bytes = vec![0u8; 32];
+                OsRng.fill_bytes(&mut bytes);
+                bytes
+            }
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_issuer(&[&settings.token_issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(&key_bytes),
+            decoding: DecodingKey::from_secret(&key_bytes),
+            validation,
+            issuer: settings.token_issuer.clone(),
+            lifetime: Duration::from_secs(settings.token_lifetime_minutes.saturating_mul(60)),
+        }
+    }
+
+    /// Token lifetime in seconds (the `expires_in` of the token response).
+    pub fn lifetime_secs(&self) -> u64 {
+        self.lifetime.as_secs()
+    }
+
+    /// Signs a token for the given user.
+    pub fn issue(
+        &self,
+        user_id: i32,
+        name: &str,
+        email: &str,
+        ver: i32,
+    ) -> Result<String, ServiceError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            name: name.to_owned(),
+            email: email.to_owned(),
+            iat: now,
+            exp: now + self.lifetime.as_secs(),
+            iss: self.issuer.clone(),
+            ver,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| ServiceError::Internal(format!("token signing failed: {e}")))
+    }
+
+    /// Verifies signature, algorithm, `exp`, `iss` and `sub`; CPU only, never blocks.
+    pub fn verify(&self, token: &str) -> Result<Claims, ServiceError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                ServiceError::InvalidToken(match e.kind() {
+                    ErrorKind::ExpiredSignature => "token expired",
+                    ErrorKind::InvalidSignature => "bad signature",
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        "algorithm not allowed"
+                    }
+                    ErrorKind::InvalidIssuer => "wrong issuer",
+                    ErrorKind::MissingRequiredClaim(_) => "missing claim",
+                    _ => "malformed token",
+                })
+            })?;
+        data.claims.user_id()?;
+        Ok(data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64_helpers::*;
+
+    /// Minimal base64url for forging tokens in tests.
+    mod base64_helpers {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        pub fn b64(data: &[u8]) -> String {
+            let mut out = String::new();
+            for chunk in data.chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+                for i in 0..=chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+
+    fn signer() -> TokenSigner {
+        TokenSigner::new(Some(&Secret::new("k".repeat(32))), &AuthSettings::default())
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = signer();
+        let token = s.issue(7, "Ada", "ada@example.com", 3).unwrap();
+        let claims = s.verify(&token).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.ver, claims.iss.as_str()),
+            ("7", 3, "myapi")
+        );
+        assert_eq!(claims.exp - claims.iat, 30 * 60);
+    }
+
+    #[test]
+    fn rejects_other_key_expired_garbage_and_alg_none() {
+        let s = signer();
+        let other = TokenSigner::new(Some(&Secret::new("x".repeat(32))), &AuthSettings::default());
+        let token = other.issue(1, "a", "a@b.c", 0).unwrap();
+        assert!(matches!(
+            s.verify(&token),
+            Err(ServiceError::InvalidToken("bad signature"))
+        ));
+        assert!(s.verify("garbage").is_err());
+        assert!(s.verify("").is_err());
+
+        let claims = r#"{"sub":"1","name":"a","email":"a@b.c","iat":1,"exp":99999999999,"iss":"myapi","ver":0}"#;
+        let none = format!(
+            "{}.{}.",
+            b64(br#"{"alg":"none","typ":"JWT"}"#),
+            b64(claims.as_bytes())
+        );
+        assert!(s.verify(&none).is_err());
+
+        let expired = Claims {
+            sub: "1".into(),
+            name: "a".into(),
+            email: "a@b.c".into(),
+            iat: 1,
+            exp: 2,
+            iss: "myapi".into(),
+            ver: 0,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &expired, &s.encoding).unwrap();
+        assert!(matches!(
+            s.verify(&token),
+            Err(ServiceError::InvalidToken("token expired"))
+        ));
+
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &Claims {
+                exp: 99_999_999_999,
+                ..expired.clone()
+            },
+            &s.encoding,
+        )
+        .unwrap();
+        assert!(s.verify(&hs512).is_err());
+
+        let wrong_iss = Claims {
+            exp: 99_999_999_999,
+            iss: "evil".into(),
+            ..expired.clone()
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &wrong_iss, &s.encoding).unwrap();
+        assert!(matches!(
+            s.verify(&token),
+            Err(ServiceError::InvalidToken("wrong issuer"))
+        ));
+
+        let bad_sub = Claims {
+            exp: 99_999_999_999,
+            sub: "abc".into(),
+            ..expired
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &bad_sub, &s.encoding).unwrap();
+        assert!(s.verify(&token).is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! The service tier's handle on the database: the pool, created once, plus migrations and
+//! readiness. Web and CLI hold a [`Database`] without ever seeing diesel.
+
+use std::time::Duration;
+
+use myapi_models::{ConnectionOptions, DatabaseUrl, DbPool, PoolOptions, PooledConnection};
+
+use crate::ServiceError;
+use crate::config::DatabaseSettings;
+
+/// A pooled database; clones share the pool.
+#[derive(Clone)]
+pub struct Database {
+    pool: DbPool,
+    url: DatabaseUrl,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Parses the DSN and opens the pool (blocking: it connects once to fail early).
+    pub fn connect(settings: &DatabaseSettings) -> Result<Self, ServiceError> {
+        let url = DatabaseUrl::parse(settings.dsn.expose())
+            .map_err(|e| ServiceError::invalid("database.dsn", e.to_string()))?;
+        let options = PoolOptions {
+            max_size: settings.pool_size,
+            connection_timeout: settings.connect_timeout(),
+            connection: ConnectionOptions {
+                statement_timeout: Duration::from_millis(settings.statement_timeout_ms),
+                busy_timeout: Duration::from_secs(5),
+                connect_timeout: settings.connect_timeout(),
+            },
+        };
+        let pool = myapi_models::build_pool(&url, options)?;
+        Ok(Self { pool, url })
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn backend_name(&self) -> &'static str {
+        self.url.backend_name()
+    }
+
+    /// The DSN with its password masked, for logs.
+    pub fn display_url(&self) -> String {
+        self.url.to_string()
+    }
+
+    /// Applies pending migrations (safe when several instances start at once).
+    pub fn migrate(&self) -> Result<Vec<String>, ServiceError> {
+        Ok(myapi_models::migrations::run_pending_migrations(&self.url)?)
+    }
+
+    /// Ok when the database answers and every migration is applied (blocking).
+    pub fn check_ready(&self) -> Result<(), ServiceError> {
+        let mut conn = self.conn()?;
+        if myapi_models::migrations::migrations_are_current(&mut conn)? {
+            Ok(())
+        } else {
+            Err(ServiceError::Unavailable("migrations are pending".into()))
+        }
+    }
+
+    /// Checks a connection out of the pool, waiting at most the connect timeout.
+    pub(crate) fn conn(&self) -> Result<PooledConnection, ServiceError> {
+        self.pool.get().map_err(|e| {
+            ServiceError::Unavailable(myapi_models::connection::one_line(&e.to_string()))
+        })
+    }
+}
+
+/// Creates a PostgreSQL database on the server at `admin_url` (tests and benchmarks).
+pub fn create_postgres_database(admin_url: &str, name: &str) -> Result<(), ServiceError> {
+    Ok(myapi_models::migrations::create_postgres_database(
+        admin_url, name,
+    )?)
+}
+
+/// Drops a PostgreSQL database, closing its sessions (tests and benchmarks).
+pub fn drop_postgres_database(admin_url: &str, name: &str) -> Result<(), ServiceError> {
+    Ok(myapi_models::migrations::drop_postgres_database(
+        admin_url, name,
+    )?)
+}

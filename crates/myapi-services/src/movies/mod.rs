@@ -1,0 +1,352 @@
+//! The `movies` service: look-ups, the "new and good" listing, and CSV import.
+//!
+//! Blocking: every method that touches the database must run off the async workers.
+
+mod data;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::str::FromStr;
+
+pub use data::{ImportCounts, MovieDataManager, OnExisting};
+
+use myapi_models::BigDecimal;
+use myapi_models::rows::MovieRow;
+use myapi_schemas::MovieSchema;
+
+use crate::ServiceError;
+use crate::config::MoviesSettings;
+use crate::database::Database;
+use crate::error::InvalidField;
+
+/// Oldest and newest release years a stored movie may have.
+pub const RELEASE_YEARS: std::ops::RangeInclusive<i64> = 1800..=3000;
+/// Largest accepted `offset`.
+pub const MAX_OFFSET: i64 = 1_000_000_000;
+/// CSV errors reported before the importer stops listing them.
+const MAX_REPORTED_ERRORS: usize = 50;
+
+/// A rating: 0.0 to 10.0 in steps of 0.1, held as tenths so it is exact on both backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rating(u8);
+
+impl Rating {
+    /// Parses a decimal such as `9.2` or `10`; more than one decimal place is refused.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let value = BigDecimal::from_str(raw.trim()).map_err(|_| "must be a number".to_owned())?;
+        if value.fractional_digit_count() > 1 && value.normalized().fractional_digit_count() > 1 {
+            return Err("must have at most one decimal place".into());
+        }
+        Self::from_decimal(&value).ok_or_else(|| "must be between 0 and 10".into())
+    }
+
+    /// Reads a stored value, rounding away SQLite's binary-float noise (9.19999… → 9.2).
+    fn from_decimal(value: &BigDecimal) -> Option<Self> {
+        let tenths = (value * BigDecimal::from(10)).round(0);
+        let tenths: i64 = tenths.to_string().parse().ok()?;
+        u8::try_from(tenths).ok().filter(|t| *t <= 100).map(Self)
+    }
+
+    /// The value as stored in the database.
+    fn to_decimal(self) -> BigDecimal {
+        BigDecimal::new(self.0.into(), 1)
+    }
+
+    /// The value for JSON: the nearest `f64`, which serialises as `9.2`.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 10.0
+    }
+}
+
+/// A validated `GET /movies/new` query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMoviesQuery {
+    year: i32,
+    min_rating: BigDecimal,
+    limit: u32,
+    offset: i64,
+}
+
+impl NewMoviesQuery {
+    /// Checks ranges of already-typed parameters, naming every offending one.
+    pub fn new(
+        year: i64,
+        rating: f64,
+        limit: Option<i64>,
+        offset: Option<i64>,
+        settings: &MoviesSettings,
+    ) -> Result<Self, ServiceError> {
+        let mut errors = Vec::new();
+        if !(0..=9999).contains(&year) {
+            errors.push(InvalidField::new("year", "must be between 0 and 9999"));
+        }
+        if !rating.is_finite() || !(0.0..=10.0).contains(&rating) {
+            errors.push(InvalidField::new(
+                "rating",
+                "must be a number between 0 and 10",
+            ));
+        }
+        let max = i64::from(settings.max_page_size);
+        let limit = limit.unwrap_or(i64::from(settings.default_page_size));
+        if !(1..=max).contains(&limit) {
+            errors.push(InvalidField::new(
+                "limit",
+                format!("must be between 1 and {max}"),
+            ));
+        }
+        let offset = offset.unwrap_or(0);
+        if !(0..=MAX_OFFSET).contains(&offset) {
+            errors.push(InvalidField::new(
+                "offset",
+                format!("must be between 0 and {MAX_OFFSET}"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(ServiceError::Invalid(errors));
+        }
+        Ok(Self {
+            year: i32::try_from(year).unwrap_or_default(),
+            // `f64`'s Display is the shortest exact round-trip form: 8.55 → "8.55".
+            min_rating: BigDecimal::from_str(&rating.to_string()).unwrap_or_default(),
+            limit: u32::try_from(limit).unwrap_or_default(),
+            offset,
+        })
+    }
+
+    /// The page size.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The offset of this page.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+}
+
+/// One page of movies, and where the next one starts (if there is one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoviePage {
+    /// The movies of this page, by id.
+    pub movies: Vec<MovieSchema>,
+    /// Offset of the next page; `None` on the last page.
+    pub next_offset: Option<i64>,
+}
+
+/// Movies: look-ups, listing and import.
+#[derive(Debug, Clone)]
+pub struct MovieService {
+    movies: MovieDataManager,
+    settings: MoviesSettings,
+}
+
+impl MovieService {
+    /// The service over `db`.
+    pub fn new(db: Database, settings: &MoviesSettings) -> Self {
+        Self {
+            movies: MovieDataManager::new(db),
+            settings: settings.clone(),
+        }
+    }
+
+    /// Paging limits in force.
+    pub fn settings(&self) -> &MoviesSettings {
+        &self.settings
+    }
+
+    /// One movie by id (blocking).
+    pub fn get(&self, movie_id: i64) -> Result<MovieSchema, ServiceError> {
+        let not_found = || ServiceError::NotFound(format!("movie {movie_id} not found"));
+        let Ok(id) = i32::try_from(movie_id) else {
+            return Err(not_found());
+        };
+        let row = self.movies.find(id)?.ok_or_else(not_found)?;
+        to_schema(&row)
+    }
+
+    /// Movies released in or after the year with at least the rating, by id (blocking).
+    pub fn released_since(&self, query: &NewMoviesQuery) -> Result<MoviePage, ServiceError> {
+        let limit = i64::from(query.limit);
+        let mut rows =
+            self.movies
+                .released_since(query.year, &query.min_rating, limit + 1, query.offset)?;
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(query.limit as usize);
+        Ok(MoviePage {
+            movies: rows.iter().map(to_schema).collect::<Result<_, _>>()?,
+            next_offset: has_more.then_some(query.offset + limit),
+        })
+    }
+
+    /// Imports a CSV (`movie_id,title,released,rating`) in one transaction (blocking).
+    ///
+    /// Every row is validated first; bad rows are reported by line and nothing is written.
+    pub fn import_csv(
+        &self,
+        input: impl Read,
+        on_existing: OnExisting,
+    ) -> Result<ImportCounts, ServiceError> {
+        let rows = parse_csv(input)?;
+        self.movies.import(&rows, on_existing)
+    }
+}
+
+fn to_schema(row: &MovieRow) -> Result<MovieSchema, ServiceError> {
+    let rating = Rating::from_decimal(&row.rating).ok_or_else(|| {
+        ServiceError::Internal(format!(
+            "movie {} has rating {} out of range",
+            row.movie_id, row.rating
+        ))
+    })?;
+    Ok(MovieSchema {
+        movie_id: row.movie_id,
+        title: row.title.clone(),
+        released: row.released,
+        rating: rating.as_f64(),
+    })
+}
+
+/// Parses and validates a whole CSV file, collecting every bad row with its line number.
+fn parse_csv(input: impl Read) -> Result<Vec<MovieRow>, ServiceError> {
+    const HEADER: [&str; 4] = ["movie_id", "title", "released", "rating"];
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(input);
+    let header = reader
+        .headers()
+        .map_err(|e| ServiceError::invalid("line 1", e.to_string()))?;
+    if header.iter().collect::<Vec<_>>() != HEADER {
+        return Err(ServiceError::invalid(
+            "line 1",
+            format!("header must be `{}`", HEADER.join(",")),
+        ));
+    }
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    let mut first_line_of_id: HashMap<i32, u64> = HashMap::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                let line = e.position().map_or(0, csv::Position::line);
+                errors.push(InvalidField::new(format!("line {line}"), e.to_string()));
+                break;
+            }
+        };
+        let line = record.position().map_or(0, csv::Position::line);
+        match parse_row(&record) {
+            Ok(row) => {
+                if let Some(first) = first_line_of_id.insert(row.movie_id, line) {
+                    errors.push(InvalidField::new(
+                        format!("line {line}"),
+                        format!("movie_id {} repeats line {first}", row.movie_id),
+                    ));
+                }
+                rows.push(row);
+            }
+            Err(message) => errors.push(InvalidField::new(format!("line {line}"), message)),
+        }
+        if errors.len() >= MAX_REPORTED_ERRORS {
+            errors.push(InvalidField::new(
+                "file",
+                "too many errors; stopped checking",
+            ));
+            break;
+        }
+    }
+    if errors.is_empty() {
+        Ok(rows)
+    } else {
+        Err(ServiceError::Invalid(errors))
+    }
+}
+
+fn parse_row(record: &csv::StringRecord) -> Result<MovieRow, String> {
+    if record.len() != 4 {
+        return Err(format!("expected 4 fields, found {}", record.len()));
+    }
+    let movie_id = record[0]
+        .parse::<i32>()
+        .ok()
+        .filter(|id| *id >= 1)
+        .ok_or_else(|| {
+            format!(
+                "movie_id `{}` must be a positive 32-bit integer",
+                &record[0]
+            )
+        })?;
+    let title = &record[1];
+    if title.is_empty() || title.chars().count() > 500 || title.chars().any(char::is_control) {
+        return Err("title must be 1 to 500 printable characters".into());
+    }
+    let released = record[2]
+        .parse::<i64>()
+        .ok()
+        .filter(|year| RELEASE_YEARS.contains(year))
+        .ok_or_else(|| {
+            format!(
+                "released `{}` must be a year between 1800 and 3000",
+                &record[2]
+            )
+        })?;
+    let rating = Rating::parse(&record[3]).map_err(|e| format!("rating `{}` {e}", &record[3]))?;
+    Ok(MovieRow {
+        movie_id,
+        title: title.to_owned(),
+        released: i32::try_from(released).map_err(|e| e.to_string())?,
+        rating: rating.to_decimal(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratings_parse_and_round_trip_exactly() {
+        assert_eq!(Rating::parse("9.2").unwrap().as_f64().to_string(), "9.2");
+        assert_eq!(Rating::parse("10").unwrap().as_f64(), 10.0);
+        assert_eq!(Rating::parse("0.0").unwrap().as_f64(), 0.0);
+        assert_eq!(Rating::parse("9.20").unwrap(), Rating(92));
+        for bad in ["10.1", "-0.1", "9.25", "abc", "", "NaN", "inf"] {
+            assert!(Rating::parse(bad).is_err(), "{bad}");
+        }
+        // What SQLite hands back for a NUMERIC 9.2 stored as a double.
+        let noisy =
+            BigDecimal::from_str("9.199999999999999289457264239899814128875732421875").unwrap();
+        assert_eq!(Rating::from_decimal(&noisy), Some(Rating(92)));
+    }
+
+    #[test]
+    fn query_names_every_bad_parameter() {
+        let settings = MoviesSettings::default();
+        let Err(ServiceError::Invalid(fields)) =
+            NewMoviesQuery::new(-1, f64::NAN, Some(0), Some(-5), &settings)
+        else {
+            panic!("expected invalid");
+        };
+        let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, ["year", "rating", "limit", "offset"]);
+        let q = NewMoviesQuery::new(1990, 8.55, None, None, &settings).unwrap();
+        assert_eq!((q.limit(), q.offset()), (100, 0));
+        assert_eq!(q.min_rating.to_string(), "8.55");
+    }
+
+    #[test]
+    fn csv_errors_carry_line_numbers() {
+        let csv = "movie_id,title,released,rating\n1,A,1994,9.2\nx,B,1990,8\n3,C,1700,8\n4,D,2000,11\n1,E,2001,5\n";
+        let Err(ServiceError::Invalid(errors)) = parse_csv(csv.as_bytes()) else {
+            panic!()
+        };
+        let lines: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(lines, ["line 3", "line 4", "line 5", "line 6"]);
+        assert!(parse_csv("id,title\n".as_bytes()).is_err());
+        assert_eq!(
+            parse_csv("movie_id,title,released,rating\n1,\"A, quoted\",1994,9.2\n".as_bytes())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
