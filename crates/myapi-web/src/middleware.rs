@@ -1,0 +1,107 @@
+//! Request ids, and the finishing pass that turns every error response — including
+//! actix's own rejections (unknown route, bad payload, …) — into problem+json.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix_web::HttpMessage;
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, Next};
+
+use crate::error::{PROBLEM_JSON, problem_json};
+
+/// Response header carrying the request id (also in the access log and in 500 bodies).
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served, stored in the request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Gives each request an id (`<process>-<counter>`) and echoes it in `x-request-id`.
+pub async fn assign_request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = format!(
+        "{:x}-{:x}",
+        std::process::id(),
+        NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed)
+    );
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    Ok(response)
+}
+
+/// Makes every error response problem+json: bodies the app already wrote as JSON pass
+/// through; actix's plain-text rejections are replaced. A 500 is logged with its cause and
+/// request id, and its body names only the request id.
+pub fn finish_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let status = res.status();
+    let request_id = res
+        .request()
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone());
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        let cause = res
+            .response()
+            .error()
+            .map_or_else(|| "unknown".into(), ToString::to_string);
+        log::error!(
+            "request {} failed: {cause}",
+            request_id.as_deref().unwrap_or("-")
+        );
+        let body = problem_json(
+            status,
+            "internal server error".into(),
+            request_id,
+            Vec::new(),
+        );
+        return Ok(ErrorHandlerResponse::Response(replace_body(res, body)));
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with(PROBLEM_JSON));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let detail = match res.response().error() {
+        Some(error) if status.is_client_error() => rejection_detail(status, &error.to_string()),
+        _ => rejection_detail(status, ""),
+    };
+    let body = problem_json(status, detail, None, Vec::new());
+    Ok(ErrorHandlerResponse::Response(replace_body(res, body)))
+}
+
+/// A short, safe explanation of an actix rejection.
+fn rejection_detail(status: StatusCode, cause: &str) -> String {
+    match status {
+        StatusCode::NOT_FOUND => "no such resource".into(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this resource".into(),
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large".into(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported content type".into(),
+        _ if !cause.is_empty() => cause.chars().take(200).collect(),
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    }
+}
+
+fn replace_body<B>(
+    res: ServiceResponse<B>,
+    body: String,
+) -> ServiceResponse<EitherBody<B, BoxBody>> {
+    let (req, mut response) = res.into_parts();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    let response = response.set_body(body).map_into_boxed_body();
+    ServiceResponse::new(req, response).map_into_right_body()
+}

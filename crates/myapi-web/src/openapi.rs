@@ -1,0 +1,54 @@
+//! The OpenAPI 3.1 document: every route, its parameters and every response it can give.
+
+use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+/// The API description served at `/openapi.json` and shown by Swagger UI at `/docs/`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "myapi", description = "A three-tier REST API: movies behind OAuth2 password login."),
+    paths(
+        routes::health::health,
+        routes::health::ready,
+        routes::auth::token,
+        routes::auth::me,
+        routes::movies::get_movie_by_query,
+        routes::movies::new_movies,
+        routes::movies::get_movie,
+    ),
+    components(schemas(
+        myapi_schemas::HealthStatus,
+        myapi_schemas::MovieSchema,
+        myapi_schemas::OAuthErrorResponse,
+        myapi_schemas::Problem,
+        myapi_schemas::FieldError,
+        myapi_schemas::TokenForm,
+        myapi_schemas::TokenResponse,
+        myapi_schemas::UserSchema,
+    )),
+    modifiers(&OAuth2PasswordFlow),
+    tags(
+        (name = "health", description = "Probes"),
+        (name = "auth", description = "Login and the current user"),
+        (name = "movies", description = "The movies service"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Declares the `oauth2` security scheme: the password flow against `/token`.
+struct OAuth2PasswordFlow;
+
+impl Modify for OAuth2PasswordFlow {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "oauth2",
+            SecurityScheme::OAuth2(OAuth2::new([Flow::Password(Password::new(
+                "/token",
+                Scopes::new(),
+            ))])),
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! Liveness and readiness probes (public).
+
+use actix_web::{HttpResponse, get, web};
+use myapi_schemas::HealthStatus;
+use myapi_services::Services;
+
+use crate::error::ApiError;
+
+/// Mounts `/health` and `/ready`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(health).service(ready);
+}
+
+/// Liveness: the process serves HTTP. Never touches the database.
+#[utoipa::path(
+    tag = "health",
+    responses((status = 200, description = "The process is up", body = HealthStatus)),
+)]
+#[get("/health")]
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(HealthStatus {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: the database answers and every migration is applied.
+#[utoipa::path(
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve", body = HealthStatus),
+        (status = 503, description = "Database unreachable or migrations pending", body = myapi_schemas::Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
+#[get("/ready")]
+pub async fn ready(services: web::Data<Services>) -> Result<HttpResponse, ApiError> {
+    web::block(move || services.database.check_ready()).await??;
+    Ok(HttpResponse::Ok().json(HealthStatus {
+        status: "ok".into(),
+    }))
+}
