@@ -1,0 +1,252 @@
+//! `myapi-cli`: the admin command line — migrations, users, movie import.
+//!
+//! It reads the same configuration as the server (`config/`, `.env`, `MYAPI_*`), so it
+//! works on whichever database `MYAPI_DATABASE__DSN` names. Secrets are never taken from
+//! flags unless asked (`--password` shows in `ps`; prefer the prompt or `--password-stdin`).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use myapi_services::movies::OnExisting;
+use myapi_services::{Database, ServiceError, Services, Settings};
+
+/// Exit codes scripts can rely on.
+mod exit {
+    /// The operation failed: invalid input, not found, conflict.
+    pub const FAILED: u8 = 1;
+    /// Bad usage or configuration.
+    pub const USAGE: u8 = 2;
+    /// The database could not be reached.
+    pub const UNAVAILABLE: u8 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "myapi-cli", version, about = "Administer a myapi database")]
+#[command(
+    after_help = "Exit status: 0 success, 1 operation failed (invalid input, not found, conflict), \
+2 bad usage or configuration, 3 database unavailable.\n\
+The database comes from MYAPI_DATABASE__DSN (or config/, .env); default: SQLite file myapi.db."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending database migrations.
+    Migrate,
+    /// Create a user who can log in at /token.
+    CreateUser {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Email, the login name (stored lower-case).
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// List users (id, name, email), tab-separated.
+    ListUsers,
+    /// Delete a user; their tokens stop working within seconds.
+    DeleteUser {
+        /// Email of the user.
+        #[arg(long)]
+        email: String,
+    },
+    /// Set a user's password; their existing tokens are revoked.
+    SetPassword {
+        /// Email of the user.
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Import movies from a CSV file with header `movie_id,title,released,rating`,
+    /// all or nothing.
+    ImportMovies {
+        /// The CSV file.
+        file: PathBuf,
+        /// What to do with rows whose movie_id already exists.
+        #[arg(long, value_enum, default_value_t = ExistingRows::Fail)]
+        on_existing: ExistingRows,
+    },
+}
+
+/// Where the password comes from; with neither flag, a hidden prompt on a terminal.
+#[derive(Debug, Args)]
+struct PasswordSource {
+    /// The password (visible to other local users in `ps`; prefer the prompt).
+    #[arg(long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExistingRows {
+    /// Abort the import, writing nothing.
+    Fail,
+    /// Keep the stored movie.
+    Skip,
+    /// Overwrite the stored movie.
+    Update,
+}
+
+impl From<ExistingRows> for OnExisting {
+    fn from(value: ExistingRows) -> Self {
+        match value {
+            ExistingRows::Fail => Self::Fail,
+            ExistingRows::Skip => Self::Skip,
+            ExistingRows::Update => Self::Update,
+        }
+    }
+}
+
+/// A failed command: what to print and how to exit.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<ServiceError> for Failure {
+    fn from(error: ServiceError) -> Self {
+        let code = match error {
+            ServiceError::Unavailable(_) => exit::UNAVAILABLE,
+            _ => exit::FAILED,
+        };
+        let message = match error {
+            // One line per bad field (for an import: per bad CSV line).
+            ServiceError::Invalid(fields) if fields.len() > 1 => {
+                let lines: Vec<String> = fields.iter().map(ToString::to_string).collect();
+                format!("{} problems:\n  {}", fields.len(), lines.join("\n  "))
+            }
+            other => other.to_string(),
+        };
+        Self { message, code }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("myapi-cli: error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let settings = Settings::load().map_err(|e| Failure {
+        message: e.to_string(),
+        code: exit::USAGE,
+    })?;
+    if let Command::Migrate = cli.command {
+        let applied = Database::connect(&settings.database)?.migrate()?;
+        if applied.is_empty() {
+            println!("database is up to date");
+        } else {
+            println!(
+                "applied {} migration(s): {}",
+                applied.len(),
+                applied.join(", ")
+            );
+        }
+        return Ok(());
+    }
+    // Read the password before connecting, so a prompt is not delayed by the database.
+    let password = match &cli.command {
+        Command::CreateUser { password, .. } | Command::SetPassword { password, .. } => {
+            Some(read_password(password)?)
+        }
+        _ => None,
+    };
+    let services = Services::build(&settings, settings.database.run_migrations)?;
+    match cli.command {
+        Command::Migrate => {}
+        Command::CreateUser { name, email, .. } => {
+            let user = services
+                .auth
+                .create_user(&name, &email, password.unwrap_or_default())?;
+            println!(
+                "created user {} <{}> with id {}",
+                user.name, user.email, user.user_id
+            );
+        }
+        Command::ListUsers => {
+            for user in services.auth.list_users()? {
+                println!("{}\t{}\t{}", user.user_id, user.name, user.email);
+            }
+        }
+        Command::DeleteUser { email } => {
+            services.auth.delete_user(&email)?;
+            println!("deleted user {}", email.trim().to_lowercase());
+        }
+        Command::SetPassword { email, .. } => {
+            services
+                .auth
+                .set_password(&email, password.unwrap_or_default())?;
+            println!(
+                "password changed; existing tokens of {} are revoked",
+                email.trim().to_lowercase()
+            );
+        }
+        Command::ImportMovies { file, on_existing } => {
+            let input = std::fs::File::open(&file).map_err(|e| Failure {
+                message: format!("cannot read {}: {e}", file.display()),
+                code: exit::FAILED,
+            })?;
+            let counts = services
+                .movies
+                .import_csv(std::io::BufReader::new(input), on_existing.into())?;
+            println!(
+                "imported {}: {} inserted, {} updated, {} skipped",
+                file.display(),
+                counts.inserted,
+                counts.updated,
+                counts.skipped
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The password from the flag, standard input, or a hidden prompt.
+fn read_password(source: &PasswordSource) -> Result<String, Failure> {
+    let usage = |message: &str| Failure {
+        message: message.into(),
+        code: exit::USAGE,
+    };
+    if let Some(password) = &source.password {
+        return Ok(password.clone());
+    }
+    if source.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| usage(&format!("cannot read standard input: {e}")))?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(usage(
+            "no password given: use --password-stdin, --password, or run on a terminal",
+        ));
+    }
+    let password = rpassword::prompt_password("Password: ")
+        .map_err(|e| usage(&format!("cannot read password: {e}")))?;
+    let again = rpassword::prompt_password("Repeat password: ")
+        .map_err(|e| usage(&format!("cannot read password: {e}")))?;
+    if password == again {
+        Ok(password)
+    } else {
+        Err(usage("passwords do not match"))
+    }
+}
