@@ -1,0 +1,363 @@
+//! CLI tests: the real `myapi-cli` binary against real databases.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use support::{Backend, TestDb};
+
+/// Runs `myapi-cli args…` on `db`, feeding `stdin`, from the database's temp dir.
+fn cli(db: &TestDb, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+        .args(args)
+        .current_dir(db.dir.path())
+        .env("MYAPI_DATABASE__DSN", &db.dsn)
+        .env_remove("MYAPI_TOKEN_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn each_backend(test: impl Fn(TestDb)) {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if let Some(db) = TestDb::new(backend) {
+            test(db);
+        }
+    }
+}
+
+fn write_csv(db: &TestDb, name: &str, body: &str) -> String {
+    let path = db.dir.path().join(name);
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn user_admin_round_trip() {
+    each_backend(|db| {
+        let created = cli(
+            &db,
+            &[
+                "create-user",
+                "--name",
+                "Ada",
+                "--email",
+                " Ada@Example.COM ",
+                "--password-stdin",
+            ],
+            "s3cret-pass\n",
+        );
+        assert!(created.status.success(), "{}", stderr(&created));
+        assert!(stdout(&created).contains("ada@example.com"));
+
+        let listed = cli(&db, &["list-users"], "");
+        assert_eq!(stdout(&listed).trim(), "1\tAda\tada@example.com");
+
+        let duplicate = cli(
+            &db,
+            &[
+                "create-user",
+                "--name",
+                "Other",
+                "--email",
+                "ADA@example.com",
+                "--password",
+                "another-pass",
+            ],
+            "",
+        );
+        assert_eq!(duplicate.status.code(), Some(1));
+        assert_eq!(
+            stderr(&duplicate).lines().count(),
+            1,
+            "{}",
+            stderr(&duplicate)
+        );
+        assert!(stderr(&duplicate).contains("already exists"));
+
+        let changed = cli(
+            &db,
+            &[
+                "set-password",
+                "--email",
+                "ada@example.com",
+                "--password-stdin",
+            ],
+            "n3w-password\n",
+        );
+        assert!(
+            changed.status.success(),
+            "{:?} {}",
+            changed.status,
+            stderr(&changed)
+        );
+        let deleted = cli(&db, &["delete-user", "--email", "ADA@example.com"], "");
+        assert!(deleted.status.success(), "{}", stderr(&deleted));
+        let again = cli(&db, &["delete-user", "--email", "ada@example.com"], "");
+        assert_eq!(again.status.code(), Some(1));
+        assert_eq!(stdout(&cli(&db, &["list-users"], "")), "");
+    });
+}
+
+#[test]
+fn bad_input_is_one_line_and_non_zero() {
+    each_backend(|db| {
+        let cases: &[(&[&str], &str, i32)] = &[
+            (
+                &[
+                    "create-user",
+                    "--name",
+                    "A",
+                    "--email",
+                    "not-an-email",
+                    "--password",
+                    "long-enough",
+                ],
+                "",
+                1,
+            ),
+            (
+                &[
+                    "create-user",
+                    "--name",
+                    "A",
+                    "--email",
+                    "a@b.co",
+                    "--password",
+                    "short",
+                ],
+                "",
+                1,
+            ),
+            (
+                &[
+                    "create-user",
+                    "--name",
+                    "A",
+                    "--email",
+                    "a@b.co",
+                    "--password-stdin",
+                ],
+                "",
+                1,
+            ),
+            (&["create-user", "--name", "A", "--email", "a@b.co"], "", 2),
+            (
+                &[
+                    "set-password",
+                    "--email",
+                    "nobody@b.co",
+                    "--password",
+                    "long-enough",
+                ],
+                "",
+                1,
+            ),
+        ];
+        for (args, stdin, code) in cases {
+            let out = cli(&db, args, stdin);
+            assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", stderr(&out));
+            assert_eq!(
+                stderr(&out).trim().lines().count(),
+                1,
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        }
+        assert_eq!(
+            stdout(&cli(&db, &["list-users"], "")),
+            "",
+            "nothing was written"
+        );
+    });
+}
+
+#[test]
+fn unreachable_database_and_bad_config_fail_cleanly() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+        .arg("list-users")
+        .current_dir(db.dir.path())
+        .env(
+            "MYAPI_DATABASE__DSN",
+            "postgres://nobody:hunter2@127.0.0.1:1/none",
+        )
+        .env("MYAPI_DATABASE__CONNECT_TIMEOUT_SECS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("hunter2"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+        .arg("migrate")
+        .current_dir(db.dir.path())
+        .env("MYAPI_SERVER__PORT", "abc")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("server.port"), "{}", stderr(&out));
+}
+
+#[test]
+fn migrate_is_idempotent() {
+    each_backend(|db| {
+        let first = cli(&db, &["migrate"], "");
+        assert!(
+            stdout(&first).contains("applied 1 migration"),
+            "{}",
+            stderr(&first)
+        );
+        let second = cli(&db, &["migrate"], "");
+        assert!(stdout(&second).contains("up to date"));
+    });
+}
+
+#[test]
+fn concurrent_create_user_yields_exactly_one_row() {
+    each_backend(|db| {
+        assert!(cli(&db, &["migrate"], "").status.success());
+        let children: Vec<_> = (0..10)
+            .map(|i| {
+                let email = if i % 2 == 0 {
+                    "race@example.com"
+                } else {
+                    "RACE@example.com"
+                };
+                Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+                    .args([
+                        "create-user",
+                        "--name",
+                        &format!("Racer {i}"),
+                        "--email",
+                        email,
+                        "--password",
+                        "race-password",
+                    ])
+                    .current_dir(db.dir.path())
+                    .env("MYAPI_DATABASE__DSN", &db.dsn)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outputs: Vec<Output> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let ok = outputs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(ok, 1, "exactly one create-user wins");
+        for failed in outputs.iter().filter(|o| !o.status.success()) {
+            assert_eq!(failed.status.code(), Some(1), "{}", stderr(failed));
+            assert!(
+                stderr(failed).contains("already exists"),
+                "{}",
+                stderr(failed)
+            );
+        }
+        assert_eq!(stdout(&cli(&db, &["list-users"], "")).lines().count(), 1);
+    });
+}
+
+#[test]
+fn import_reports_bad_rows_and_writes_nothing() {
+    each_backend(|db| {
+        let path = write_csv(
+            &db,
+            "bad.csv",
+            "movie_id,title,released,rating\n1,Good,1994,9.2\n2,,1990,9\nabc,Y,1990,9\n4,Z,1990,10.5\n",
+        );
+        let out = cli(&db, &["import-movies", &path], "");
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        for line in ["line 3", "line 4", "line 5"] {
+            assert!(err.contains(line), "{err}");
+        }
+        assert!(!err.contains("line 2"), "{err}");
+        // Nothing was written: the good row imports cleanly afterwards with mode `fail`.
+        let good = write_csv(
+            &db,
+            "good.csv",
+            "movie_id,title,released,rating\n1,Good,1994,9.2\n",
+        );
+        let out = cli(&db, &["import-movies", &good], "");
+        assert!(stdout(&out).contains("1 inserted"), "{}", stderr(&out));
+    });
+}
+
+#[test]
+fn import_modes_for_existing_ids() {
+    each_backend(|db| {
+        let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/movies.csv");
+        let out = cli(&db, &["import-movies", sample], "");
+        assert!(
+            stdout(&out).contains("45 inserted"),
+            "{} {}",
+            stdout(&out),
+            stderr(&out)
+        );
+
+        let changed = write_csv(
+            &db,
+            "changed.csv",
+            "movie_id,title,released,rating\n1,Renamed,1994,9.3\n1000,New,2020,7.5\n",
+        );
+        let fail = cli(&db, &["import-movies", &changed], "");
+        assert_eq!(fail.status.code(), Some(1));
+        assert!(stderr(&fail).contains("already exist"), "{}", stderr(&fail));
+
+        let skip = cli(
+            &db,
+            &["import-movies", "--on-existing", "skip", &changed],
+            "",
+        );
+        assert!(
+            stdout(&skip).contains("1 inserted, 0 updated, 1 skipped"),
+            "{}",
+            stderr(&skip)
+        );
+
+        let update = cli(
+            &db,
+            &["import-movies", "--on-existing", "update", &changed],
+            "",
+        );
+        assert!(
+            stdout(&update).contains("0 inserted, 2 updated, 0 skipped"),
+            "{}",
+            stderr(&update)
+        );
+
+        let bad_mode = cli(
+            &db,
+            &["import-movies", "--on-existing", "merge", &changed],
+            "",
+        );
+        assert_eq!(bad_mode.status.code(), Some(2));
+        let missing = cli(&db, &["import-movies", "/nonexistent.csv"], "");
+        assert_eq!(missing.status.code(), Some(1));
+        assert_eq!(stderr(&missing).trim().lines().count(), 1);
+    });
+}

@@ -1,0 +1,361 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use crate::support::{TEST_TOKEN_KEY, TestDb};
+use crate::{both_backends, json_body, spawn_app, spawn_app_with};
+
+const PASSWORD: &str = "correct-horse-battery";
+
+async fn login_flow_and_users_me(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.create_user("Ada@Example.com", PASSWORD).await;
+    let response = app
+        .post_token(&[
+            ("grant_type", "password"),
+            ("username", "ada@example.com"),
+            ("password", PASSWORD),
+            ("scope", ""),
+            ("client_id", "swagger"),
+        ])
+        .await;
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["pragma"], "no-cache");
+    let body = json_body(response, 200, "application/json").await;
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 1800);
+    let token = body["access_token"].as_str().unwrap();
+
+    // The username is matched regardless of case and surrounding blanks; grant_type is optional.
+    let again = app
+        .post_token(&[("username", " ADA@example.com "), ("password", PASSWORD)])
+        .await;
+    assert_eq!(again.status(), 200);
+
+    let me = app.get_authed("/users/me", token).await;
+    assert_eq!(me.headers()["cache-control"], "no-store");
+    let me = json_body(me, 200, "application/json").await;
+    assert_eq!(
+        me,
+        json!({"user_id": me["user_id"], "name": "Test User", "email": "ada@example.com"})
+    );
+    assert!(me["user_id"].as_i64().unwrap() > 0);
+
+    // The scheme name is case-insensitive.
+    let lower = app
+        .client
+        .get(app.url("/users/me"))
+        .header("Authorization", format!("bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
+}
+both_backends!(login_flow_and_users_me);
+
+async fn unknown_user_and_wrong_password_look_the_same(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.create_user("known@example.com", PASSWORD).await;
+    let wrong = app
+        .post_token(&[
+            ("grant_type", "password"),
+            ("username", "known@example.com"),
+            ("password", "wrong-password"),
+        ])
+        .await;
+    let unknown = app
+        .post_token(&[
+            ("grant_type", "password"),
+            ("username", "nobody@example.com"),
+            ("password", "wrong-password"),
+        ])
+        .await;
+    let wrong = json_body(wrong, 400, "application/json").await;
+    let unknown = json_body(unknown, 400, "application/json").await;
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong["error"], "invalid_grant");
+}
+both_backends!(unknown_user_and_wrong_password_look_the_same);
+
+async fn malformed_token_requests(db: TestDb) {
+    let app = spawn_app(db).await;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "application/x-www-form-urlencoded",
+            "password=x12345678",
+            "invalid_request",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "username=a%40b.co&password=",
+            "invalid_request",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "username=a%40b.co&username=c%40d.co&password=x12345678",
+            "invalid_request",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "username=a%40b.co&password=x12345678&grant_type=client_credentials",
+            "unsupported_grant_type",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "username=a%40b.co&password=x12345678&grant_type=",
+            "invalid_request",
+        ),
+        (
+            "application/json",
+            r#"{"username":"a@b.co","password":"x12345678"}"#,
+            "invalid_request",
+        ),
+        (
+            "text/plain",
+            "username=a%40b.co&password=x12345678",
+            "invalid_request",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "%%%%",
+            "invalid_request",
+        ),
+    ];
+    for (content_type, body, error) in cases {
+        let response = app
+            .client
+            .post(app.url("/token"))
+            .header("content-type", *content_type)
+            .body(*body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["cache-control"], "no-store", "{body}");
+        let json = json_body(response, 400, "application/json").await;
+        assert_eq!(json["error"], *error, "{content_type} {body}");
+        assert!(json["error_description"].is_string());
+    }
+    let no_content_type = app
+        .client
+        .post(app.url("/token"))
+        .body("username=a&password=b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_body(no_content_type, 400, "application/json").await["error"],
+        "invalid_request"
+    );
+    let oversized = app
+        .client
+        .post(app.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("username=a&password={}", "x".repeat(64 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), 413);
+}
+both_backends!(malformed_token_requests);
+
+fn sign(claims: &serde_json::Value, algorithm: Algorithm, key: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(key.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn bearer_guard_rejections(db: TestDb) {
+    let app = spawn_app(db).await;
+    let token = app.login_new_user("guard@example.com").await;
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&token)
+        .unwrap()
+        .claims;
+
+    let missing = app.client.get(app.url("/users/me")).send().await.unwrap();
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    json_body(missing, 401, "application/problem+json").await;
+    let basic = app
+        .client
+        .get(app.url("/users/me"))
+        .header("Authorization", "Basic YTpi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.headers()["www-authenticate"], "Bearer");
+    assert_eq!(basic.status(), 401);
+
+    let b64 = |s: &str| {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = s.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    };
+    let mut expired = claims.clone();
+    expired["exp"] = json!(now() - 60);
+    let mut wrong_issuer = claims.clone();
+    wrong_issuer["iss"] = json!("someone-else");
+    let mut no_sub = claims.clone();
+    no_sub.as_object_mut().unwrap().remove("sub");
+    let bad_tokens = [
+        "garbage".to_owned(),
+        format!("{token}x"),
+        sign(
+            &claims,
+            Algorithm::HS256,
+            "another-key-another-key-another-key",
+        ),
+        sign(&expired, Algorithm::HS256, TEST_TOKEN_KEY),
+        sign(&wrong_issuer, Algorithm::HS256, TEST_TOKEN_KEY),
+        sign(&no_sub, Algorithm::HS256, TEST_TOKEN_KEY),
+        sign(&claims, Algorithm::HS512, TEST_TOKEN_KEY),
+        format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&claims.to_string())
+        ),
+    ];
+    for bad in &bad_tokens {
+        let response = app.get_authed("/users/me", bad).await;
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token""#,
+            "{bad}"
+        );
+        let body = json_body(response, 401, "application/problem+json").await;
+        assert_eq!(body["status"], 401);
+    }
+    assert_eq!(app.get_authed("/users/me", &token).await.status(), 200);
+}
+both_backends!(bearer_guard_rejections);
+
+async fn password_change_and_deletion_revoke_tokens(db: TestDb) {
+    let app = spawn_app_with(db, |s| s.auth.revocation_cache_ms = 200).await;
+    let token = app.login_new_user("revoke@example.com").await;
+    assert_eq!(app.get_authed("/users/me", &token).await.status(), 200);
+    let services = app.services.clone();
+    tokio::task::spawn_blocking(move || {
+        services
+            .auth
+            .set_password("revoke@example.com", "a-new-password".into())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.get_authed("/users/me", &token).await.status(), 401);
+
+    let new_token = app
+        .post_token(&[
+            ("username", "revoke@example.com"),
+            ("password", "a-new-password"),
+        ])
+        .await;
+    let new_token = json_body(new_token, 200, "application/json").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.get_authed("/users/me", &new_token).await.status(), 200);
+    let services = app.services.clone();
+    tokio::task::spawn_blocking(move || services.auth.delete_user("revoke@example.com"))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.get_authed("/users/me", &new_token).await.status(), 401);
+}
+both_backends!(password_change_and_deletion_revoke_tokens);
+
+async fn failed_logins_are_throttled(db: TestDb) {
+    let app = spawn_app_with(db, |s| {
+        s.auth.ip_failure_burst = 3;
+        s.auth.ip_failure_refill_secs = 60;
+    })
+    .await;
+    app.create_user("victim@example.com", PASSWORD).await;
+    for _ in 0..3 {
+        let r = app
+            .post_token(&[
+                ("username", "victim@example.com"),
+                ("password", "not-the-password"),
+            ])
+            .await;
+        assert_eq!(r.status(), 400);
+    }
+    let throttled = app
+        .post_token(&[("username", "victim@example.com"), ("password", PASSWORD)])
+        .await;
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let body = json_body(throttled, 429, "application/json").await;
+    assert!(body["error"].is_string());
+}
+both_backends!(failed_logins_are_throttled);
+
+async fn saturated_hashing_answers_503_at_once(db: TestDb) {
+    let app = spawn_app_with(db, |s| {
+        s.auth.hash_concurrency = 1;
+        s.auth.hash_queue = 0;
+        s.auth.ip_failure_burst = 1000;
+    })
+    .await;
+    let attempts = (0..12).map(|i| {
+        let client = app.client.clone();
+        let url = app.url("/token");
+        async move {
+            let form = [
+                ("username", format!("user{i}@example.com")),
+                ("password", "whatever-password".into()),
+            ];
+            client.post(url).form(&form).send().await.unwrap()
+        }
+    });
+    let responses = futures_join_all(attempts).await;
+    let busy: Vec<_> = responses.iter().filter(|r| r.status() == 503).collect();
+    assert!(!busy.is_empty(), "expected some 503s");
+    assert!(busy.iter().all(|r| r.headers().contains_key("retry-after")));
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.status() == 503 || r.status() == 400)
+    );
+}
+both_backends!(saturated_hashing_answers_503_at_once);
+
+/// Runs futures concurrently on the test runtime.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

@@ -1,0 +1,149 @@
+//! HTTP integration tests: the real app on a free port, real HTTP, real databases.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod auth;
+mod health;
+mod movies;
+
+use myapi_services::{Services, Settings};
+use myapi_web::Application;
+use support::TestDb;
+
+/// A running app and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub services: Services,
+    pub settings: Settings,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    /// `address` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Creates a user through the service tier (what `myapi-cli create-user` calls).
+    pub async fn create_user(&self, email: &str, password: &str) {
+        let services = self.services.clone();
+        let (email, password) = (email.to_owned(), password.to_owned());
+        tokio::task::spawn_blocking(move || {
+            services.auth.create_user("Test User", &email, password)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    }
+
+    /// `POST /token` with a form.
+    pub async fn post_token(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(self.url("/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A token for a freshly created user.
+    pub async fn login_new_user(&self, email: &str) -> String {
+        self.create_user(email, "correct-horse-battery").await;
+        let response = self
+            .post_token(&[
+                ("grant_type", "password"),
+                ("username", email),
+                ("password", "correct-horse-battery"),
+            ])
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Imports the shipped sample (`data/movies.csv`).
+    pub async fn import_sample(&self) {
+        let services = self.services.clone();
+        tokio::task::spawn_blocking(move || {
+            let csv = std::fs::File::open(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../data/movies.csv"
+            ))
+            .unwrap();
+            services
+                .movies
+                .import_csv(csv, myapi_services::movies::OnExisting::Fail)
+                .unwrap()
+        })
+        .await
+        .unwrap();
+    }
+
+    /// `GET path` with a bearer token.
+    pub async fn get_authed(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Starts the app on `db` with `settings` adjusted by `tweak`.
+pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = db.settings();
+    tweak(&mut settings);
+    let app_settings = settings.clone();
+    let app = tokio::task::spawn_blocking(move || Application::build(&app_settings))
+        .await
+        .unwrap()
+        .unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let services = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || Services::build(&settings, false))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    TestApp {
+        address,
+        client,
+        services,
+        settings,
+        db,
+    }
+}
+
+/// Starts the app on `db` with the test settings.
+pub async fn spawn_app(db: TestDb) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// The JSON body, after checking the status and content type.
+pub async fn json_body(
+    response: reqwest::Response,
+    status: u16,
+    content_type: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let ct = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        ct.starts_with(content_type),
+        "content-type {ct}, wanted {content_type}"
+    );
+    response.json().await.unwrap()
+}

@@ -1,0 +1,204 @@
+use serde_json::json;
+
+use crate::support::TestDb;
+use crate::{TestApp, both_backends, json_body, spawn_app};
+
+async fn app_with_sample(db: TestDb) -> (TestApp, String) {
+    let app = spawn_app(db).await;
+    app.import_sample().await;
+    let token = app.login_new_user("movies@example.com").await;
+    (app, token)
+}
+
+async fn both_id_routes_return_exact_ratings(db: TestDb) {
+    let (app, token) = app_with_sample(db).await;
+    let expected = json!({"movie_id": 1, "title": "The Shawshank Redemption", "released": 1994, "rating": 9.2});
+    let by_query = json_body(
+        app.get_authed("/movies/?movie_id=1", &token).await,
+        200,
+        "application/json",
+    )
+    .await;
+    let by_path = json_body(
+        app.get_authed("/movies/1", &token).await,
+        200,
+        "application/json",
+    )
+    .await;
+    assert_eq!(by_query, expected);
+    assert_eq!(by_path, expected);
+    // The raw text must say 9.2, not 9.199999….
+    let raw = app
+        .get_authed("/movies/2", &token)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(raw.contains(r#""rating":9.2"#), "{raw}");
+
+    for missing in [
+        "/movies/?movie_id=9999",
+        "/movies/9999",
+        "/movies/99999999999",
+    ] {
+        let body = json_body(
+            app.get_authed(missing, &token).await,
+            404,
+            "application/problem+json",
+        )
+        .await;
+        assert_eq!(body["status"], 404);
+    }
+    // Every movie route is behind the guard.
+    for path in [
+        "/movies/?movie_id=1",
+        "/movies/1",
+        "/movies/new?year=1990&rating=9",
+    ] {
+        assert_eq!(
+            app.client.get(app.url(path)).send().await.unwrap().status(),
+            401,
+            "{path}"
+        );
+    }
+}
+both_backends!(both_id_routes_return_exact_ratings);
+
+async fn new_movies_are_filtered_and_ordered(db: TestDb) {
+    let (app, token) = app_with_sample(db).await;
+    let response = app
+        .get_authed("/movies/new?year=1990&rating=9", &token)
+        .await;
+    assert!(!response.headers().contains_key("link"));
+    let body = json_body(response, 200, "application/json").await;
+    let ids: Vec<i64> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["movie_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 3, 6, 7]);
+    for movie in body.as_array().unwrap() {
+        assert!(movie["released"].as_i64().unwrap() >= 1990);
+        assert!(movie["rating"].as_f64().unwrap() >= 9.0);
+    }
+    // Edges: equal year and equal rating are included.
+    let body = json_body(
+        app.get_authed("/movies/new?year=2008&rating=9.0", &token)
+            .await,
+        200,
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!([{"movie_id": 3, "title": "The Dark Knight", "released": 2008, "rating": 9.0}])
+    );
+    let body = json_body(
+        app.get_authed("/movies/new?year=2030&rating=0", &token)
+            .await,
+        200,
+        "application/json",
+    )
+    .await;
+    assert_eq!(body, json!([]));
+    let body = json_body(
+        app.get_authed("/movies/new?year=0&rating=10", &token).await,
+        200,
+        "application/json",
+    )
+    .await;
+    assert_eq!(body, json!([]));
+}
+both_backends!(new_movies_are_filtered_and_ordered);
+
+async fn new_movies_are_paged_with_link_next(db: TestDb) {
+    let (app, token) = app_with_sample(db).await;
+    let mut path = "/movies/new?year=1990&rating=8.5&limit=5".to_owned();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let response = app.get_authed(&path, &token).await;
+        let next = response
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_owned());
+        let body = json_body(response, 200, "application/json").await;
+        let page: Vec<i64> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["movie_id"].as_i64().unwrap())
+            .collect();
+        assert!(page.len() <= 5);
+        seen.extend(page);
+        pages += 1;
+        let Some(link) = next else { break };
+        assert!(link.ends_with(r#">; rel="next""#), "{link}");
+        path = link
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_owned();
+    }
+    let all = json_body(
+        app.get_authed("/movies/new?year=1990&rating=8.5&limit=1000", &token)
+            .await,
+        200,
+        "application/json",
+    )
+    .await;
+    let all: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["movie_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seen, all);
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "ordered by movie_id");
+    assert_eq!(pages, all.len().div_ceil(5));
+}
+both_backends!(new_movies_are_paged_with_link_next);
+
+async fn parameter_errors_are_422_naming_the_parameter(db: TestDb) {
+    let (app, token) = app_with_sample(db).await;
+    let cases = [
+        ("/movies/new?rating=9", "year"),
+        ("/movies/new?year=1990", "rating"),
+        ("/movies/new?year=abc&rating=9", "year"),
+        ("/movies/new?year=1990&rating=abc", "rating"),
+        ("/movies/new?year=1990&rating=NaN", "rating"),
+        ("/movies/new?year=1990&rating=inf", "rating"),
+        ("/movies/new?year=1990&rating=11", "rating"),
+        ("/movies/new?year=1990&rating=-1", "rating"),
+        ("/movies/new?year=99999999999999999999&rating=9", "year"),
+        ("/movies/new?year=-5&rating=9", "year"),
+        ("/movies/new?year=1990&rating=9&limit=-1", "limit"),
+        ("/movies/new?year=1990&rating=9&limit=0", "limit"),
+        ("/movies/new?year=1990&rating=9&limit=1001", "limit"),
+        ("/movies/new?year=1990&rating=9&offset=-1", "offset"),
+        ("/movies/new?year=1990&year=1991&rating=9", "year"),
+        ("/movies/?movie_id=abc", "movie_id"),
+        ("/movies/", "movie_id"),
+        ("/movies/abc", "movie_id"),
+        ("/movies/1.5", "movie_id"),
+    ];
+    for (path, field) in cases {
+        let body = json_body(
+            app.get_authed(path, &token).await,
+            422,
+            "application/problem+json",
+        )
+        .await;
+        let fields: Vec<&str> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "{path}: {body}");
+        assert_eq!(body["status"], 422);
+    }
+}
+both_backends!(parameter_errors_are_422_naming_the_parameter);

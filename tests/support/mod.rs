@@ -1,0 +1,163 @@
+//! Shared by the integration tests: a throwaway database on each backend.
+//!
+//! SQLite always runs, in a temp dir. PostgreSQL runs at `MYAPI_TEST_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`) in a database created for the
+//! test and dropped after. If PostgreSQL is unreachable the PostgreSQL tests say so on
+//! stderr and skip — unless `CI=true`, where they fail.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use myapi_services::config::{Secret, Settings};
+
+/// The two backends every data-touching test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite in a temp dir.
+    Sqlite,
+    /// The PostgreSQL at `MYAPI_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// A database that lives as long as the test.
+pub struct TestDb {
+    /// DSN to hand to the app or the CLI.
+    pub dsn: String,
+    /// Directory the test may use (holds the SQLite file).
+    pub dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh empty database, or `None` when PostgreSQL is unreachable outside CI.
+    pub fn new(backend: Backend) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let dsn = format!("sqlite://{}", dir.path().join("test.db").display());
+                Some(Self {
+                    dsn,
+                    dir,
+                    postgres: None,
+                })
+            }
+            Backend::Postgres => {
+                let admin = admin_url();
+                let name = unique_name();
+                match myapi_services::database::create_postgres_database(&admin, &name) {
+                    Ok(()) => {
+                        let dsn = replace_database(&admin, &name);
+                        Some(Self {
+                            dsn,
+                            dir,
+                            postgres: Some((admin, name)),
+                        })
+                    }
+                    Err(error) => {
+                        let message =
+                            format!("PostgreSQL at {} is unreachable ({error})", redact(&admin));
+                        assert!(!in_ci(), "{message}; CI=true requires it");
+                        let _ = writeln!(std::io::stderr(), "SKIPPED PostgreSQL test: {message}");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Settings for an app on this database: port 0, a fixed token key, two workers.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::default();
+        settings.server.port = 0;
+        settings.server.workers = 2;
+        settings.database.dsn = Secret::new(self.dsn.clone());
+        settings.database.pool_size = 8;
+        settings.token_key = Some(Secret::new(TEST_TOKEN_KEY));
+        settings
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.postgres {
+            let _ = myapi_services::database::drop_postgres_database(admin, name);
+        }
+    }
+}
+
+/// The token key tests sign with (32+ bytes).
+pub const TEST_TOKEN_KEY: &str = "test-token-key-0123456789abcdef-0123456789";
+
+/// Whether we run under CI (`CI=true`), where skipping PostgreSQL is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// `MYAPI_TEST_POSTGRES_URL` or the local default.
+pub fn admin_url() -> String {
+    std::env::var("MYAPI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn unique_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "myapi_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// `url` with its database (path) replaced by `name`.
+pub fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
+            let colon = s + 3 + url[s + 3..at].find(':').unwrap_or(0);
+            format!("{}:***{}", &url[..colon], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Runs a test body once per backend: `both_backends!(name, |db| async { ... })` defines
+/// `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(db) = $crate::support::TestDb::new($crate::support::Backend::Sqlite) {
+                    super::$name(db).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = $crate::support::TestDb::new($crate::support::Backend::Postgres) {
+                    super::$name(db).await;
+                }
+            }
+        }
+    };
+}
