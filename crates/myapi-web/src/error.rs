@@ -33,6 +33,9 @@ pub enum TokenError {
     /// Malformed request: not a form, missing, empty or repeated fields.
     #[error("invalid_request: {0}")]
     InvalidRequest(String),
+    /// The form is larger than `/token` accepts.
+    #[error("invalid_request: body too large")]
+    BodyTooLarge,
     /// `grant_type` other than `password`.
     #[error("unsupported_grant_type")]
     UnsupportedGrantType,
@@ -64,6 +67,7 @@ impl ResponseError for ApiError {
             Self::Token(TokenError::Service(
                 ServiceError::InvalidCredentials | ServiceError::Invalid(_),
             )) => StatusCode::BAD_REQUEST,
+            Self::Token(TokenError::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Token(TokenError::Service(error)) => service_status(error),
         }
     }
@@ -108,6 +112,9 @@ impl ResponseError for ApiError {
             Self::Token(error) => {
                 let (code, description) = match error {
                     TokenError::InvalidRequest(why) => ("invalid_request", why.clone()),
+                    TokenError::BodyTooLarge => {
+                        ("invalid_request", "request body too large".into())
+                    }
                     TokenError::UnsupportedGrantType => (
                         "unsupported_grant_type",
                         "grant_type must be `password`".into(),

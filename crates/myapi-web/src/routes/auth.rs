@@ -1,25 +1,23 @@
 //! The `auth` scope: `POST /token` (OAuth2 password grant) and `GET /users/me`.
 
+use actix_web::http::Method;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use myapi_schemas::{OAuthErrorResponse, Problem, TokenForm, TokenResponse, UserSchema};
 use myapi_services::Services;
 use myapi_services::auth::LoginAttempt;
 
 use crate::error::{ApiError, TokenError};
 use crate::extract::{BearerUser, client_ip};
+use crate::routes::ApiScope;
 
 /// Largest `/token` body, in bytes.
 pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
 
 /// Mounts `/token` and `/users/me`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/token")
-            .app_data(web::PayloadConfig::new(TOKEN_BODY_LIMIT))
-            .route(web::post().to(token)),
-    )
-    .service(web::scope("/users").service(me));
+pub fn configure(scopes: &mut Vec<ApiScope>) {
+    scopes.push(ApiScope::new("").route(Method::POST, "/token", token));
+    scopes.push(ApiScope::new("/users").route(Method::GET, "/me", me));
 }
 
 /// Exchanges email and password for an access token (RFC 6749 §4.3).
@@ -34,7 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (status = 200, description = "Access token issued", body = TokenResponse,
             headers(("Cache-Control" = String, description = "no-store"), ("Pragma" = String, description = "no-cache"))),
         (status = 400, description = "invalid_request, invalid_grant or unsupported_grant_type", body = OAuthErrorResponse),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 4 KiB (`invalid_request`)", body = OAuthErrorResponse),
         (status = 429, description = "Too many failed logins", body = OAuthErrorResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Hashing saturated or database unavailable", body = OAuthErrorResponse,
@@ -122,6 +120,7 @@ impl PasswordGrant {
 
 /// The signed-in user.
 #[utoipa::path(
+    get,
     path = "/users/me",
     tag = "auth",
     security(("oauth2" = [])),
@@ -134,7 +133,6 @@ impl PasswordGrant {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
-#[get("/me")]
 pub async fn me(user: BearerUser) -> HttpResponse {
     HttpResponse::Ok().json(user.0)
 }

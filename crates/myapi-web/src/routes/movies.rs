@@ -1,26 +1,28 @@
 //! The `movies` scope: look-ups and the "new and good" listing, all behind the bearer guard.
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::http::{Method, header};
+use actix_web::{HttpRequest, HttpResponse, web};
 use myapi_schemas::{MovieSchema, Problem};
 use myapi_services::movies::NewMoviesQuery;
 use myapi_services::{ServiceError, Services};
 
 use crate::error::ApiError;
 use crate::extract::{BearerUser, QueryParams};
+use crate::routes::ApiScope;
 
 /// Mounts `/movies/`, `/movies/new` and `/movies/{movie_id}`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/movies")
-            .service(get_movie_by_query)
-            .service(new_movies)
-            .service(get_movie),
+pub fn configure(scopes: &mut Vec<ApiScope>) {
+    scopes.push(
+        ApiScope::new("/movies")
+            .route(Method::GET, "/", get_movie_by_query)
+            .route(Method::GET, "/new", new_movies)
+            .route(Method::GET, "/{movie_id}", get_movie),
     );
 }
 
 /// One movie by `movie_id` query parameter (the seed's route, kept for its clients).
 #[utoipa::path(
+    get,
     path = "/movies/",
     tag = "movies",
     security(("oauth2" = [])),
@@ -36,7 +38,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
-#[get("/")]
 pub async fn get_movie_by_query(
     _user: BearerUser,
     req: HttpRequest,
@@ -50,6 +51,7 @@ pub async fn get_movie_by_query(
 
 /// One movie by id.
 #[utoipa::path(
+    get,
     path = "/movies/{movie_id}",
     tag = "movies",
     security(("oauth2" = [])),
@@ -65,7 +67,6 @@ pub async fn get_movie_by_query(
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
-#[get("/{movie_id}")]
 pub async fn get_movie(
     _user: BearerUser,
     movie_id: web::Path<String>,
@@ -90,6 +91,7 @@ async fn find_movie(
 /// `movie_id`, one page at a time. When more follow, a `Link: <…>; rel="next"` header
 /// gives the next page's URL.
 #[utoipa::path(
+    get,
     path = "/movies/new",
     tag = "movies",
     security(("oauth2" = [])),
@@ -111,7 +113,6 @@ async fn find_movie(
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
-#[get("/new")]
 pub async fn new_movies(
     _user: BearerUser,
     req: HttpRequest,
