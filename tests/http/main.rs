@@ -6,8 +6,11 @@
 mod support;
 
 mod auth;
+mod binary;
+mod browser;
 mod health;
 mod movies;
+mod openapi;
 
 use myapi_services::{Services, Settings};
 use myapi_web::Application;

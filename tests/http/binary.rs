@@ -1,0 +1,200 @@
+//! The real `myapi-web` binary: start-up errors, logging, graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Backend, TEST_TOKEN_KEY, TestDb};
+
+fn server(db: &TestDb) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_myapi-web"));
+    command
+        .current_dir(db.dir.path())
+        .env("MYAPI_DATABASE__DSN", &db.dsn)
+        .env("MYAPI_SERVER__PORT", "0")
+        .env("MYAPI_SERVER__WORKERS", "1")
+        .env("MYAPI_TOKEN_KEY", TEST_TOKEN_KEY)
+        .env("RUST_LOG", "debug")
+        .env("MYAPI_SERVER__SHUTDOWN_TIMEOUT_SECS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn one_line_failure(command: &mut Command, expected_code: i32, needle: &str) {
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(expected_code), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("myapi-web:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(needle), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_settings_fail_with_one_line() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    one_line_failure(
+        server(&db).env("MYAPI_SERVER__PORT", "abc"),
+        2,
+        "server.port",
+    );
+    one_line_failure(
+        server(&db).env("MYAPI_TOKEN_KEY", "too-short"),
+        2,
+        "token_key",
+    );
+    one_line_failure(
+        server(&db)
+            .env(
+                "MYAPI_DATABASE__DSN",
+                "postgres://app:hunter2@127.0.0.1:1/none",
+            )
+            .env("MYAPI_DATABASE__CONNECT_TIMEOUT_SECS", "1"),
+        1,
+        "database unavailable",
+    );
+    one_line_failure(
+        server(&db).env("MYAPI_DATABASE__DSN", "mysql://x@y/z"),
+        1,
+        "unsupported scheme",
+    );
+}
+
+/// Starts the binary and returns it with its port, read from the "listening on" log line.
+fn start(db: &TestDb) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+    let mut child = server(db).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Some(address) = line.split("listening on http://").nth(1) {
+            let port = address.rsplit(':').next().unwrap().trim().parse().unwrap();
+            return (child, port, rx);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("server did not start");
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn logs_never_carry_secrets_and_sigterm_stops_cleanly() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(db) = TestDb::new(backend) else {
+            continue;
+        };
+        let (mut child, port, log) = start(&db);
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let services = {
+            let mut settings = db.settings();
+            settings.database.run_migrations = false;
+            tokio::task::spawn_blocking(move || myapi_services::Services::build(&settings, false))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let password = "Sup3r-Secret-Passw0rd";
+        tokio::task::spawn_blocking(move || {
+            services
+                .auth
+                .create_user("Log", "log@example.com", password.into())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let form = [
+            ("grant_type", "password"),
+            ("username", "log@example.com"),
+            ("password", password),
+        ];
+        let token: serde_json::Value = client
+            .post(format!("{base}/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap().to_owned();
+        let wrong = [
+            ("username", "log@example.com"),
+            ("password", "Wrong-Secret-123"),
+        ];
+        assert_eq!(
+            client
+                .post(format!("{base}/token"))
+                .form(&wrong)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            400
+        );
+        let me = client
+            .get(format!("{base}/users/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(me.status(), 200);
+
+        drop(client);
+        let stopping = Instant::now();
+        let status = terminate(&mut child);
+        assert!(
+            stopping.elapsed() < Duration::from_secs(4),
+            "graceful stop took {:?}",
+            stopping.elapsed()
+        );
+        assert!(status.success(), "exit status {status:?}");
+        let lines: Vec<String> = log.try_iter().collect();
+        let all = lines.join("\n");
+        for secret in [
+            password,
+            "Wrong-Secret-123",
+            token.as_str(),
+            TEST_TOKEN_KEY,
+            "Bearer ",
+        ] {
+            assert!(!all.contains(secret), "log leaks {secret:?}:\n{all}");
+        }
+        // Each request logged once, with its status and request id.
+        let token_lines: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("\"POST /token"))
+            .collect();
+        assert_eq!(token_lines.len(), 2, "{all}");
+        assert!(token_lines.iter().all(|l| l.contains(" id=")), "{all}");
+    }
+}
