@@ -1,0 +1,161 @@
+//! The OpenAPI document: valid 3.1, exactly the mounted routes, the right security, and
+//! unchanged from the committed snapshot unless the change is reviewed.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use crate::support::{Backend, TestDb, in_ci};
+use crate::{json_body, spawn_app};
+
+const SNAPSHOT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/snapshots/openapi.json"
+);
+const PUBLIC: &[&str] = &["/health", "/ready", "/token"];
+
+async fn served_document() -> serde_json::Value {
+    let app = spawn_app(TestDb::new(Backend::Sqlite).unwrap()).await;
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    json_body(response, 200, "application/json").await
+}
+
+fn documented_operations(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn document_lists_exactly_the_mounted_routes() {
+    let doc = served_document().await;
+    let mounted: BTreeSet<(String, String)> = myapi_web::routes::operations()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p))
+        .collect();
+    let documented = documented_operations(&doc);
+    let undocumented: Vec<_> = mounted.difference(&documented).collect();
+    let phantom: Vec<_> = documented.difference(&mounted).collect();
+    assert!(
+        undocumented.is_empty(),
+        "mounted but not in the OpenAPI document: {undocumented:?}"
+    );
+    assert!(
+        phantom.is_empty(),
+        "documented but not mounted: {phantom:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let app = spawn_app(TestDb::new(Backend::Sqlite).unwrap()).await;
+    let doc: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (method, path) in documented_operations(&doc) {
+        let concrete = path.replace("{movie_id}", "1");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method.clone(), app.url(&concrete))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            ![404, 405].contains(&response.status().as_u16()),
+            "{method} {path} is not routed: {}",
+            response.status()
+        );
+    }
+}
+
+#[tokio::test]
+async fn security_scheme_is_oauth2_password_on_protected_routes_only() {
+    let doc = served_document().await;
+    let scheme = &doc["components"]["securitySchemes"]["oauth2"];
+    assert_eq!(scheme["type"], "oauth2");
+    assert_eq!(scheme["flows"]["password"]["tokenUrl"], "/token");
+    for (method, path) in documented_operations(&doc) {
+        let operation = &doc["paths"][&path][method.to_lowercase()];
+        if PUBLIC.contains(&path.as_str()) {
+            assert!(
+                operation.get("security").is_none(),
+                "{method} {path} must be public"
+            );
+        } else {
+            assert_eq!(
+                operation["security"],
+                serde_json::json!([{"oauth2": []}]),
+                "{method} {path}"
+            );
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(
+                responses.contains_key("401") && responses.contains_key("503"),
+                "{method} {path}"
+            );
+        }
+    }
+    let token = &doc["paths"]["/token"]["post"];
+    assert!(token["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
+    assert_eq!(doc["info"]["title"], "myapi");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn document_is_valid_openapi_3_1() {
+    let doc = served_document().await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openapi.json");
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let validator = Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&path)
+        .output();
+    match validator {
+        Ok(out) if out.status.success() => {}
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named") && !in_ci() => {
+            eprintln!("SKIPPED OpenAPI validation: `pip install openapi-spec-validator` to run it");
+        }
+        Ok(out) => panic!(
+            "openapi-spec-validator rejected the document:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(error) => assert!(!in_ci(), "python3 not available: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn document_matches_the_committed_snapshot() {
+    let doc = served_document().await;
+    let pretty = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(SNAPSHOT, &pretty).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(SNAPSHOT).unwrap_or_default();
+    assert!(
+        committed == pretty,
+        "the OpenAPI document changed; review it and run `UPDATE_SNAPSHOTS=1 cargo test -p myapi-web --test http openapi` \
+         to update tests/snapshots/openapi.json"
+    );
+}
