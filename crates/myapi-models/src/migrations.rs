@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::DbError;
-use crate::connection::{ConnectionOptions, DatabaseUrl, DbConnection, establish, one_line};
+use crate::connection::{DbConnection, one_line};
 
 /// `migrations/postgres`, compiled into the binary.
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
@@ -16,39 +16,61 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migra
 /// Key of the PostgreSQL advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK_KEY: i64 = 0x6d79_6170_695f_6d69; // "myapi_mi"
 
-/// Applies pending migrations and returns the versions applied (empty when up to date).
+/// Applies pending migrations on `conn` and returns the versions applied (empty when up to
+/// date).
 ///
-/// Runs on its own connection without a statement timeout. On PostgreSQL it holds an
-/// advisory lock for the duration, so instances starting together migrate one at a time.
-pub fn run_pending_migrations(url: &DatabaseUrl) -> Result<Vec<String>, DbError> {
-    let options = ConnectionOptions::default();
-    let conn =
-        establish(url, &options).map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?;
+/// On PostgreSQL the statement timeout is lifted for the duration and an advisory lock is
+/// held, so instances starting together migrate one at a time; `restore_timeout` is the
+/// session's `statement_timeout` to put back afterwards.
+pub fn run_pending_migrations(
+    conn: &mut DbConnection,
+    restore_timeout: std::time::Duration,
+) -> Result<Vec<String>, DbError> {
     match conn {
-        DbConnection::Pg(mut conn) => {
-            conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+        DbConnection::Pg(conn) => {
+            conn.batch_execute(&format!(
+                "SET statement_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"
+            ))?;
             let result = conn
                 .batch_execute("CREATE SCHEMA IF NOT EXISTS myapi")
                 .map_err(DbError::from)
-                .and_then(|()| apply(&mut conn, POSTGRES_MIGRATIONS));
-            let unlocked =
-                conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+                .and_then(|()| apply(conn, || POSTGRES_MIGRATIONS));
+            let unlocked = conn.batch_execute(&format!(
+                "SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY}); SET statement_timeout = {}",
+                restore_timeout.as_millis()
+            ));
             let applied = result?;
             unlocked?;
             Ok(applied)
         }
-        DbConnection::Sqlite(mut conn) => apply(&mut conn, SQLITE_MIGRATIONS),
+        DbConnection::Sqlite(conn) => apply(conn, || SQLITE_MIGRATIONS),
     }
 }
 
-fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<Vec<String>, DbError>
+/// Applies pending migrations. If that fails because another process applied them
+/// meanwhile (SQLite has no advisory lock), nothing is left pending and that is success.
+fn apply<C>(conn: &mut C, migrations: fn() -> EmbeddedMigrations) -> Result<Vec<String>, DbError>
 where
     C: MigrationHarness<C::Backend> + Connection,
 {
     let applied = conn
-        .run_pending_migrations(migrations)
-        .map_err(|e| DbError::Migration(one_line(&e.to_string())))?;
-    Ok(applied.iter().map(ToString::to_string).collect())
+        .run_pending_migrations(migrations())
+        .map(|versions| versions.iter().map(ToString::to_string).collect());
+    match applied {
+        Ok(applied) => Ok(applied),
+        Err(error)
+            if conn
+                .has_pending_migration(migrations())
+                .is_ok_and(|pending| !pending) =>
+        {
+            log::info!(
+                "migrations were applied concurrently by another process ({})",
+                one_line(&error.to_string())
+            );
+            Ok(Vec::new())
+        }
+        Err(error) => Err(DbError::Migration(one_line(&error.to_string()))),
+    }
 }
 
 /// Whether every embedded migration has been applied on this connection's database.

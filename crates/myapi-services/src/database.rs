@@ -13,6 +13,7 @@ use crate::config::DatabaseSettings;
 pub struct Database {
     pool: DbPool,
     url: DatabaseUrl,
+    statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for Database {
@@ -28,17 +29,22 @@ impl Database {
     pub fn connect(settings: &DatabaseSettings) -> Result<Self, ServiceError> {
         let url = DatabaseUrl::parse(settings.dsn.expose())
             .map_err(|e| ServiceError::invalid("database.dsn", e.to_string()))?;
+        let statement_timeout = Duration::from_millis(settings.statement_timeout_ms);
         let options = PoolOptions {
             max_size: settings.pool_size,
             connection_timeout: settings.connect_timeout(),
             connection: ConnectionOptions {
-                statement_timeout: Duration::from_millis(settings.statement_timeout_ms),
+                statement_timeout,
                 busy_timeout: Duration::from_secs(5),
                 connect_timeout: settings.connect_timeout(),
             },
         };
         let pool = myapi_models::build_pool(&url, options)?;
-        Ok(Self { pool, url })
+        Ok(Self {
+            pool,
+            url,
+            statement_timeout,
+        })
     }
 
     /// `postgres` or `sqlite`.
@@ -53,7 +59,11 @@ impl Database {
 
     /// Applies pending migrations (safe when several instances start at once).
     pub fn migrate(&self) -> Result<Vec<String>, ServiceError> {
-        Ok(myapi_models::migrations::run_pending_migrations(&self.url)?)
+        let mut conn = self.conn()?;
+        Ok(myapi_models::migrations::run_pending_migrations(
+            &mut conn,
+            self.statement_timeout,
+        )?)
     }
 
     /// Ok when the database answers and every migration is applied (blocking).
