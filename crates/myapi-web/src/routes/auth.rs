@@ -41,9 +41,14 @@ pub fn configure(scopes: &mut Vec<ApiScope>) {
 )]
 pub async fn token(
     req: HttpRequest,
-    body: web::Bytes,
+    body: web::Payload,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body
+        .to_bytes_limited(TOKEN_BODY_LIMIT)
+        .await
+        .map_err(|_| TokenError::BodyTooLarge)?
+        .map_err(|_| TokenError::InvalidRequest("the request body could not be read".into()))?;
     let form = PasswordGrant::parse(&req, &body)?;
     let ticket = services.auth.admit_login().map_err(TokenError::Service)?;
     let client_ip = client_ip(&req);
