@@ -49,6 +49,8 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Largest accepted request body, in bytes (`/token` has its own, smaller cap).
     pub max_body_bytes: usize,
+    /// Largest accepted total size of request header names and values, in bytes.
+    pub max_header_bytes: usize,
     /// Origins allowed by CORS; empty (the default) turns CORS off.
     /// In the environment: a comma-separated list.
     #[serde(deserialize_with = "string_or_list")]
@@ -67,6 +69,7 @@ impl Default for ServerSettings {
             client_request_timeout_ms: 5_000,
             shutdown_timeout_secs: 10,
             max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
             cors_allowed_origins: Vec::new(),
         }
     }

@@ -3,12 +3,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix_web::HttpMessage;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, Next};
+use actix_web::{HttpMessage, HttpResponse};
 
 use crate::error::{PROBLEM_JSON, problem_json};
 
@@ -37,6 +37,42 @@ pub async fn assign_request_id(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     Ok(response)
+}
+
+/// The header budget from `server.max_header_bytes`, registered as app data.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLimit(pub usize);
+
+/// Refuses requests whose headers (names and values) exceed [`HeaderLimit`] with 431.
+/// actix itself caps a request head at 96 headers and 128 KiB; this makes the budget a setting.
+pub async fn limit_header_size(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody, BoxBody>>, actix_web::Error> {
+    let limit = req
+        .app_data::<HeaderLimit>()
+        .map_or(usize::MAX, |limit| limit.0);
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > limit {
+        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        let body = problem_json(
+            status,
+            format!("request headers exceed {limit} bytes"),
+            None,
+            Vec::new(),
+        );
+        let response = HttpResponse::build(status)
+            .content_type(PROBLEM_JSON)
+            .body(body);
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 /// Makes every error response problem+json: bodies the app already wrote as JSON pass
@@ -104,4 +140,80 @@ fn replace_body<B>(
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     let response = response.set_body(body).map_into_boxed_body();
     ServiceResponse::new(req, response).map_into_right_body()
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::middleware::{ErrorHandlers, from_fn};
+    use actix_web::{App, test, web};
+    use myapi_services::ServiceError;
+
+    use super::*;
+    use crate::error::ApiError;
+
+    #[actix_web::test]
+    async fn internal_errors_get_a_generic_body_with_the_request_id() {
+        let app = test::init_service(
+            App::new()
+                .route(
+                    "/boom",
+                    web::get().to(|| async {
+                        Err::<HttpResponse, ApiError>(
+                            ServiceError::Internal("SELECT hashed_password FROM users".into())
+                                .into(),
+                        )
+                    }),
+                )
+                .wrap(ErrorHandlers::new().default_handler(finish_errors))
+                .wrap(from_fn(assign_request_id)),
+        )
+        .await;
+        let response =
+            test::call_service(&app, test::TestRequest::get().uri("/boom").to_request()).await;
+        assert_eq!(response.status(), 500);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            PROBLEM_JSON
+        );
+        let request_id = response
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: serde_json::Value = test::read_body_json(response).await;
+        assert_eq!(body["request_id"], request_id.as_str());
+        assert_eq!(body["detail"], "internal server error");
+        assert!(!body.to_string().contains("SELECT"));
+    }
+
+    #[actix_web::test]
+    async fn plain_text_rejections_become_problem_json() {
+        let app = test::init_service(
+            App::new()
+                .route(
+                    "/json",
+                    web::post().to(|_: web::Json<serde_json::Value>| async {
+                        HttpResponse::Ok().finish()
+                    }),
+                )
+                .wrap(ErrorHandlers::new().default_handler(finish_errors)),
+        )
+        .await;
+        let request = test::TestRequest::post()
+            .uri("/json")
+            .insert_header((header::CONTENT_TYPE, "text/plain"))
+            .set_payload("x")
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert!(response.status().is_client_error());
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            PROBLEM_JSON
+        );
+        let status = response.status().as_u16();
+        let body: serde_json::Value = test::read_body_json(response).await;
+        assert_eq!(body["status"], status);
+    }
 }

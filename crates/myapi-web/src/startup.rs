@@ -12,7 +12,7 @@ use myapi_services::{ServiceError, Services, Settings};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::middleware::{assign_request_id, finish_errors};
+use crate::middleware::{HeaderLimit, assign_request_id, finish_errors, limit_header_size};
 use crate::openapi::ApiDoc;
 use crate::routes;
 
@@ -100,10 +100,12 @@ pub fn run(
         App::new()
             .app_data(services.clone())
             .app_data(web::PayloadConfig::new(server_settings.max_body_bytes))
+            .app_data(HeaderLimit(server_settings.max_header_bytes))
             .configure(routes::configure)
             .service(web::resource("/docs").route(web::get().to(redirect_to_docs)))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
             .default_service(web::to(not_found))
+            .wrap(from_fn(limit_header_size))
             .wrap(ErrorHandlers::new().default_handler(finish_errors))
             .wrap(Condition::new(
                 !server_settings.cors_allowed_origins.is_empty(),
