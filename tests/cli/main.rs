@@ -235,10 +235,10 @@ fn migrate_is_idempotent() {
 }
 
 #[test]
-fn concurrent_create_user_yields_exactly_one_row() {
+fn fifty_concurrent_create_user_processes_make_one_row() {
     each_backend(|db| {
         assert!(cli(&db, &["migrate"], "").status.success());
-        let children: Vec<_> = (0..10)
+        let children: Vec<_> = (0..50)
             .map(|i| {
                 let email = if i % 2 == 0 {
                     "race@example.com"

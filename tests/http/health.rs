@@ -57,3 +57,14 @@ async fn tables_live_in_schema_myapi_on_postgres(db: TestDb) {
     }
 }
 both_backends!(tables_live_in_schema_myapi_on_postgres);
+
+async fn wrong_method_is_405_with_allow(db: TestDb) {
+    let app = spawn_app(db).await;
+    let response = app.client.post(app.url("/health")).send().await.unwrap();
+    assert_eq!(response.headers()["allow"], "GET");
+    json_body(response, 405, "application/problem+json").await;
+    let response = app.client.get(app.url("/token")).send().await.unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
+    json_body(response, 405, "application/problem+json").await;
+}
+both_backends!(wrong_method_is_405_with_allow);

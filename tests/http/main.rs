@@ -9,8 +9,10 @@ mod auth;
 mod binary;
 mod browser;
 mod health;
+mod hostile;
 mod movies;
 mod openapi;
+mod resilience;
 
 use myapi_services::{Services, Settings};
 use myapi_web::Application;

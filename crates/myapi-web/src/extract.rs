@@ -176,6 +176,63 @@ mod tests {
         assert_eq!(names, ["year", "rating", "limit", "missing"]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_query_string_parses_or_fails_cleanly(query in "\\PC{0,200}") {
+            if let Ok(mut q) = QueryParams::parse(&query) {
+                let _ = (q.required_int("year"), q.required_number("rating"), q.optional_int("limit"));
+                let _ = q.finish();
+            }
+        }
+
+        #[test]
+        fn integer_parameters_accept_exactly_what_i64_parses(raw in "[-+0-9a-z. ]{0,25}") {
+            let query = serde_urlencoded::to_string([("year", raw.as_str())]).unwrap();
+            let mut q = QueryParams::parse(&query).unwrap();
+            let parsed = q.required_int("year");
+            proptest::prop_assert_eq!(parsed, raw.trim().parse::<i64>().ok());
+            proptest::prop_assert_eq!(q.finish().is_ok(), parsed.is_some());
+        }
+
+        #[test]
+        fn any_authorization_header_is_handled(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(value) = header::HeaderValue::from_bytes(&bytes) {
+                let req = actix_web::test::TestRequest::default()
+                    .insert_header((header::AUTHORIZATION, value))
+                    .to_http_request();
+                if let Ok(token) = bearer_token(&req) {
+                    proptest::prop_assert!(!token.is_empty() && !token.contains(char::is_whitespace));
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_tokens_never_verify(token in "\\PC{0,400}") {
+            let signer = myapi_services::auth::TokenSigner::new(
+                Some(&myapi_services::config::Secret::new("k".repeat(32))),
+                &myapi_services::config::AuthSettings::default(),
+            );
+            proptest::prop_assert!(signer.verify(&token).is_err());
+        }
+
+        #[test]
+        fn tampered_tokens_never_verify_as_someone_else(position in 0usize..400, replacement in "[A-Za-z0-9_.-]") {
+            let signer = myapi_services::auth::TokenSigner::new(
+                Some(&myapi_services::config::Secret::new("k".repeat(32))),
+                &myapi_services::config::AuthSettings::default(),
+            );
+            let token = signer.issue(7, "Ada", "ada@example.com", 1).unwrap();
+            let mut chars: Vec<char> = token.chars().collect();
+            let position = position % chars.len();
+            chars[position] = replacement.chars().next().unwrap();
+            let tampered: String = chars.into_iter().collect();
+            if let Ok(claims) = signer.verify(&tampered) {
+                // Only an encoding-equivalent change can survive, and then nothing changed.
+                proptest::prop_assert_eq!((claims.sub.as_str(), claims.email.as_str(), claims.ver), ("7", "ada@example.com", 1));
+            }
+        }
+    }
+
     #[test]
     fn overflow_is_an_error_not_a_wrap() {
         let mut q = QueryParams::parse("year=99999999999999999999999").unwrap();
