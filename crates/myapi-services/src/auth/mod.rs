@@ -15,12 +15,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use data::UserDataManager;
-pub use password::{HashGate, HashTicket, PasswordHasher};
+pub use password::{HashPool, HashTicket, PasswordHasher};
 pub use throttle::LoginThrottle;
 pub use tokens::{Claims, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, UserRow};
 use myapi_schemas::{TokenResponse, UserSchema};
+use tokio::sync::oneshot;
 
 use crate::ServiceError;
 use crate::config::Settings;
@@ -122,12 +123,34 @@ pub struct LoginAttempt<'a> {
     pub client_ip: IpAddr,
 }
 
+/// A login after step 1: throttling passed and the user looked up.
+pub struct PreparedLogin {
+    account: String,
+    client_ip: IpAddr,
+    user: Option<UserRow>,
+    plausible: bool,
+}
+
+/// A login after step 2: whether the password matched.
+pub struct CheckedLogin {
+    prepared: PreparedLogin,
+    verified: bool,
+    upgraded_hash: Option<String>,
+}
+
+impl CheckedLogin {
+    /// Whether finishing stores an upgraded hash (and so touches the database).
+    pub fn stores_upgraded_hash(&self) -> bool {
+        self.upgraded_hash.is_some()
+    }
+}
+
 /// Users, login and tokens.
 #[derive(Clone)]
 pub struct AuthService {
     users: UserDataManager,
     hasher: PasswordHasher,
-    gate: Arc<HashGate>,
+    hashing: Arc<HashPool>,
     throttle: Arc<LoginThrottle>,
     signer: TokenSigner,
     dummy_hash: Arc<str>,
@@ -156,7 +179,7 @@ impl AuthService {
         Ok(Self {
             users: UserDataManager::new(db),
             hasher,
-            gate: HashGate::new(concurrency, auth.hash_queue),
+            hashing: HashPool::new(concurrency, auth.hash_queue),
             throttle: Arc::new(LoginThrottle::new(auth)),
             signer: TokenSigner::new(settings.token_key.as_ref(), auth),
             dummy_hash: dummy_hash.into(),
@@ -223,46 +246,87 @@ impl AuthService {
 
     /// A place in the hashing queue for one login, or [`ServiceError::Busy`] at once.
     pub fn admit_login(&self) -> Result<HashTicket, ServiceError> {
-        self.gate.try_admit().ok_or(ServiceError::Busy {
+        self.hashing.try_admit().ok_or(ServiceError::Busy {
             retry_after_secs: BUSY_RETRY_AFTER_SECS,
         })
     }
 
-    /// Checks a password login and issues an access token (blocking).
-    ///
-    /// Unknown user and wrong password fail alike, after the same argon2 work.
-    pub fn login(
-        &self,
-        ticket: &HashTicket,
-        attempt: &LoginAttempt<'_>,
-    ) -> Result<TokenResponse, ServiceError> {
+    /// Login step 1 (blocking: one query): throttling, then the user lookup.
+    pub fn prepare_login(&self, attempt: &LoginAttempt<'_>) -> Result<PreparedLogin, ServiceError> {
         let account = attempt.username.trim().to_lowercase();
         self.throttle
             .check(&account, attempt.client_ip)
             .map_err(|retry_after_secs| ServiceError::TooManyAttempts { retry_after_secs })?;
-
-        let password_ok = attempt.password.chars().count() <= self.password_chars.1;
-        let user = if password_ok {
+        // A password longer than any we accept cannot match: no lookup, no hashing.
+        let plausible = attempt.password.chars().count() <= self.password_chars.1;
+        let user = if plausible {
             self.users.find_by_email(&account)?
         } else {
             None
         };
-        let stored_hash = user
-            .as_ref()
-            .map_or(&*self.dummy_hash, |u| u.hashed_password.as_str());
-        let verified =
-            password_ok && ticket.run(|| self.hasher.verify(attempt.password, stored_hash));
-        let user = match user {
+        Ok(PreparedLogin {
+            account,
+            client_ip: attempt.client_ip,
+            user,
+            plausible,
+        })
+    }
+
+    /// Login step 2 (never blocks): queues the argon2 check on the hashing threads — against
+    /// a dummy hash when the user is unknown, so both cases cost the same — plus a fresh
+    /// hash when the stored one has outdated parameters. Await the receiver (or
+    /// `blocking_recv` it) for the result.
+    pub fn check_password(
+        &self,
+        ticket: HashTicket,
+        prepared: PreparedLogin,
+        password: String,
+    ) -> Result<oneshot::Receiver<CheckedLogin>, ServiceError> {
+        let hasher = self.hasher.clone();
+        let dummy_hash = Arc::clone(&self.dummy_hash);
+        ticket.spawn(move || {
+            if !prepared.plausible {
+                return CheckedLogin {
+                    prepared,
+                    verified: false,
+                    upgraded_hash: None,
+                };
+            }
+            let stored = prepared
+                .user
+                .as_ref()
+                .map_or(&*dummy_hash, |u| u.hashed_password.as_str());
+            let verified = hasher.verify(&password, stored) && prepared.user.is_some();
+            let upgraded_hash = (verified && hasher.needs_rehash(stored))
+                .then(|| hasher.hash(&password).ok())
+                .flatten();
+            CheckedLogin {
+                prepared,
+                verified,
+                upgraded_hash,
+            }
+        })
+    }
+
+    /// Login step 3: records the outcome for throttling and issues the token. Blocking only
+    /// when [`CheckedLogin::stores_upgraded_hash`] (one update query).
+    pub fn finish_login(&self, checked: CheckedLogin) -> Result<TokenResponse, ServiceError> {
+        let CheckedLogin {
+            prepared,
+            verified,
+            upgraded_hash,
+        } = checked;
+        let user = match prepared.user {
             Some(user) if verified => user,
             _ => {
-                self.throttle.record_failure(&account, attempt.client_ip);
+                self.throttle
+                    .record_failure(&prepared.account, prepared.client_ip);
                 return Err(ServiceError::InvalidCredentials);
             }
         };
-        self.throttle.record_success(&account, attempt.client_ip);
-
-        if self.hasher.needs_rehash(&user.hashed_password) {
-            let new_hash = ticket.run(|| self.hasher.hash(attempt.password))?;
+        self.throttle
+            .record_success(&prepared.account, prepared.client_ip);
+        if let Some(new_hash) = upgraded_hash {
             self.users
                 .upgrade_hash(user.user_id, &user.hashed_password, &new_hash)?;
         }
@@ -274,6 +338,17 @@ impl AuthService {
             token_type: "bearer".into(),
             expires_in: self.signer.lifetime_secs(),
         })
+    }
+
+    /// The whole login on the calling thread (blocking), for the CLI and tests.
+    pub fn login(&self, attempt: &LoginAttempt<'_>) -> Result<TokenResponse, ServiceError> {
+        let ticket = self.admit_login()?;
+        let prepared = self.prepare_login(attempt)?;
+        let checked = self
+            .check_password(ticket, prepared, attempt.password.to_owned())?
+            .blocking_recv()
+            .map_err(|_| ServiceError::Internal("password check was lost".into()))?;
+        self.finish_login(checked)
     }
 
     /// Verifies a bearer token's signature and claims (CPU only, never blocks).

@@ -1,20 +1,54 @@
 //! Argon2id hashing with configurable parameters, and the gate that bounds how many
 //! hashes run at once (each holds `argon2_memory_kib` of memory).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+
+use tokio::sync::oneshot;
+
+use std::cell::RefCell;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use crate::ServiceError;
 use crate::config::AuthSettings;
 
 /// Hashes and verifies passwords as argon2id PHC strings.
+///
+/// The argon2 working memory (`argon2_memory_kib`) is kept per thread and reused, instead
+/// of being allocated for every hash: the allocator would otherwise keep freed 19 MiB
+/// buffers in many arenas and the process would grow by hundreds of MiB under a login storm.
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
     params: Params,
+}
+
+/// Largest stored `m` accepted when verifying (a corrupt hash must not allocate gigabytes).
+const MAX_VERIFY_MEMORY_KIB: u32 = 1 << 20;
+
+thread_local! {
+    /// This thread's argon2 working memory, grown on first use and then reused.
+    static WORKING_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 into `out` using this thread's reusable working memory.
+fn hash_into(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    WORKING_MEMORY.with_borrow_mut(|blocks| {
+        let needed = params.block_count();
+        if blocks.len() < needed {
+            blocks.resize(needed, Block::default());
+        }
+        argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
+    })
 }
 
 impl PasswordHasher {
@@ -34,25 +68,70 @@ impl PasswordHasher {
 
     /// A fresh salted PHC string for `password`.
     pub fn hash(&self, password: &str) -> Result<String, ServiceError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            ServiceError::Internal(format!("password hashing failed: {e}"))
+        };
         let salt = SaltString::generate(&mut OsRng);
-        self.argon2
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|e| ServiceError::Internal(format!("password hashing failed: {e}")))
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|e| failed(&e))?;
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        hash_into(
+            &self.argon2,
+            &self.params,
+            password.as_bytes(),
+            salt_bytes,
+            &mut out,
+        )
+        .map_err(|e| failed(&e))?;
+        let phc = PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|e| failed(&e))?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+        };
+        Ok(phc.to_string())
     }
 
-    /// Whether `password` matches `phc`; an unparsable hash never matches.
+    /// Whether `password` matches `phc` (compared in constant time); an unparsable hash
+    /// never matches.
     pub fn verify(&self, password: &str, phc: &str) -> bool {
-        match PasswordHash::new(phc) {
-            Ok(hash) => self
-                .argon2
-                .verify_password(password.as_bytes(), &hash)
-                .is_ok(),
+        match Self::verify_phc(password, phc) {
+            Ok(matches) => matches,
             Err(error) => {
-                log::error!("stored password hash cannot be parsed: {error}");
+                log::error!("stored password hash cannot be used: {error}");
                 false
             }
         }
+    }
+
+    fn verify_phc(password: &str, phc: &str) -> Result<bool, String> {
+        let hash = PasswordHash::new(phc).map_err(|e| e.to_string())?;
+        let expected = hash.hash.ok_or("no hash")?;
+        let params = Params::try_from(&hash).map_err(|e| e.to_string())?;
+        if params.m_cost() > MAX_VERIFY_MEMORY_KIB {
+            return Err(format!(
+                "memory cost {} KiB is implausible",
+                params.m_cost()
+            ));
+        }
+        let algorithm = Algorithm::try_from(hash.algorithm).map_err(|e| e.to_string())?;
+        let version = hash
+            .version
+            .map_or(Ok(Version::V0x13), Version::try_from)
+            .map_err(|e| e.to_string())?;
+        let mut salt = [0u8; 64];
+        let salt = hash
+            .salt
+            .ok_or("no salt")?
+            .decode_b64(&mut salt)
+            .map_err(|e| e.to_string())?;
+        let mut out = vec![0u8; expected.len()];
+        let argon2 = Argon2::new(algorithm, version, params.clone());
+        hash_into(&argon2, &params, password.as_bytes(), salt, &mut out)
+            .map_err(|e| e.to_string())?;
+        // `Output`'s equality is constant-time.
+        Ok(Output::new(&out).map_err(|e| e.to_string())? == expected)
     }
 
     /// Whether `phc` was made with other parameters than the current ones.
@@ -71,90 +150,101 @@ impl PasswordHasher {
     }
 }
 
-/// Bounds password hashing: at most `concurrency` hashes run and at most `queue` more wait.
-/// Admission ([`HashGate::try_admit`]) never blocks, so an overloaded server can say 503
-/// at once instead of piling up threads and memory.
+/// Runs password hashing on its own `concurrency` threads, with at most `queue` more
+/// hashes waiting. Admission ([`HashPool::try_admit`]) never blocks, so an overloaded server
+/// says 503 at once, and waiting callers hold no thread: they await a channel.
+///
+/// Dedicated threads also bound memory: each argon2 hash allocates `argon2_memory_kib`, and
+/// the allocator keeps that per thread, so only `concurrency` such buffers ever exist.
 #[derive(Debug)]
-pub struct HashGate {
-    state: Mutex<GateState>,
-    slot_freed: Condvar,
-    concurrency: usize,
+pub struct HashPool {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    admitted: Arc<AtomicUsize>,
     capacity: usize,
 }
 
-#[derive(Debug, Default)]
-struct GateState {
-    admitted: usize,
-    running: usize,
-}
+type Job = Box<dyn FnOnce() + Send>;
 
-impl HashGate {
-    /// A gate running `concurrency` hashes at once with `queue` waiting places.
+impl HashPool {
+    /// Starts `concurrency` hashing threads with `queue` waiting places.
     pub fn new(concurrency: usize, queue: usize) -> Arc<Self> {
         let concurrency = concurrency.max(1);
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..concurrency {
+            let receiver = Arc::clone(&receiver);
+            let spawned = std::thread::Builder::new()
+                .name(format!("myapi-hash-{index}"))
+                .spawn(move || {
+                    loop {
+                        let job = receiver
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .recv();
+                        match job {
+                            // A panicking job must not take the thread down with it.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                log::error!("cannot start hashing thread: {error}");
+            }
+        }
         Arc::new(Self {
-            state: Mutex::default(),
-            slot_freed: Condvar::new(),
-            concurrency,
+            jobs: Mutex::new(sender),
+            admitted: Arc::default(),
             capacity: concurrency + queue,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A ticket if there is room, `None` if hashing is saturated. Never blocks.
+    /// A ticket for one hash if there is room, `None` if hashing is saturated. Never blocks.
     pub fn try_admit(self: &Arc<Self>) -> Option<HashTicket> {
-        let mut state = self.lock();
-        if state.admitted >= self.capacity {
+        let admitted = self.admitted.fetch_add(1, Ordering::AcqRel);
+        if admitted >= self.capacity {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        state.admitted += 1;
         Some(HashTicket {
-            gate: Arc::clone(self),
+            pool: Arc::clone(self),
         })
     }
 }
 
-/// A place in the hashing queue; dropping it gives the place back.
+/// A place in the hashing queue; its work runs on a hashing thread.
 #[derive(Debug)]
 pub struct HashTicket {
-    gate: Arc<HashGate>,
+    pool: Arc<HashPool>,
 }
 
 impl HashTicket {
-    /// Runs `work` once a hashing slot is free (blocking the calling thread until then).
-    pub fn run<T>(&self, work: impl FnOnce() -> T) -> T {
-        let gate = &self.gate;
-        {
-            let mut state = gate.lock();
-            while state.running >= gate.concurrency {
-                state = gate
-                    .slot_freed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            state.running += 1;
-        }
-        let _slot = Slot(gate);
-        work()
+    /// Queues `work` on a hashing thread; the result arrives on the returned channel, which
+    /// can be awaited (async callers) or waited on with `blocking_recv` (threads).
+    pub fn spawn<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<T>, ServiceError> {
+        let (sender, receiver) = oneshot::channel();
+        let pool = Arc::clone(&self.pool);
+        let job: Job = Box::new(move || {
+            let _ticket = self; // the place is given back once the hash is done
+            let _ = sender.send(work());
+        });
+        pool.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| ServiceError::Internal("hashing threads have stopped".into()))?;
+        Ok(receiver)
     }
 }
 
 impl Drop for HashTicket {
     fn drop(&mut self) {
-        self.gate.lock().admitted -= 1;
-    }
-}
-
-/// Frees a running slot even if the work panics.
-struct Slot<'a>(&'a HashGate);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.lock().running -= 1;
-        self.0.slot_freed.notify_one();
+        self.pool.admitted.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -182,6 +272,27 @@ mod tests {
     }
 
     #[test]
+    fn verifies_hashes_made_by_the_argon2_crate_itself() {
+        use argon2::password_hash::PasswordHasher as _;
+        let salt = SaltString::generate(&mut OsRng);
+        let phc = Argon2::default()
+            .hash_password(b"interop-password", &salt)
+            .unwrap()
+            .to_string();
+        let hasher = PasswordHasher::new(&AuthSettings::default()).unwrap();
+        assert!(hasher.verify("interop-password", &phc));
+        assert!(!hasher.verify("interop-passwore", &phc));
+        // And ours verify with the crate's own verifier.
+        use argon2::password_hash::PasswordVerifier as _;
+        let ours = hasher.hash("ours-password").unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"ours-password", &PasswordHash::new(&ours).unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn older_parameters_need_rehash() {
         let old = PasswordHasher::new(&fast_settings())
             .unwrap()
@@ -193,35 +304,53 @@ mod tests {
     }
 
     #[test]
-    fn gate_admits_concurrency_plus_queue() {
-        let gate = HashGate::new(2, 1);
-        let tickets: Vec<_> = (0..3).map(|_| gate.try_admit().unwrap()).collect();
-        assert!(gate.try_admit().is_none());
+    fn pool_admits_concurrency_plus_queue() {
+        let pool = HashPool::new(2, 1);
+        let tickets: Vec<_> = (0..3).map(|_| pool.try_admit().unwrap()).collect();
+        assert!(pool.try_admit().is_none());
         drop(tickets);
-        assert!(gate.try_admit().is_some());
+        assert!(pool.try_admit().is_some());
     }
 
     #[test]
-    fn gate_bounds_running_work() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let gate = HashGate::new(2, 10);
+    fn pool_bounds_running_work_and_returns_results() {
+        use std::sync::atomic::AtomicUsize;
+        let pool = HashPool::new(2, 10);
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let ticket = gate.try_admit().unwrap();
+        let receivers: Vec<_> = (0..8)
+            .map(|i| {
                 let (running, peak) = (Arc::clone(&running), Arc::clone(&peak));
-                std::thread::spawn(move || {
-                    ticket.run(|| {
+                pool.try_admit()
+                    .unwrap()
+                    .spawn(move || {
                         let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                         peak.fetch_max(now, Ordering::SeqCst);
                         std::thread::sleep(std::time::Duration::from_millis(20));
                         running.fetch_sub(1, Ordering::SeqCst);
-                    });
-                })
+                        i * 10
+                    })
+                    .unwrap()
             })
             .collect();
-        threads.into_iter().for_each(|t| t.join().unwrap());
+        let results: Vec<usize> = receivers
+            .into_iter()
+            .map(|r| r.blocking_recv().unwrap())
+            .collect();
+        assert_eq!(results, (0..8).map(|i| i * 10).collect::<Vec<_>>());
         assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert!(
+            pool.try_admit().is_some(),
+            "tickets are released when work finishes"
+        );
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_kill_the_pool() {
+        let pool = HashPool::new(1, 1);
+        let failed = pool.try_admit().unwrap().spawn(|| panic!("boom")).unwrap();
+        assert!(failed.blocking_recv().is_err());
+        let ok = pool.try_admit().unwrap().spawn(|| 7).unwrap();
+        assert_eq!(ok.blocking_recv().unwrap(), 7);
     }
 }

@@ -4,8 +4,8 @@ use actix_web::http::Method;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use myapi_schemas::{OAuthErrorResponse, Problem, TokenForm, TokenResponse, UserSchema};
-use myapi_services::Services;
 use myapi_services::auth::LoginAttempt;
+use myapi_services::{ServiceError, Services};
 
 use crate::error::{ApiError, TokenError};
 use crate::extract::{BearerUser, client_ip};
@@ -52,15 +52,34 @@ pub async fn token(
     let form = PasswordGrant::parse(&req, &body)?;
     let ticket = services.auth.admit_login().map_err(TokenError::Service)?;
     let client_ip = client_ip(&req);
-    let issued = web::block(move || {
+    let lookup = services.clone();
+    let (prepared, password) = web::block(move || {
         let attempt = LoginAttempt {
             username: &form.username,
             password: &form.password,
             client_ip,
         };
-        services.auth.login(&ticket, &attempt)
+        lookup
+            .auth
+            .prepare_login(&attempt)
+            .map(|prepared| (prepared, form.password))
     })
     .await?
+    .map_err(TokenError::Service)?;
+    // Hashing runs on the hashing threads; this task waits without holding any thread.
+    let checked = services
+        .auth
+        .check_password(ticket, prepared, password)
+        .map_err(TokenError::Service)?
+        .await
+        .map_err(|_| {
+            TokenError::Service(ServiceError::Internal("password check was lost".into()))
+        })?;
+    let issued = if checked.stores_upgraded_hash() {
+        web::block(move || services.auth.finish_login(checked)).await?
+    } else {
+        services.auth.finish_login(checked)
+    }
     .map_err(TokenError::Service)?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
