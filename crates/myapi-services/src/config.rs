@@ -155,7 +155,7 @@ impl Default for AuthSettings {
             password_min_chars: 8,
             password_max_chars: 256,
             hash_concurrency: 0,
-            hash_queue: 32,
+            hash_queue: 256,
             ip_failure_burst: 20,
             ip_failure_refill_secs: 6,
             account_failure_burst: 10,
