@@ -2,9 +2,11 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
 
@@ -26,9 +28,6 @@ mod multi {
         Sqlite(SqliteConnection),
     }
 }
-
-/// A pool of [`DbConnection`]s; cheap to clone, create it once per process.
-pub type DbPool = r2d2::Pool<DbConnectionManager>;
 
 /// A connection checked out of a [`DbPool`].
 pub type PooledConnection = r2d2::PooledConnection<DbConnectionManager>;
@@ -192,12 +191,17 @@ fn with_connect_timeout(dsn: &str, timeout: Duration) -> String {
 pub struct DbConnectionManager {
     url: DatabaseUrl,
     options: ConnectionOptions,
+    health: Arc<PoolHealth>,
 }
 
 impl DbConnectionManager {
     /// A manager for `url` that applies `options` to each new connection.
     pub fn new(url: DatabaseUrl, options: ConnectionOptions) -> Self {
-        Self { url, options }
+        Self {
+            url,
+            options,
+            health: Arc::default(),
+        }
     }
 }
 
@@ -206,11 +210,33 @@ impl r2d2::ManageConnection for DbConnectionManager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<DbConnection, Self::Error> {
-        establish(&self.url, &self.options)
+        let mut conn =
+            establish(&self.url, &self.options).inspect_err(|_| self.health.report_failure())?;
+        let health = Arc::clone(&self.health);
+        let watch = move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::FinishQuery {
+                error: Some(error), ..
+            } = event
+                && is_connection_suspect(error)
+            {
+                health.report_failure();
+            }
+        };
+        match &mut conn {
+            DbConnection::Pg(inner) => inner.set_instrumentation(watch),
+            DbConnection::Sqlite(inner) => inner.set_instrumentation(watch),
+        }
+        Ok(conn)
     }
 
+    /// Pings only while the pool's health says connections are suspect: in steady state a
+    /// checkout costs no extra round trip; after a failure, stale connections are weeded out.
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
-        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+        if self.health.validating() {
+            conn.ping().map_err(diesel::r2d2::Error::QueryError)
+        } else {
+            Ok(())
+        }
     }
 
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
@@ -229,6 +255,99 @@ pub struct PoolOptions {
     pub connection: ConnectionOptions,
 }
 
+/// A pool of [`DbConnection`]s plus its health; cheap to clone, create it once per process.
+#[derive(Clone, Debug)]
+pub struct DbPool {
+    pool: r2d2::Pool<DbConnectionManager>,
+    health: Arc<PoolHealth>,
+}
+
+impl DbPool {
+    /// Checks out a connection: an idle one at once if there is one; otherwise waits up to
+    /// the connection timeout — unless the database is known to be failing and another
+    /// caller is already probing it, in which case it fails at once.
+    pub fn checkout(&self) -> Result<PooledConnection, DbError> {
+        if let Some(conn) = self.pool.try_get() {
+            return Ok(conn);
+        }
+        let probing = self.health.failing.load(Ordering::Relaxed);
+        if probing && self.health.probing.swap(true, Ordering::Acquire) {
+            return Err(DbError::Unavailable(
+                "database unreachable (failing fast while it is probed)".into(),
+            ));
+        }
+        let result = self.pool.get();
+        match &result {
+            Ok(_) => self.health.failing.store(false, Ordering::Relaxed),
+            Err(_) => self.health.report_failure(),
+        }
+        if probing {
+            self.health.probing.store(false, Ordering::Release);
+        }
+        result.map_err(DbError::from)
+    }
+}
+
+/// What a pool knows about its database's health.
+///
+/// diesel cannot tell that a pooled connection's socket died (its `is_broken` looks only at
+/// transaction state), and a ping on every checkout costs a round trip per request. So a
+/// connection-level failure — a failed connect, or a query error seen by the connection's
+/// instrumentation — is recorded here; for a while afterwards every checkout is pinged,
+/// which discards stale connections. While connects fail, one caller at a time probes.
+#[derive(Debug)]
+pub struct PoolHealth {
+    started: Instant,
+    last_failure_ms: AtomicU64,
+    failing: AtomicBool,
+    probing: AtomicBool,
+}
+
+/// How long after the last failure checkouts are validated with a ping.
+const VALIDATE_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+impl Default for PoolHealth {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            last_failure_ms: AtomicU64::new(u64::MAX),
+            failing: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+        }
+    }
+}
+
+impl PoolHealth {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn report_failure(&self) {
+        self.last_failure_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.failing.store(true, Ordering::Relaxed);
+    }
+
+    fn validating(&self) -> bool {
+        let last = self.last_failure_ms.load(Ordering::Relaxed);
+        last != u64::MAX
+            && self.now_ms().saturating_sub(last) < VALIDATE_AFTER_FAILURE.as_millis() as u64
+    }
+}
+
+/// Whether a query error may mean the connection itself is gone (anything but a
+/// constraint or data error).
+fn is_connection_suspect(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(kind, _) => matches!(
+            kind,
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::Unknown
+        ),
+        Error::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
+
 /// Builds the pool and opens its first connection, so a bad DSN fails here, at start-up.
 ///
 /// `min_idle` is 0: r2d2 then connects only while a caller waits, never in the background.
@@ -236,6 +355,7 @@ pub struct PoolOptions {
 /// library as it is torn down, so none is ever left in flight.
 pub fn build_pool(url: &DatabaseUrl, options: PoolOptions) -> Result<DbPool, DbError> {
     let manager = DbConnectionManager::new(url.clone(), options.connection);
+    let health = Arc::clone(&manager.health);
     let pool = r2d2::Pool::builder()
         .max_size(options.max_size.max(1))
         .min_idle(Some(0))
@@ -244,7 +364,7 @@ pub fn build_pool(url: &DatabaseUrl, options: PoolOptions) -> Result<DbPool, DbE
         .build(manager)
         .map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?;
     drop(pool.get()?);
-    Ok(pool)
+    Ok(DbPool { pool, health })
 }
 
 /// Logs failed connection attempts once each, at warn level, without the DSN.

@@ -76,11 +76,10 @@ impl Database {
         }
     }
 
-    /// Checks a connection out of the pool, waiting at most the connect timeout.
+    /// Checks a connection out of the pool, waiting at most the connect timeout — or not at
+    /// all while the database is known to be failing and another request is probing it.
     pub(crate) fn conn(&self) -> Result<PooledConnection, ServiceError> {
-        self.pool.get().map_err(|e| {
-            ServiceError::Unavailable(myapi_models::connection::one_line(&e.to_string()))
-        })
+        Ok(self.pool.checkout()?)
     }
 }
 
