@@ -37,7 +37,7 @@ pub struct ServerSettings {
     pub port: u16,
     /// Async worker threads; 0 means one per core.
     pub workers: usize,
-    /// Threads for blocking work (database queries, password hashing); 0 picks a default.
+    /// Threads per worker for blocking work (database queries); 0 means one per core.
     pub blocking_threads: usize,
     /// Maximum concurrent connections per worker.
     pub max_connections: usize,

@@ -131,9 +131,13 @@ pub fn run(
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);
     }
-    if settings.server.blocking_threads > 0 {
-        server = server.worker_max_blocking_threads(settings.server.blocking_threads);
-    }
+    // Few blocking threads beat many: more than the cores only adds context switches (the
+    // pool bounds database concurrency anyway, and hashing has its own threads).
+    let blocking_threads = match settings.server.blocking_threads {
+        0 => std::thread::available_parallelism().map_or(2, usize::from),
+        n => n,
+    };
+    server = server.worker_max_blocking_threads(blocking_threads);
     Ok(server.listen(listener)?.run())
 }
 
