@@ -5,9 +5,10 @@ use diesel::prelude::*;
 
 use crate::schema::{movies, users};
 
-/// A full `movies` row, read and written as is.
+/// A full `movies` row, read and written as is (also by PostgreSQL `COPY`, which needs
+/// `treat_none_as_default_value = false`).
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = movies)]
+#[diesel(table_name = movies, treat_none_as_default_value = false)]
 pub struct MovieRow {
     /// Primary key.
     pub movie_id: i32,

@@ -77,7 +77,8 @@ impl MovieDataManager {
     /// Writes `rows` in one transaction: all of them or none.
     ///
     /// Rows whose id exists are handled per `on_existing`; with [`OnExisting::Fail`] the
-    /// error names every existing id.
+    /// error names the existing ids. New rows go in with `COPY` on PostgreSQL and with
+    /// multi-row `INSERT`s on SQLite.
     pub fn import(
         &self,
         rows: &[MovieRow],
@@ -85,54 +86,82 @@ impl MovieDataManager {
     ) -> Result<ImportCounts, ServiceError> {
         let mut conn = self.db.conn()?;
         conn.transaction::<_, ServiceError, _>(|conn| {
-            let mut counts = ImportCounts::default();
-            for chunk in rows.chunks(INSERT_BATCH) {
-                let existing = existing_ids(conn, chunk)?;
-                if on_existing == OnExisting::Fail && !existing.is_empty() {
-                    return Err(ServiceError::Conflict(format!(
-                        "{} movie_id(s) already exist ({}{}); import with skip or update to allow that",
-                        existing.len(),
-                        existing.iter().take(10).map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                        if existing.len() > 10 { ", …" } else { "" }
-                    )));
-                }
-                let (old, new): (Vec<&MovieRow>, Vec<&MovieRow>) =
-                    chunk.iter().partition(|row| existing.binary_search(&row.movie_id).is_ok());
-                if on_existing == OnExisting::Update {
-                    for row in &old {
-                        diesel::update(movies::table.find(row.movie_id)).set(*row).execute(conn)?;
-                    }
-                    counts.updated += old.len();
-                } else {
-                    counts.skipped += old.len();
-                }
-                if !new.is_empty() {
-                    let new: Vec<MovieRow> = new.into_iter().cloned().collect();
-                    counts.inserted += insert_batch(conn, &new)?;
-                }
+            let existing = existing_ids(conn, rows)?;
+            if on_existing == OnExisting::Fail && !existing.is_empty() {
+                return Err(ServiceError::Conflict(format!(
+                    "{} movie_id(s) already exist ({}{}); import with skip or update to allow that",
+                    existing.len(),
+                    existing
+                        .iter()
+                        .take(10)
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if existing.len() > 10 { ", …" } else { "" }
+                )));
             }
+            let (old, new): (Vec<&MovieRow>, Vec<&MovieRow>) = rows
+                .iter()
+                .partition(|row| existing.binary_search(&row.movie_id).is_ok());
+            let mut counts = ImportCounts::default();
+            if on_existing == OnExisting::Update {
+                for row in &old {
+                    diesel::update(movies::table.find(row.movie_id))
+                        .set(*row)
+                        .execute(conn)?;
+                }
+                counts.updated = old.len();
+            } else {
+                counts.skipped = old.len();
+            }
+            let new: Vec<MovieRow> = new.into_iter().cloned().collect();
+            counts.inserted = insert_new(conn, &new)?;
             Ok(counts)
         })
     }
 }
 
-/// The ids of `chunk` already in the table, sorted.
-fn existing_ids(conn: &mut DbConnection, chunk: &[MovieRow]) -> Result<Vec<i32>, ServiceError> {
-    let ids: Vec<i32> = chunk.iter().map(|row| row.movie_id).collect();
-    let mut existing: Vec<i32> = movies::table
-        .filter(movies::movie_id.eq_any(&ids))
-        .select(movies::movie_id)
-        .load(conn)?;
+/// The ids of `rows` already in the table, sorted. PostgreSQL takes the ids as one array
+/// parameter; SQLite gets them in chunks (it expands the list into parameters).
+fn existing_ids(conn: &mut DbConnection, rows: &[MovieRow]) -> Result<Vec<i32>, ServiceError> {
+    let ids: Vec<i32> = rows.iter().map(|row| row.movie_id).collect();
+    let chunk_size = match conn {
+        DbConnection::Pg(_) => ids.len().max(1),
+        DbConnection::Sqlite(_) => INSERT_BATCH,
+    };
+    let mut existing = Vec::new();
+    for chunk in ids.chunks(chunk_size) {
+        let query = movies::table
+            .filter(movies::movie_id.eq_any(chunk))
+            .select(movies::movie_id);
+        existing.extend(match conn {
+            DbConnection::Pg(conn) => query.load::<i32>(conn)?,
+            DbConnection::Sqlite(conn) => query.load::<i32>(conn)?,
+        });
+    }
     existing.sort_unstable();
     Ok(existing)
 }
 
-/// One multi-row INSERT. MultiConnection has no batch insert of its own, so this runs the
-/// same statement on the inner connection (inside the caller's transaction).
-fn insert_batch(conn: &mut DbConnection, rows: &[MovieRow]) -> Result<usize, ServiceError> {
-    let insert = diesel::insert_into(movies::table).values(rows);
+/// Inserts rows known to be new: one `COPY … FROM STDIN (FORMAT binary)` on PostgreSQL,
+/// multi-row `INSERT`s on SQLite (MultiConnection has no batch insert of its own, so both
+/// run on the inner connection, inside the caller's transaction).
+fn insert_new(conn: &mut DbConnection, rows: &[MovieRow]) -> Result<usize, ServiceError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
     Ok(match conn {
-        DbConnection::Pg(conn) => insert.execute(conn)?,
-        DbConnection::Sqlite(conn) => insert.execute(conn)?,
+        DbConnection::Pg(conn) => diesel::copy_from(movies::table)
+            .from_insertable(rows)
+            .execute(conn)?,
+        DbConnection::Sqlite(conn) => {
+            let mut inserted = 0;
+            for chunk in rows.chunks(INSERT_BATCH) {
+                inserted += diesel::insert_into(movies::table)
+                    .values(chunk)
+                    .execute(conn)?;
+            }
+            inserted
+        }
     })
 }
