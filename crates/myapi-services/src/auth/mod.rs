@@ -166,12 +166,13 @@ struct CachedUser {
 }
 
 impl AuthService {
-    /// Builds the service; computes one dummy hash so unknown users cost the same as known ones.
+    /// Builds the service (no hashing: unknown users are verified against an unmatchable hash
+    /// with the current parameters, so they cost the same as known ones).
     pub fn new(db: Database, settings: &Settings) -> Result<Self, ServiceError> {
         let auth = &settings.auth;
         let hasher = PasswordHasher::new(auth)
             .map_err(|e| ServiceError::invalid("auth.argon2_*", e.to_string()))?;
-        let dummy_hash = hasher.hash("dummy password for unknown users")?;
+        let dummy_hash = hasher.unmatchable_hash()?;
         let concurrency = match auth.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use std::cell::RefCell;
 
-use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
@@ -32,6 +32,10 @@ const MAX_VERIFY_MEMORY_KIB: u32 = 1 << 20;
 thread_local! {
     /// This thread's argon2 working memory, grown on first use and then reused.
     static WORKING_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+fn hashing_failed(error: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(format!("password hashing failed: {error}"))
 }
 
 /// Runs argon2 into `out` using this thread's reusable working memory.
@@ -68,12 +72,9 @@ impl PasswordHasher {
 
     /// A fresh salted PHC string for `password`.
     pub fn hash(&self, password: &str) -> Result<String, ServiceError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            ServiceError::Internal(format!("password hashing failed: {e}"))
-        };
         let salt = SaltString::generate(&mut OsRng);
         let mut salt_bytes = [0u8; 64];
-        let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|e| failed(&e))?;
+        let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(hashing_failed)?;
         let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
         hash_into(
             &self.argon2,
@@ -82,13 +83,27 @@ impl PasswordHasher {
             salt_bytes,
             &mut out,
         )
-        .map_err(|e| failed(&e))?;
+        .map_err(hashing_failed)?;
+        self.phc(&salt, &out)
+    }
+
+    /// A PHC string with the current parameters that no password matches (its hash is
+    /// random bytes). Verifying against it costs exactly what a real verify costs, which is
+    /// what unknown users are checked against — without hashing anything at start-up.
+    pub fn unmatchable_hash(&self) -> Result<String, ServiceError> {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        OsRng.fill_bytes(&mut out);
+        self.phc(&salt, &out)
+    }
+
+    fn phc(&self, salt: &SaltString, out: &[u8]) -> Result<String, ServiceError> {
         let phc = PasswordHash {
             algorithm: argon2::ARGON2ID_IDENT,
             version: Some(Version::V0x13.into()),
-            params: ParamsString::try_from(&self.params).map_err(|e| failed(&e))?,
+            params: ParamsString::try_from(&self.params).map_err(hashing_failed)?,
             salt: Some(salt.as_salt()),
-            hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+            hash: Some(Output::new(out).map_err(hashing_failed)?),
         };
         Ok(phc.to_string())
     }
@@ -290,6 +305,18 @@ mod tests {
                 .verify_password(b"ours-password", &PasswordHash::new(&ours).unwrap())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_unmatchable_hash_has_current_parameters_and_matches_nothing() {
+        let hasher = PasswordHasher::new(&AuthSettings::default()).unwrap();
+        let dummy = hasher.unmatchable_hash().unwrap();
+        assert!(
+            dummy.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{dummy}"
+        );
+        assert!(!hasher.needs_rehash(&dummy));
+        assert!(!hasher.verify("", &dummy) && !hasher.verify("password", &dummy));
     }
 
     #[test]
