@@ -13,6 +13,7 @@ mod hostile;
 mod movies;
 mod openapi;
 mod resilience;
+// [xtask] test modules
 
 use myapi_services::{Services, Settings};
 use myapi_web::Application;

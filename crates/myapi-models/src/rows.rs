@@ -47,3 +47,5 @@ pub struct NewUserRow<'a> {
     /// Argon2id PHC string.
     pub hashed_password: &'a str,
 }
+
+// [xtask] row structs

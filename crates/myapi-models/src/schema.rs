@@ -34,4 +34,9 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(movies, users);
+// [xtask] tables
+
+diesel::allow_tables_to_appear_in_same_query!(
+    movies, users,
+    // [xtask] joinable tables
+);

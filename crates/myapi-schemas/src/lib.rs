@@ -6,10 +6,12 @@
 mod auth;
 mod errors;
 mod movies;
+// [xtask] schema modules
 
 pub use auth::{TokenForm, TokenResponse, UserSchema};
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
 pub use movies::MovieSchema;
+// [xtask] schema exports
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

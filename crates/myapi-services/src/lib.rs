@@ -9,6 +9,7 @@ pub mod config;
 pub mod database;
 mod error;
 pub mod movies;
+// [xtask] service modules
 
 pub use config::Settings;
 pub use database::Database;
@@ -26,6 +27,7 @@ pub struct Services {
     pub auth: AuthService,
     /// Movies.
     pub movies: MovieService,
+    // [xtask] service fields
 }
 
 impl Services {
@@ -42,6 +44,7 @@ impl Services {
         Ok(Self {
             auth: AuthService::new(database.clone(), settings)?,
             movies: MovieService::new(database.clone(), &settings.movies),
+            // [xtask] service constructors
             database,
         })
     }

@@ -17,6 +17,7 @@ use crate::routes;
         routes::movies::get_movie_by_query,
         routes::movies::new_movies,
         routes::movies::get_movie,
+        // [xtask] paths
     ),
     components(schemas(
         myapi_schemas::HealthStatus,
@@ -27,12 +28,14 @@ use crate::routes;
         myapi_schemas::TokenForm,
         myapi_schemas::TokenResponse,
         myapi_schemas::UserSchema,
+        // [xtask] schemas
     )),
     modifiers(&OAuth2PasswordFlow),
     tags(
         (name = "health", description = "Probes"),
         (name = "auth", description = "Login and the current user"),
         (name = "movies", description = "The movies service"),
+        // [xtask] tags
     ),
 )]
 pub struct ApiDoc;

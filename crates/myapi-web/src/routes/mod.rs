@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod health;
 pub mod movies;
+// [xtask] route modules
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,7 @@ pub fn scopes() -> Vec<ApiScope> {
     health::configure(&mut scopes);
     auth::configure(&mut scopes);
     movies::configure(&mut scopes);
+    // [xtask] route scopes
     scopes
 }
 
