@@ -1,0 +1,72 @@
+//! Micro-benchmarks for the hot paths: token sign/verify, argon2 verify, and the movies
+//! query on SQLite. `cargo bench -p myapi-services --bench micro`; `bench/run.py` reads the
+//! results from `target/criterion`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use myapi_services::Services;
+use myapi_services::auth::{PasswordHasher, TokenSigner};
+use myapi_services::config::{AuthSettings, Secret, Settings};
+use myapi_services::movies::{NewMoviesQuery, OnExisting};
+
+fn tokens(c: &mut Criterion) {
+    let signer = TokenSigner::new(Some(&Secret::new("k".repeat(32))), &AuthSettings::default());
+    c.bench_function("token_sign", |b| {
+        b.iter(|| {
+            signer
+                .issue(black_box(7), "Ada", "ada@example.com", 1)
+                .unwrap()
+        })
+    });
+    let token = signer.issue(7, "Ada", "ada@example.com", 1).unwrap();
+    c.bench_function("token_verify", |b| {
+        b.iter(|| signer.verify(black_box(&token)).unwrap())
+    });
+}
+
+fn argon2(c: &mut Criterion) {
+    let hasher = PasswordHasher::new(&AuthSettings::default()).unwrap();
+    let phc = hasher.hash("correct-horse-battery").unwrap();
+    let mut group = c.benchmark_group("argon2");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(4));
+    group.bench_function("argon2_verify", |b| {
+        b.iter(|| assert!(hasher.verify(black_box("correct-horse-battery"), &phc)))
+    });
+    group.finish();
+}
+
+fn movies_query(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.database.dsn = Secret::new(format!(
+        "sqlite://{}",
+        dir.path().join("bench.db").display()
+    ));
+    let services = Services::build(&settings, true).unwrap();
+    let mut csv = String::from("movie_id,title,released,rating\n");
+    for id in 1..=1000u32 {
+        csv.push_str(&format!(
+            "{id},Movie {id},{},{}.{}\n",
+            1900 + id % 126,
+            id % 10,
+            id % 7
+        ));
+    }
+    services
+        .movies
+        .import_csv(csv.as_bytes(), OnExisting::Fail)
+        .unwrap();
+    let query = NewMoviesQuery::new(1990, 9.0, Some(50), None, &settings.movies).unwrap();
+    c.bench_function("movies_query_sqlite_1k", |b| {
+        b.iter(|| services.movies.released_since(black_box(&query)).unwrap())
+    });
+}
+
+criterion_group!(benches, tokens, argon2, movies_query);
+criterion_main!(benches);
