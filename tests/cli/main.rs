@@ -361,3 +361,27 @@ fn import_modes_for_existing_ids() {
         assert_eq!(stderr(&missing).trim().lines().count(), 1);
     });
 }
+
+#[test]
+fn large_import_is_not_cut_short_by_the_statement_timeout() {
+    each_backend(|db| {
+        let mut csv = String::from("movie_id,title,released,rating\n");
+        for id in 1..=20_000 {
+            csv.push_str(&format!(
+                "{id},Movie {id},{},{}.{}\n",
+                1900 + id % 120,
+                id % 10,
+                id % 10
+            ));
+        }
+        let path = write_csv(&db, "large.csv", &csv);
+        let out = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+            .args(["import-movies", &path])
+            .current_dir(db.dir.path())
+            .env("MYAPI_DATABASE__DSN", &db.dsn)
+            .env("MYAPI_DATABASE__STATEMENT_TIMEOUT_MS", "1")
+            .output()
+            .unwrap();
+        assert!(stdout(&out).contains("20000 inserted"), "{}", stderr(&out));
+    });
+}

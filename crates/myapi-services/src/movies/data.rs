@@ -1,5 +1,6 @@
 //! `MovieDataManager`: every query the movies service makes, and nothing else.
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use myapi_models::rows::MovieRow;
 use myapi_models::schema::movies;
@@ -86,6 +87,11 @@ impl MovieDataManager {
     ) -> Result<ImportCounts, ServiceError> {
         let mut conn = self.db.conn()?;
         conn.transaction::<_, ServiceError, _>(|conn| {
+            if let DbConnection::Pg(pg) = &mut **conn {
+                // A bulk import is an admin job: the request-sized statement timeout would cut
+                // a large COPY short. SET LOCAL ends with the transaction.
+                pg.batch_execute("SET LOCAL statement_timeout = 0")?;
+            }
             let existing = existing_ids(conn, rows)?;
             if on_existing == OnExisting::Fail && !existing.is_empty() {
                 return Err(ServiceError::Conflict(format!(
