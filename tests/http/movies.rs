@@ -202,3 +202,34 @@ async fn parameter_errors_are_422_naming_the_parameter(db: TestDb) {
     }
 }
 both_backends!(parameter_errors_are_422_naming_the_parameter);
+
+/// The filter's edges at the service level: equal year and rating are included, 0 and 10
+/// are valid ratings at both ends, and an empty result is an empty page.
+async fn service_filter_edges(db: TestDb) {
+    use myapi_services::movies::{NewMoviesQuery, OnExisting};
+    let app = spawn_app(db).await;
+    let services = app.services.clone();
+    let ids = tokio::task::spawn_blocking(move || {
+        let csv = "movie_id,title,released,rating\n1,Zero,2000,0\n2,Ten,2000,10\n3,Nine Two,1994,9.2\n4,Old Ten,1999,10.0\n";
+        services.movies.import_csv(csv.as_bytes(), OnExisting::Fail).unwrap();
+        let settings = services.movies.settings().clone();
+        let ids = |year: i64, rating: f64| -> Vec<i32> {
+            let query = NewMoviesQuery::new(year, rating, None, None, &settings).unwrap();
+            services.movies.released_since(&query).unwrap().movies.iter().map(|m| m.movie_id).collect()
+        };
+        (ids(2000, 10.0), ids(2000, 0.0), ids(1994, 9.2), ids(1999, 10.0), ids(2001, 0.0), ids(0, 9.3))
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids.0, [2], "rating 10 includes exactly 10.0");
+    assert_eq!(ids.1, [1, 2], "rating 0 includes 0.0; equal year included");
+    assert_eq!(
+        ids.2,
+        [2, 3, 4],
+        "equal rating 9.2 and equal year 1994 included"
+    );
+    assert_eq!(ids.3, [2, 4]);
+    assert!(ids.4.is_empty(), "no movie after 2000");
+    assert_eq!(ids.5, [2, 4]);
+}
+both_backends!(service_filter_edges);

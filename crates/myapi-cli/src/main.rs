@@ -250,3 +250,42 @@ fn read_password(source: &PasswordSource) -> Result<String, Failure> {
         Err(usage("passwords do not match"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn password_flags_conflict() {
+        let parsed = Cli::try_parse_from([
+            "myapi-cli",
+            "create-user",
+            "--name",
+            "A",
+            "--email",
+            "a@b.co",
+            "--password",
+            "x",
+            "--password-stdin",
+        ]);
+        assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn import_mode_defaults_to_fail() {
+        let Cli {
+            command: Command::ImportMovies { on_existing, .. },
+        } = Cli::try_parse_from(["myapi-cli", "import-movies", "movies.csv"]).unwrap()
+        else {
+            panic!("expected import-movies");
+        };
+        assert_eq!(OnExisting::from(on_existing), OnExisting::Fail);
+    }
+}

@@ -23,3 +23,50 @@ pub struct HealthStatus {
     #[schema(example = "ok")]
     pub status: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_uses_rfc_9457_field_names_and_omits_empty_extras() {
+        let problem = Problem {
+            problem_type: "about:blank".into(),
+            title: "Not Found".into(),
+            status: 404,
+            detail: "movie 9 not found".into(),
+            request_id: None,
+            errors: Vec::new(),
+        };
+        let json = serde_json::to_value(&problem).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "about:blank", "title": "Not Found", "status": 404, "detail": "movie 9 not found"})
+        );
+    }
+
+    #[test]
+    fn ratings_serialise_as_written() {
+        let movie = MovieSchema {
+            movie_id: 1,
+            title: "The Shawshank Redemption".into(),
+            released: 1994,
+            rating: 9.2,
+        };
+        assert_eq!(
+            serde_json::to_string(&movie).unwrap(),
+            r#"{"movie_id":1,"title":"The Shawshank Redemption","released":1994,"rating":9.2}"#
+        );
+    }
+
+    #[test]
+    fn user_shape_has_no_password_field() {
+        let user = UserSchema {
+            user_id: 1,
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        };
+        let json = serde_json::to_value(&user).unwrap();
+        assert_eq!(json.as_object().unwrap().len(), 3);
+    }
+}
