@@ -111,6 +111,9 @@ def timed(cmd, **kwargs):
     return time.perf_counter() - start
 
 
+SERVERS = []
+
+
 class Server:
     """A release myapi-web on a free port; RSS read from /proc."""
 
@@ -120,6 +123,7 @@ class Server:
                    MYAPI_SERVER__PORT=str(self.port), RUST_LOG="info", **(settings or {}))
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen([str(RELEASE / "myapi-web")], env=env, stdout=self.log, stderr=self.log)
+        SERVERS.append(self)
         self.base = f"http://127.0.0.1:{self.port}"
         for _ in range(100):
             try:
@@ -228,8 +232,20 @@ def main():
         ADMIN_URL = cluster.url
     log("building release binaries")
     run(["cargo", "build", "--release", "-q", "-p", "myapi-web", "-p", "myapi-cli"], cwd=ROOT)
+    try:
+        run_scenarios(args, smoke, seconds, big_n, conn_levels, work, cluster)
+    finally:
+        for server in SERVERS:
+            if server.proc.poll() is None:
+                server.proc.kill()
+        if cluster:
+            cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_scenarios(args, smoke, seconds, big_n, conn_levels, work, cluster):
     cli = str(RELEASE / "myapi-cli")
-    rows, notes = [], []
+    rows = []
 
     def row(scenario, conns, result, rss=None, extra=""):
         rows.append((scenario, conns, result, rss, extra))
@@ -413,12 +429,9 @@ def main():
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
     log(f"wrote {args.out}")
-    if cluster:
-        cluster.stop()
-    else:
+    if not cluster:
         for name in ["myapi_bench_1k", "myapi_bench_big"]:
             psql(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
