@@ -69,6 +69,10 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
         if buckets.len() >= MAX_TRACKED_KEYS {
             let leak_every = self.leak_every;
             buckets.retain(|_, b| b.level_at(now, leak_every) > 0.0);
+            if buckets.len() >= MAX_TRACKED_KEYS {
+                // Memory stays bounded even under a flood of distinct keys.
+                buckets.clear();
+            }
         }
         let level = buckets
             .get(key)
@@ -80,13 +84,6 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
                 at: now,
             },
         );
-    }
-
-    fn forget(&self, key: &K) {
-        self.buckets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
     }
 }
 
@@ -139,9 +136,9 @@ impl LoginThrottle {
         self.per_account.record_failure(&account.to_owned(), now);
     }
 
-    /// A successful login: clears the IP's failures and trusts it for this account.
+    /// A successful login: trusts the IP for this account. The IP's failures stay: logging
+    /// in to one's own account must not buy fresh guesses against others.
     pub fn record_success(&self, account: &str, ip: IpAddr) {
-        self.per_ip.forget(&ip);
         let mut trusted = self.trusted.lock().unwrap_or_else(PoisonError::into_inner);
         if trusted.len() >= MAX_TRACKED_KEYS {
             let now = Instant::now();
@@ -203,6 +200,16 @@ mod tests {
         }
         assert!(t.check("a@x.io", ATTACKER).is_err());
         t.check("a@x.io", OWNER).unwrap();
+    }
+
+    #[test]
+    fn logging_in_to_ones_own_account_buys_no_fresh_guesses() {
+        let t = LoginThrottle::new(&settings());
+        for i in 0..5 {
+            t.record_failure(&format!("victim{i}@x.io"), ATTACKER);
+        }
+        t.record_success("attacker@x.io", ATTACKER);
+        assert!(t.check("victim9@x.io", ATTACKER).is_err());
     }
 
     #[test]
