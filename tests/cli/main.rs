@@ -385,3 +385,78 @@ fn large_import_is_not_cut_short_by_the_statement_timeout() {
         assert!(stdout(&out).contains("20000 inserted"), "{}", stderr(&out));
     });
 }
+
+/// Runs `myapi-cli args…` on a pseudo-terminal (util-linux `script`), typing `lines`.
+fn on_terminal(db: &TestDb, args: &str, lines: &[&str]) -> Output {
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_myapi-cli")),
+            "/dev/null",
+        ])
+        .current_dir(db.dir.path())
+        .env("MYAPI_DATABASE__DSN", &db.dsn)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs");
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn hidden_prompt_reads_the_password_from_the_terminal() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let mismatch = on_terminal(
+        &db,
+        "create-user --name Ada --email ada@example.com",
+        &["first-password", "other-password"],
+    );
+    assert!(
+        stdout(&mismatch).contains("passwords do not match"),
+        "{}",
+        stdout(&mismatch)
+    );
+    assert_eq!(
+        stdout(&cli(&db, &["list-users"], "")),
+        "",
+        "nothing was written"
+    );
+
+    let created = on_terminal(
+        &db,
+        "create-user --name Ada --email ada@example.com",
+        &["typed-password", "typed-password"],
+    );
+    let screen = stdout(&created);
+    assert!(
+        screen.contains("Password:") && screen.contains("created user"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("typed-password"),
+        "the password is not echoed: {screen}"
+    );
+
+    let mut settings = db.settings();
+    settings.database.run_migrations = false;
+    let services = myapi_services::Services::build(&settings, false).unwrap();
+    let attempt = |password: &str| {
+        services.auth.login(&myapi_services::auth::LoginAttempt {
+            username: "ada@example.com",
+            password,
+            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        })
+    };
+    assert!(
+        attempt("typed-password").is_ok(),
+        "the typed password is the one stored"
+    );
+    assert!(attempt("other-password").is_err());
+}
