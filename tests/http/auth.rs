@@ -359,3 +359,60 @@ where
     }
     out
 }
+
+async fn outdated_hashes_are_upgraded_on_login(db: TestDb) {
+    let app = spawn_app(db).await;
+    let mut weak = app.settings.clone();
+    weak.auth.argon2_memory_kib = 8192;
+    weak.auth.argon2_iterations = 1;
+    let old_services =
+        tokio::task::spawn_blocking(move || myapi_services::Services::build(&weak, false))
+            .await
+            .unwrap()
+            .unwrap();
+    tokio::task::spawn_blocking(move || {
+        old_services
+            .auth
+            .create_user("Old", "old@example.com", PASSWORD.into())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stored = || {
+        let out = std::process::Command::new("psql")
+            .args([
+                app.db.dsn.as_str(),
+                "-Atc",
+                "SELECT hashed_password FROM myapi.users WHERE email = 'old@example.com'",
+            ])
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let on_postgres = app.services.database.backend_name() == "postgres";
+    if on_postgres {
+        assert!(
+            stored()
+                .unwrap()
+                .starts_with("$argon2id$v=19$m=8192,t=1,p=1$")
+        );
+    }
+    let login = app
+        .post_token(&[("username", "old@example.com"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(login.status(), 200);
+    if on_postgres {
+        assert!(
+            stored()
+                .unwrap()
+                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "hash upgraded"
+        );
+    }
+    // The upgraded hash still verifies.
+    let again = app
+        .post_token(&[("username", "old@example.com"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(again.status(), 200);
+}
+both_backends!(outdated_hashes_are_upgraded_on_login);
