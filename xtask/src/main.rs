@@ -463,7 +463,7 @@ fn cargo(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String>
 }
 
 /// Scaffolds a fresh service in a temporary copy of the workspace, then builds, lints and
-/// tests the copy, reusing this workspace's target directory so only the myapi crates rebuild.
+/// tests the copy (in `target/scaffold-check`, kept between runs).
 fn check_scaffold() -> Result<(), String> {
     const PROBE: &str = "scaffold_probes";
     let root = workspace_root();
@@ -473,8 +473,15 @@ fn check_scaffold() -> Result<(), String> {
             .map_err(|e| format!("cannot clear {}: {e}", copy.display()))?;
     }
     copy_tree(&root, &copy)?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| root.join("target").display().to_string());
+    // A target directory of its own under target/: sharing the workspace's would overwrite
+    // its final binaries (cargo does not re-link an up-to-date crate), so a later
+    // `cargo xtask` or `cargo test` could run the copy's builds. Kept between runs, so only
+    // the first check compiles the dependencies.
+    let target = root
+        .join("target")
+        .join("scaffold-check")
+        .display()
+        .to_string();
     let envs = [("CARGO_TARGET_DIR", target.as_str())];
     println!("xtask: scaffolding `{PROBE}` in {}", copy.display());
     let steps: [(&str, Vec<&str>); 5] = [
