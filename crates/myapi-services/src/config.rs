@@ -37,7 +37,9 @@ pub struct ServerSettings {
     pub port: u16,
     /// Async worker threads; 0 means one per core.
     pub workers: usize,
-    /// Threads per worker for blocking work (database queries); 0 means one per core.
+    /// Threads per worker for blocking work (database queries); 0 means one per core, which
+    /// measured best with PostgreSQL on the same host. With a remote (latency-bound)
+    /// database, raise it toward `database.pool_size / workers`.
     pub blocking_threads: usize,
     /// Maximum concurrent connections per worker.
     pub max_connections: usize,
