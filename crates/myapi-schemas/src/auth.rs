@@ -32,13 +32,13 @@ pub struct TokenResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenForm {
     /// Must be `password` when present.
-    #[schema(example = "password")]
+    #[schema(example = "password", pattern = "^password$")]
     pub grant_type: Option<String>,
     /// The account's email.
-    #[schema(example = "ada@example.com")]
+    #[schema(example = "ada@example.com", min_length = 1)]
     pub username: String,
     /// The account's password.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1)]
     pub password: String,
     /// Accepted and ignored.
     pub scope: Option<String>,

@@ -99,7 +99,7 @@ async fn find_movie(
         ("year" = i64, Query, description = "Earliest release year", minimum = 0, maximum = 9999),
         ("rating" = f64, Query, description = "Lowest rating", minimum = 0, maximum = 10),
         ("limit" = Option<i64>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
-        ("offset" = Option<i64>, Query, description = "Movies to skip (default 0)", minimum = 0),
+        ("offset" = Option<i64>, Query, description = "Movies to skip (default 0)", minimum = 0, maximum = 1_000_000_000),
     ),
     responses(
         (status = 200, description = "One page of movies", body = Vec<MovieSchema>,
