@@ -8,6 +8,7 @@ mod support;
 mod auth;
 mod binary;
 mod browser;
+mod fuzz;
 mod health;
 mod hostile;
 mod movies;
