@@ -518,6 +518,7 @@ fn check_scaffold() -> Result<(), String> {
                 "--",
                 PROBE,
                 "openapi",
+                "fuzz",
             ],
         ),
     ];
