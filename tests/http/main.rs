@@ -12,6 +12,7 @@ mod fuzz;
 mod health;
 mod hostile;
 mod movies;
+mod oauth_clients;
 mod openapi;
 mod resilience;
 // [xtask] test modules
