@@ -36,8 +36,10 @@ async fn schemathesis_finds_nothing() {
         )
         .await;
         let url = app.url("/openapi.json");
+        let scratch = app.db.dir.path().to_path_buf(); // schemathesis keeps state in its working dir
         let output = tokio::task::spawn_blocking(move || {
             Command::new("st")
+                .current_dir(scratch)
                 .args([
                     "run",
                     &url,
