@@ -211,6 +211,7 @@ use myapi_services::{ServiceError, Services};
 
 use crate::error::ApiError;
 use crate::extract::{BearerUser, QueryParams};
+use crate::openapi::GuardedErrors;
 use crate::routes::ApiScope;
 
 /// Mounts `/__NAME__/` and `/__NAME__/{__ID__}`.
@@ -234,12 +235,8 @@ pub fn configure(scopes: &mut Vec<ApiScope>) {
     ),
     responses(
         (status = 200, description = \"One page\", body = Vec<__TYPE__Schema>),
-        (status = 401, description = \"Missing, invalid, expired or revoked token\", body = Problem,
-            content_type = \"application/problem+json\",
-            headers((\"WWW-Authenticate\" = String, description = \"Bearer challenge (RFC 6750)\"))),
         (status = 422, description = \"Bad paging parameter\", body = Problem, content_type = \"application/problem+json\"),
-        (status = 503, description = \"Database unavailable\", body = Problem, content_type = \"application/problem+json\",
-            headers((\"Retry-After\" = u64, description = \"Seconds to wait\"))),
+        GuardedErrors,
     ),
 )]
 pub async fn list___NAME__(
@@ -263,13 +260,9 @@ pub async fn list___NAME__(
     params((\"__ID__\" = i64, Path, description = \"Id\", minimum = 1)),
     responses(
         (status = 200, description = \"The __SINGULAR__\", body = __TYPE__Schema),
-        (status = 401, description = \"Missing, invalid, expired or revoked token\", body = Problem,
-            content_type = \"application/problem+json\",
-            headers((\"WWW-Authenticate\" = String, description = \"Bearer challenge (RFC 6750)\"))),
         (status = 404, description = \"No such __SINGULAR__\", body = Problem, content_type = \"application/problem+json\"),
         (status = 422, description = \"Non-integer id\", body = Problem, content_type = \"application/problem+json\"),
-        (status = 503, description = \"Database unavailable\", body = Problem, content_type = \"application/problem+json\",
-            headers((\"Retry-After\" = u64, description = \"Seconds to wait\"))),
+        GuardedErrors,
     ),
 )]
 pub async fn get___SINGULAR__(

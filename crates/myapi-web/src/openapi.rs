@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document: every route, its parameters and every response it can give.
 
+use myapi_schemas::Problem;
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -54,4 +55,26 @@ impl Modify for OAuth2PasswordFlow {
             ))])),
         );
     }
+}
+
+/// The errors every route behind the bearer guard can give, documented once.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a documentation type: never constructed
+pub enum GuardedErrors {
+    /// Token problems.
+    #[response(
+        status = 401,
+        description = "Missing, invalid, expired or revoked token",
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "Bearer challenge (RFC 6750)"))
+    )]
+    Unauthorized(Problem),
+    /// Database outage.
+    #[response(
+        status = 503,
+        description = "Database unavailable",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait"))
+    )]
+    Unavailable(Problem),
 }

@@ -3,12 +3,13 @@
 use actix_web::http::Method;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use myapi_schemas::{OAuthErrorResponse, Problem, TokenForm, TokenResponse, UserSchema};
+use myapi_schemas::{OAuthErrorResponse, TokenForm, TokenResponse, UserSchema};
 use myapi_services::auth::LoginAttempt;
 use myapi_services::{ServiceError, Services};
 
 use crate::error::{ApiError, TokenError};
 use crate::extract::{BearerUser, client_ip};
+use crate::openapi::GuardedErrors;
 use crate::routes::ApiScope;
 
 /// Largest `/token` body, in bytes.
@@ -150,11 +151,7 @@ impl PasswordGrant {
     security(("oauth2" = [])),
     responses(
         (status = 200, description = "The token's user", body = UserSchema),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = Problem,
-            content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge (RFC 6750)"))),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        GuardedErrors,
     ),
 )]
 pub async fn me(user: BearerUser) -> HttpResponse {

@@ -8,6 +8,7 @@ use myapi_services::{ServiceError, Services};
 
 use crate::error::ApiError;
 use crate::extract::{BearerUser, QueryParams};
+use crate::openapi::GuardedErrors;
 use crate::routes::ApiScope;
 
 /// Mounts `/movies/`, `/movies/new` and `/movies/{movie_id}`.
@@ -29,13 +30,9 @@ pub fn configure(scopes: &mut Vec<ApiScope>) {
     params(("movie_id" = i64, Query, description = "Movie id", minimum = 1)),
     responses(
         (status = 200, description = "The movie", body = MovieSchema),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = Problem,
-            content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge (RFC 6750)"))),
         (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing or non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        GuardedErrors,
     ),
 )]
 pub async fn get_movie_by_query(
@@ -58,13 +55,9 @@ pub async fn get_movie_by_query(
     params(("movie_id" = i64, Path, description = "Movie id", minimum = 1)),
     responses(
         (status = 200, description = "The movie", body = MovieSchema),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = Problem,
-            content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge (RFC 6750)"))),
         (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        GuardedErrors,
     ),
 )]
 pub async fn get_movie(
@@ -104,13 +97,9 @@ async fn find_movie(
     responses(
         (status = 200, description = "One page of movies", body = Vec<MovieSchema>,
             headers(("Link" = String, description = "`<url>; rel=\"next\"` when another page follows"))),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = Problem,
-            content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge (RFC 6750)"))),
         (status = 422, description = "A parameter is missing, malformed or out of range", body = Problem,
             content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        GuardedErrors,
     ),
 )]
 pub async fn new_movies(
