@@ -1,7 +1,7 @@
 //! The tier rules, read from `cargo metadata`: each crate's normal (non-dev) dependencies
 //! must stay inside its tier. A violation fails naming the offending edge.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! CLI tests: the real `myapi-cli` binary against real databases.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -213,11 +213,15 @@ fn unreachable_database_and_bad_config_fail_cleanly() {
     let out = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
         .arg("migrate")
         .current_dir(db.dir.path())
-        .env("MYAPI_SERVER__PORT", "abc")
+        .env("MYAPI_DATABASE__POOL_SIZE", "abc")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("server.port"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("database.pool_size"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The N of `applied N migration(s): v1, v2, …`, if the output says that and lists N versions.
@@ -464,12 +468,16 @@ fn hidden_prompt_reads_the_password_from_the_terminal() {
     let mut settings = db.settings();
     settings.database.run_migrations = false;
     let services = myapi_services::Services::build(&settings, false).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let attempt = |password: &str| {
-        services.auth.login(&myapi_services::auth::LoginAttempt {
-            username: "ada@example.com",
-            password,
-            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
-        })
+        let credentials = myapi_services::auth::Credentials {
+            username: "ada@example.com".into(),
+            password: password.into(),
+        };
+        let client_ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        runtime.block_on(services.auth.login(credentials, client_ip))
     };
     assert!(
         attempt("typed-password").is_ok(),

@@ -287,7 +287,7 @@ both_backends!(password_change_and_deletion_revoke_tokens);
 
 async fn failed_logins_are_throttled(db: TestDb) {
     let app = spawn_app_with(db, |s| {
-        s.auth.ip_failure_burst = 3;
+        s.auth.ip_failure_burst = 3.try_into().unwrap();
         s.auth.ip_failure_refill_secs = 60;
     })
     .await;
@@ -317,9 +317,9 @@ both_backends!(failed_logins_are_throttled);
 
 async fn saturated_hashing_answers_503_at_once(db: TestDb) {
     let app = spawn_app_with(db, |s| {
-        s.auth.hash_concurrency = 1;
+        s.auth.hash_concurrency = 1.into();
         s.auth.hash_queue = 0;
-        s.auth.ip_failure_burst = 1000;
+        s.auth.ip_failure_burst = 1000.try_into().unwrap();
     })
     .await;
     let attempts = (0..12).map(|i| {

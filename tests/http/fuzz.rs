@@ -23,8 +23,8 @@ async fn schemathesis_finds_nothing() {
         };
         // Fuzzed logins must not trip the brute-force throttle halfway through the run.
         let app = spawn_app_with(db, |s| {
-            s.auth.ip_failure_burst = 1_000_000;
-            s.auth.account_failure_burst = 1_000_000;
+            s.auth.ip_failure_burst = 1_000_000.try_into().unwrap();
+            s.auth.account_failure_burst = 1_000_000.try_into().unwrap();
         })
         .await;
         app.import_sample().await;

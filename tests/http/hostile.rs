@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::support::{Backend, TEST_TOKEN_KEY, TestDb};
-use crate::{TestApp, spawn_app_with};
+use crate::{TestApp, spawn_app_with_server};
 
 /// How a case's answer must look.
 #[derive(Clone, Copy, PartialEq)]
@@ -222,7 +222,7 @@ async fn hostile_requests_never_get_a_5xx() {
         let Some(db) = TestDb::new(backend) else {
             continue;
         };
-        let app = spawn_app_with(db, |s| s.server.client_request_timeout_ms = 1000).await;
+        let app = spawn_app_with_server(db, |s| s.client_request_timeout_ms = 1000).await;
         app.import_sample().await;
         let token = app.login_new_user("hostile@example.com").await;
         let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();

@@ -1,6 +1,6 @@
 //! HTTP integration tests: the real app on a free port, real HTTP, real databases.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -18,7 +18,7 @@ mod resilience;
 // [xtask] test modules
 
 use myapi_services::{Services, Settings};
-use myapi_web::Application;
+use myapi_web::{Application, ServerSettings};
 use support::TestDb;
 
 /// A running app and a client for it.
@@ -27,6 +27,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub services: Services,
     pub settings: Settings,
+    pub server: ServerSettings,
     pub db: TestDb,
 }
 
@@ -102,12 +103,36 @@ impl TestApp {
     }
 }
 
-/// Starts the app on `db` with `settings` adjusted by `tweak`.
+/// Server settings for tests: a free port, two workers.
+pub fn test_server() -> ServerSettings {
+    let defaults = myapi_services::SettingsSource::defaults().unwrap();
+    let mut server = ServerSettings::from_source(&defaults).unwrap();
+    server.port = 0;
+    server.workers = 2.into();
+    server
+}
+
+/// Starts the app on `db` with the services' settings adjusted by `tweak`.
 pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_configured(db, |_| {}, tweak).await
+}
+
+/// Starts the app on `db` with the server settings adjusted by `tweak`.
+pub async fn spawn_app_with_server(db: TestDb, tweak: impl FnOnce(&mut ServerSettings)) -> TestApp {
+    spawn_app_configured(db, tweak, |_| {}).await
+}
+
+async fn spawn_app_configured(
+    db: TestDb,
+    tweak_server: impl FnOnce(&mut ServerSettings),
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let mut settings = db.settings();
     tweak(&mut settings);
-    let app_settings = settings.clone();
-    let app = tokio::task::spawn_blocking(move || Application::build(&app_settings))
+    let mut server = test_server();
+    tweak_server(&mut server);
+    let (app_server, app_settings) = (server.clone(), settings.clone());
+    let app = tokio::task::spawn_blocking(move || Application::build(&app_server, &app_settings))
         .await
         .unwrap()
         .unwrap();
@@ -129,6 +154,7 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> Te
         client,
         services,
         settings,
+        server,
         db,
     }
 }

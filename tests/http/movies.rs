@@ -214,7 +214,8 @@ async fn service_filter_edges(db: TestDb) {
         services.movies.import_csv(csv.as_bytes(), OnExisting::Fail).unwrap();
         let settings = services.movies.settings().clone();
         let ids = |year: i64, rating: f64| -> Vec<i32> {
-            let query = NewMoviesQuery::new(year, rating, None, None, &settings).unwrap();
+            let pairs = [("year".to_owned(), year.to_string()), ("rating".to_owned(), rating.to_string())];
+            let query = NewMoviesQuery::parse(&pairs, &settings).unwrap();
             services.movies.released_since(&query).unwrap().movies.iter().map(|m| m.movie_id).collect()
         };
         (ids(2000, 10.0), ids(2000, 0.0), ids(1994, 9.2), ids(1999, 10.0), ids(2001, 0.0), ids(0, 9.3))

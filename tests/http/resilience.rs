@@ -8,7 +8,7 @@ use myapi_services::ServiceError;
 use myapi_web::Application;
 
 use crate::support::{Backend, TestDb, in_ci};
-use crate::{both_backends, json_body, spawn_app, spawn_app_with};
+use crate::{both_backends, json_body, spawn_app, spawn_app_with, spawn_app_with_server};
 
 async fn fifty_concurrent_create_user_calls_make_one_row(db: TestDb) {
     let app = spawn_app(db).await;
@@ -49,7 +49,7 @@ async fn two_instances_start_at_once_on_a_fresh_database(db: TestDb) {
     let starts: Vec<_> = (0..2)
         .map(|_| {
             let settings = settings.clone();
-            std::thread::spawn(move || Application::build(&settings))
+            std::thread::spawn(move || Application::build(&crate::test_server(), &settings))
         })
         .collect();
     let apps: Vec<Application> = starts
@@ -76,7 +76,8 @@ async fn tokens_and_revocation_hold_across_instances(db: TestDb) {
     let a = spawn_app_with(db, |s| s.auth.revocation_cache_ms = 300).await;
     let mut settings = a.settings.clone();
     settings.database.run_migrations = false;
-    let b = tokio::task::spawn_blocking(move || Application::build(&settings))
+    let a_server = a.server.clone();
+    let b = tokio::task::spawn_blocking(move || Application::build(&a_server, &settings))
         .await
         .unwrap()
         .unwrap();
@@ -131,8 +132,8 @@ async fn cors_is_off_by_default_and_follows_the_allow_list() {
             .contains_key("access-control-allow-origin")
     );
 
-    let on = spawn_app_with(TestDb::new(Backend::Sqlite).unwrap(), |s| {
-        s.server.cors_allowed_origins = vec!["https://app.example".into()];
+    let on = spawn_app_with_server(TestDb::new(Backend::Sqlite).unwrap(), |s| {
+        s.cors_allowed_origins = vec!["https://app.example".into()];
     })
     .await;
     let preflight = |origin: &'static str| {
@@ -291,7 +292,7 @@ async fn database_outage_fails_fast_with_503_and_recovers() {
     let mut db = TestDb::new(Backend::Sqlite).unwrap();
     db.dsn = cluster.dsn();
     let app = spawn_app_with(db, |s| {
-        s.database.connect_timeout_secs = 2;
+        s.database.connect_timeout_secs = 2.try_into().unwrap();
         s.auth.revocation_cache_ms = 0;
     })
     .await;

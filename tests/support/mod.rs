@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use myapi_services::config::{Secret, Settings};
+use myapi_services::config::{Secret, Settings, TokenKey};
 
 /// The two backends every data-touching test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +56,11 @@ impl TestDb {
                         })
                     }
                     Err(error) => {
-                        let message =
-                            format!("PostgreSQL at {} is unreachable ({error})", redact(&admin));
+                        let message = format!(
+                            "PostgreSQL at {} is unreachable ({})",
+                            myapi_services::database::redacted_dsn(&admin),
+                            myapi_services::error_chain(&error)
+                        );
                         assert!(!in_ci(), "{message}; CI=true requires it");
                         let _ = writeln!(std::io::stderr(), "SKIPPED PostgreSQL test: {message}");
                         None
@@ -67,14 +70,12 @@ impl TestDb {
         }
     }
 
-    /// Settings for an app on this database: port 0, a fixed token key, two workers.
+    /// The services' settings on this database, with a fixed token key.
     pub fn settings(&self) -> Settings {
-        let mut settings = Settings::default();
-        settings.server.port = 0;
-        settings.server.workers = 2;
+        let mut settings = Settings::defaults().unwrap();
         settings.database.dsn = Secret::new(self.dsn.clone());
-        settings.database.pool_size = 8;
-        settings.token_key = Some(Secret::new(TEST_TOKEN_KEY));
+        settings.database.pool_size = 8.try_into().unwrap();
+        settings.token_key = Some(TokenKey::try_from(TEST_TOKEN_KEY.to_owned()).unwrap());
         settings
     }
 }
@@ -127,16 +128,6 @@ pub fn replace_database(url: &str, name: &str) -> String {
     match query {
         Some(q) => format!("{base}/{name}?{q}"),
         None => format!("{base}/{name}"),
-    }
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
-            let colon = s + 3 + url[s + 3..at].find(':').unwrap_or(0);
-            format!("{}:***{}", &url[..colon], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 

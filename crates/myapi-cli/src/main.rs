@@ -5,12 +5,12 @@
 //! flags unless asked (`--password` shows in `ps`; prefer the prompt or `--password-stdin`).
 
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use myapi_services::movies::OnExisting;
-use myapi_services::{Database, ServiceError, Services, Settings};
+use myapi_services::{Database, ServiceError, Services, Settings, error_chain};
 
 /// Exit codes scripts can rely on.
 mod exit {
@@ -113,19 +113,28 @@ struct Failure {
     code: u8,
 }
 
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: exit::USAGE,
+        }
+    }
+}
+
 impl From<ServiceError> for Failure {
     fn from(error: ServiceError) -> Self {
         let code = match error {
             ServiceError::Unavailable(_) => exit::UNAVAILABLE,
             _ => exit::FAILED,
         };
-        let message = match error {
+        let message = match &error {
             // One line per bad field (for an import: per bad CSV line).
             ServiceError::Invalid(fields) if fields.len() > 1 => {
                 let lines: Vec<String> = fields.iter().map(ToString::to_string).collect();
                 format!("{} problems:\n  {}", fields.len(), lines.join("\n  "))
             }
-            other => other.to_string(),
+            other => error_chain(other),
         };
         Self { message, code }
     }
@@ -134,7 +143,7 @@ impl From<ServiceError> for Failure {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("myapi-cli: error: {}", failure.message);
@@ -143,87 +152,104 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
-    let settings = Settings::load().map_err(|e| Failure {
-        message: e.to_string(),
-        code: exit::USAGE,
-    })?;
-    if let Command::Migrate = cli.command {
-        let applied = Database::connect(&settings.database)?.migrate()?;
-        if applied.is_empty() {
-            println!("database is up to date");
-        } else {
-            println!(
-                "applied {} migration(s): {}",
-                applied.len(),
-                applied.join(", ")
-            );
-        }
-        return Ok(());
-    }
-    // Read the password before connecting, so a prompt is not delayed by the database.
-    let password = match &cli.command {
-        Command::CreateUser { password, .. } | Command::SetPassword { password, .. } => {
-            Some(read_password(password)?)
-        }
-        _ => None,
-    };
-    let services = Services::build(&settings, settings.database.run_migrations)?;
-    match cli.command {
-        Command::Migrate => {}
-        Command::CreateUser { name, email, .. } => {
-            let user = services
-                .auth
-                .create_user(&name, &email, password.unwrap_or_default())?;
-            println!(
-                "created user {} <{}> with id {}",
-                user.name, user.email, user.user_id
-            );
-        }
-        Command::ListUsers => {
-            for user in services.auth.list_users()? {
-                println!("{}\t{}\t{}", user.user_id, user.name, user.email);
-            }
-        }
-        Command::DeleteUser { email } => {
-            services.auth.delete_user(&email)?;
-            println!("deleted user {}", email.trim().to_lowercase());
-        }
-        Command::SetPassword { email, .. } => {
-            services
-                .auth
-                .set_password(&email, password.unwrap_or_default())?;
-            println!(
-                "password changed; existing tokens of {} are revoked",
-                email.trim().to_lowercase()
-            );
-        }
+fn run(command: Command) -> Result<(), Failure> {
+    let settings =
+        Settings::load().map_err(|e| Failure::usage(format!("configuration error: {e}")))?;
+    match command {
+        Command::Migrate => migrate(&settings),
+        Command::CreateUser {
+            name,
+            email,
+            password,
+        } => create_user(&settings, &name, &email, &password),
+        Command::ListUsers => list_users(&settings),
+        Command::DeleteUser { email } => delete_user(&settings, &email),
+        Command::SetPassword { email, password } => set_password(&settings, &email, &password),
         Command::ImportMovies { file, on_existing } => {
-            let input = std::fs::File::open(&file).map_err(|e| Failure {
-                message: format!("cannot read {}: {e}", file.display()),
-                code: exit::FAILED,
-            })?;
-            let counts = services
-                .movies
-                .import_csv(std::io::BufReader::new(input), on_existing.into())?;
-            println!(
-                "imported {}: {} inserted, {} updated, {} skipped",
-                file.display(),
-                counts.inserted,
-                counts.updated,
-                counts.skipped
-            );
+            import_movies(&settings, &file, on_existing.into())
         }
     }
+}
+
+/// Connects and builds the services, migrating first when the settings say so.
+fn connect(settings: &Settings) -> Result<Services, Failure> {
+    Ok(Services::build(settings, settings.database.run_migrations)?)
+}
+
+fn migrate(settings: &Settings) -> Result<(), Failure> {
+    let applied = Database::connect(&settings.database)?.migrate()?;
+    if applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        println!(
+            "applied {} migration(s): {}",
+            applied.len(),
+            applied.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn create_user(
+    settings: &Settings,
+    name: &str,
+    email: &str,
+    source: &PasswordSource,
+) -> Result<(), Failure> {
+    // Read the password before connecting, so a prompt is not delayed by the database.
+    let password = read_password(source)?;
+    let user = connect(settings)?.auth.create_user(name, email, password)?;
+    println!(
+        "created user {} <{}> with id {}",
+        user.name, user.email, user.user_id
+    );
+    Ok(())
+}
+
+fn list_users(settings: &Settings) -> Result<(), Failure> {
+    for user in connect(settings)?.auth.list_users()? {
+        println!("{}\t{}\t{}", user.user_id, user.name, user.email);
+    }
+    Ok(())
+}
+
+fn delete_user(settings: &Settings, email: &str) -> Result<(), Failure> {
+    let email = connect(settings)?.auth.delete_user(email)?;
+    println!("deleted user {}", email.as_str());
+    Ok(())
+}
+
+fn set_password(settings: &Settings, email: &str, source: &PasswordSource) -> Result<(), Failure> {
+    let password = read_password(source)?;
+    let email = connect(settings)?.auth.set_password(email, password)?;
+    println!(
+        "password changed; existing tokens of {} are revoked",
+        email.as_str()
+    );
+    Ok(())
+}
+
+fn import_movies(settings: &Settings, file: &Path, on_existing: OnExisting) -> Result<(), Failure> {
+    let input = std::fs::File::open(file).map_err(|e| Failure {
+        message: format!("cannot read {}: {e}", file.display()),
+        code: exit::FAILED,
+    })?;
+    let counts = connect(settings)?
+        .movies
+        .import_csv(std::io::BufReader::new(input), on_existing)?;
+    println!(
+        "imported {}: {} inserted, {} updated, {} skipped",
+        file.display(),
+        counts.inserted,
+        counts.updated,
+        counts.skipped
+    );
     Ok(())
 }
 
 /// The password from the flag, standard input, or a hidden prompt.
 fn read_password(source: &PasswordSource) -> Result<String, Failure> {
-    let usage = |message: &str| Failure {
-        message: message.into(),
-        code: exit::USAGE,
-    };
+    let usage = |message: &str| Failure::usage(message);
     if let Some(password) = &source.password {
         return Ok(password.clone());
     }

@@ -22,11 +22,14 @@ pub enum DbError {
     #[error("invalid database DSN: {0}")]
     InvalidDsn(String),
     /// No connection could be had (server down, pool exhausted, timeout).
-    #[error("database unavailable: {0}")]
+    #[error("{0}")]
     Unavailable(String),
     /// A migration failed to apply.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The schema is behind the embedded migrations.
+    #[error("migrations are pending")]
+    MigrationsPending,
     /// A query failed.
     #[error(transparent)]
     Query(#[from] diesel::result::Error),

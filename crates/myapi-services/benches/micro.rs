@@ -2,7 +2,7 @@
 //! query on SQLite. `cargo bench -p myapi-services --bench micro`; `bench/run.py` reads the
 //! results from `target/criterion`.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -10,11 +10,12 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use myapi_services::Services;
 use myapi_services::auth::{PasswordHasher, TokenSigner};
-use myapi_services::config::{AuthSettings, Secret, Settings};
+use myapi_services::config::{Secret, Settings, TokenKey};
 use myapi_services::movies::{NewMoviesQuery, OnExisting};
 
 fn tokens(c: &mut Criterion) {
-    let signer = TokenSigner::new(Some(&Secret::new("k".repeat(32))), &AuthSettings::default());
+    let key = TokenKey::try_from("k".repeat(32)).unwrap();
+    let signer = TokenSigner::new(Some(&key), &Settings::defaults().unwrap().auth);
     c.bench_function("token_sign", |b| {
         b.iter(|| {
             signer
@@ -29,7 +30,7 @@ fn tokens(c: &mut Criterion) {
 }
 
 fn argon2(c: &mut Criterion) {
-    let hasher = PasswordHasher::new(&AuthSettings::default()).unwrap();
+    let hasher = PasswordHasher::new(Settings::defaults().unwrap().auth.argon2_params().unwrap());
     let phc = hasher.hash("correct-horse-battery").unwrap();
     let mut group = c.benchmark_group("argon2");
     group
@@ -43,7 +44,7 @@ fn argon2(c: &mut Criterion) {
 
 fn movies_query(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
+    let mut settings = Settings::defaults().unwrap();
     settings.database.dsn = Secret::new(format!(
         "sqlite://{}",
         dir.path().join("bench.db").display()
@@ -62,7 +63,9 @@ fn movies_query(c: &mut Criterion) {
         .movies
         .import_csv(csv.as_bytes(), OnExisting::Fail)
         .unwrap();
-    let query = NewMoviesQuery::new(1990, 9.0, Some(50), None, &settings.movies).unwrap();
+    let pairs = [("year", "1990"), ("rating", "9.0"), ("limit", "50")]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+    let query = NewMoviesQuery::parse(&pairs, &settings.movies).unwrap();
     c.bench_function("movies_query_sqlite_1k", |b| {
         b.iter(|| services.movies.released_since(black_box(&query)).unwrap())
     });

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use myapi_models::{ConnectionOptions, DatabaseUrl, DbPool, PoolOptions, PooledConnection};
+use myapi_models::{
+    ConnectionOptions, DatabaseUrl, DbError, DbPool, PoolOptions, PooledConnection,
+};
 
 use crate::ServiceError;
 use crate::config::DatabaseSettings;
@@ -27,11 +29,10 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// Parses the DSN and opens the pool (blocking: it connects once to fail early).
     pub fn connect(settings: &DatabaseSettings) -> Result<Self, ServiceError> {
-        let url = DatabaseUrl::parse(settings.dsn.expose())
-            .map_err(|e| ServiceError::invalid("database.dsn", e.to_string()))?;
+        let url = DatabaseUrl::parse(settings.dsn.expose())?;
         let statement_timeout = Duration::from_millis(settings.statement_timeout_ms);
         let options = PoolOptions {
-            max_size: settings.pool_size,
+            max_size: settings.pool_size.get(),
             connection_timeout: settings.connect_timeout(),
             connection: ConnectionOptions {
                 statement_timeout,
@@ -47,7 +48,6 @@ impl Database {
         })
     }
 
-    /// `postgres` or `sqlite`.
     pub fn backend_name(&self) -> &'static str {
         self.url.backend_name()
     }
@@ -72,7 +72,7 @@ impl Database {
         if myapi_models::migrations::migrations_are_current(&mut conn)? {
             Ok(())
         } else {
-            Err(ServiceError::Unavailable("migrations are pending".into()))
+            Err(ServiceError::Unavailable(DbError::MigrationsPending))
         }
     }
 
@@ -81,6 +81,11 @@ impl Database {
     pub(crate) fn conn(&self) -> Result<PooledConnection, ServiceError> {
         Ok(self.pool.checkout()?)
     }
+}
+
+/// `dsn` as a log may show it: any password masked.
+pub fn redacted_dsn(dsn: &str) -> String {
+    DatabaseUrl::parse(dsn).map_or_else(|_| "***".into(), |url| url.to_string())
 }
 
 /// Creates a PostgreSQL database on the server at `admin_url` (tests and benchmarks).

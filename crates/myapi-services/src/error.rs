@@ -1,22 +1,24 @@
-//! The one error type of the services tier. Web maps it to HTTP in one place; the CLI
-//! prints its `Display` as a one-line message.
+//! The error type of the services tier. Web maps it to HTTP in one place; the CLI prints
+//! [`error_chain`] as a one-line message.
 
+use std::error::Error;
 use std::fmt;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use myapi_models::DbError;
+
+/// Any underlying cause, kept for the log.
+pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// One refused input field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidField {
     /// Parameter, field or CSV line.
     pub field: String,
-    /// Why it was refused.
     pub message: String,
 }
 
 impl InvalidField {
-    /// A refused `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
@@ -34,39 +36,27 @@ impl fmt::Display for InvalidField {
 /// What a service operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    /// Input was refused; every offending field is listed.
+    /// Every offending field is listed, so a client can fix them all at once.
     #[error("invalid input: {}", join(.0))]
     Invalid(Vec<InvalidField>),
-    /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
     /// The write conflicts with existing data (e.g. a duplicate email).
     #[error("{0}")]
     Conflict(String),
-    /// Unknown user or wrong password — deliberately indistinguishable.
-    #[error("incorrect username or password")]
-    InvalidCredentials,
     /// The bearer token is malformed, expired, wrongly signed or revoked.
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
-    /// Too many failed logins from this client or for this account.
-    #[error("too many failed login attempts; retry in {retry_after_secs} s")]
-    TooManyAttempts {
-        /// Seconds until an attempt is allowed again.
-        retry_after_secs: u64,
+    /// The database cannot serve now: unreachable, timed out, or not migrated.
+    #[error("database unavailable")]
+    Unavailable(#[source] DbError),
+    /// A bug or an unexpected failure; the chain is for logs, never for clients.
+    #[error("{context}")]
+    Internal {
+        context: &'static str,
+        #[source]
+        source: BoxError,
     },
-    /// Password hashing is saturated.
-    #[error("server busy; retry in {retry_after_secs} s")]
-    Busy {
-        /// Seconds a client should wait.
-        retry_after_secs: u64,
-    },
-    /// The database cannot be reached.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or an unexpected failure; the message is for logs, not for clients.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 fn join(fields: &[InvalidField]) -> String {
@@ -82,32 +72,46 @@ impl ServiceError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid(vec![InvalidField::new(field, message)])
     }
+
+    pub fn internal(context: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Internal {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<InvalidField> for ServiceError {
+    fn from(field: InvalidField) -> Self {
+        Self::Invalid(vec![field])
+    }
 }
 
 impl From<DbError> for ServiceError {
     fn from(error: DbError) -> Self {
         match error {
-            DbError::Unavailable(message) => Self::Unavailable(message),
+            DbError::Unavailable(_) | DbError::MigrationsPending => Self::Unavailable(error),
             DbError::InvalidDsn(message) => Self::invalid("database.dsn", message),
             DbError::Query(error) => error.into(),
-            other => Self::Internal(other.to_string()),
+            DbError::Migration(_) => Self::internal("migration failed", error),
         }
     }
 }
 
 impl From<DieselError> for ServiceError {
     fn from(error: DieselError) -> Self {
-        match &error {
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                Self::Unavailable(info.message().to_owned())
+        let unavailable = match &error {
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | DieselError::BrokenTransactionManager => true,
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+                info.message().contains("statement timeout")
             }
-            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if info.message().contains("statement timeout") =>
-            {
-                Self::Unavailable("query timed out".into())
-            }
-            DieselError::BrokenTransactionManager => Self::Unavailable(error.to_string()),
-            _ => Self::Internal(error.to_string()),
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(DbError::Query(error))
+        } else {
+            Self::internal("query failed", error)
         }
     }
 }
@@ -118,4 +122,43 @@ pub(crate) fn is_unique_violation(error: &DieselError) -> bool {
         error,
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+/// `error` and each of its causes on one line, joined by `: `. A cause whose text its
+/// parent already shows (thiserror's `{0}`) is left out.
+pub fn error_chain(error: &dyn Error) -> String {
+    let mut line = one_line(&error.to_string());
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = one_line(&error.to_string());
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+        cause = error.source();
+    }
+    line
+}
+
+/// Joins a multi-line message (drivers and parsers write them) into one line.
+pub(crate) fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let error = ServiceError::internal(
+            "token signing failed",
+            std::io::Error::other("key\nrejected"),
+        );
+        assert_eq!(error_chain(&error), "token signing failed: key rejected");
+        let error = ServiceError::Unavailable(DbError::Unavailable("connection refused".into()));
+        assert_eq!(
+            error_chain(&error),
+            "database unavailable: connection refused"
+        );
+    }
 }

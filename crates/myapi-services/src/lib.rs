@@ -2,18 +2,21 @@
 //! its data manager; configuration; and the typed [`ServiceError`].
 //!
 //! This tier knows diesel (through `myapi-models`) but never HTTP: web and CLI call it.
-//! Most methods block (database, argon2); async callers must run them on a blocking pool.
+//! Most methods block (database, argon2) and async callers run them on a blocking pool;
+//! the async ones ([`auth::AuthService::login`], [`auth::AuthService::authenticate`]) keep
+//! their blocking parts to themselves.
 
 pub mod auth;
+mod bounded;
 pub mod config;
 pub mod database;
 mod error;
 pub mod movies;
 // [xtask] service modules
 
-pub use config::Settings;
+pub use config::{Settings, SettingsSource};
 pub use database::Database;
-pub use error::{InvalidField, ServiceError};
+pub use error::{BoxError, InvalidField, ServiceError, error_chain};
 
 use auth::AuthService;
 use movies::MovieService;
@@ -21,11 +24,8 @@ use movies::MovieService;
 /// Every service, built once at start-up and shared (cheap to clone).
 #[derive(Clone)]
 pub struct Services {
-    /// The database handle (readiness, migrations).
     pub database: Database,
-    /// Users, login and tokens.
     pub auth: AuthService,
-    /// Movies.
     pub movies: MovieService,
     // [xtask] service fields
 }
@@ -48,4 +48,14 @@ impl Services {
             database,
         })
     }
+}
+
+/// Runs blocking work (a query) on the runtime's blocking threads, so an async caller's
+/// worker stays free.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::internal("blocking task failed", e))?
 }

@@ -8,15 +8,14 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use myapi_schemas::UserSchema;
-use myapi_services::{InvalidField, ServiceError, Services};
+use myapi_services::{ServiceError, Services};
 
 use crate::error::ApiError;
 
 /// The user of a valid, unrevoked bearer token. Every protected route takes this.
 ///
 /// Missing credentials → 401 `WWW-Authenticate: Bearer`; anything wrong with the token →
-/// 401 `WWW-Authenticate: Bearer error="invalid_token"`. The signature check runs inline
-/// (microseconds); the revocation check uses a short cache, else a blocking lookup.
+/// 401 `WWW-Authenticate: Bearer error="invalid_token"`.
 #[derive(Debug, Clone)]
 pub struct BearerUser(pub UserSchema);
 
@@ -28,14 +27,10 @@ impl FromRequest for BearerUser {
         let services = req.app_data::<web::Data<Services>>().cloned();
         let token = bearer_token(req);
         Box::pin(async move {
-            let services =
-                services.ok_or_else(|| ServiceError::Internal("services not configured".into()))?;
-            let claims = services.auth.verify_token(&token?)?;
-            if let Some(result) = services.auth.cached_user(&claims) {
-                return Ok(Self(result?));
-            }
-            let user = web::block(move || services.auth.load_user(&claims)).await??;
-            Ok(Self(user))
+            let services = services.ok_or_else(|| {
+                ServiceError::internal("services are not registered", "missing app data")
+            })?;
+            Ok(Self(services.auth.authenticate(&token?).await?))
         })
     }
 }
@@ -69,129 +64,36 @@ pub fn client_ip(req: &HttpRequest) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip())
 }
 
-/// A parsed query string that collects every parameter error, so a 422 names them all.
-#[derive(Debug)]
-pub struct QueryParams {
-    pairs: Vec<(String, String)>,
-    errors: Vec<InvalidField>,
-}
-
-impl QueryParams {
-    /// Parses `query`; undecodable input is a 422.
-    pub fn parse(query: &str) -> Result<Self, ApiError> {
-        let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-            .map_err(|_| ServiceError::invalid("query", "is not a valid query string"))?;
-        Ok(Self {
-            pairs,
-            errors: Vec::new(),
-        })
-    }
-
-    /// The single value of `name`, if present; a repeated parameter is an error.
-    fn single(&mut self, name: &str) -> Option<String> {
-        let mut values = self
-            .pairs
-            .iter()
-            .filter(|(key, _)| key == name)
-            .map(|(_, v)| v);
-        let first = values.next()?.clone();
-        if values.next().is_some() {
-            self.errors
-                .push(InvalidField::new(name, "must be given once"));
-            return None;
-        }
-        Some(first)
-    }
-
-    fn parsed<T: std::str::FromStr>(
-        &mut self,
-        name: &str,
-        required: bool,
-        kind: &str,
-    ) -> Option<T> {
-        match self.single(name) {
-            None if required && !self.errors.iter().any(|e| e.field == name) => {
-                self.errors.push(InvalidField::new(name, "is required"));
-                None
-            }
-            None => None,
-            Some(raw) => match raw.trim().parse::<T>() {
-                Ok(value) => Some(value),
-                Err(_) => {
-                    self.errors
-                        .push(InvalidField::new(name, format!("must be {kind}")));
-                    None
-                }
-            },
-        }
-    }
-
-    /// A required integer parameter.
-    pub fn required_int(&mut self, name: &str) -> Option<i64> {
-        self.parsed(name, true, "an integer")
-    }
-
-    /// An optional integer parameter.
-    pub fn optional_int(&mut self, name: &str) -> Option<i64> {
-        self.parsed(name, false, "an integer")
-    }
-
-    /// A required finite number.
-    pub fn required_number(&mut self, name: &str) -> Option<f64> {
-        match self.parsed::<f64>(name, true, "a number")? {
-            value if value.is_finite() => Some(value),
-            _ => {
-                self.errors
-                    .push(InvalidField::new(name, "must be a finite number"));
-                None
-            }
-        }
-    }
-
-    /// Ok when every parameter read so far was valid; otherwise a 422 naming them.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ServiceError::Invalid(self.errors).into())
-        }
-    }
+/// The query string's name/value pairs, in order; undecodable input is a 422.
+pub fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| ServiceError::invalid("query", "is not a valid query string").into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn query_errors_name_each_parameter() {
-        let mut q = QueryParams::parse("year=abc&rating=NaN&limit=1&limit=2").unwrap();
-        assert_eq!(q.required_int("year"), None);
-        assert_eq!(q.required_number("rating"), None);
-        assert_eq!(q.optional_int("limit"), None);
-        assert_eq!(q.required_int("missing"), None);
-        let Err(ApiError::Service(ServiceError::Invalid(fields))) = q.finish() else {
-            panic!()
-        };
-        let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(names, ["year", "rating", "limit", "missing"]);
+    fn test_signer() -> myapi_services::auth::TokenSigner {
+        let key = myapi_services::config::TokenKey::try_from("k".repeat(32)).unwrap();
+        let auth = myapi_services::Settings::defaults().unwrap().auth;
+        myapi_services::auth::TokenSigner::new(Some(&key), &auth)
     }
 
     proptest::proptest! {
         #[test]
         fn any_query_string_parses_or_fails_cleanly(query in "\\PC{0,200}") {
-            if let Ok(mut q) = QueryParams::parse(&query) {
-                let _ = (q.required_int("year"), q.required_number("rating"), q.optional_int("limit"));
-                let _ = q.finish();
+            if let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(&query) {
+                let settings = myapi_services::Settings::defaults().unwrap().movies;
+                let _ = myapi_services::movies::NewMoviesQuery::parse(&pairs, &settings);
             }
         }
 
         #[test]
         fn integer_parameters_accept_exactly_what_i64_parses(raw in "[-+0-9a-z. ]{0,25}") {
-            let query = serde_urlencoded::to_string([("year", raw.as_str())]).unwrap();
-            let mut q = QueryParams::parse(&query).unwrap();
-            let parsed = q.required_int("year");
-            proptest::prop_assert_eq!(parsed, raw.trim().parse::<i64>().ok());
-            proptest::prop_assert_eq!(q.finish().is_ok(), parsed.is_some());
+            let parsed = myapi_services::movies::MovieId::parse(&raw).ok();
+            let expected = raw.trim().parse::<i64>().ok();
+            proptest::prop_assert_eq!(parsed.is_some(), expected.is_some());
         }
 
         #[test]
@@ -208,19 +110,13 @@ mod tests {
 
         #[test]
         fn arbitrary_tokens_never_verify(token in "\\PC{0,400}") {
-            let signer = myapi_services::auth::TokenSigner::new(
-                Some(&myapi_services::config::Secret::new("k".repeat(32))),
-                &myapi_services::config::AuthSettings::default(),
-            );
+            let signer = test_signer();
             proptest::prop_assert!(signer.verify(&token).is_err());
         }
 
         #[test]
         fn tampered_tokens_never_verify_as_someone_else(position in 0usize..400, replacement in "[A-Za-z0-9_.-]") {
-            let signer = myapi_services::auth::TokenSigner::new(
-                Some(&myapi_services::config::Secret::new("k".repeat(32))),
-                &myapi_services::config::AuthSettings::default(),
-            );
+            let signer = test_signer();
             let token = signer.issue(7, "Ada", "ada@example.com", 1).unwrap();
             let mut chars: Vec<char> = token.chars().collect();
             let position = position % chars.len();
@@ -235,8 +131,6 @@ mod tests {
 
     #[test]
     fn overflow_is_an_error_not_a_wrap() {
-        let mut q = QueryParams::parse("year=99999999999999999999999").unwrap();
-        assert_eq!(q.required_int("year"), None);
-        assert!(q.finish().is_err());
+        assert!(myapi_services::movies::MovieId::parse("99999999999999999999999").is_err());
     }
 }

@@ -11,4 +11,4 @@ pub mod openapi;
 pub mod routes;
 pub mod startup;
 
-pub use startup::{Application, StartupError};
+pub use startup::{Application, ServerSettings, StartupError};

@@ -2,19 +2,21 @@
 
 use std::process::ExitCode;
 
-use myapi_services::Settings;
-use myapi_web::Application;
+use myapi_services::SettingsSource;
+use myapi_web::{Application, ServerSettings};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let settings = match Settings::load() {
+    let settings = SettingsSource::load()
+        .and_then(|source| Ok((ServerSettings::from_source(&source)?, source.services()?)));
+    let (server, settings) = match settings {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("myapi-web: {error}");
+            eprintln!("myapi-web: configuration error: {error}");
             return ExitCode::from(2);
         }
     };
-    let app = match Application::build(&settings) {
+    let app = match Application::build(&server, &settings) {
         Ok(app) => app,
         Err(error) => {
             eprintln!("myapi-web: {error}");

@@ -8,9 +8,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, Next};
-use actix_web::{HttpMessage, HttpResponse};
+use actix_web::{HttpMessage, ResponseError};
 
-use crate::error::{PROBLEM_JSON, problem_json};
+use crate::error::{ApiError, PROBLEM_JSON, TokenError, problem_json};
 
 /// Response header carrying the request id (also in the access log and in 500 bodies).
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -58,16 +58,7 @@ pub async fn limit_header_size(
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if size > limit {
-        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-        let body = problem_json(
-            status,
-            format!("request headers exceed {limit} bytes"),
-            None,
-            Vec::new(),
-        );
-        let response = HttpResponse::build(status)
-            .content_type(PROBLEM_JSON)
-            .body(body);
+        let response = ApiError::HeadersTooLarge { limit }.error_response();
         return Ok(req.into_response(response).map_into_right_body());
     }
     next.call(req)
@@ -76,8 +67,8 @@ pub async fn limit_header_size(
 }
 
 /// Makes every error response problem+json: bodies the app already wrote as JSON pass
-/// through; actix's plain-text rejections are replaced. A 500 is logged with its cause and
-/// request id, and its body names only the request id.
+/// through; actix's plain-text rejections are replaced. A 500 is logged with its whole
+/// cause chain and the request id, and its body names only the request id.
 pub fn finish_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let status = res.status();
     let request_id = res
@@ -86,10 +77,14 @@ pub fn finish_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
         .get::<RequestId>()
         .map(|id| id.0.clone());
     if status == StatusCode::INTERNAL_SERVER_ERROR {
-        let cause = res
-            .response()
-            .error()
-            .map_or_else(|| "unknown".into(), ToString::to_string);
+        let cause = res.response().error().map_or_else(
+            || "unknown".into(),
+            |error| match (error.as_error::<ApiError>(), error.as_error::<TokenError>()) {
+                (Some(error), _) => myapi_services::error_chain(error),
+                (_, Some(error)) => myapi_services::error_chain(error),
+                _ => error.to_string(),
+            },
+        );
         log::error!(
             "request {} failed: {cause}",
             request_id.as_deref().unwrap_or("-")
@@ -145,11 +140,10 @@ fn replace_body<B>(
 #[cfg(test)]
 mod tests {
     use actix_web::middleware::{ErrorHandlers, from_fn};
-    use actix_web::{App, test, web};
+    use actix_web::{App, HttpResponse, test, web};
     use myapi_services::ServiceError;
 
     use super::*;
-    use crate::error::ApiError;
 
     #[actix_web::test]
     async fn internal_errors_get_a_generic_body_with_the_request_id() {
@@ -159,8 +153,11 @@ mod tests {
                     "/boom",
                     web::get().to(|| async {
                         Err::<HttpResponse, ApiError>(
-                            ServiceError::Internal("SELECT hashed_password FROM users".into())
-                                .into(),
+                            ServiceError::internal(
+                                "query failed",
+                                "SELECT hashed_password FROM users",
+                            )
+                            .into(),
                         )
                     }),
                 )

@@ -1,25 +1,15 @@
-//! The OpenAPI 3.1 document: every route, its parameters and every response it can give.
+//! The parts of the OpenAPI 3.1 document that are not routes: its info, the shared
+//! schemas, the OAuth2 scheme and the tags. Each route adds its own path as it is mounted
+//! (see [`crate::routes`]).
 
 use myapi_schemas::Problem;
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes;
-
 /// The API description served at `/openapi.json` and shown by Swagger UI at `/docs/`.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "myapi", description = "A three-tier REST API: movies behind OAuth2 password login."),
-    paths(
-        routes::health::health,
-        routes::health::ready,
-        routes::auth::token,
-        routes::auth::me,
-        routes::movies::get_movie_by_query,
-        routes::movies::new_movies,
-        routes::movies::get_movie,
-        // [xtask] paths
-    ),
     components(schemas(
         myapi_schemas::HealthStatus,
         myapi_schemas::MovieSchema,

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::http::{StatusCode, header};
+use actix_web::http::header;
 use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, Logger, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
-use myapi_services::{ServiceError, Services, Settings};
+use myapi_services::config::{ConfigError, Threads, comma_list};
+use myapi_services::{ServiceError, Services, Settings, SettingsSource};
+use serde::Deserialize;
 use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::middleware::{HeaderLimit, assign_request_id, finish_errors, limit_header_size};
@@ -20,19 +23,53 @@ use crate::routes;
 /// Never headers or bodies, so no token or password reaches the log.
 const ACCESS_LOG_FORMAT: &str = r#"%a "%r" %s %b %Ts id=%{x-request-id}o"#;
 
+/// The `server` section of the settings (defaults in `config/default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    /// 0 picks a free port.
+    pub port: u16,
+    pub workers: Threads,
+    /// Per worker, for database work. One per core measured best with PostgreSQL on the same
+    /// host; with a remote (latency-bound) database, raise it toward
+    /// `database.pool_size / workers`.
+    pub blocking_threads: Threads,
+    /// Per worker.
+    pub max_connections: usize,
+    pub keep_alive_secs: u64,
+    /// Time a client has to send its request head.
+    pub client_request_timeout_ms: u64,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// `/token` has its own, smaller cap.
+    pub max_body_bytes: usize,
+    /// Total of header names and values.
+    pub max_header_bytes: usize,
+    /// Empty turns CORS off. In the environment: a comma-separated list.
+    #[serde(deserialize_with = "comma_list")]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl ServerSettings {
+    pub fn from_source(source: &SettingsSource) -> Result<Self, ConfigError> {
+        #[derive(Deserialize)]
+        struct Sections {
+            server: ServerSettings,
+        }
+        Ok(source.read::<Sections>()?.server)
+    }
+}
+
 /// Why the server could not start; `Display` is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The listen address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
-        /// `host:port` as configured.
         address: String,
-        /// The OS error.
+        #[source]
         source: std::io::Error,
     },
-    /// The database or a service could not be set up.
-    #[error(transparent)]
+    #[error("{}", myapi_services::error_chain(.0))]
     Services(#[from] ServiceError),
 }
 
@@ -45,17 +82,14 @@ pub struct Application {
 impl Application {
     /// Binds the listener, opens the pool, migrates (unless disabled) and builds the server.
     /// Blocking; call before entering the async runtime, or from a blocking context.
-    pub fn build(settings: &Settings) -> Result<Self, StartupError> {
-        let address = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener =
-            TcpListener::bind(&address).map_err(|source| StartupError::Bind { address, source })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                address: format!("{}:{}", settings.server.host, settings.server.port),
-                source,
-            })?
-            .port();
+    pub fn build(server: &ServerSettings, settings: &Settings) -> Result<Self, StartupError> {
+        let address = format!("{}:{}", server.host, server.port);
+        let bind_error = |source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&address).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
         if settings.token_key.is_none() {
             log::warn!(
                 "MYAPI_TOKEN_KEY is not set: using a random key; tokens will not survive a restart"
@@ -67,12 +101,9 @@ impl Application {
             services.database.backend_name(),
             services.database.display_url()
         );
-        let server = run(listener, services, settings).map_err(|source| StartupError::Bind {
-            address: format!("{}:{port}", settings.server.host),
-            source,
-        })?;
-        log::info!("listening on http://{}:{port}", settings.server.host);
-        Ok(Self { port, server })
+        let http = run(listener, services, server).map_err(bind_error)?;
+        log::info!("listening on http://{}:{port}", server.host);
+        Ok(Self { port, server: http })
     }
 
     /// The bound port (useful with port 0).
@@ -91,20 +122,22 @@ impl Application {
 pub fn run(
     listener: TcpListener,
     services: Services,
-    settings: &Settings,
+    settings: &ServerSettings,
 ) -> std::io::Result<Server> {
     let services = web::Data::new(services);
-    let openapi = ApiDoc::openapi();
-    let server_settings = settings.server.clone();
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(services.clone())
+    let server_settings = settings.clone();
+    let server = HttpServer::new(move || {
+        let (app, api) = App::new()
+            .into_utoipa_app()
+            .openapi(ApiDoc::openapi())
+            .configure(routes::configure)
+            .split_for_parts();
+        app.app_data(services.clone())
             .app_data(web::PayloadConfig::new(server_settings.max_body_bytes))
             .app_data(HeaderLimit(server_settings.max_header_bytes))
-            .configure(routes::configure)
             .service(web::resource("/docs").route(web::get().to(redirect_to_docs)))
-            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
-            .default_service(web::to(not_found))
+            .default_service(routes::unrouted(&api))
+            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
             .wrap(from_fn(limit_header_size))
             .wrap(ErrorHandlers::new().default_handler(finish_errors))
             .wrap(Condition::new(
@@ -121,23 +154,15 @@ pub fn run(
             .wrap(from_fn(assign_request_id))
             .wrap(Logger::new(ACCESS_LOG_FORMAT))
     })
-    .max_connections(settings.server.max_connections)
-    .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
-    .client_request_timeout(Duration::from_millis(
-        settings.server.client_request_timeout_ms,
-    ))
+    .max_connections(settings.max_connections)
+    .keep_alive(Duration::from_secs(settings.keep_alive_secs))
+    .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
     .client_disconnect_timeout(Duration::from_secs(1))
-    .shutdown_timeout(settings.server.shutdown_timeout_secs);
-    if settings.server.workers > 0 {
-        server = server.workers(settings.server.workers);
-    }
+    .shutdown_timeout(settings.shutdown_timeout_secs)
+    .workers(settings.workers.get())
     // Few blocking threads beat many: more than the cores only adds context switches (the
     // pool bounds database concurrency anyway, and hashing has its own threads).
-    let blocking_threads = match settings.server.blocking_threads {
-        0 => std::thread::available_parallelism().map_or(2, usize::from),
-        n => n,
-    };
-    server = server.worker_max_blocking_threads(blocking_threads);
+    .worker_max_blocking_threads(settings.blocking_threads.get());
     Ok(server.listen(listener)?.run())
 }
 
@@ -155,8 +180,4 @@ async fn redirect_to_docs() -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "/docs/"))
         .finish()
-}
-
-async fn not_found() -> HttpResponse {
-    HttpResponse::build(StatusCode::NOT_FOUND).finish()
 }

@@ -1,35 +1,33 @@
 //! The `auth` service: users, password login (OAuth2 password grant) and bearer tokens.
 //!
-//! Blocking: everything here that touches the database or argon2 must run off the async
-//! workers (web wraps calls in `web::block`). [`AuthService::verify_token`] and
-//! [`AuthService::cached_user`] are CPU-only and may run inline.
+//! [`AuthService::login`] and [`AuthService::authenticate`] are async and keep their
+//! blocking parts (queries, argon2) off the caller's thread. The user administration
+//! methods block: async callers run them on a blocking pool.
 
 mod data;
 mod password;
 mod throttle;
 mod tokens;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use data::UserDataManager;
-pub use password::{HashPool, HashTicket, PasswordHasher};
+pub use password::{HashPool, PasswordHasher};
 pub use throttle::LoginThrottle;
 pub use tokens::{Claims, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, UserRow};
 use myapi_schemas::{TokenResponse, UserSchema};
-use tokio::sync::oneshot;
 
-use crate::ServiceError;
+use crate::bounded::BoundedMap;
 use crate::config::Settings;
 use crate::database::Database;
+use crate::{InvalidField, ServiceError, blocking};
 
 /// Seconds a client should wait when hashing is saturated.
 const BUSY_RETRY_AFTER_SECS: u64 = 1;
-/// Most cached revocation checks kept at once.
 const MAX_CACHED_USERS: usize = 50_000;
 
 /// A normalised email: trimmed, lower-case, plausibly an address.
@@ -37,10 +35,9 @@ const MAX_CACHED_USERS: usize = 50_000;
 pub struct Email(String);
 
 impl Email {
-    /// Parses and normalises an email address.
-    pub fn parse(raw: &str) -> Result<Self, ServiceError> {
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
         let email = raw.trim().to_lowercase();
-        let invalid = |message: &str| Err(ServiceError::invalid("email", message));
+        let invalid = |message: &str| Err(InvalidField::new("email", message));
         if email.is_empty() || email.len() > 254 {
             return invalid("must be 1 to 254 characters");
         }
@@ -63,7 +60,6 @@ impl Email {
         Ok(Self(email))
     }
 
-    /// The normalised address.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -74,14 +70,13 @@ impl Email {
 pub struct UserName(String);
 
 impl UserName {
-    /// Parses a display name.
-    pub fn parse(raw: &str) -> Result<Self, ServiceError> {
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
         let name = raw.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            return Err(ServiceError::invalid("name", "must be 1 to 200 characters"));
+            return Err(InvalidField::new("name", "must be 1 to 200 characters"));
         }
         if name.chars().any(char::is_control) {
-            return Err(ServiceError::invalid(
+            return Err(InvalidField::new(
                 "name",
                 "must not contain control characters",
             ));
@@ -90,15 +85,14 @@ impl UserName {
     }
 }
 
-/// A password within the configured length bounds.
+/// A password within the configured length bounds (in characters).
 pub struct Password(String);
 
 impl Password {
-    /// Checks the length (in characters) against the policy.
-    pub fn parse(raw: String, min_chars: usize, max_chars: usize) -> Result<Self, ServiceError> {
+    pub fn parse(raw: String, min_chars: usize, max_chars: usize) -> Result<Self, InvalidField> {
         let chars = raw.chars().count();
         if chars < min_chars || chars > max_chars {
-            return Err(ServiceError::invalid(
+            return Err(InvalidField::new(
                 "password",
                 format!("must be {min_chars} to {max_chars} characters"),
             ));
@@ -113,36 +107,26 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// One `/token` attempt.
-pub struct LoginAttempt<'a> {
-    /// The OAuth2 `username` (an email).
-    pub username: &'a str,
-    /// The password as sent.
-    pub password: &'a str,
-    /// Where the attempt came from, for throttling.
-    pub client_ip: IpAddr,
+/// What a client sent to log in: the OAuth2 `username` (an email) and `password`.
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
 }
 
-/// A login after step 1: throttling passed and the user looked up.
-pub struct PreparedLogin {
-    account: String,
-    client_ip: IpAddr,
-    user: Option<UserRow>,
-    plausible: bool,
-}
-
-/// A login after step 2: whether the password matched.
-pub struct CheckedLogin {
-    prepared: PreparedLogin,
-    verified: bool,
-    upgraded_hash: Option<String>,
-}
-
-impl CheckedLogin {
-    /// Whether finishing stores an upgraded hash (and so touches the database).
-    pub fn stores_upgraded_hash(&self) -> bool {
-        self.upgraded_hash.is_some()
-    }
+/// Why a login was refused. Web maps each to its RFC 6749 §5.2 answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown user or wrong password: deliberately indistinguishable.
+    #[error("incorrect username or password")]
+    InvalidGrant,
+    /// Too many failed logins from this client or for this account.
+    #[error("too many failed login attempts; retry in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
+    /// Every hashing thread and queue place is taken.
+    #[error("server busy; retry in {retry_after_secs} s")]
+    Saturated { retry_after_secs: u64 },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 /// Users, login and tokens.
@@ -153,44 +137,42 @@ pub struct AuthService {
     hashing: Arc<HashPool>,
     throttle: Arc<LoginThrottle>,
     signer: TokenSigner,
+    /// What unknown users are checked against, so they cost what known ones do.
     dummy_hash: Arc<str>,
     password_chars: (usize, usize),
-    revocation_cache: Arc<Mutex<HashMap<i32, CachedUser>>>,
+    revocation_cache: Arc<Mutex<BoundedMap<i32, CachedUser>>>,
     revocation_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
 struct CachedUser {
     checked_at: Instant,
+    /// The user's current token version and shape; `None` once deleted.
     user: Option<(i32, UserSchema)>,
 }
 
 impl AuthService {
-    /// Builds the service (no hashing: unknown users are verified against an unmatchable hash
-    /// with the current parameters, so they cost the same as known ones).
     pub fn new(db: Database, settings: &Settings) -> Result<Self, ServiceError> {
         let auth = &settings.auth;
-        let hasher = PasswordHasher::new(auth)
+        let params = auth
+            .argon2_params()
             .map_err(|e| ServiceError::invalid("auth.argon2_*", e.to_string()))?;
+        let hasher = PasswordHasher::new(params);
         let dummy_hash = hasher.unmatchable_hash()?;
-        let concurrency = match auth.hash_concurrency {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
         Ok(Self {
             users: UserDataManager::new(db),
             hasher,
-            hashing: HashPool::new(concurrency, auth.hash_queue),
+            hashing: HashPool::new(auth.hash_concurrency.get(), auth.hash_queue),
             throttle: Arc::new(LoginThrottle::new(auth)),
             signer: TokenSigner::new(settings.token_key.as_ref(), auth),
             dummy_hash: dummy_hash.into(),
-            password_chars: (auth.password_min_chars, auth.password_max_chars),
-            revocation_cache: Arc::default(),
+            password_chars: (auth.password_min_chars.get(), auth.password_max_chars),
+            revocation_cache: Arc::new(Mutex::new(BoundedMap::new(MAX_CACHED_USERS))),
             revocation_ttl: Duration::from_millis(auth.revocation_cache_ms),
         })
     }
 
-    fn parse_password(&self, raw: String) -> Result<Password, ServiceError> {
+    fn parse_password(&self, raw: String) -> Result<Password, InvalidField> {
         Password::parse(raw, self.password_chars.0, self.password_chars.1)
     }
 
@@ -201,8 +183,19 @@ impl AuthService {
         email: &str,
         password: String,
     ) -> Result<UserSchema, ServiceError> {
-        let (name, email) = collect_invalid(UserName::parse(name), Email::parse(email))?;
-        let password = self.parse_password(password)?;
+        let (name, email, password) = match (
+            UserName::parse(name),
+            Email::parse(email),
+            self.parse_password(password),
+        ) {
+            (Ok(name), Ok(email), Ok(password)) => (name, email, password),
+            (name, email, password) => {
+                let fields = [name.err(), email.err(), password.err()];
+                return Err(ServiceError::Invalid(
+                    fields.into_iter().flatten().collect(),
+                ));
+            }
+        };
         let hashed_password = self.hasher.hash(&password.0)?;
         let row = self.users.insert(&NewUserRow {
             name: &name.0,
@@ -218,118 +211,82 @@ impl AuthService {
     }
 
     /// Deletes a user; their tokens stop working within the revocation cache time (blocking).
-    pub fn delete_user(&self, email: &str) -> Result<(), ServiceError> {
+    pub fn delete_user(&self, email: &str) -> Result<Email, ServiceError> {
         let email = Email::parse(email)?;
         if self.users.delete_by_email(email.as_str())? {
-            Ok(())
+            Ok(email)
         } else {
-            Err(ServiceError::NotFound(format!(
-                "no user with email {}",
-                email.as_str()
-            )))
+            Err(no_such_user(&email))
         }
     }
 
     /// Sets a new password and revokes the user's outstanding tokens (blocking).
-    pub fn set_password(&self, email: &str, password: String) -> Result<(), ServiceError> {
+    pub fn set_password(&self, email: &str, password: String) -> Result<Email, ServiceError> {
         let email = Email::parse(email)?;
         let password = self.parse_password(password)?;
         let hashed_password = self.hasher.hash(&password.0)?;
         if self.users.set_password(email.as_str(), &hashed_password)? {
-            Ok(())
+            Ok(email)
         } else {
-            Err(ServiceError::NotFound(format!(
-                "no user with email {}",
-                email.as_str()
-            )))
+            Err(no_such_user(&email))
         }
     }
 
-    /// A place in the hashing queue for one login, or [`ServiceError::Busy`] at once.
-    pub fn admit_login(&self) -> Result<HashTicket, ServiceError> {
-        self.hashing.try_admit().ok_or(ServiceError::Busy {
-            retry_after_secs: BUSY_RETRY_AFTER_SECS,
-        })
-    }
-
-    /// Login step 1 (blocking: one query): throttling, then the user lookup.
-    pub fn prepare_login(&self, attempt: &LoginAttempt<'_>) -> Result<PreparedLogin, ServiceError> {
-        let account = attempt.username.trim().to_lowercase();
-        self.throttle
-            .check(&account, attempt.client_ip)
-            .map_err(|retry_after_secs| ServiceError::TooManyAttempts { retry_after_secs })?;
-        // A password longer than any we accept cannot match: no lookup, no hashing.
-        let plausible = attempt.password.chars().count() <= self.password_chars.1;
-        let user = if plausible {
-            self.users.find_by_email(&account)?
-        } else {
-            None
-        };
-        Ok(PreparedLogin {
-            account,
-            client_ip: attempt.client_ip,
-            user,
-            plausible,
-        })
-    }
-
-    /// Login step 2 (never blocks): queues the argon2 check on the hashing threads — against
-    /// a dummy hash when the user is unknown, so both cases cost the same — plus a fresh
-    /// hash when the stored one has outdated parameters. Await the receiver (or
-    /// `blocking_recv` it) for the result.
-    pub fn check_password(
+    /// The OAuth2 password grant: throttling, the user lookup, the password check (on the
+    /// hashing threads, against a dummy hash for unknown users so both cost the same), a
+    /// rehash when the stored hash has outdated parameters, and the token.
+    ///
+    /// Saturation is refused at once; a login waiting for a hashing thread holds no thread.
+    pub async fn login(
         &self,
-        ticket: HashTicket,
-        prepared: PreparedLogin,
-        password: String,
-    ) -> Result<oneshot::Receiver<CheckedLogin>, ServiceError> {
-        let hasher = self.hasher.clone();
-        let dummy_hash = Arc::clone(&self.dummy_hash);
-        ticket.spawn(move || {
-            if !prepared.plausible {
-                return CheckedLogin {
-                    prepared,
-                    verified: false,
-                    upgraded_hash: None,
-                };
-            }
-            let stored = prepared
-                .user
-                .as_ref()
-                .map_or(&*dummy_hash, |u| u.hashed_password.as_str());
-            let verified = hasher.verify(&password, stored) && prepared.user.is_some();
-            let upgraded_hash = (verified && hasher.needs_rehash(stored))
-                .then(|| hasher.hash(&password).ok())
-                .flatten();
-            CheckedLogin {
-                prepared,
-                verified,
-                upgraded_hash,
-            }
-        })
-    }
-
-    /// Login step 3: records the outcome for throttling and issues the token. Blocking only
-    /// when [`CheckedLogin::stores_upgraded_hash`] (one update query).
-    pub fn finish_login(&self, checked: CheckedLogin) -> Result<TokenResponse, ServiceError> {
-        let CheckedLogin {
-            prepared,
-            verified,
-            upgraded_hash,
-        } = checked;
-        let user = match prepared.user {
-            Some(user) if verified => user,
-            _ => {
-                self.throttle
-                    .record_failure(&prepared.account, prepared.client_ip);
-                return Err(ServiceError::InvalidCredentials);
-            }
-        };
+        credentials: Credentials,
+        client_ip: IpAddr,
+    ) -> Result<TokenResponse, LoginError> {
+        let ticket = self.hashing.try_admit().ok_or(LoginError::Saturated {
+            retry_after_secs: BUSY_RETRY_AFTER_SECS,
+        })?;
+        let account = credentials.username.trim().to_lowercase();
         self.throttle
-            .record_success(&prepared.account, prepared.client_ip);
+            .check(&account, client_ip)
+            .map_err(|retry_after_secs| LoginError::Throttled { retry_after_secs })?;
+        // A password longer than any we accept cannot match: no lookup, no hashing.
+        if credentials.password.chars().count() > self.password_chars.1 {
+            self.throttle.record_failure(&account, client_ip);
+            return Err(LoginError::InvalidGrant);
+        }
+        let users = self.users.clone();
+        let email = account.clone();
+        let user = blocking(move || users.find_by_email(&email)).await?;
+
+        let (hasher, dummy_hash) = (self.hasher.clone(), Arc::clone(&self.dummy_hash));
+        let password = credentials.password;
+        let (user, upgraded_hash) = ticket
+            .run(move || {
+                let stored = user
+                    .as_ref()
+                    .map_or(&*dummy_hash, |u| u.hashed_password.as_str());
+                if !hasher.verify(&password, stored) {
+                    return (None, None);
+                }
+                let upgraded_hash = hasher
+                    .needs_rehash(stored)
+                    .then(|| hasher.hash(&password).ok())
+                    .flatten();
+                (user, upgraded_hash)
+            })
+            .await?;
+        let Some(user) = user else {
+            self.throttle.record_failure(&account, client_ip);
+            return Err(LoginError::InvalidGrant);
+        };
+        self.throttle.record_success(&account, client_ip);
         if let Some(new_hash) = upgraded_hash {
-            self.users
-                .upgrade_hash(user.user_id, &user.hashed_password, &new_hash)?;
+            let (users, user_id, old_hash) = (
+                self.users.clone(),
+                user.user_id,
+                user.hashed_password.clone(),
+            );
+            blocking(move || users.upgrade_hash(user_id, &old_hash, &new_hash)).await?;
         }
         let access_token =
             self.signer
@@ -341,58 +298,45 @@ impl AuthService {
         })
     }
 
-    /// The whole login on the calling thread (blocking), for the CLI and tests.
-    pub fn login(&self, attempt: &LoginAttempt<'_>) -> Result<TokenResponse, ServiceError> {
-        let ticket = self.admit_login()?;
-        let prepared = self.prepare_login(attempt)?;
-        let checked = self
-            .check_password(ticket, prepared, attempt.password.to_owned())?
-            .blocking_recv()
-            .map_err(|_| ServiceError::Internal("password check was lost".into()))?;
-        self.finish_login(checked)
+    /// The user of a bearer token: its signature and claims, then whether the user still
+    /// exists with the token's version, from a cache refreshed every `revocation_cache_ms`.
+    pub async fn authenticate(&self, token: &str) -> Result<UserSchema, ServiceError> {
+        let claims = self.signer.verify(token)?;
+        let user_id = claims.user_id()?;
+        if let Some(cached) = self.cached_user(user_id) {
+            return accept(&claims, cached.user.as_ref());
+        }
+        let users = self.users.clone();
+        let user = blocking(move || users.find_by_id(user_id))
+            .await?
+            .map(|row| (row.token_version, to_schema(&row)));
+        let result = accept(&claims, user.as_ref());
+        let now = Instant::now();
+        let ttl = self.revocation_ttl;
+        self.revocation_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                user_id,
+                CachedUser {
+                    checked_at: now,
+                    user,
+                },
+                now,
+                |cached| now.saturating_duration_since(cached.checked_at) >= ttl,
+            );
+        result
     }
 
-    /// Verifies a bearer token's signature and claims (CPU only, never blocks).
-    pub fn verify_token(&self, token: &str) -> Result<Claims, ServiceError> {
-        self.signer.verify(token)
-    }
-
-    /// The token's user from the revocation cache, if checked recently (never blocks).
-    pub fn cached_user(&self, claims: &Claims) -> Option<Result<UserSchema, ServiceError>> {
-        let user_id = claims.user_id().ok()?;
+    fn cached_user(&self, user_id: i32) -> Option<CachedUser> {
         let cache = self
             .revocation_cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let entry = cache.get(&user_id)?;
-        (entry.checked_at.elapsed() < self.revocation_ttl)
-            .then(|| accept(claims, entry.user.as_ref()))
-    }
-
-    /// The token's user, checked against the database: the user must still exist and the
-    /// token's version must be current (blocking; the answer is cached briefly).
-    pub fn load_user(&self, claims: &Claims) -> Result<UserSchema, ServiceError> {
-        let user_id = claims.user_id()?;
-        let user = self
-            .users
-            .find_by_id(user_id)?
-            .map(|row| (row.token_version, to_schema(&row)));
-        let result = accept(claims, user.as_ref());
-        let mut cache = self
-            .revocation_cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= MAX_CACHED_USERS {
-            cache.clear();
-        }
-        cache.insert(
-            user_id,
-            CachedUser {
-                checked_at: Instant::now(),
-                user,
-            },
-        );
-        result
+        cache
+            .get(&user_id)
+            .filter(|cached| cached.checked_at.elapsed() < self.revocation_ttl)
+            .cloned()
     }
 }
 
@@ -403,26 +347,15 @@ fn accept(claims: &Claims, user: Option<&(i32, UserSchema)>) -> Result<UserSchem
     }
 }
 
+fn no_such_user(email: &Email) -> ServiceError {
+    ServiceError::NotFound(format!("no user with email {}", email.as_str()))
+}
+
 fn to_schema(row: &UserRow) -> UserSchema {
     UserSchema {
         user_id: row.user_id,
         name: row.name.clone(),
         email: row.email.clone(),
-    }
-}
-
-/// Both values, or every field error of the two.
-fn collect_invalid<A, B>(
-    a: Result<A, ServiceError>,
-    b: Result<B, ServiceError>,
-) -> Result<(A, B), ServiceError> {
-    match (a, b) {
-        (Ok(a), Ok(b)) => Ok((a, b)),
-        (Err(ServiceError::Invalid(mut x)), Err(ServiceError::Invalid(y))) => {
-            x.extend(y);
-            Err(ServiceError::Invalid(x))
-        }
-        (Err(e), _) | (_, Err(e)) => Err(e),
     }
 }
 

@@ -1,19 +1,16 @@
 //! Argon2id hashing with configurable parameters, and the gate that bounds how many
 //! hashes run at once (each holds `argon2_memory_kib` of memory).
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
-
-use tokio::sync::oneshot;
-
-use std::cell::RefCell;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use tokio::sync::oneshot;
 
 use crate::ServiceError;
-use crate::config::AuthSettings;
 
 /// Hashes and verifies passwords as argon2id PHC strings.
 ///
@@ -35,7 +32,7 @@ thread_local! {
 }
 
 fn hashing_failed(error: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Internal(format!("password hashing failed: {error}"))
+    ServiceError::internal("password hashing failed", error.to_string())
 }
 
 /// Runs argon2 into `out` using this thread's reusable working memory.
@@ -56,18 +53,11 @@ fn hash_into(
 }
 
 impl PasswordHasher {
-    /// A hasher with the parameters from `settings`; fails if argon2 refuses them.
-    pub fn new(settings: &AuthSettings) -> Result<Self, argon2::Error> {
-        let params = Params::new(
-            settings.argon2_memory_kib,
-            settings.argon2_iterations,
-            settings.argon2_parallelism,
-            None,
-        )?;
-        Ok(Self {
+    pub fn new(params: Params) -> Self {
+        Self {
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()),
             params,
-        })
+        }
     }
 
     /// A fresh salted PHC string for `password`.
@@ -236,12 +226,11 @@ pub struct HashTicket {
 }
 
 impl HashTicket {
-    /// Queues `work` on a hashing thread; the result arrives on the returned channel, which
-    /// can be awaited (async callers) or waited on with `blocking_recv` (threads).
-    pub fn spawn<T: Send + 'static>(
+    /// Runs `work` on a hashing thread; the caller waits without holding a thread.
+    pub async fn run<T: Send + 'static>(
         self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<oneshot::Receiver<T>, ServiceError> {
+    ) -> Result<T, ServiceError> {
         let (sender, receiver) = oneshot::channel();
         let pool = Arc::clone(&self.pool);
         let job: Job = Box::new(move || {
@@ -252,8 +241,10 @@ impl HashTicket {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .send(job)
-            .map_err(|_| ServiceError::Internal("hashing threads have stopped".into()))?;
-        Ok(receiver)
+            .map_err(|e| ServiceError::internal("hashing threads have stopped", e.to_string()))?;
+        receiver
+            .await
+            .map_err(|e| ServiceError::internal("a password check was lost", e))
     }
 }
 
@@ -267,17 +258,13 @@ impl Drop for HashTicket {
 mod tests {
     use super::*;
 
-    fn fast_settings() -> AuthSettings {
-        AuthSettings {
-            argon2_memory_kib: 1024,
-            argon2_iterations: 1,
-            ..AuthSettings::default()
-        }
+    fn default_hasher() -> PasswordHasher {
+        PasswordHasher::new(Params::new(19_456, 2, 1, None).unwrap())
     }
 
     #[test]
     fn hash_round_trip_and_phc_format() {
-        let hasher = PasswordHasher::new(&AuthSettings::default()).unwrap();
+        let hasher = default_hasher();
         let phc = hasher.hash("correct horse").unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(hasher.verify("correct horse", &phc));
@@ -294,7 +281,7 @@ mod tests {
             .hash_password(b"interop-password", &salt)
             .unwrap()
             .to_string();
-        let hasher = PasswordHasher::new(&AuthSettings::default()).unwrap();
+        let hasher = default_hasher();
         assert!(hasher.verify("interop-password", &phc));
         assert!(!hasher.verify("interop-passwore", &phc));
         // And ours verify with the crate's own verifier.
@@ -309,7 +296,7 @@ mod tests {
 
     #[test]
     fn the_unmatchable_hash_has_current_parameters_and_matches_nothing() {
-        let hasher = PasswordHasher::new(&AuthSettings::default()).unwrap();
+        let hasher = default_hasher();
         let dummy = hasher.unmatchable_hash().unwrap();
         assert!(
             dummy.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
@@ -321,11 +308,10 @@ mod tests {
 
     #[test]
     fn older_parameters_need_rehash() {
-        let old = PasswordHasher::new(&fast_settings())
-            .unwrap()
+        let old = PasswordHasher::new(Params::new(1024, 1, 1, None).unwrap())
             .hash("pw-12345")
             .unwrap();
-        let current = PasswordHasher::new(&AuthSettings::default()).unwrap();
+        let current = default_hasher();
         assert!(current.needs_rehash(&old));
         assert!(current.verify("pw-12345", &old), "old hashes still verify");
     }
@@ -339,31 +325,29 @@ mod tests {
         assert!(pool.try_admit().is_some());
     }
 
-    #[test]
-    fn pool_bounds_running_work_and_returns_results() {
+    #[tokio::test]
+    async fn pool_bounds_running_work_and_returns_results() {
         use std::sync::atomic::AtomicUsize;
         let pool = HashPool::new(2, 10);
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
-        let receivers: Vec<_> = (0..8)
+        let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let (running, peak) = (Arc::clone(&running), Arc::clone(&peak));
-                pool.try_admit()
-                    .unwrap()
-                    .spawn(move || {
-                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                        peak.fetch_max(now, Ordering::SeqCst);
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                        running.fetch_sub(1, Ordering::SeqCst);
-                        i * 10
-                    })
-                    .unwrap()
+                let ticket = pool.try_admit().unwrap();
+                tokio::spawn(ticket.run(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    i * 10
+                }))
             })
             .collect();
-        let results: Vec<usize> = receivers
-            .into_iter()
-            .map(|r| r.blocking_recv().unwrap())
-            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap().unwrap());
+        }
         assert_eq!(results, (0..8).map(|i| i * 10).collect::<Vec<_>>());
         assert_eq!(peak.load(Ordering::SeqCst), 2);
         assert!(
@@ -372,12 +356,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_panicking_job_does_not_kill_the_pool() {
+    #[tokio::test]
+    async fn a_panicking_job_does_not_kill_the_pool() {
         let pool = HashPool::new(1, 1);
-        let failed = pool.try_admit().unwrap().spawn(|| panic!("boom")).unwrap();
-        assert!(failed.blocking_recv().is_err());
-        let ok = pool.try_admit().unwrap().spawn(|| 7).unwrap();
-        assert_eq!(ok.blocking_recv().unwrap(), 7);
+        let failed = pool.try_admit().unwrap().run(|| panic!("boom")).await;
+        assert!(failed.is_err());
+        let ok = pool.try_admit().unwrap().run(|| 7).await;
+        assert_eq!(ok.unwrap(), 7);
     }
 }

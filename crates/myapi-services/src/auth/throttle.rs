@@ -6,15 +6,15 @@
 //! logged in to it successfully before (and is not throttled itself) may still try:
 //! an attacker elsewhere cannot lock the real user out.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::bounded::BoundedMap;
 use crate::config::AuthSettings;
 
-/// Most keys a limiter tracks before it forgets the idle ones (bounds memory).
+/// Most keys a limiter tracks (bounds memory).
 const MAX_TRACKED_KEYS: usize = 100_000;
 /// How long a successful login keeps its IP trusted for that account.
 const TRUSTED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -22,7 +22,7 @@ const TRUSTED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 /// A leaky bucket per key: each failure adds one, one leaks out every `leak_every`.
 #[derive(Debug)]
 struct FailureLimiter<K> {
-    buckets: Mutex<HashMap<K, Bucket>>,
+    buckets: Mutex<BoundedMap<K, Bucket>>,
     burst: f64,
     leak_every: Duration,
 }
@@ -44,7 +44,7 @@ impl Bucket {
 impl<K: Eq + Hash + Clone> FailureLimiter<K> {
     fn new(burst: u32, leak_every: Duration) -> Self {
         Self {
-            buckets: Mutex::default(),
+            buckets: Mutex::new(BoundedMap::new(MAX_TRACKED_KEYS)),
             burst: f64::from(burst.max(1)),
             leak_every: leak_every.max(Duration::from_millis(1)),
         }
@@ -66,24 +66,17 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
 
     fn record_failure(&self, key: &K, now: Instant) {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= MAX_TRACKED_KEYS {
-            let leak_every = self.leak_every;
-            buckets.retain(|_, b| b.level_at(now, leak_every) > 0.0);
-            if buckets.len() >= MAX_TRACKED_KEYS {
-                // Memory stays bounded even under a flood of distinct keys.
-                buckets.clear();
-            }
-        }
+        let leak_every = self.leak_every;
         let level = buckets
             .get(key)
-            .map_or(0.0, |b| b.level_at(now, self.leak_every));
-        buckets.insert(
-            key.clone(),
-            Bucket {
-                level: level + 1.0,
-                at: now,
-            },
-        );
+            .map_or(0.0, |b| b.level_at(now, leak_every));
+        let bucket = Bucket {
+            level: level + 1.0,
+            at: now,
+        };
+        buckets.insert(key.clone(), bucket, now, |b| {
+            b.level_at(now, leak_every) == 0.0
+        });
     }
 }
 
@@ -92,22 +85,21 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
 pub struct LoginThrottle {
     per_ip: FailureLimiter<IpAddr>,
     per_account: FailureLimiter<String>,
-    trusted: Mutex<HashMap<(String, IpAddr), Instant>>,
+    trusted: Mutex<BoundedMap<(String, IpAddr), Instant>>,
 }
 
 impl LoginThrottle {
-    /// Limits from `settings`.
     pub fn new(settings: &AuthSettings) -> Self {
         Self {
             per_ip: FailureLimiter::new(
-                settings.ip_failure_burst,
+                settings.ip_failure_burst.get(),
                 Duration::from_secs(settings.ip_failure_refill_secs),
             ),
             per_account: FailureLimiter::new(
-                settings.account_failure_burst,
+                settings.account_failure_burst.get(),
                 Duration::from_secs(settings.account_failure_refill_secs),
             ),
-            trusted: Mutex::default(),
+            trusted: Mutex::new(BoundedMap::new(MAX_TRACKED_KEYS)),
         }
     }
 
@@ -139,15 +131,11 @@ impl LoginThrottle {
     /// A successful login: trusts the IP for this account. The IP's failures stay: logging
     /// in to one's own account must not buy fresh guesses against others.
     pub fn record_success(&self, account: &str, ip: IpAddr) {
+        let now = Instant::now();
         let mut trusted = self.trusted.lock().unwrap_or_else(PoisonError::into_inner);
-        if trusted.len() >= MAX_TRACKED_KEYS {
-            let now = Instant::now();
-            trusted.retain(|_, since| now.saturating_duration_since(*since) < TRUSTED_FOR);
-            if trusted.len() >= MAX_TRACKED_KEYS {
-                trusted.clear();
-            }
-        }
-        trusted.insert((account.to_owned(), ip), Instant::now());
+        trusted.insert((account.to_owned(), ip), now, now, |since| {
+            now.saturating_duration_since(*since) >= TRUSTED_FOR
+        });
     }
 }
 
@@ -157,11 +145,11 @@ mod tests {
 
     fn settings() -> AuthSettings {
         AuthSettings {
-            ip_failure_burst: 5,
+            ip_failure_burst: 5.try_into().unwrap(),
             ip_failure_refill_secs: 60,
-            account_failure_burst: 3,
+            account_failure_burst: 3.try_into().unwrap(),
             account_failure_refill_secs: 60,
-            ..AuthSettings::default()
+            ..crate::Settings::defaults().unwrap().auth
         }
     }
 

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ServiceError;
-use crate::config::{AuthSettings, Secret};
+use crate::config::{AuthSettings, TokenKey};
 
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
@@ -53,9 +53,9 @@ pub struct TokenSigner {
 impl TokenSigner {
     /// A signer using `key`, or a random per-process key when `None` (tokens then do not
     /// survive a restart nor work across instances; the server warns about it).
-    pub fn new(key: Option<&Secret>, settings: &AuthSettings) -> Self {
+    pub fn new(key: Option<&TokenKey>, settings: &AuthSettings) -> Self {
         let key_bytes = match key {
-            Some(key) => key.expose().as_bytes().to_vec(),
+            Some(key) => key.as_bytes().to_vec(),
             None => {
                 let mut bytes = vec![0u8; 32];
                 OsRng.fill_bytes(&mut bytes);
@@ -71,7 +71,7 @@ impl TokenSigner {
             decoding: DecodingKey::from_secret(&key_bytes),
             validation,
             issuer: settings.token_issuer.clone(),
-            lifetime: Duration::from_secs(settings.token_lifetime_minutes.saturating_mul(60)),
+            lifetime: Duration::from_secs(settings.token_lifetime_minutes.get().saturating_mul(60)),
         }
     }
 
@@ -102,7 +102,7 @@ impl TokenSigner {
             ver,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| ServiceError::Internal(format!("token signing failed: {e}")))
+            .map_err(|e| ServiceError::internal("token signing failed", e))
     }
 
     /// Verifies signature, algorithm, `exp`, `iss` and `sub`; CPU only, never blocks.
@@ -129,28 +129,23 @@ impl TokenSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64_helpers::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-    /// Minimal base64url for forging tokens in tests.
-    mod base64_helpers {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        pub fn b64(data: &[u8]) -> String {
-            let mut out = String::new();
-            for chunk in data.chunks(3) {
-                let n = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-                for i in 0..=chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        }
+    fn b64(data: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(data)
+    }
+
+    fn key(byte: &str) -> TokenKey {
+        TokenKey::try_from(byte.repeat(32)).unwrap()
+    }
+
+    fn defaults() -> AuthSettings {
+        crate::Settings::defaults().unwrap().auth
     }
 
     fn signer() -> TokenSigner {
-        TokenSigner::new(Some(&Secret::new("k".repeat(32))), &AuthSettings::default())
+        TokenSigner::new(Some(&key("k")), &defaults())
     }
 
     #[test]
@@ -168,7 +163,7 @@ mod tests {
     #[test]
     fn rejects_other_key_expired_garbage_and_alg_none() {
         let s = signer();
-        let other = TokenSigner::new(Some(&Secret::new("x".repeat(32))), &AuthSettings::default());
+        let other = TokenSigner::new(Some(&key("x")), &defaults());
         let token = other.issue(1, "a", "a@b.c", 0).unwrap();
         assert!(matches!(
             s.verify(&token),

@@ -14,10 +14,9 @@ use myapi_models::BigDecimal;
 use myapi_models::rows::MovieRow;
 use myapi_schemas::MovieSchema;
 
-use crate::ServiceError;
 use crate::config::MoviesSettings;
 use crate::database::Database;
-use crate::error::InvalidField;
+use crate::{InvalidField, ServiceError};
 
 /// Oldest and newest release years a stored movie may have.
 pub const RELEASE_YEARS: std::ops::RangeInclusive<i64> = 1800..=3000;
@@ -58,7 +57,10 @@ impl Rating {
     }
 }
 
-/// A validated `GET /movies/new` query.
+/// Query parameters as sent, in order.
+pub type QueryPairs = [(String, String)];
+
+/// A checked `GET /movies/new` query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMoviesQuery {
     year: i32,
@@ -68,60 +70,119 @@ pub struct NewMoviesQuery {
 }
 
 impl NewMoviesQuery {
-    /// Checks ranges of already-typed parameters, naming every offending one.
-    pub fn new(
-        year: i64,
-        rating: f64,
-        limit: Option<i64>,
-        offset: Option<i64>,
-        settings: &MoviesSettings,
-    ) -> Result<Self, ServiceError> {
-        let mut errors = Vec::new();
-        if !(0..=9999).contains(&year) {
-            errors.push(InvalidField::new("year", "must be between 0 and 9999"));
+    /// Parses `year`, `rating`, `limit` and `offset`, naming every offending one.
+    pub fn parse(pairs: &QueryPairs, settings: &MoviesSettings) -> Result<Self, ServiceError> {
+        let max_limit = i64::from(settings.max_page_size.get());
+        let year = required(pairs, "year").and_then(|raw| integer("year", raw, 0..=9999));
+        let min_rating = required(pairs, "rating").and_then(min_rating);
+        let limit = optional(pairs, "limit").and_then(|raw| match raw {
+            None => Ok(settings.default_page_size),
+            Some(raw) => integer("limit", raw, 1..=max_limit),
+        });
+        let offset = optional(pairs, "offset").and_then(|raw| match raw {
+            None => Ok(0),
+            Some(raw) => integer("offset", raw, 0..=MAX_OFFSET),
+        });
+        match (year, min_rating, limit, offset) {
+            (Ok(year), Ok(min_rating), Ok(limit), Ok(offset)) => Ok(Self {
+                year,
+                min_rating,
+                limit,
+                offset,
+            }),
+            (year, min_rating, limit, offset) => {
+                let fields = [year.err(), min_rating.err(), limit.err(), offset.err()];
+                Err(ServiceError::Invalid(
+                    fields.into_iter().flatten().collect(),
+                ))
+            }
         }
-        if !rating.is_finite() || !(0.0..=10.0).contains(&rating) {
-            errors.push(InvalidField::new(
-                "rating",
-                "must be a number between 0 and 10",
-            ));
-        }
-        let max = i64::from(settings.max_page_size);
-        let limit = limit.unwrap_or(i64::from(settings.default_page_size));
-        if !(1..=max).contains(&limit) {
-            errors.push(InvalidField::new(
-                "limit",
-                format!("must be between 1 and {max}"),
-            ));
-        }
-        let offset = offset.unwrap_or(0);
-        if !(0..=MAX_OFFSET).contains(&offset) {
-            errors.push(InvalidField::new(
-                "offset",
-                format!("must be between 0 and {MAX_OFFSET}"),
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(ServiceError::Invalid(errors));
-        }
-        Ok(Self {
-            year: i32::try_from(year).unwrap_or_default(),
-            // `f64`'s Display is the shortest exact round-trip form: 8.55 → "8.55".
-            min_rating: BigDecimal::from_str(&rating.to_string()).unwrap_or_default(),
-            limit: u32::try_from(limit).unwrap_or_default(),
-            offset,
-        })
     }
 
-    /// The page size.
+    pub fn year(&self) -> i32 {
+        self.year
+    }
+
+    pub fn min_rating(&self) -> &BigDecimal {
+        &self.min_rating
+    }
+
     pub fn limit(&self) -> u32 {
         self.limit
     }
 
-    /// The offset of this page.
     pub fn offset(&self) -> i64 {
         self.offset
     }
+}
+
+/// A movie id as a client sends it: any integer (ids outside the stored range are simply
+/// not found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MovieId(i64);
+
+impl MovieId {
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        integer("movie_id", raw, i64::MIN..=i64::MAX).map(Self)
+    }
+
+    /// The required `movie_id` query parameter.
+    pub fn from_query(pairs: &QueryPairs) -> Result<Self, ServiceError> {
+        Ok(required(pairs, "movie_id").and_then(Self::parse)?)
+    }
+}
+
+/// The one value of `name`; sent twice is an error, since picking either would be a guess.
+fn optional<'a>(pairs: &'a QueryPairs, name: &str) -> Result<Option<&'a str>, InvalidField> {
+    let mut values = pairs.iter().filter(|(key, _)| key == name);
+    let first = values.next().map(|(_, value)| value.as_str());
+    match values.next() {
+        Some(_) => Err(InvalidField::new(name, "must be given once")),
+        None => Ok(first),
+    }
+}
+
+fn required<'a>(pairs: &'a QueryPairs, name: &str) -> Result<&'a str, InvalidField> {
+    optional(pairs, name)?.ok_or_else(|| InvalidField::new(name, "is required"))
+}
+
+/// An integer within `range`, converted to the type the query holds it in.
+fn integer<T: TryFrom<i64>>(
+    name: &str,
+    raw: &str,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<T, InvalidField> {
+    let value: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| InvalidField::new(name, "must be an integer"))?;
+    range
+        .contains(&value)
+        .then(|| T::try_from(value).ok())
+        .flatten()
+        .ok_or_else(|| {
+            InvalidField::new(
+                name,
+                format!("must be between {} and {}", range.start(), range.end()),
+            )
+        })
+}
+
+/// A filter rating: any number from 0 to 10 (unlike a stored [`Rating`], any precision).
+/// It is compared as the decimal of the shortest `f64` form, so `8.55` means 8.55.
+fn min_rating(raw: &str) -> Result<BigDecimal, InvalidField> {
+    let invalid = |message| InvalidField::new("rating", message);
+    let value: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| invalid("must be a number"))?;
+    if !value.is_finite() {
+        return Err(invalid("must be a finite number"));
+    }
+    if !(0.0..=10.0).contains(&value) {
+        return Err(invalid("must be a number between 0 and 10"));
+    }
+    BigDecimal::from_str(&value.to_string()).map_err(|_| invalid("must be a number"))
 }
 
 /// One page of movies, and where the next one starts (if there is one).
@@ -155,7 +216,7 @@ impl MovieService {
     }
 
     /// One movie by id (blocking).
-    pub fn get(&self, movie_id: i64) -> Result<MovieSchema, ServiceError> {
+    pub fn get(&self, MovieId(movie_id): MovieId) -> Result<MovieSchema, ServiceError> {
         let not_found = || ServiceError::NotFound(format!("movie {movie_id} not found"));
         let Ok(id) = i32::try_from(movie_id) else {
             return Err(not_found());
@@ -193,10 +254,13 @@ impl MovieService {
 
 fn to_schema(row: &MovieRow) -> Result<MovieSchema, ServiceError> {
     let rating = Rating::from_decimal(&row.rating).ok_or_else(|| {
-        ServiceError::Internal(format!(
-            "movie {} has rating {} out of range",
-            row.movie_id, row.rating
-        ))
+        ServiceError::internal(
+            "stored movie cannot be served",
+            format!(
+                "movie {} has rating {} out of range",
+                row.movie_id, row.rating
+            ),
+        )
     })?;
     Ok(MovieSchema {
         movie_id: row.movie_id,
@@ -318,19 +382,38 @@ mod tests {
         assert_eq!(Rating::from_decimal(&noisy), Some(Rating(92)));
     }
 
+    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
+        query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
     fn query_names_every_bad_parameter() {
-        let settings = MoviesSettings::default();
-        let Err(ServiceError::Invalid(fields)) =
-            NewMoviesQuery::new(-1, f64::NAN, Some(0), Some(-5), &settings)
-        else {
+        let settings = crate::Settings::defaults().unwrap().movies;
+        let bad = pairs(&[
+            ("year", "-1"),
+            ("rating", "NaN"),
+            ("limit", "0"),
+            ("offset", "-5"),
+        ]);
+        let Err(ServiceError::Invalid(fields)) = NewMoviesQuery::parse(&bad, &settings) else {
             panic!("expected invalid");
         };
         let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(names, ["year", "rating", "limit", "offset"]);
-        let q = NewMoviesQuery::new(1990, 8.55, None, None, &settings).unwrap();
-        assert_eq!((q.limit(), q.offset()), (100, 0));
-        assert_eq!(q.min_rating.to_string(), "8.55");
+        let repeated = pairs(&[("year", "1"), ("year", "2"), ("rating", "x")]);
+        let Err(ServiceError::Invalid(fields)) = NewMoviesQuery::parse(&repeated, &settings) else {
+            panic!("expected invalid");
+        };
+        assert_eq!(fields[0], InvalidField::new("year", "must be given once"));
+        assert_eq!(fields[1], InvalidField::new("rating", "must be a number"));
+
+        let q = NewMoviesQuery::parse(&pairs(&[("year", "1990"), ("rating", "8.55")]), &settings)
+            .unwrap();
+        assert_eq!((q.year(), q.limit(), q.offset()), (1990, 100, 0));
+        assert_eq!(q.min_rating().to_string(), "8.55");
     }
 
     #[test]

@@ -1,32 +1,29 @@
 //! The `auth` scope: `POST /token` (OAuth2 password grant) and `GET /users/me`.
 
-use actix_web::http::Method;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use myapi_schemas::{OAuthErrorResponse, TokenForm, TokenResponse, UserSchema};
-use myapi_services::auth::LoginAttempt;
-use myapi_services::{ServiceError, Services};
+use myapi_services::Services;
+use myapi_services::auth::Credentials;
+use utoipa_actix_web::scope;
+use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::error::{ApiError, TokenError};
+use crate::error::TokenError;
 use crate::extract::{BearerUser, client_ip};
 use crate::openapi::GuardedErrors;
-use crate::routes::ApiScope;
 
-/// Largest `/token` body, in bytes.
+/// Largest `/token` body, in bytes: a form of two fields needs far less than the 64 KiB
+/// other routes accept.
 pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
 
-/// Mounts `/token` and `/users/me`.
-pub fn configure(scopes: &mut Vec<ApiScope>) {
-    scopes.push(ApiScope::new("").route(Method::POST, "/token", token));
-    scopes.push(ApiScope::new("/users").route(Method::GET, "/me", me));
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(token).service(scope("/users").service(me));
 }
 
 /// Exchanges email and password for an access token (RFC 6749 §4.3).
 ///
 /// Unknown users and wrong passwords get the same answer after the same work.
 #[utoipa::path(
-    post,
-    path = "/token",
     tag = "auth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -40,113 +37,74 @@ pub fn configure(scopes: &mut Vec<ApiScope>) {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
+#[post("/token")]
 pub async fn token(
     req: HttpRequest,
     body: web::Payload,
     services: web::Data<Services>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, TokenError> {
     let body = body
         .to_bytes_limited(TOKEN_BODY_LIMIT)
         .await
         .map_err(|_| TokenError::BodyTooLarge)?
         .map_err(|_| TokenError::InvalidRequest("the request body could not be read".into()))?;
-    let form = PasswordGrant::parse(&req, &body)?;
-    let ticket = services.auth.admit_login().map_err(TokenError::Service)?;
-    let client_ip = client_ip(&req);
-    let lookup = services.clone();
-    let (prepared, password) = web::block(move || {
-        let attempt = LoginAttempt {
-            username: &form.username,
-            password: &form.password,
-            client_ip,
-        };
-        lookup
-            .auth
-            .prepare_login(&attempt)
-            .map(|prepared| (prepared, form.password))
-    })
-    .await?
-    .map_err(TokenError::Service)?;
-    // Hashing runs on the hashing threads; this task waits without holding any thread.
-    let checked = services
-        .auth
-        .check_password(ticket, prepared, password)
-        .map_err(TokenError::Service)?
-        .await
-        .map_err(|_| {
-            TokenError::Service(ServiceError::Internal("password check was lost".into()))
-        })?;
-    let issued = if checked.stores_upgraded_hash() {
-        web::block(move || services.auth.finish_login(checked)).await?
-    } else {
-        services.auth.finish_login(checked)
-    }
-    .map_err(TokenError::Service)?;
+    let credentials = password_grant(&req, &body)?;
+    let issued = services.auth.login(credentials, client_ip(&req)).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
         .json(issued))
 }
 
-/// The fields of a password-grant form that matter.
-struct PasswordGrant {
-    username: String,
-    password: String,
-}
-
-impl PasswordGrant {
-    /// Parses an `application/x-www-form-urlencoded` body per RFC 6749 §4.3.2: `username`
-    /// and `password` required and non-empty, no field repeated, `grant_type` = `password`
-    /// when present; `scope`, `client_id` and anything else ignored.
-    fn parse(req: &HttpRequest, body: &[u8]) -> Result<Self, TokenError> {
-        let invalid = |why: &str| TokenError::InvalidRequest(why.into());
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let media_type = content_type.split(';').next().unwrap_or_default().trim();
-        if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(invalid("body must be application/x-www-form-urlencoded"));
+/// Parses an `application/x-www-form-urlencoded` body per RFC 6749 §4.3.2: `username`
+/// and `password` required and non-empty, no field repeated, `grant_type` = `password`
+/// when present; `scope`, `client_id` and anything else ignored.
+fn password_grant(req: &HttpRequest, body: &[u8]) -> Result<Credentials, TokenError> {
+    let invalid = |why: &str| TokenError::InvalidRequest(why.into());
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(invalid("body must be application/x-www-form-urlencoded"));
+    }
+    let body = std::str::from_utf8(body).map_err(|_| invalid("body is not valid UTF-8"))?;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(body).map_err(|_| invalid("body is not a valid form"))?;
+    let field = |name: &str| -> Result<Option<String>, TokenError> {
+        let mut values = pairs.iter().filter(|(key, _)| key == name);
+        let first = values.next().map(|(_, v)| v.clone());
+        if values.next().is_some() {
+            return Err(TokenError::InvalidRequest(format!(
+                "parameter `{name}` is repeated"
+            )));
         }
-        let body = std::str::from_utf8(body).map_err(|_| invalid("body is not valid UTF-8"))?;
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(body).map_err(|_| invalid("body is not a valid form"))?;
-        let field = |name: &str| -> Result<Option<String>, TokenError> {
-            let mut values = pairs.iter().filter(|(key, _)| key == name);
-            let first = values.next().map(|(_, v)| v.clone());
-            if values.next().is_some() {
-                return Err(TokenError::InvalidRequest(format!(
-                    "parameter `{name}` is repeated"
-                )));
-            }
-            Ok(first)
-        };
-        for name in ["scope", "client_id", "client_secret"] {
-            field(name)?;
+        Ok(first)
+    };
+    for name in ["scope", "client_id", "client_secret"] {
+        field(name)?;
+    }
+    let required = |name: &str| -> Result<String, TokenError> {
+        match field(name)? {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(TokenError::InvalidRequest(format!(
+                "parameter `{name}` is required"
+            ))),
         }
-        let required = |name: &str| -> Result<String, TokenError> {
-            match field(name)? {
-                Some(value) if !value.is_empty() => Ok(value),
-                _ => Err(TokenError::InvalidRequest(format!(
-                    "parameter `{name}` is required"
-                ))),
-            }
-        };
-        let username = required("username")?;
-        let password = required("password")?;
-        match field("grant_type")?.as_deref() {
-            None | Some("password") => Ok(Self { username, password }),
-            Some("") => Err(invalid("parameter `grant_type` is empty")),
-            Some(_) => Err(TokenError::UnsupportedGrantType),
-        }
+    };
+    let username = required("username")?;
+    let password = required("password")?;
+    match field("grant_type")?.as_deref() {
+        None | Some("password") => Ok(Credentials { username, password }),
+        Some("") => Err(invalid("parameter `grant_type` is empty")),
+        Some(_) => Err(TokenError::UnsupportedGrantType),
     }
 }
 
 /// The signed-in user.
 #[utoipa::path(
-    get,
-    path = "/users/me",
     tag = "auth",
     security(("oauth2" = [])),
     responses(
@@ -154,6 +112,7 @@ impl PasswordGrant {
         GuardedErrors,
     ),
 )]
+#[get("/me")]
 pub async fn me(user: BearerUser) -> HttpResponse {
     HttpResponse::Ok().json(user.0)
 }

@@ -1,29 +1,22 @@
 //! Liveness and readiness probes (public).
 
-use actix_web::http::Method;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, get, web};
 use myapi_schemas::HealthStatus;
 use myapi_services::Services;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
-use crate::routes::ApiScope;
 
-/// Mounts `/health` and `/ready`.
-pub fn configure(scopes: &mut Vec<ApiScope>) {
-    scopes.push(
-        ApiScope::new("")
-            .route(Method::GET, "/health", health)
-            .route(Method::GET, "/ready", ready),
-    );
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(health).service(ready);
 }
 
 /// Liveness: the process serves HTTP. Never touches the database.
 #[utoipa::path(
-    get,
-    path = "/health",
     tag = "health",
     responses((status = 200, description = "The process is up", body = HealthStatus)),
 )]
+#[get("/health")]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(HealthStatus {
         status: "ok".into(),
@@ -32,8 +25,6 @@ pub async fn health() -> HttpResponse {
 
 /// Readiness: the database answers and every migration is applied.
 #[utoipa::path(
-    get,
-    path = "/ready",
     tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = HealthStatus),
@@ -42,6 +33,7 @@ pub async fn health() -> HttpResponse {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
+#[get("/ready")]
 pub async fn ready(services: web::Data<Services>) -> Result<HttpResponse, ApiError> {
     web::block(move || services.database.check_ready()).await??;
     Ok(HttpResponse::Ok().json(HealthStatus {

@@ -1,30 +1,28 @@
 //! The `movies` scope: look-ups and the "new and good" listing, all behind the bearer guard.
 
-use actix_web::http::{Method, header};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use myapi_schemas::{MovieSchema, Problem};
-use myapi_services::movies::NewMoviesQuery;
-use myapi_services::{ServiceError, Services};
+use myapi_services::Services;
+use myapi_services::movies::{MovieId, NewMoviesQuery};
+use utoipa_actix_web::scope;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
-use crate::extract::{BearerUser, QueryParams};
+use crate::extract::{BearerUser, query_pairs};
 use crate::openapi::GuardedErrors;
-use crate::routes::ApiScope;
 
-/// Mounts `/movies/`, `/movies/new` and `/movies/{movie_id}`.
-pub fn configure(scopes: &mut Vec<ApiScope>) {
-    scopes.push(
-        ApiScope::new("/movies")
-            .route(Method::GET, "/", get_movie_by_query)
-            .route(Method::GET, "/new", new_movies)
-            .route(Method::GET, "/{movie_id}", get_movie),
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(
+        scope("/movies")
+            .service(get_movie_by_query)
+            .service(new_movies)
+            .service(get_movie),
     );
 }
 
 /// One movie by `movie_id` query parameter (the seed's route, kept for its clients).
 #[utoipa::path(
-    get,
-    path = "/movies/",
     tag = "movies",
     security(("oauth2" = [])),
     params(("movie_id" = i64, Query, description = "Movie id", minimum = 1)),
@@ -35,21 +33,18 @@ pub fn configure(scopes: &mut Vec<ApiScope>) {
         GuardedErrors,
     ),
 )]
+#[get("/")]
 pub async fn get_movie_by_query(
     _user: BearerUser,
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut params = QueryParams::parse(req.query_string())?;
-    let movie_id = params.required_int("movie_id");
-    params.finish()?;
-    find_movie(services, movie_id.unwrap_or_default()).await
+    let movie_id = MovieId::from_query(&query_pairs(&req)?)?;
+    find_movie(services, movie_id).await
 }
 
 /// One movie by id.
 #[utoipa::path(
-    get,
-    path = "/movies/{movie_id}",
     tag = "movies",
     security(("oauth2" = [])),
     params(("movie_id" = i64, Path, description = "Movie id", minimum = 1)),
@@ -60,21 +55,19 @@ pub async fn get_movie_by_query(
         GuardedErrors,
     ),
 )]
+#[get("/{movie_id}")]
 pub async fn get_movie(
     _user: BearerUser,
     movie_id: web::Path<String>,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let movie_id = movie_id
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| ServiceError::invalid("movie_id", "must be an integer"))?;
+    let movie_id = MovieId::parse(&movie_id).map_err(myapi_services::ServiceError::from)?;
     find_movie(services, movie_id).await
 }
 
 async fn find_movie(
     services: web::Data<Services>,
-    movie_id: i64,
+    movie_id: MovieId,
 ) -> Result<HttpResponse, ApiError> {
     let movie = web::block(move || services.movies.get(movie_id)).await??;
     Ok(HttpResponse::Ok().json(movie))
@@ -84,8 +77,6 @@ async fn find_movie(
 /// `movie_id`, one page at a time. When more follow, a `Link: <…>; rel="next"` header
 /// gives the next page's URL.
 #[utoipa::path(
-    get,
-    path = "/movies/new",
     tag = "movies",
     security(("oauth2" = [])),
     params(
@@ -102,27 +93,27 @@ async fn find_movie(
         GuardedErrors,
     ),
 )]
+#[get("/new")]
 pub async fn new_movies(
     _user: BearerUser,
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut params = QueryParams::parse(req.query_string())?;
-    let (year, rating) = (
-        params.required_int("year"),
-        params.required_number("rating"),
-    );
-    let (limit, offset) = (params.optional_int("limit"), params.optional_int("offset"));
-    params.finish()?;
-    let (year, rating) = (year.unwrap_or_default(), rating.unwrap_or_default());
-    let query = NewMoviesQuery::new(year, rating, limit, offset, services.movies.settings())?;
-    let page_size = query.limit();
-    let page = web::block(move || services.movies.released_since(&query)).await??;
+    let query = NewMoviesQuery::parse(&query_pairs(&req)?, services.movies.settings())?;
+    let page = {
+        let query = query.clone();
+        web::block(move || services.movies.released_since(&query)).await??
+    };
     let mut response = HttpResponse::Ok();
     if let Some(next) = page.next_offset {
         response.insert_header((
             header::LINK,
-            format!("</movies/new?year={year}&rating={rating}&limit={page_size}&offset={next}>; rel=\"next\""),
+            format!(
+                "</movies/new?year={}&rating={}&limit={}&offset={next}>; rel=\"next\"",
+                query.year(),
+                query.min_rating(),
+                query.limit()
+            ),
         ));
     }
     Ok(response.json(page.movies))
