@@ -165,6 +165,31 @@ fn bad_input_is_one_line_and_non_zero() {
             (&["create-user", "--name", "A", "--email", "a@b.co"], "", 2),
             (
                 &[
+                    "create-user",
+                    "--name",
+                    "A",
+                    "--email",
+                    "<acc@example.com>",
+                    "--password",
+                    "long-enough",
+                ],
+                "",
+                1,
+            ),
+            (
+                &[
+                    "create-user",
+                    "--name",
+                    "A",
+                    "--email",
+                    "a@b.co",
+                    "--password-stdin",
+                ],
+                "long-\0-enough\n",
+                1,
+            ),
+            (
+                &[
                     "set-password",
                     "--email",
                     "nobody@b.co",

@@ -1,9 +1,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use crate::support::{TEST_TOKEN_KEY, TestDb};
+use crate::support::{Backend, TEST_TOKEN_KEY, TestDb};
 use crate::{both_backends, json_body, spawn_app, spawn_app_with};
 
 const PASSWORD: &str = "correct-horse-battery";
@@ -195,25 +196,13 @@ async fn bearer_guard_rejections(db: TestDb) {
     assert_eq!(basic.headers()["www-authenticate"], "Bearer");
     assert_eq!(basic.status(), 401);
 
-    let b64 = |s: &str| {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let bytes = s.as_bytes();
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-            for i in 0..=chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
-    };
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     let mut expired = claims.clone();
     expired["exp"] = json!(now() - 60);
     let mut wrong_issuer = claims.clone();
     wrong_issuer["iss"] = json!("someone-else");
+    let mut wrong_audience = claims.clone();
+    wrong_audience["aud"] = json!("another-deployment");
     let mut no_sub = claims.clone();
     no_sub.as_object_mut().unwrap().remove("sub");
     let bad_tokens = [
@@ -226,6 +215,7 @@ async fn bearer_guard_rejections(db: TestDb) {
         ),
         sign(&expired, Algorithm::HS256, TEST_TOKEN_KEY),
         sign(&wrong_issuer, Algorithm::HS256, TEST_TOKEN_KEY),
+        sign(&wrong_audience, Algorithm::HS256, TEST_TOKEN_KEY),
         sign(&no_sub, Algorithm::HS256, TEST_TOKEN_KEY),
         sign(&claims, Algorithm::HS512, TEST_TOKEN_KEY),
         format!(
@@ -416,3 +406,128 @@ async fn outdated_hashes_are_upgraded_on_login(db: TestDb) {
     assert_eq!(again.status(), 200);
 }
 both_backends!(outdated_hashes_are_upgraded_on_login);
+
+/// A token names its user's incarnation: a database reset (here, a fresh database under
+/// the same signing key) whose new user gets the same id does not accept the old token.
+async fn tokens_do_not_survive_a_database_reset(db: TestDb) {
+    let backend = if db.dsn.starts_with("postgres") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    let before = spawn_app(db).await;
+    let token = before.login_new_user("reset@example.com").await;
+    let after = spawn_app(TestDb::new(backend).unwrap()).await;
+    after.create_user("reset@example.com", PASSWORD).await;
+    let me = json_body(
+        after
+            .get_authed(
+                "/users/me",
+                &after.login_new_user("other@example.com").await,
+            )
+            .await,
+        200,
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        me["user_id"], 2,
+        "ids restart: the first user got id 1 again"
+    );
+    let stale = after.get_authed("/users/me", &token).await;
+    assert_eq!(
+        stale.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token""#
+    );
+    assert_eq!(stale.status(), 401);
+}
+both_backends!(tokens_do_not_survive_a_database_reset);
+
+/// Input no database should see is refused before any work: 400 invalid_request, never a
+/// 500, on both backends.
+async fn control_characters_are_invalid_requests(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.create_user("ada@example.com", PASSWORD).await;
+    for (username, password) in [
+        ("a\0b@example.com", PASSWORD),
+        ("\0ada@example.com", PASSWORD),
+        ("ada@example.com\u{1}", PASSWORD),
+        ("ada@example.com", "correct-horse\0battery"),
+    ] {
+        let response = app
+            .post_token(&[("username", username), ("password", password)])
+            .await;
+        let body = json_body(response, 400, "application/json").await;
+        assert_eq!(body["error"], "invalid_request", "{username:?}");
+    }
+    // A display-name form breaks the email rule: it is answered like an unknown user.
+    let response = app
+        .post_token(&[
+            ("username", "Ada <ada@example.com>"),
+            ("password", PASSWORD),
+        ])
+        .await;
+    assert_eq!(
+        json_body(response, 400, "application/json").await["error"],
+        "invalid_grant"
+    );
+    // And the pool is none the worse: the next login works at once.
+    let response = app
+        .post_token(&[("username", "ada@example.com"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(response.status(), 200);
+}
+both_backends!(control_characters_are_invalid_requests);
+
+/// 100 simultaneous wrong guesses for one account: the budget is reserved before each
+/// guess waits for a hashing thread, so at most the account budget are checked.
+async fn concurrent_guesses_stay_within_the_account_budget(db: TestDb) {
+    let app = spawn_app_with(db, |s| {
+        s.auth.ip_failure_burst = 1000.try_into().unwrap();
+    })
+    .await;
+    app.create_user("target@example.com", PASSWORD).await;
+    let burst = u64::from(app.settings.auth.account_failure_burst.get());
+    let guesses = (0..100).map(|i| {
+        let (client, url) = (app.client.clone(), app.url("/token"));
+        async move {
+            let form = [
+                ("username", "target@example.com".to_owned()),
+                ("password", format!("wrong-guess-{i}")),
+            ];
+            let response = client.post(url).form(&form).send().await.unwrap();
+            let retry_after = response.headers().contains_key("retry-after");
+            (response.status().as_u16(), retry_after)
+        }
+    });
+    let answers = futures_join_all(guesses).await;
+    let checked = answers.iter().filter(|(status, _)| *status == 400).count() as u64;
+    let throttled = answers
+        .iter()
+        .filter(|(status, retry_after)| *status == 429 && *retry_after)
+        .count() as u64;
+    eprintln!("100 concurrent wrong guesses: {checked} checked, {throttled} throttled");
+    assert!(
+        checked <= burst,
+        "{checked} guesses checked, budget {burst}"
+    );
+    assert_eq!(checked + throttled, 100, "{answers:?}");
+}
+both_backends!(concurrent_guesses_stay_within_the_account_budget);
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let dir = db.dir.path().to_owned();
+    let app = spawn_app(db).await;
+    app.create_user("private@example.com", PASSWORD).await;
+    for name in ["test.db", "test.db-wal", "test.db-shm"] {
+        let mode = std::fs::metadata(dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+    }
+}

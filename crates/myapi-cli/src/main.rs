@@ -215,7 +215,7 @@ fn list_users(settings: &Settings) -> Result<(), Failure> {
 
 fn delete_user(settings: &Settings, email: &str) -> Result<(), Failure> {
     let email = connect(settings)?.auth.delete_user(email)?;
-    println!("deleted user {}", email.as_str());
+    println!("deleted user {email}");
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use diesel::ConnectionError;
 use diesel::connection::{InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
@@ -161,6 +162,9 @@ pub fn establish(
             Ok(DbConnection::Pg(conn))
         }
         DatabaseUrl::Sqlite(path) => {
+            create_private(path).map_err(|e| {
+                Error::ConnectionError(ConnectionError::BadConnection(e.to_string()))
+            })?;
             let path = path.to_string_lossy();
             let mut conn = SqliteConnection::establish(&path).map_err(Error::ConnectionError)?;
             conn.batch_execute(&format!(
@@ -172,6 +176,19 @@ pub fn establish(
             Ok(DbConnection::Sqlite(conn))
         }
     }
+}
+
+/// Creates the SQLite file readable by its owner only (0600), unless it exists already.
+/// SQLite gives its `-wal` and `-shm` files the database file's mode, so they follow.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    if path.as_os_str() == ":memory:" || path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
 }
 
 /// Adds libpq's `connect_timeout` so an unreachable host fails in seconds, not minutes.
@@ -335,18 +352,18 @@ impl PoolHealth {
     }
 }
 
-/// Whether a query error may mean the connection itself is gone (anything but a
-/// constraint or data error).
+/// Whether a query error means the connection itself is gone. Errors a query's input or a
+/// timeout causes are not: counting them would let one client's bad request make every
+/// checkout ping, and fail fast, for the next half minute.
 fn is_connection_suspect(error: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
-    match error {
-        Error::DatabaseError(kind, _) => matches!(
-            kind,
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::Unknown
-        ),
-        Error::BrokenTransactionManager => true,
-        _ => false,
-    }
+    matches!(
+        error,
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _
+        ) | Error::BrokenTransactionManager
+    )
 }
 
 /// Builds the pool and opens its first connection, so a bad DSN fails here, at start-up.

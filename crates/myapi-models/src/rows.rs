@@ -32,8 +32,8 @@ pub struct UserRow {
     pub email: String,
     /// Argon2id PHC string.
     pub hashed_password: String,
-    /// Revocation counter.
-    pub token_version: i32,
+    /// Random, replaced on every password change; tokens carry it.
+    pub security_stamp: String,
 }
 
 /// What `INSERT INTO users` needs; the id and version come from the database.
@@ -46,6 +46,7 @@ pub struct NewUserRow<'a> {
     pub email: &'a str,
     /// Argon2id PHC string.
     pub hashed_password: &'a str,
+    pub security_stamp: &'a str,
 }
 
 // [xtask] row structs

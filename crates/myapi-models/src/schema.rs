@@ -29,8 +29,8 @@ diesel::table! {
         email -> Text,
         /// Argon2id PHC string.
         hashed_password -> Text,
-        /// Bumped on password change; tokens with an older version are revoked.
-        token_version -> Integer,
+        /// Random, replaced on every password change; tokens carrying another are revoked.
+        security_stamp -> Text,
     }
 }
 

@@ -4,12 +4,23 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::Instant;
 
-/// A map that never holds more than `capacity` entries.
+/// How readily an entry may go when the map needs room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Retention {
+    /// Worthless now (a leaked-out bucket, an expired cache line): always dropped first.
+    Expired,
+    Normal,
+    /// Dropped only when nothing else is left (a throttled key).
+    Precious,
+}
+
+/// A map that never holds more than `capacity` entries, so its memory is bounded by
+/// [`BoundedMap::max_bytes`].
 ///
-/// When an insert finds it full, it first drops every entry the caller calls stale (a
-/// leaked-out bucket, an expired cache line), and if that frees nothing it drops the least
-/// recently written tenth. It never forgets everything at once, so a flood of new keys
-/// cannot wipe out the state of the keys that matter.
+/// When an insert finds it full, every [`Retention::Expired`] entry goes; if that frees
+/// nothing, the tenth of the entries that rank lowest by (retention, last write) goes. It
+/// never forgets everything at once, and a flood of new keys displaces other `Normal`
+/// keys before it touches a `Precious` one.
 #[derive(Debug)]
 pub(crate) struct BoundedMap<K, V> {
     entries: HashMap<K, Entry<V>>,
@@ -23,10 +34,15 @@ struct Entry<V> {
 }
 
 impl<K: Eq + Hash, V> BoundedMap<K, V> {
+    /// The table is allocated whole, for twice `capacity`, and never grows: removals leave
+    /// tombstones, and hashbrown clears them in place only while at most half its room is
+    /// used (past that it would double the table). The operating system backs only the
+    /// pages that get written.
     pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         Self {
-            entries: HashMap::new(),
-            capacity: capacity.max(1),
+            entries: HashMap::with_capacity(capacity * 2),
+            capacity,
         }
     }
 
@@ -34,10 +50,16 @@ impl<K: Eq + Hash, V> BoundedMap<K, V> {
         self.entries.get(key).map(|entry| &entry.value)
     }
 
-    /// Inserts or replaces `key`; `is_stale` says which entries may go first when full.
-    pub(crate) fn insert(&mut self, key: K, value: V, now: Instant, is_stale: impl Fn(&V) -> bool) {
+    /// Inserts or replaces `key`; `retention` ranks the entries when room must be made.
+    pub(crate) fn insert(
+        &mut self,
+        key: K,
+        value: V,
+        now: Instant,
+        retention: impl Fn(&V) -> Retention,
+    ) {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
-            self.make_room(is_stale);
+            self.make_room(retention);
         }
         self.entries.insert(
             key,
@@ -48,21 +70,38 @@ impl<K: Eq + Hash, V> BoundedMap<K, V> {
         );
     }
 
-    fn make_room(&mut self, is_stale: impl Fn(&V) -> bool) {
-        self.entries.retain(|_, entry| !is_stale(&entry.value));
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.get_mut(key).map(|entry| &mut entry.value)
+    }
+
+    fn make_room(&mut self, retention: impl Fn(&V) -> Retention) {
+        self.entries
+            .retain(|_, entry| retention(&entry.value) != Retention::Expired);
         if self.entries.len() < self.capacity {
             return;
         }
-        let mut written: Vec<Instant> = self.entries.values().map(|e| e.written).collect();
         let tenth = (self.capacity / 10).max(1);
-        let (_, cutoff, _) = written.select_nth_unstable(tenth - 1);
-        let cutoff = *cutoff;
+        let mut ranks: Vec<(Retention, Instant)> = self
+            .entries
+            .values()
+            .map(|entry| (retention(&entry.value), entry.written))
+            .collect();
+        let cutoff = *ranks.select_nth_unstable(tenth - 1).1;
         let mut dropped = 0;
         self.entries.retain(|_, entry| {
-            let keep = entry.written > cutoff || dropped >= tenth;
-            dropped += usize::from(!keep);
-            keep
+            let drop = dropped < tenth && (retention(&entry.value), entry.written) <= cutoff;
+            dropped += usize::from(drop);
+            !drop
         });
+    }
+
+    /// The most memory the map can take, in bytes: the table (hashbrown keeps at most 7/8
+    /// of its buckets full and spends a control byte on each) plus the ranking
+    /// [`Self::make_room`] builds for a moment.
+    pub(crate) fn max_bytes(&self) -> usize {
+        let buckets = (self.capacity * 2 * 8 / 7 + 1).next_power_of_two();
+        let table = buckets * (std::mem::size_of::<(K, Entry<V>)>() + 1);
+        table + self.capacity * std::mem::size_of::<(Retention, Instant)>()
     }
 
     #[cfg(test)]
@@ -78,26 +117,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stale_entries_go_first_then_the_oldest_tenth() {
+    fn expired_entries_go_first_then_the_lowest_ranked_tenth() {
         let start = Instant::now();
+        let at = |s: u32| start + Duration::from_secs(u64::from(s));
         let mut map = BoundedMap::new(10);
         for i in 0..10u32 {
-            map.insert(i, i, start + Duration::from_secs(u64::from(i)), |_| false);
+            map.insert(i, i, at(i), |_| Retention::Normal);
         }
-        // Odd values are stale: they make room, the even ones all stay.
-        map.insert(10, 10, start + Duration::from_secs(10), |v| v % 2 == 1);
+        // Odd values are expired: they make room, the even ones all stay.
+        let odd_expired = |v: &u32| {
+            if v % 2 == 1 {
+                Retention::Expired
+            } else {
+                Retention::Normal
+            }
+        };
+        map.insert(10, 10, at(10), odd_expired);
         assert_eq!(map.len(), 6);
         assert!((0..=10).step_by(2).all(|k| map.get(&k).is_some()));
 
-        // Nothing stale: the oldest entry goes, never everything.
+        // Nothing expired: the oldest normal entry goes, never everything, and a precious
+        // one stays even when it is the oldest.
+        let zero_precious = |v: &u32| {
+            if *v == 0 {
+                Retention::Precious
+            } else {
+                Retention::Normal
+            }
+        };
         for i in 11..16u32 {
-            map.insert(i, i, start + Duration::from_secs(u64::from(i)), |_| false);
+            map.insert(i, i, at(i), zero_precious);
         }
         assert_eq!(map.len(), 10);
-        assert!(map.get(&0).is_none(), "the oldest was dropped");
-        map.insert(99, 99, start + Duration::from_secs(99), |_| false);
+        assert!(map.get(&0).is_some(), "precious, though oldest");
+        assert!(map.get(&2).is_none(), "the oldest normal entry went");
+        for i in 100..200u32 {
+            map.insert(i, i, at(i), zero_precious);
+        }
         assert_eq!(map.len(), 10);
-        assert!(map.get(&2).is_none(), "then the next oldest");
-        assert!(map.get(&4).is_some() && map.get(&99).is_some());
+        assert!(map.get(&0).is_some() && map.get(&199).is_some());
     }
 }

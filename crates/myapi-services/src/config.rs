@@ -55,6 +55,8 @@ impl DatabaseSettings {
 pub struct AuthSettings {
     /// JWT `iss`, set on issue and required on verify.
     pub token_issuer: String,
+    /// JWT `aud`: a token signed with a shared key for another deployment is refused.
+    pub token_audience: String,
     pub token_lifetime_minutes: NonZeroU64,
     /// Argon2id memory cost in KiB; `argon2::Params` checks all three (OWASP minimum:
     /// 19456 KiB, 2 iterations, 1 lane).
@@ -73,6 +75,10 @@ pub struct AuthSettings {
     pub ip_failure_refill_secs: u64,
     pub account_failure_burst: NonZeroU32,
     pub account_failure_refill_secs: u64,
+    /// Client addresses count against the throttle by network, IPv4 by this prefix ...
+    pub ipv4_prefix_len: u8,
+    /// ... and IPv6 by this one.
+    pub ipv6_prefix_len: u8,
     /// How long a token's revocation check is cached, so deletions and password changes
     /// take effect within this time.
     pub revocation_cache_ms: u64,
@@ -272,6 +278,12 @@ impl Settings {
                 "auth.password_max_chars",
                 "must be between auth.password_min_chars and 4096",
             );
+        }
+        if auth.ipv4_prefix_len > 32 {
+            return invalid("auth.ipv4_prefix_len", "must be at most 32");
+        }
+        if auth.ipv6_prefix_len > 128 {
+            return invalid("auth.ipv6_prefix_len", "must be at most 128");
         }
         if self.movies.default_page_size == 0
             || self.movies.default_page_size > self.movies.max_page_size.get()

@@ -123,6 +123,7 @@ impl TokenError {
             Self::UnsupportedGrantType => ("unsupported_grant_type", StatusCode::BAD_REQUEST, None),
             Self::Login(error) => match error {
                 LoginError::InvalidGrant => ("invalid_grant", StatusCode::BAD_REQUEST, None),
+                LoginError::InvalidRequest(_) => ("invalid_request", StatusCode::BAD_REQUEST, None),
                 LoginError::Throttled { retry_after_secs } => (
                     "slow_down",
                     StatusCode::TOO_MANY_REQUESTS,

@@ -75,13 +75,18 @@ impl UserDataManager {
         Ok(diesel::delete(users::table.filter(users::email.eq(email))).execute(&mut conn)? > 0)
     }
 
-    /// Sets a new password hash and bumps the token version (revoking older tokens).
-    pub fn set_password(&self, email: &str, hashed_password: &str) -> Result<bool, ServiceError> {
+    /// Sets a new password hash and security stamp (revoking older tokens).
+    pub fn set_password(
+        &self,
+        email: &str,
+        hashed_password: &str,
+        security_stamp: &str,
+    ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
         let updated = diesel::update(users::table.filter(users::email.eq(email)))
             .set((
                 users::hashed_password.eq(hashed_password),
-                users::token_version.eq(users::token_version + 1),
+                users::security_stamp.eq(security_stamp),
             ))
             .execute(&mut conn)?;
         Ok(updated > 0)

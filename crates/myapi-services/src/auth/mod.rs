@@ -15,34 +15,41 @@ use std::time::{Duration, Instant};
 
 pub use data::UserDataManager;
 pub use password::{HashPool, PasswordHasher};
-pub use throttle::LoginThrottle;
+pub use throttle::{LoginThrottle, MAX_TRACKED_KEYS, Reservation};
 pub use tokens::{Claims, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, UserRow};
 use myapi_schemas::{TokenResponse, UserSchema};
 
-use crate::bounded::BoundedMap;
+use crate::bounded::{BoundedMap, Retention};
 use crate::config::Settings;
 use crate::database::Database;
 use crate::{InvalidField, ServiceError, blocking};
+use tokens::random_id;
 
 /// Seconds a client should wait when hashing is saturated.
 const BUSY_RETRY_AFTER_SECS: u64 = 1;
 const MAX_CACHED_USERS: usize = 50_000;
 
-/// A normalised email: trimmed, lower-case, plausibly an address.
+/// A normalised email: trimmed, lower-case, a bare address. The one rule for the CLI and
+/// for `/token`'s `username`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        let email = raw.trim().to_lowercase();
+        let email = normalise_email(raw);
         let invalid = |message: &str| Err(InvalidField::new("email", message));
         if email.is_empty() || email.len() > 254 {
             return invalid("must be 1 to 254 characters");
         }
         if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return invalid("must not contain spaces or control characters");
+        }
+        if email.contains(['<', '>', '"', '(', ')', ',', ';', ':', '[', ']', '\\']) {
+            return invalid(
+                "must be a bare address such as ada@example.com (no display name, brackets or quotes)",
+            );
         }
         let Some((local, domain)) = email.rsplit_once('@') else {
             return invalid("must contain @");
@@ -65,6 +72,11 @@ impl Email {
     }
 }
 
+/// Trimmed and lower-case: how an email is stored, looked up and throttled.
+fn normalise_email(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
 /// A display name: trimmed, 1 to 200 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserName(String);
@@ -85,7 +97,8 @@ impl UserName {
     }
 }
 
-/// A password within the configured length bounds (in characters).
+/// A password within the configured length bounds (in characters), without NUL (which
+/// PostgreSQL cannot store and C-string tools cut short).
 pub struct Password(String);
 
 impl Password {
@@ -96,6 +109,9 @@ impl Password {
                 "password",
                 format!("must be {min_chars} to {max_chars} characters"),
             ));
+        }
+        if raw.contains('\0') {
+            return Err(InvalidField::new("password", "must not contain NUL"));
         }
         Ok(Self(raw))
     }
@@ -113,12 +129,30 @@ pub struct Credentials {
     pub password: String,
 }
 
+impl Credentials {
+    /// Refuses what no database should see: control characters in the username, NUL in
+    /// the password. Answered as a malformed request, before any budget is spent.
+    fn check(&self) -> Result<(), LoginError> {
+        if self.username.chars().any(char::is_control) {
+            return Err(LoginError::InvalidRequest(
+                "username must not contain control characters",
+            ));
+        }
+        if self.password.contains('\0') {
+            return Err(LoginError::InvalidRequest("password must not contain NUL"));
+        }
+        Ok(())
+    }
+}
+
 /// Why a login was refused. Web maps each to its RFC 6749 §5.2 answer.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
     /// Unknown user or wrong password: deliberately indistinguishable.
     #[error("incorrect username or password")]
     InvalidGrant,
+    #[error("{0}")]
+    InvalidRequest(&'static str),
     /// Too many failed logins from this client or for this account.
     #[error("too many failed login attempts; retry in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
@@ -147,8 +181,8 @@ pub struct AuthService {
 #[derive(Debug, Clone)]
 struct CachedUser {
     checked_at: Instant,
-    /// The user's current token version and shape; `None` once deleted.
-    user: Option<(i32, UserSchema)>,
+    /// The user's current security stamp and shape; `None` once deleted.
+    user: Option<(String, UserSchema)>,
 }
 
 impl AuthService {
@@ -201,6 +235,7 @@ impl AuthService {
             name: &name.0,
             email: email.as_str(),
             hashed_password: &hashed_password,
+            security_stamp: &random_id(),
         })?;
         Ok(to_schema(&row))
     }
@@ -210,57 +245,75 @@ impl AuthService {
         Ok(self.users.list()?.iter().map(to_schema).collect())
     }
 
-    /// Deletes a user; their tokens stop working within the revocation cache time (blocking).
-    pub fn delete_user(&self, email: &str) -> Result<Email, ServiceError> {
-        let email = Email::parse(email)?;
-        if self.users.delete_by_email(email.as_str())? {
+    /// Deletes the user stored with exactly this (trimmed, lower-case) email, even one the
+    /// email rule would refuse today; their tokens stop working within the revocation
+    /// window (blocking). Returns the email matched.
+    pub fn delete_user(&self, email: &str) -> Result<String, ServiceError> {
+        let email = normalise_email(email);
+        if self.users.delete_by_email(&email)? {
             Ok(email)
         } else {
             Err(no_such_user(&email))
         }
     }
 
-    /// Sets a new password and revokes the user's outstanding tokens (blocking).
+    /// Sets a new password and a new security stamp, which revokes the user's tokens and
+    /// forgets the client networks trusted to pass a throttled account (blocking).
     pub fn set_password(&self, email: &str, password: String) -> Result<Email, ServiceError> {
         let email = Email::parse(email)?;
         let password = self.parse_password(password)?;
         let hashed_password = self.hasher.hash(&password.0)?;
-        if self.users.set_password(email.as_str(), &hashed_password)? {
+        if self
+            .users
+            .set_password(email.as_str(), &hashed_password, &random_id())?
+        {
             Ok(email)
         } else {
-            Err(no_such_user(&email))
+            Err(no_such_user(email.as_str()))
         }
     }
 
-    /// The OAuth2 password grant: throttling, the user lookup, the password check (on the
+    /// The OAuth2 password grant: the throttle, the user lookup, the password check (on the
     /// hashing threads, against a dummy hash for unknown users so both cost the same), a
     /// rehash when the stored hash has outdated parameters, and the token.
     ///
     /// Saturation is refused at once; a login waiting for a hashing thread holds no thread.
+    /// The attempt is counted against the client's and the account's budgets before it
+    /// waits, so concurrent guesses cannot outrun the throttle.
     pub async fn login(
         &self,
         credentials: Credentials,
-        client_ip: IpAddr,
+        client: IpAddr,
     ) -> Result<TokenResponse, LoginError> {
+        credentials.check()?;
+        let throttled = |retry_after_secs| LoginError::Throttled { retry_after_secs };
+        self.throttle.check_client(client).map_err(throttled)?;
         let ticket = self.hashing.try_admit().ok_or(LoginError::Saturated {
             retry_after_secs: BUSY_RETRY_AFTER_SECS,
         })?;
-        let account = credentials.username.trim().to_lowercase();
-        self.throttle
-            .check(&account, client_ip)
-            .map_err(|retry_after_secs| LoginError::Throttled { retry_after_secs })?;
-        // A password longer than any we accept cannot match: no lookup, no hashing.
-        if credentials.password.chars().count() > self.password_chars.1 {
-            self.throttle.record_failure(&account, client_ip);
+        let account = normalise_email(&credentials.username);
+        // Neither a username outside the email rule nor a password longer than any we
+        // accept can match: no lookup, no hashing.
+        let plausible = Email::parse(&account).is_ok()
+            && credentials.password.chars().count() <= self.password_chars.1;
+        let user = if plausible {
+            let (users, email) = (self.users.clone(), account.clone());
+            blocking(move || users.find_by_email(&email)).await?
+        } else {
+            None
+        };
+        let stamp = user.as_ref().map(|u| u.security_stamp.as_str());
+        let reservation = self
+            .throttle
+            .reserve(&account, client, stamp)
+            .map_err(throttled)?;
+        if !plausible {
             return Err(LoginError::InvalidGrant);
         }
-        let users = self.users.clone();
-        let email = account.clone();
-        let user = blocking(move || users.find_by_email(&email)).await?;
 
         let (hasher, dummy_hash) = (self.hasher.clone(), Arc::clone(&self.dummy_hash));
         let password = credentials.password;
-        let (user, upgraded_hash) = ticket
+        let checked = ticket
             .run(move || {
                 let stored = user
                     .as_ref()
@@ -274,12 +327,18 @@ impl AuthService {
                     .flatten();
                 (user, upgraded_hash)
             })
-            .await?;
+            .await;
+        let (user, upgraded_hash) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                reservation.cancel();
+                return Err(error.into());
+            }
+        };
         let Some(user) = user else {
-            self.throttle.record_failure(&account, client_ip);
             return Err(LoginError::InvalidGrant);
         };
-        self.throttle.record_success(&account, client_ip);
+        reservation.succeed(&user.security_stamp);
         if let Some(new_hash) = upgraded_hash {
             let (users, user_id, old_hash) = (
                 self.users.clone(),
@@ -290,7 +349,7 @@ impl AuthService {
         }
         let access_token =
             self.signer
-                .issue(user.user_id, &user.name, &user.email, user.token_version)?;
+                .issue(user.user_id, &user.name, &user.email, &user.security_stamp)?;
         Ok(TokenResponse {
             access_token,
             token_type: "bearer".into(),
@@ -299,7 +358,8 @@ impl AuthService {
     }
 
     /// The user of a bearer token: its signature and claims, then whether the user still
-    /// exists with the token's version, from a cache refreshed every `revocation_cache_ms`.
+    /// exists with the token's security stamp, from a cache refreshed every
+    /// `revocation_cache_ms`.
     pub async fn authenticate(&self, token: &str) -> Result<UserSchema, ServiceError> {
         let claims = self.signer.verify(token)?;
         let user_id = claims.user_id()?;
@@ -309,7 +369,7 @@ impl AuthService {
         let users = self.users.clone();
         let user = blocking(move || users.find_by_id(user_id))
             .await?
-            .map(|row| (row.token_version, to_schema(&row)));
+            .map(|row| (row.security_stamp.clone(), to_schema(&row)));
         let result = accept(&claims, user.as_ref());
         let now = Instant::now();
         let ttl = self.revocation_ttl;
@@ -323,7 +383,13 @@ impl AuthService {
                     user,
                 },
                 now,
-                |cached| now.saturating_duration_since(cached.checked_at) >= ttl,
+                |cached| {
+                    if now.saturating_duration_since(cached.checked_at) >= ttl {
+                        Retention::Expired
+                    } else {
+                        Retention::Normal
+                    }
+                },
             );
         result
     }
@@ -340,15 +406,18 @@ impl AuthService {
     }
 }
 
-fn accept(claims: &Claims, user: Option<&(i32, UserSchema)>) -> Result<UserSchema, ServiceError> {
+fn accept(
+    claims: &Claims,
+    user: Option<&(String, UserSchema)>,
+) -> Result<UserSchema, ServiceError> {
     match user {
-        Some((version, user)) if *version == claims.ver => Ok(user.clone()),
+        Some((stamp, user)) if *stamp == claims.stm => Ok(user.clone()),
         _ => Err(ServiceError::InvalidToken("token revoked")),
     }
 }
 
-fn no_such_user(email: &Email) -> ServiceError {
-    ServiceError::NotFound(format!("no user with email {}", email.as_str()))
+fn no_such_user(email: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no user with email {email}"))
 }
 
 fn to_schema(row: &UserRow) -> UserSchema {

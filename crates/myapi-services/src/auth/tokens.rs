@@ -1,8 +1,10 @@
-//! HS256 access tokens: issue and verify, with `exp`, `iss` and `sub` enforced.
+//! HS256 access tokens: issue and verify, with `exp`, `iss`, `aud` and `sub` enforced.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -25,10 +27,14 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at (seconds since the epoch).
     pub exp: u64,
-    /// Issuer.
     pub iss: String,
-    /// The user's token version at issue time; a password change bumps it.
-    pub ver: i32,
+    /// The deployment the token is for (`auth.token_audience`).
+    pub aud: String,
+    /// A random id per token (RFC 7519 §4.1.7).
+    pub jti: String,
+    /// The user's security stamp at issue time: a password change, or a new user who gets
+    /// the same id after a database reset, has another one.
+    pub stm: String,
 }
 
 impl Claims {
@@ -47,6 +53,7 @@ pub struct TokenSigner {
     decoding: DecodingKey,
     validation: Validation,
     issuer: String,
+    audience: String,
     lifetime: Duration,
 }
 
@@ -65,12 +72,14 @@ impl TokenSigner {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.set_issuer(&[&settings.token_issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_audience(&[&settings.token_audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(&key_bytes),
             decoding: DecodingKey::from_secret(&key_bytes),
             validation,
             issuer: settings.token_issuer.clone(),
+            audience: settings.token_audience.clone(),
             lifetime: Duration::from_secs(settings.token_lifetime_minutes.get().saturating_mul(60)),
         }
     }
@@ -86,7 +95,7 @@ impl TokenSigner {
         user_id: i32,
         name: &str,
         email: &str,
-        ver: i32,
+        security_stamp: &str,
     ) -> Result<String, ServiceError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -99,13 +108,15 @@ impl TokenSigner {
             iat: now,
             exp: now + self.lifetime.as_secs(),
             iss: self.issuer.clone(),
-            ver,
+            aud: self.audience.clone(),
+            jti: random_id(),
+            stm: security_stamp.to_owned(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ServiceError::internal("token signing failed", e))
     }
 
-    /// Verifies signature, algorithm, `exp`, `iss` and `sub`; CPU only, never blocks.
+    /// Verifies signature, algorithm, `exp`, `iss`, `aud` and `sub`; CPU only, never blocks.
     pub fn verify(&self, token: &str) -> Result<Claims, ServiceError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
@@ -117,6 +128,7 @@ impl TokenSigner {
                         "algorithm not allowed"
                     }
                     ErrorKind::InvalidIssuer => "wrong issuer",
+                    ErrorKind::InvalidAudience => "wrong audience",
                     ErrorKind::MissingRequiredClaim(_) => "missing claim",
                     _ => "malformed token",
                 })
@@ -124,6 +136,13 @@ impl TokenSigner {
         data.claims.user_id()?;
         Ok(data.claims)
     }
+}
+
+/// 128 random bits, base64url: token ids and security stamps.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -151,20 +170,27 @@ mod tests {
     #[test]
     fn round_trip() {
         let s = signer();
-        let token = s.issue(7, "Ada", "ada@example.com", 3).unwrap();
+        let token = s.issue(7, "Ada", "ada@example.com", "stamp").unwrap();
         let claims = s.verify(&token).unwrap();
         assert_eq!(
-            (claims.sub.as_str(), claims.ver, claims.iss.as_str()),
-            ("7", 3, "myapi")
+            (
+                claims.sub.as_str(),
+                claims.stm.as_str(),
+                claims.iss.as_str()
+            ),
+            ("7", "stamp", "myapi")
         );
+        assert_eq!(claims.aud, "myapi");
         assert_eq!(claims.exp - claims.iat, 30 * 60);
+        let again = s.verify(&s.issue(7, "Ada", "ada@example.com", "stamp").unwrap());
+        assert_ne!(again.unwrap().jti, claims.jti, "each token has its own id");
     }
 
     #[test]
     fn rejects_other_key_expired_garbage_and_alg_none() {
         let s = signer();
         let other = TokenSigner::new(Some(&key("x")), &defaults());
-        let token = other.issue(1, "a", "a@b.c", 0).unwrap();
+        let token = other.issue(1, "a", "a@b.c", "s").unwrap();
         assert!(matches!(
             s.verify(&token),
             Err(ServiceError::InvalidToken("bad signature"))
@@ -172,7 +198,7 @@ mod tests {
         assert!(s.verify("garbage").is_err());
         assert!(s.verify("").is_err());
 
-        let claims = r#"{"sub":"1","name":"a","email":"a@b.c","iat":1,"exp":99999999999,"iss":"myapi","ver":0}"#;
+        let claims = r#"{"sub":"1","name":"a","email":"a@b.c","iat":1,"exp":99999999999,"iss":"myapi","aud":"myapi","jti":"j","stm":"s"}"#;
         let none = format!(
             "{}.{}.",
             b64(br#"{"alg":"none","typ":"JWT"}"#),
@@ -187,7 +213,9 @@ mod tests {
             iat: 1,
             exp: 2,
             iss: "myapi".into(),
-            ver: 0,
+            aud: "myapi".into(),
+            jti: "j".into(),
+            stm: "s".into(),
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &expired, &s.encoding).unwrap();
@@ -217,6 +245,18 @@ mod tests {
         assert!(matches!(
             s.verify(&token),
             Err(ServiceError::InvalidToken("wrong issuer"))
+        ));
+
+        let wrong_aud = Claims {
+            exp: 99_999_999_999,
+            aud: "another-deployment".into(),
+            ..expired.clone()
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &wrong_aud, &s.encoding).unwrap();
+        assert!(matches!(
+            s.verify(&token),
+            Err(ServiceError::InvalidToken("wrong audience"))
         ));
 
         let bad_sub = Claims {

@@ -1,0 +1,2 @@
+ALTER TABLE users ADD COLUMN token_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users DROP COLUMN security_stamp;
