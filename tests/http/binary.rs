@@ -67,9 +67,65 @@ fn bad_settings_fail_with_one_line() {
     );
 }
 
+#[test]
+fn bad_proxy_and_cors_settings_fail_with_one_line() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    for (variable, value, key) in [
+        (
+            "MYAPI_SERVER__TRUSTED_PROXIES",
+            "not-a-cidr",
+            "server.trusted_proxies",
+        ),
+        (
+            "MYAPI_SERVER__TRUSTED_PROXIES",
+            "10.0.0.0/8,10.0.0.0/33",
+            "server.trusted_proxies",
+        ),
+        (
+            "MYAPI_SERVER__CORS_ALLOWED_ORIGINS",
+            "*",
+            "server.cors_allowed_origins",
+        ),
+        (
+            "MYAPI_SERVER__CORS_ALLOWED_ORIGINS",
+            "https://app.example,https://app.example/",
+            "server.cors_allowed_origins",
+        ),
+    ] {
+        one_line_failure(server(&db).env(variable, value), 2, key);
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_names_the_forwarded_client() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let mut command = server(&db);
+    command.env("MYAPI_SERVER__TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8");
+    let (mut child, port, log) = start_command(command);
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .header("X-Forwarded-For", "198.51.100.1, 203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(terminate(&mut child).success());
+    let lines: Vec<String> = log.try_iter().collect();
+    let access: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"GET /health"))
+        .collect();
+    assert_eq!(access.len(), 1, "{lines:#?}");
+    assert!(access[0].contains("] 203.0.113.7 \"GET"), "{}", access[0]);
+}
+
 /// Starts the binary and returns it with its port, read from the "listening on" log line.
 fn start(db: &TestDb) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
-    let mut child = server(db).spawn().unwrap();
+    start_command(server(db))
+}
+
+fn start_command(mut command: Command) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+    let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -14,6 +14,7 @@ mod hostile;
 mod movies;
 mod oauth_clients;
 mod openapi;
+mod proxies;
 mod resilience;
 // [xtask] test modules
 
@@ -122,7 +123,8 @@ pub async fn spawn_app_with_server(db: TestDb, tweak: impl FnOnce(&mut ServerSet
     spawn_app_configured(db, tweak, |_| {}).await
 }
 
-async fn spawn_app_configured(
+/// Starts the app on `db` with both the server and the services' settings adjusted.
+pub async fn spawn_app_configured(
     db: TestDb,
     tweak_server: impl FnOnce(&mut ServerSettings),
     tweak: impl FnOnce(&mut Settings),

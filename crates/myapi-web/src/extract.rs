@@ -10,6 +10,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use myapi_schemas::UserSchema;
 use myapi_services::{ServiceError, Services};
 
+use crate::client::{TrustedProxies, resolve_client};
 use crate::error::ApiError;
 
 /// The user of a valid, unrevoked bearer token. Every protected route takes this.
@@ -58,10 +59,16 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     Ok(token.to_owned())
 }
 
-/// The client's address as seen on the socket (proxies' headers are not trusted).
+/// The client's address: the socket peer, or the address trusted proxies report for it
+/// (`server.trusted_proxies`, see [`resolve_client`]). Unspecified when there is no socket.
 pub fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip())
+    let Some(peer) = req.peer_addr() else {
+        return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    };
+    match req.app_data::<TrustedProxies>() {
+        Some(trusted) => resolve_client(peer.ip(), req.headers(), trusted),
+        None => peer.ip().to_canonical(),
+    }
 }
 
 /// The query string's name/value pairs, in order; undecodable input is a 422.
@@ -117,16 +124,32 @@ mod tests {
         #[test]
         fn tampered_tokens_never_verify_as_someone_else(position in 0usize..400, replacement in "[A-Za-z0-9_.-]") {
             let signer = test_signer();
-            let token = signer.issue(7, "Ada", "ada@example.com", 1).unwrap();
+            let token = signer.issue(7, "Ada", "ada@example.com", "stamp").unwrap();
             let mut chars: Vec<char> = token.chars().collect();
             let position = position % chars.len();
             chars[position] = replacement.chars().next().unwrap();
             let tampered: String = chars.into_iter().collect();
             if let Ok(claims) = signer.verify(&tampered) {
                 // Only an encoding-equivalent change can survive, and then nothing changed.
-                proptest::prop_assert_eq!((claims.sub.as_str(), claims.email.as_str(), claims.ver), ("7", "ada@example.com", 1));
+                proptest::prop_assert_eq!((claims.sub.as_str(), claims.email.as_str(), claims.stm.as_str()), ("7", "ada@example.com", "stamp"));
             }
         }
+    }
+
+    #[test]
+    fn client_ip_follows_the_registered_trusted_proxies() {
+        let request = |trusted: Option<&str>| {
+            let mut request = actix_web::test::TestRequest::default()
+                .peer_addr("10.0.0.1:5000".parse().unwrap())
+                .insert_header(("x-forwarded-for", "203.0.113.7"));
+            if let Some(list) = trusted {
+                request = request.app_data(list.parse::<TrustedProxies>().unwrap());
+            }
+            client_ip(&request.to_http_request()).to_string()
+        };
+        assert_eq!(request(None), "10.0.0.1");
+        assert_eq!(request(Some("")), "10.0.0.1");
+        assert_eq!(request(Some("10.0.0.0/8")), "203.0.113.7");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Depends on `myapi-services` and `myapi-schemas` only — never on the data tier. Service
 //! calls that block (database, argon2) run inside `web::block`.
 
+pub mod client;
 pub mod error;
 pub mod extract;
 pub mod middleware;

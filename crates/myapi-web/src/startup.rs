@@ -10,18 +10,21 @@ use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, Logger, fr
 use actix_web::{App, HttpResponse, HttpServer, web};
 use myapi_services::config::{ConfigError, Threads, comma_list};
 use myapi_services::{ServiceError, Services, Settings, SettingsSource};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use url::Url;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::client::TrustedProxies;
+use crate::extract::client_ip;
 use crate::middleware::{HeaderLimit, assign_request_id, finish_errors, limit_header_size};
 use crate::openapi::ApiDoc;
 use crate::routes;
 
-/// Access-log line: client, request line, status, bytes, seconds, request id.
-/// Never headers or bodies, so no token or password reaches the log.
-const ACCESS_LOG_FORMAT: &str = r#"%a "%r" %s %b %Ts id=%{x-request-id}o"#;
+/// Access-log line: client (as [`client_ip`] resolves it), request line, status, bytes,
+/// seconds, request id. Never headers or bodies, so no token or password reaches the log.
+const ACCESS_LOG_FORMAT: &str = r#"%{client}xi "%r" %s %b %Ts id=%{x-request-id}o"#;
 
 /// The `server` section of the settings (defaults in `config/default.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -45,9 +48,13 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Total of header names and values.
     pub max_header_bytes: usize,
-    /// Empty turns CORS off. In the environment: a comma-separated list.
-    #[serde(deserialize_with = "comma_list")]
+    /// Exact origins (`https://app.example:8443`); empty turns CORS off. In the
+    /// environment: a comma-separated list.
+    #[serde(deserialize_with = "allowed_origins")]
     pub cors_allowed_origins: Vec<String>,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client. In the
+    /// environment: a comma-separated list.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl ServerSettings {
@@ -57,6 +64,32 @@ impl ServerSettings {
             server: ServerSettings,
         }
         Ok(source.read::<Sections>()?.server)
+    }
+}
+
+/// Deserialises `server.cors_allowed_origins`. Each entry must be an origin exactly as
+/// browsers send it in `Origin`, because that header is compared byte for byte.
+fn allowed_origins<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let origins = comma_list(deserializer)?;
+    for origin in &origins {
+        check_origin(origin).map_err(serde::de::Error::custom)?;
+    }
+    Ok(origins)
+}
+
+fn check_origin(entry: &str) -> Result<(), String> {
+    let origin = Url::parse(entry)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .map(|url| url.origin().ascii_serialization());
+    match origin {
+        Some(origin) if origin == entry => Ok(()),
+        Some(origin) => Err(format!(
+            "`{entry}` is not an exact origin (scheme://host[:port]; did you mean `{origin}`?)"
+        )),
+        None => Err(format!(
+            "`{entry}` is not an http(s) origin (scheme://host[:port], such as https://app.example)"
+        )),
     }
 }
 
@@ -102,6 +135,12 @@ impl Application {
             services.database.display_url()
         );
         let http = run(listener, services, server).map_err(bind_error)?;
+        if !server.trusted_proxies.is_empty() {
+            log::info!(
+                "trusted proxies: {} (their Forwarded / X-Forwarded-For name the client)",
+                server.trusted_proxies
+            );
+        }
         log::info!("listening on http://{}:{port}", server.host);
         Ok(Self { port, server: http })
     }
@@ -135,6 +174,7 @@ pub fn run(
         app.app_data(services.clone())
             .app_data(web::PayloadConfig::new(server_settings.max_body_bytes))
             .app_data(HeaderLimit(server_settings.max_header_bytes))
+            .app_data(server_settings.trusted_proxies.clone())
             .service(web::resource("/docs").route(web::get().to(redirect_to_docs)))
             .default_service(routes::unrouted(&api))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
@@ -152,7 +192,10 @@ pub fn run(
                     .add((header::CACHE_CONTROL, "no-store")),
             )
             .wrap(from_fn(assign_request_id))
-            .wrap(Logger::new(ACCESS_LOG_FORMAT))
+            .wrap(
+                Logger::new(ACCESS_LOG_FORMAT)
+                    .custom_request_replace("client", |req| client_ip(req.request()).to_string()),
+            )
     })
     .max_connections(settings.max_connections)
     .keep_alive(Duration::from_secs(settings.keep_alive_secs))
@@ -180,4 +223,37 @@ async fn redirect_to_docs() -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "/docs/"))
         .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_entries_must_be_exact_origins() {
+        for good in [
+            "https://app.example",
+            "http://localhost:3000",
+            "https://[2001:db8::1]:8443",
+        ] {
+            assert_eq!(check_origin(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "*",
+            "null",
+            "app.example",
+            "https://app.example/",
+            "https://app.example/path",
+            "https://app.example?x=1",
+            "https://app.example#top",
+            "https://user@app.example",
+            "https://App.Example",
+            "https://app.example:443",
+            "ftp://app.example",
+            "file:///etc",
+            "",
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
+    }
 }
