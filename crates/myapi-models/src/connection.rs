@@ -13,21 +13,12 @@ use diesel::r2d2::R2D2Connection;
 
 use crate::DbError;
 
-pub use multi::{DbConnection, MultiBackend};
-
-/// Holds the derive's output, whose generated items carry no docs of their own.
-#[allow(missing_docs)]
-mod multi {
-    use diesel::prelude::*;
-
-    /// A connection to either backend. Queries written once against this type run on both.
-    #[derive(diesel::MultiConnection)]
-    pub enum DbConnection {
-        /// Production backend.
-        Pg(PgConnection),
-        /// Zero-setup embedded backend.
-        Sqlite(SqliteConnection),
-    }
+/// A connection to either backend. Queries written once against this type run on both:
+/// PostgreSQL in production, an embedded SQLite file as the zero-setup default.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
 }
 
 /// A connection checked out of a [`DbPool`].
@@ -262,14 +253,11 @@ impl r2d2::ManageConnection for DbConnectionManager {
     }
 }
 
-/// Pool sizing and timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolOptions {
-    /// Maximum connections.
     pub max_size: u32,
     /// How long a caller waits for a connection before giving up.
     pub connection_timeout: Duration,
-    /// Per-connection settings.
     pub connection: ConnectionOptions,
 }
 

@@ -18,19 +18,16 @@ pub use diesel;
 /// What the data tier can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// The DSN could not be understood.
     #[error("invalid database DSN: {0}")]
     InvalidDsn(String),
     /// No connection could be had (server down, pool exhausted, timeout).
     #[error("{0}")]
     Unavailable(String),
-    /// A migration failed to apply.
     #[error("migration failed: {0}")]
     Migration(String),
     /// The schema is behind the embedded migrations.
     #[error("migrations are pending")]
     MigrationsPending,
-    /// A query failed.
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }

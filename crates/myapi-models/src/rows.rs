@@ -10,11 +10,8 @@ use crate::schema::{movies, users};
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = movies, treat_none_as_default_value = false)]
 pub struct MovieRow {
-    /// Primary key.
     pub movie_id: i32,
-    /// Title.
     pub title: String,
-    /// Release year.
     pub released: i32,
     /// Rating; on SQLite it arrives as a binary float and must be rounded by the reader.
     pub rating: BigDecimal,
@@ -24,9 +21,7 @@ pub struct MovieRow {
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct UserRow {
-    /// Generated id.
     pub user_id: i32,
-    /// Display name.
     pub name: String,
     /// Lower-case email.
     pub email: String,
@@ -40,7 +35,6 @@ pub struct UserRow {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = users)]
 pub struct NewUserRow<'a> {
-    /// Display name.
     pub name: &'a str,
     /// Lower-case email.
     pub email: &'a str,

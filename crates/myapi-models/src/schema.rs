@@ -9,9 +9,7 @@ diesel::table! {
     movies (movie_id) {
         /// Primary key chosen by the importer (not generated).
         movie_id -> Integer,
-        /// Display title.
         title -> Text,
-        /// Release year.
         released -> Integer,
         /// Rating from 0.0 to 10.0 with one decimal.
         rating -> Numeric,
@@ -23,7 +21,6 @@ diesel::table! {
     users (user_id) {
         /// Generated id, the JWT `sub`.
         user_id -> Integer,
-        /// Display name.
         name -> Text,
         /// Lower-case email, the OAuth2 `username`.
         email -> Text,

@@ -68,7 +68,6 @@ fn join(fields: &[InvalidField]) -> String {
 }
 
 impl ServiceError {
-    /// A single refused field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid(vec![InvalidField::new(field, message)])
     }

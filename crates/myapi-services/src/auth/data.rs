@@ -15,7 +15,6 @@ pub struct UserDataManager {
 }
 
 impl UserDataManager {
-    /// A data manager over `db`.
     pub fn new(db: Database) -> Self {
         Self { db }
     }
@@ -50,7 +49,6 @@ impl UserDataManager {
             .optional()?)
     }
 
-    /// The user with this id, if any.
     pub fn find_by_id(&self, user_id: i32) -> Result<Option<UserRow>, ServiceError> {
         let mut conn = self.db.conn()?;
         Ok(users::table

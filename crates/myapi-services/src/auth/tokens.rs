@@ -14,7 +14,6 @@ use crate::config::{AuthSettings, TokenKey};
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
 
-/// The claims of a myapi access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The user id, as a string (RFC 7519 `sub`).
@@ -38,7 +37,6 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// The user id in `sub`.
     pub fn user_id(&self) -> Result<i32, ServiceError> {
         self.sub
             .parse()
@@ -89,7 +87,6 @@ impl TokenSigner {
         self.lifetime.as_secs()
     }
 
-    /// Signs a token for the given user.
     pub fn issue(
         &self,
         user_id: i32,

@@ -41,12 +41,10 @@ pub struct MovieDataManager {
 }
 
 impl MovieDataManager {
-    /// A data manager over `db`.
     pub fn new(db: Database) -> Self {
         Self { db }
     }
 
-    /// The movie with this id, if any.
     pub fn find(&self, movie_id: i32) -> Result<Option<MovieRow>, ServiceError> {
         let mut conn = self.db.conn()?;
         Ok(movies::table

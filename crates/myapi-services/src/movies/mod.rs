@@ -202,7 +202,6 @@ pub struct MovieService {
 }
 
 impl MovieService {
-    /// The service over `db`.
     pub fn new(db: Database, settings: &MoviesSettings) -> Self {
         Self {
             movies: MovieDataManager::new(db),
@@ -210,7 +209,6 @@ impl MovieService {
         }
     }
 
-    /// Paging limits in force.
     pub fn settings(&self) -> &MoviesSettings {
         &self.settings
     }
