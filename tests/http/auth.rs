@@ -5,7 +5,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 use crate::support::{Backend, TEST_TOKEN_KEY, TestDb};
-use crate::{both_backends, json_body, spawn_app, spawn_app_with};
+use crate::{TestApp, both_backends, json_body, spawn_app, spawn_app_configured, spawn_app_with};
 
 const PASSWORD: &str = "correct-horse-battery";
 
@@ -531,3 +531,60 @@ async fn sqlite_files_are_private() {
         assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
     }
 }
+
+/// A network the owner logged in from passes their throttled account, until the password
+/// changes: trust is keyed by the user's security stamp, which the change replaces.
+async fn a_password_change_forgets_trusted_networks(db: TestDb) {
+    let app = spawn_app_configured(
+        db,
+        |server| server.trusted_proxies = "127.0.0.1".parse().unwrap(),
+        |settings| {
+            settings.auth.ip_failure_burst = 1000.try_into().unwrap();
+            settings.auth.account_failure_burst = 3.try_into().unwrap();
+            settings.auth.account_failure_refill_secs = 600;
+        },
+    )
+    .await;
+    app.create_user("owner@example.com", PASSWORD).await;
+    async fn login(app: &TestApp, client: &str, password: &str) -> u16 {
+        let form = [("username", "owner@example.com"), ("password", password)];
+        let request = app.client.post(app.url("/token")).form(&form);
+        let response = request
+            .header("X-Forwarded-For", client)
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
+    }
+    let (owner, attacker) = ("203.0.113.1", "198.51.100.9");
+    assert_eq!(login(&app, owner, PASSWORD).await, 200);
+    for _ in 0..3 {
+        assert_eq!(login(&app, attacker, "wrong-guess").await, 400);
+    }
+    assert_eq!(
+        login(&app, attacker, PASSWORD).await,
+        429,
+        "the account is throttled"
+    );
+    assert_eq!(
+        login(&app, owner, PASSWORD).await,
+        200,
+        "the owner's network passes"
+    );
+
+    let services = app.services.clone();
+    tokio::task::spawn_blocking(move || {
+        services
+            .auth
+            .set_password("owner@example.com", "a-new-password".into())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        login(&app, owner, "a-new-password").await,
+        429,
+        "after the change the owner's network is a stranger again"
+    );
+}
+both_backends!(a_password_change_forgets_trusted_networks);
