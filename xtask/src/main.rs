@@ -22,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Module names a new service may not take: existing modules of the tiers, Rust keywords.
 const RESERVED: &[&str] = &[
     "auth",
+    "bounded",
     "movies",
     "users",
     "health",
@@ -40,6 +41,7 @@ const RESERVED: &[&str] = &[
     "extract",
     "middleware",
     "startup",
+    "web",
     "support",
     "binary",
     "browser",
@@ -536,12 +538,7 @@ fn plan(root: &Path, names: &Names, migration: &str) -> Vec<Edit> {
         insert(
             "crates/myapi-web/src/routes/mod.rs",
             "// [xtask] route scopes",
-            "    __NAME__::configure(&mut scopes);\n",
-        ),
-        insert(
-            "crates/myapi-web/src/openapi.rs",
-            "// [xtask] paths",
-            t::OPENAPI_PATHS,
+            "    __NAME__::configure(cfg);\n",
         ),
         insert(
             "crates/myapi-web/src/openapi.rs",

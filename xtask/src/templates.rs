@@ -29,11 +29,10 @@ pub const SQLITE_DOWN: &str = "DROP TABLE IF EXISTS __NAME__;\n";
 /// The diesel table, in `myapi-models/src/schema.rs`.
 pub const TABLE: &str = "\
 diesel::table! {
-    /// Rows of the `__NAME__` service.
+    /// Served by the `__NAME__` service.
     __NAME__ (__ID__) {
-        /// Generated id.
+        /// Generated.
         __ID__ -> Integer,
-        /// Display name.
         name -> Text,
     }
 }
@@ -42,13 +41,10 @@ diesel::table! {
 
 /// The row struct, in `myapi-models/src/rows.rs`.
 pub const ROW: &str = "\
-/// A `__NAME__` row.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = crate::schema::__NAME__)]
 pub struct __TYPE__Row {
-    /// Generated id.
     pub __ID__: i32,
-    /// Display name.
     pub name: String,
 }
 
@@ -59,13 +55,11 @@ pub const SCHEMA: &str = "\
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A __SINGULAR__ as the `__NAME__` service returns it.
+/// One of `__NAME__`, as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct __TYPE__Schema {
-    /// Id.
-    #[schema(example = 1)]
+    #[schema(example = 1, minimum = 1)]
     pub __ID__: i32,
-    /// Display name.
     pub name: String,
 }
 ";
@@ -81,14 +75,13 @@ use myapi_models::schema::__NAME__;
 use crate::ServiceError;
 use crate::database::Database;
 
-/// Queries on `__NAME__`. Each method checks out its own pooled connection.
+/// Each method checks out its own pooled connection.
 #[derive(Debug, Clone)]
 pub struct __TYPE__DataManager {
     db: Database,
 }
 
 impl __TYPE__DataManager {
-    /// A data manager over `db`.
     pub fn new(db: Database) -> Self {
         Self { db }
     }
@@ -104,10 +97,13 @@ impl __TYPE__DataManager {
             .load(&mut conn)?)
     }
 
-    /// The row with this id, if any.
     pub fn find(&self, id: i32) -> Result<Option<__TYPE__Row>, ServiceError> {
         let mut conn = self.db.conn()?;
-        Ok(__NAME__::table.find(id).select(__TYPE__Row::as_select()).first(&mut conn).optional()?)
+        Ok(__NAME__::table
+            .find(id)
+            .select(__TYPE__Row::as_select())
+            .first(&mut conn)
+            .optional()?)
     }
 }
 ";
@@ -120,6 +116,8 @@ pub const SERVICE: &str = "\
 
 mod data;
 
+use std::ops::RangeInclusive;
+
 pub use data::__TYPE__DataManager;
 
 use myapi_models::rows::__TYPE__Row;
@@ -129,156 +127,213 @@ use crate::database::Database;
 use crate::{InvalidField, ServiceError};
 
 /// Page size when `limit` is not given.
-pub const DEFAULT_PAGE: i64 = 100;
-/// Largest accepted `limit`.
-pub const MAX_PAGE: i64 = 1000;
+pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: i64 = 1000;
+pub const MAX_OFFSET: i64 = 1_000_000_000;
 
-/// The `__NAME__` service.
+/// A checked `GET /__NAME__/` query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct __TYPE__ListQuery {
+    limit: i64,
+    offset: i64,
+}
+
+impl __TYPE__ListQuery {
+    /// Parses `limit` and `offset`, naming every offending one.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, ServiceError> {
+        let limit = integer(pairs, \"limit\", 1..=MAX_LIMIT);
+        let offset = integer(pairs, \"offset\", 0..=MAX_OFFSET);
+        match (limit, offset) {
+            (Ok(limit), Ok(offset)) => Ok(Self {
+                limit: limit.unwrap_or(DEFAULT_LIMIT),
+                offset: offset.unwrap_or(0),
+            }),
+            (limit, offset) => Err(ServiceError::Invalid(
+                [limit.err(), offset.err()].into_iter().flatten().collect(),
+            )),
+        }
+    }
+}
+
+/// An id as a client sends it: any integer (one that no row has is simply not found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct __TYPE__Id(i64);
+
+impl __TYPE__Id {
+    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        raw.trim()
+            .parse()
+            .map(Self)
+            .map_err(|_| InvalidField::new(\"__ID__\", \"must be an integer\"))
+    }
+}
+
+/// The query parameter `name` as an integer within `range`, `None` when absent; given
+/// twice is an error, since picking either would be a guess.
+fn integer(
+    pairs: &[(String, String)],
+    name: &str,
+    range: RangeInclusive<i64>,
+) -> Result<Option<i64>, InvalidField> {
+    let mut values = pairs.iter().filter(|(key, _)| key == name);
+    let Some((_, raw)) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(InvalidField::new(name, \"must be given once\"));
+    }
+    let value: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| InvalidField::new(name, \"must be an integer\"))?;
+    if range.contains(&value) {
+        Ok(Some(value))
+    } else {
+        let (min, max) = range.into_inner();
+        Err(InvalidField::new(name, format!(\"must be between {min} and {max}\")))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct __TYPE__Service {
     data: __TYPE__DataManager,
 }
 
 impl __TYPE__Service {
-    /// The service over `db`.
     pub fn new(db: Database) -> Self {
-        Self { data: __TYPE__DataManager::new(db) }
+        Self {
+            data: __TYPE__DataManager::new(db),
+        }
     }
 
     /// One page, ordered by id (blocking).
-    pub fn list(&self, limit: Option<i64>, offset: Option<i64>) -> Result<Vec<__TYPE__Schema>, ServiceError> {
-        let (limit, offset) = page(limit, offset)?;
-        Ok(self.data.list(limit, offset)?.iter().map(to_schema).collect())
+    pub fn list(&self, query: __TYPE__ListQuery) -> Result<Vec<__TYPE__Schema>, ServiceError> {
+        let rows = self.data.list(query.limit, query.offset)?;
+        Ok(rows.iter().map(to_schema).collect())
     }
 
     /// One by id (blocking).
-    pub fn get(&self, id: i64) -> Result<__TYPE__Schema, ServiceError> {
+    pub fn get(&self, __TYPE__Id(id): __TYPE__Id) -> Result<__TYPE__Schema, ServiceError> {
         let not_found = || ServiceError::NotFound(format!(\"__SINGULAR__ {id} not found\"));
         let id = i32::try_from(id).map_err(|_| not_found())?;
-        self.data.find(id)?.as_ref().map(to_schema).ok_or_else(not_found)
+        let row = self.data.find(id)?.ok_or_else(not_found)?;
+        Ok(to_schema(&row))
     }
-}
-
-/// Checks paging parameters, naming each bad one.
-fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ServiceError> {
-    let (limit, offset) = (limit.unwrap_or(DEFAULT_PAGE), offset.unwrap_or(0));
-    let mut errors = Vec::new();
-    if !(1..=MAX_PAGE).contains(&limit) {
-        errors.push(InvalidField::new(\"limit\", format!(\"must be between 1 and {MAX_PAGE}\")));
-    }
-    if offset < 0 {
-        errors.push(InvalidField::new(\"offset\", \"must not be negative\"));
-    }
-    if errors.is_empty() { Ok((limit, offset)) } else { Err(ServiceError::Invalid(errors)) }
 }
 
 fn to_schema(row: &__TYPE__Row) -> __TYPE__Schema {
-    __TYPE__Schema { __ID__: row.__ID__, name: row.name.clone() }
+    __TYPE__Schema {
+        __ID__: row.__ID__,
+        name: row.name.clone(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
+        query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
-    fn paging_is_checked() {
-        assert_eq!(page(None, None).unwrap(), (DEFAULT_PAGE, 0));
-        assert!(page(Some(0), None).is_err());
-        assert!(page(Some(MAX_PAGE + 1), None).is_err());
-        assert!(page(None, Some(-1)).is_err());
+    fn list_query_names_every_bad_parameter() {
+        let query = __TYPE__ListQuery::parse(&[]).unwrap();
+        assert_eq!((query.limit, query.offset), (DEFAULT_LIMIT, 0));
+        let bad = pairs(&[(\"limit\", \"0\"), (\"offset\", \"x\")]);
+        let Err(ServiceError::Invalid(fields)) = __TYPE__ListQuery::parse(&bad) else {
+            panic!(\"expected invalid\");
+        };
+        let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, [\"limit\", \"offset\"]);
+        let repeated = pairs(&[(\"limit\", \"1\"), (\"limit\", \"2\")]);
+        assert!(__TYPE__ListQuery::parse(&repeated).is_err());
+        assert!(__TYPE__Id::parse(\"1.5\").is_err());
     }
 }
 ";
 
 /// The field in `Services`.
-pub const SERVICES_FIELD: &str = "    /// The `__NAME__` service.
-    pub __NAME__: __NAME__::__TYPE__Service,
-";
+pub const SERVICES_FIELD: &str = "    pub __NAME__: __NAME__::__TYPE__Service,\n";
 
 /// Its construction in `Services::build`.
 pub const SERVICES_INIT: &str =
-    "            __NAME__: __NAME__::__TYPE__Service::new(database.clone()),
-";
+    "            __NAME__: __NAME__::__TYPE__Service::new(database.clone()),\n";
 
-/// The web scope, `myapi-web/src/routes/__NAME__.rs`.
+/// The web scope, `myapi-web/src/routes/__NAME__.rs`: each handler is declared once, by
+/// its actix attribute, which `#[utoipa::path]` above it reads.
 pub const ROUTES: &str = "\
 //! The `__NAME__` scope, all behind the bearer guard.
 
-use actix_web::http::Method;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use myapi_schemas::{Problem, __TYPE__Schema};
+use myapi_services::__NAME__::{__TYPE__Id, __TYPE__ListQuery};
 use myapi_services::{ServiceError, Services};
+use utoipa_actix_web::scope;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
-use crate::extract::{BearerUser, QueryParams};
+use crate::extract::{BearerUser, query_pairs};
 use crate::openapi::GuardedErrors;
-use crate::routes::ApiScope;
 
-/// Mounts `/__NAME__/` and `/__NAME__/{__ID__}`.
-pub fn configure(scopes: &mut Vec<ApiScope>) {
-    scopes.push(
-        ApiScope::new(\"/__NAME__\")
-            .route(Method::GET, \"/\", list___NAME__)
-            .route(Method::GET, \"/{__ID__}\", get___SINGULAR__),
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(
+        scope(\"/__NAME__\")
+            .service(list___NAME__)
+            .service(get___SINGULAR__),
     );
 }
 
-/// One page of __NAME__, ordered by id.
+/// One page of `__NAME__`, ordered by id.
 #[utoipa::path(
-    get,
-    path = \"/__NAME__/\",
     tag = \"__NAME__\",
     security((\"oauth2\" = [])),
     params(
         (\"limit\" = Option<i64>, Query, description = \"Page size (default 100)\", minimum = 1, maximum = 1000),
-        (\"offset\" = Option<i64>, Query, description = \"Rows to skip (default 0)\", minimum = 0),
+        (\"offset\" = Option<i64>, Query, description = \"Rows to skip (default 0)\", minimum = 0, maximum = 1_000_000_000),
     ),
     responses(
         (status = 200, description = \"One page\", body = Vec<__TYPE__Schema>),
-        (status = 422, description = \"Bad paging parameter\", body = Problem, content_type = \"application/problem+json\"),
+        (status = 422, description = \"A malformed or out-of-range parameter\", body = Problem, content_type = \"application/problem+json\"),
         GuardedErrors,
     ),
 )]
+#[get(\"/\")]
 pub async fn list___NAME__(
     _user: BearerUser,
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut params = QueryParams::parse(req.query_string())?;
-    let (limit, offset) = (params.optional_int(\"limit\"), params.optional_int(\"offset\"));
-    params.finish()?;
-    let page = web::block(move || services.__NAME__.list(limit, offset)).await??;
+    let query = __TYPE__ListQuery::parse(&query_pairs(&req)?)?;
+    let page = web::block(move || services.__NAME__.list(query)).await??;
     Ok(HttpResponse::Ok().json(page))
 }
 
-/// One __SINGULAR__ by id.
+/// One by id.
 #[utoipa::path(
-    get,
-    path = \"/__NAME__/{__ID__}\",
     tag = \"__NAME__\",
     security((\"oauth2\" = [])),
     params((\"__ID__\" = i64, Path, description = \"Id\", minimum = 1)),
     responses(
-        (status = 200, description = \"The __SINGULAR__\", body = __TYPE__Schema),
-        (status = 404, description = \"No such __SINGULAR__\", body = Problem, content_type = \"application/problem+json\"),
-        (status = 422, description = \"Non-integer id\", body = Problem, content_type = \"application/problem+json\"),
+        (status = 200, description = \"Found\", body = __TYPE__Schema),
+        (status = 404, description = \"No such id\", body = Problem, content_type = \"application/problem+json\"),
+        (status = 422, description = \"Non-integer `__ID__`\", body = Problem, content_type = \"application/problem+json\"),
         GuardedErrors,
     ),
 )]
+#[get(\"/{__ID__}\")]
 pub async fn get___SINGULAR__(
     _user: BearerUser,
     id: web::Path<String>,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.trim().parse::<i64>().map_err(|_| ServiceError::invalid(\"__ID__\", \"must be an integer\"))?;
+    let id = __TYPE__Id::parse(&id).map_err(ServiceError::from)?;
     let found = web::block(move || services.__NAME__.get(id)).await??;
     Ok(HttpResponse::Ok().json(found))
 }
-";
-
-/// The handlers' entries in `ApiDoc`'s `paths(...)`.
-pub const OPENAPI_PATHS: &str = "        routes::__NAME__::list___NAME__,
-        routes::__NAME__::get___SINGULAR__,
 ";
 
 /// HTTP tests, `tests/http/__NAME__.rs`, on both backends.
@@ -289,14 +344,20 @@ use crate::{both_backends, json_body, spawn_app};
 async fn __NAME___are_served_behind_auth(db: TestDb) {
     let app = spawn_app(db).await;
     for path in [\"/__NAME__/\", \"/__NAME__/1\"] {
-        assert_eq!(app.client.get(app.url(path)).send().await.unwrap().status(), 401, \"{path}\");
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 401, \"{path}\");
     }
     let token = app.login_new_user(\"__NAME__@example.com\").await;
     let page = json_body(app.get_authed(\"/__NAME__/\", &token).await, 200, \"application/json\").await;
     assert_eq!(page, serde_json::json!([]));
-    json_body(app.get_authed(\"/__NAME__/1\", &token).await, 404, \"application/problem+json\").await;
-    json_body(app.get_authed(\"/__NAME__/abc\", &token).await, 422, \"application/problem+json\").await;
-    json_body(app.get_authed(\"/__NAME__/?limit=0\", &token).await, 422, \"application/problem+json\").await;
+    for (path, status) in [
+        (\"/__NAME__/1\", 404),
+        (\"/__NAME__/abc\", 422),
+        (\"/__NAME__/?limit=0\", 422),
+    ] {
+        let response = app.get_authed(path, &token).await;
+        json_body(response, status, \"application/problem+json\").await;
+    }
 }
 both_backends!(__NAME___are_served_behind_auth);
 ";
