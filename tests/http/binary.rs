@@ -21,7 +21,9 @@ fn server(db: &TestDb) -> Command {
     command
 }
 
-fn one_line_failure(command: &mut Command, expected_code: i32, needle: &str) {
+/// Runs `command`, expecting it to fail with `expected_code` and one error line containing
+/// `needle`; returns stderr.
+fn one_line_failure(command: &mut Command, expected_code: i32, needle: &str) -> String {
     let out = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(expected_code), "{stderr}");
@@ -35,6 +37,7 @@ fn one_line_failure(command: &mut Command, expected_code: i32, needle: &str) {
         !stderr.contains("panicked") && !stderr.contains("backtrace"),
         "{stderr}"
     );
+    stderr.into_owned()
 }
 
 #[test]
@@ -65,6 +68,81 @@ fn bad_settings_fail_with_one_line() {
         1,
         "unsupported scheme",
     );
+}
+
+#[test]
+fn bad_token_keys_fail_with_one_line_naming_the_variable() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let (key, other) = ("k".repeat(32), "o".repeat(32));
+    for (keys, message) in [
+        (
+            format!("old:{key},new:{other},old:{other}"),
+            "entry 3 repeats the kid of entry 1",
+        ),
+        (format!("old:{key},:{other}"), "entry 2 has an empty kid"),
+        (
+            format!("old:{key},new:short"),
+            "entry 2: the key must be at least 32 bytes",
+        ),
+        (key.clone(), "entry 1 is not kid:key"),
+        (" , ".to_owned(), "lists no kid:key entry"),
+    ] {
+        let stderr = one_line_failure(
+            server(&db)
+                .env_remove("MYAPI_TOKEN_KEY")
+                .env("MYAPI_TOKEN_KEYS", keys),
+            2,
+            &format!("token_keys (MYAPI_TOKEN_KEYS): {message}"),
+        );
+        assert!(
+            !stderr.contains("kkkk") && !stderr.contains("oooo"),
+            "{stderr}"
+        );
+    }
+    let stderr = one_line_failure(
+        server(&db).env("MYAPI_TOKEN_KEYS", format!("new:{key}")),
+        2,
+        "token_keys (MYAPI_TOKEN_KEYS): cannot be combined with token_key (MYAPI_TOKEN_KEY)",
+    );
+    assert!(
+        !stderr.contains(TEST_TOKEN_KEY) && !stderr.contains("kkkk"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_token_keys_in_use_are_logged_by_kid_only() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let new_key = "n".repeat(32);
+    let listed = format!("2025-06:{new_key},old:{TEST_TOKEN_KEY}");
+    for (token_keys, expected) in [
+        (
+            Some(listed),
+            "token keys: signing with kid 2025-06; accepting kids 2025-06, old",
+        ),
+        (
+            None,
+            "neither MYAPI_TOKEN_KEY nor MYAPI_TOKEN_KEYS is set: using a random key",
+        ),
+    ] {
+        let mut command = server(&db);
+        command.env_remove("MYAPI_TOKEN_KEY");
+        if let Some(token_keys) = token_keys {
+            command.env("MYAPI_TOKEN_KEYS", token_keys);
+        }
+        let (mut child, port, log) = start_command(command);
+        let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        assert!(terminate(&mut child).success());
+        let all = log.try_iter().collect::<Vec<_>>().join("\n");
+        assert!(all.contains(expected), "{all}");
+        assert!(
+            !all.contains(&new_key) && !all.contains(TEST_TOKEN_KEY),
+            "{all}"
+        );
+    }
 }
 
 #[test]
@@ -119,28 +197,31 @@ async fn the_access_log_names_the_forwarded_client() {
     assert!(access[0].contains("] 203.0.113.7 \"GET"), "{}", access[0]);
 }
 
-/// Starts the binary and returns it with its port, read from the "listening on" log line.
+/// Starts the binary with the test settings (see [`start_command`]).
 fn start(db: &TestDb) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     start_command(server(db))
 }
 
+/// Starts `command` and returns it with its port, read from the "listening on" log line, and
+/// every line it logs (those before that one included).
 fn start_command(mut command: Command) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(address) = line.split("listening on http://").nth(1) {
+                let port: u16 = address.rsplit(':').next().unwrap().trim().parse().unwrap();
+                let _ = port_tx.send(port);
+            }
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if let Some(address) = line.split("listening on http://").nth(1) {
-            let port = address.rsplit(':').next().unwrap().trim().parse().unwrap();
-            return (child, port, rx);
-        }
+    if let Ok(port) = port_rx.recv_timeout(Duration::from_secs(30)) {
+        return (child, port, rx);
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -11,6 +11,7 @@ mod browser;
 mod fuzz;
 mod health;
 mod hostile;
+mod key_rotation;
 mod movies;
 mod oauth_clients;
 mod openapi;

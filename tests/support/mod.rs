@@ -75,7 +75,11 @@ impl TestDb {
         let mut settings = Settings::defaults().unwrap();
         settings.database.dsn = Secret::new(self.dsn.clone());
         settings.database.pool_size = 8.try_into().unwrap();
-        settings.token_key = Some(TokenKey::try_from(TEST_TOKEN_KEY.to_owned()).unwrap());
+        settings.token_key = Some(
+            TokenKey::try_from(TEST_TOKEN_KEY.to_owned())
+                .unwrap()
+                .into(),
+        );
         settings
     }
 }

@@ -15,7 +15,7 @@ use myapi_services::movies::{NewMoviesQuery, OnExisting};
 
 fn tokens(c: &mut Criterion) {
     let key = TokenKey::try_from("k".repeat(32)).unwrap();
-    let signer = TokenSigner::new(Some(&key), &Settings::defaults().unwrap().auth);
+    let signer = TokenSigner::new(Some(&key.into()), &Settings::defaults().unwrap().auth);
     c.bench_function("token_sign", |b| {
         b.iter(|| {
             signer

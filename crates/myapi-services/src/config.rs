@@ -5,18 +5,23 @@
 //! `config/default.toml` is the one place a default is written: no Rust restates one, and a
 //! field missing from every layer is a start-up error. Each tier deserialises only its own
 //! sections from a [`SettingsSource`]: the services read `database`, `auth`, `movies` and
-//! `token_key` ([`Settings`]); the web tier reads `server`.
+//! `token_key` or `token_keys` ([`Settings`]); the web tier reads `server`.
 //!
 //! Environment variables are `MYAPI_` followed by the key path joined with `__`:
-//! `MYAPI_DATABASE__DSN`, `MYAPI_SERVER__PORT`, `MYAPI_TOKEN_KEY`.
+//! `MYAPI_DATABASE__DSN`, `MYAPI_SERVER__PORT`, `MYAPI_TOKEN_KEY`, `MYAPI_TOKEN_KEYS`.
 
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
 
 use crate::error::one_line;
 
@@ -26,8 +31,10 @@ const DEFAULTS: &str = include_str!("../../../config/default.toml");
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub database: DatabaseSettings,
-    /// The HS256 key (`MYAPI_TOKEN_KEY`). When unset, a random key is generated per process.
-    pub token_key: Option<TokenKey>,
+    /// The token keys, from `MYAPI_TOKEN_KEY` (one key) or `MYAPI_TOKEN_KEYS` (a `kid:key`
+    /// list); `None` when neither is set, and then a random key is generated per process.
+    #[serde(flatten, deserialize_with = "TokenKeys::from_settings")]
+    pub token_key: Option<TokenKeys>,
     pub auth: AuthSettings,
     pub movies: MoviesSettings,
 }
@@ -155,26 +162,188 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// An HS256 key of at least 32 bytes (RFC 7518 §3.2).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+/// Shortest accepted HS256 key: the hash size (RFC 7518 §3.2).
+const MIN_TOKEN_KEY_BYTES: usize = 32;
+
+/// One HS256 key of at least 32 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenKey(Secret);
 
 impl TokenKey {
     pub fn as_bytes(&self) -> &[u8] {
         self.0.expose().as_bytes()
     }
+
+    /// The kid of a single key (`MYAPI_TOKEN_KEY`): the first 8 hex digits of its SHA-256,
+    /// so the key can move into `MYAPI_TOKEN_KEYS` under the same kid. It reveals no more
+    /// about the key than any token signed with it does.
+    pub fn derived_kid(&self) -> String {
+        hex(&Sha256::digest(self.as_bytes())[..4])
+    }
 }
 
 impl TryFrom<String> for TokenKey {
-    type Error = String;
+    type Error = TokenKeyError;
 
-    fn try_from(key: String) -> Result<Self, String> {
-        if key.len() < 32 {
-            return Err("token_key: must be at least 32 bytes (MYAPI_TOKEN_KEY)".into());
+    fn try_from(key: String) -> Result<Self, TokenKeyError> {
+        if key.len() < MIN_TOKEN_KEY_BYTES {
+            return Err(TokenKeyError::TooShort);
         }
         Ok(Self(Secret(key)))
     }
+}
+
+/// The keys tokens are signed and verified with, each under its JWS `kid`: the first signs,
+/// all verify. Kids are unique and non-empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenKeys {
+    signing: (String, TokenKey),
+    verifying_only: Vec<(String, TokenKey)>,
+}
+
+impl TokenKeys {
+    /// `keys` in order, the first signing.
+    pub fn new(keys: Vec<(String, TokenKey)>) -> Result<Self, TokenKeyError> {
+        for (index, (kid, _)) in keys.iter().enumerate() {
+            if kid.is_empty() {
+                return Err(TokenKeyError::EmptyKid { entry: index + 1 });
+            }
+            if let Some(first) = keys[..index].iter().position(|(seen, _)| seen == kid) {
+                return Err(TokenKeyError::RepeatedKid {
+                    entry: index + 1,
+                    first: first + 1,
+                });
+            }
+        }
+        let mut keys = keys.into_iter();
+        let signing = keys.next().ok_or(TokenKeyError::NoKeys)?;
+        Ok(Self {
+            signing,
+            verifying_only: keys.collect(),
+        })
+    }
+
+    /// A random key under a random kid, for a process that was given none.
+    pub fn random() -> Self {
+        let mut key = [0u8; MIN_TOKEN_KEY_BYTES];
+        OsRng.fill_bytes(&mut key);
+        let mut kid = [0u8; 4];
+        OsRng.fill_bytes(&mut kid);
+        Self {
+            signing: (hex(&kid), TokenKey(Secret(URL_SAFE_NO_PAD.encode(key)))),
+            verifying_only: Vec::new(),
+        }
+    }
+
+    /// The kid and key new tokens are signed with.
+    pub fn signing(&self) -> (&str, &TokenKey) {
+        (&self.signing.0, &self.signing.1)
+    }
+
+    /// Every kid and key, the signing one first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &TokenKey)> {
+        std::iter::once(&self.signing)
+            .chain(&self.verifying_only)
+            .map(|(kid, key)| (kid.as_str(), key))
+    }
+
+    /// Reads `token_key` (`MYAPI_TOKEN_KEY`) and `token_keys` (`MYAPI_TOKEN_KEYS`), of which
+    /// at most one may be set. Errors name the variable and never quote a key.
+    fn from_settings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Self>, D::Error> {
+        #[derive(Deserialize)]
+        struct Variables {
+            token_key: Option<String>,
+            token_keys: Option<String>,
+        }
+        let error = |message: String| serde::de::Error::custom(message);
+        match Variables::deserialize(deserializer)? {
+            Variables {
+                token_key: Some(key),
+                token_keys: Some(_),
+            } => Err(error(format!(
+                "token_keys (MYAPI_TOKEN_KEYS): cannot be combined with token_key \
+                 (MYAPI_TOKEN_KEY); set only one (that key's kid is {})",
+                TokenKey(Secret(key)).derived_kid()
+            ))),
+            Variables {
+                token_key: Some(key),
+                token_keys: None,
+            } => TokenKey::try_from(key)
+                .map(|key| Some(key.into()))
+                .map_err(|e| error(format!("token_key (MYAPI_TOKEN_KEY): {e}"))),
+            Variables {
+                token_key: None,
+                token_keys: Some(list),
+            } => list
+                .parse()
+                .map(Some)
+                .map_err(|e| error(format!("token_keys (MYAPI_TOKEN_KEYS): {e}"))),
+            Variables {
+                token_key: None,
+                token_keys: None,
+            } => Ok(None),
+        }
+    }
+}
+
+/// A single key (`MYAPI_TOKEN_KEY`) signs and verifies under its [derived kid](TokenKey::derived_kid).
+impl From<TokenKey> for TokenKeys {
+    fn from(key: TokenKey) -> Self {
+        Self {
+            signing: (key.derived_kid(), key),
+            verifying_only: Vec::new(),
+        }
+    }
+}
+
+/// `MYAPI_TOKEN_KEYS`: comma-separated `kid:key` entries, each split at its first `:` (so a
+/// key may contain `:` but neither a kid nor a key may contain `,`). Blanks around an entry
+/// and empty entries are ignored.
+impl FromStr for TokenKeys {
+    type Err = TokenKeyError;
+
+    fn from_str(list: &str) -> Result<Self, TokenKeyError> {
+        let keys = list
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .enumerate()
+            .map(|(index, entry)| {
+                let entry_number = index + 1;
+                let (kid, key) = entry.split_once(':').ok_or(TokenKeyError::NotKidKey {
+                    entry: entry_number,
+                })?;
+                let key =
+                    TokenKey::try_from(key.to_owned()).map_err(|_| TokenKeyError::KeyTooShort {
+                        entry: entry_number,
+                    })?;
+                Ok((kid.to_owned(), key))
+            })
+            .collect::<Result<Vec<_>, TokenKeyError>>()?;
+        Self::new(keys)
+    }
+}
+
+/// Why a token key setting was refused. Entries are numbered from 1 and never quoted: a
+/// malformed one may well be a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenKeyError {
+    #[error("must be at least 32 bytes")]
+    TooShort,
+    #[error("lists no kid:key entry")]
+    NoKeys,
+    #[error("entry {entry} is not kid:key")]
+    NotKidKey { entry: usize },
+    #[error("entry {entry} has an empty kid")]
+    EmptyKid { entry: usize },
+    #[error("entry {entry}: the key must be at least 32 bytes")]
+    KeyTooShort { entry: usize },
+    #[error("entry {entry} repeats the kid of entry {first}")]
+    RepeatedKid { entry: usize, first: usize },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Settings could not be loaded; `Display` is one line naming the key.
@@ -330,16 +499,146 @@ mod tests {
     #[test]
     fn secrets_are_redacted_in_debug() {
         let mut settings = Settings::defaults().unwrap();
-        settings.token_key = Some(TokenKey::try_from("a".repeat(40)).unwrap());
+        let keys = format!("old:{},new:{}", "a".repeat(40), "b".repeat(40));
+        settings.token_key = Some(keys.parse().unwrap());
         settings.database.dsn = Secret::new("postgres://u:pw@h/db");
         let debug = format!("{settings:?}");
-        assert!(!debug.contains("aaaa"), "{debug}");
+        assert!(
+            !debug.contains("aaaa") && !debug.contains("bbbb"),
+            "{debug}"
+        );
         assert!(!debug.contains("pw@"), "{debug}");
+        assert!(
+            debug.contains("\"old\"") && debug.contains("\"new\""),
+            "{debug}"
+        );
     }
 
     #[test]
     fn short_token_key_is_refused() {
-        assert!(TokenKey::try_from("short".to_owned()).is_err());
+        assert_eq!(
+            TokenKey::try_from("k".repeat(31)),
+            Err(TokenKeyError::TooShort)
+        );
+        assert!(TokenKey::try_from("k".repeat(32)).is_ok());
+    }
+
+    /// The services' settings from the defaults with `overrides` (key path, value) on top.
+    fn services_with(overrides: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let builder = overrides.iter().fold(
+            SettingsSource::defaults_builder(),
+            |builder, (key, value)| builder.set_override(*key, *value).unwrap(),
+        );
+        SettingsSource(builder.build()?).services()
+    }
+
+    fn kids(keys: &TokenKeys) -> Vec<&str> {
+        keys.iter().map(|(kid, _)| kid).collect()
+    }
+
+    #[test]
+    fn a_single_key_signs_under_the_start_of_its_sha256() {
+        // printf %s kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk | sha256sum | cut -c1-8
+        let key = TokenKey::try_from("k".repeat(32)).unwrap();
+        assert_eq!(key.derived_kid(), "5e318f8c");
+        let keys = TokenKeys::from(key);
+        assert_eq!(kids(&keys), ["5e318f8c"]);
+        assert_eq!(keys.signing().1.as_bytes(), "k".repeat(32).as_bytes());
+    }
+
+    #[test]
+    fn token_keys_entries_split_at_their_first_colon_and_the_first_signs() {
+        let with_colons = format!("a:b:{}", "c".repeat(30));
+        let keys: TokenKeys = format!(" 2025-06:{}, old:{with_colons} ,", "n".repeat(32))
+            .parse()
+            .unwrap();
+        assert_eq!(kids(&keys), ["2025-06", "old"]);
+        assert_eq!(keys.signing().0, "2025-06");
+        let (_, old) = keys.iter().nth(1).unwrap();
+        assert_eq!(old.as_bytes(), with_colons.as_bytes());
+    }
+
+    #[test]
+    fn bad_token_keys_entries_are_refused_without_quoting_them() {
+        let key = "k".repeat(32);
+        let other = "o".repeat(32);
+        for (list, expected) in [
+            (String::new(), TokenKeyError::NoKeys),
+            (" , ".to_owned(), TokenKeyError::NoKeys),
+            (key.clone(), TokenKeyError::NotKidKey { entry: 1 }),
+            (
+                format!("a:{key},:{other}"),
+                TokenKeyError::EmptyKid { entry: 2 },
+            ),
+            (
+                format!("a:{key},b:short"),
+                TokenKeyError::KeyTooShort { entry: 2 },
+            ),
+            // A key written before its kid: the kid is the key, and neither is quoted.
+            (format!("{key}:a"), TokenKeyError::KeyTooShort { entry: 1 }),
+            (
+                format!("a:{key},b:{other},a:{other}"),
+                TokenKeyError::RepeatedKid { entry: 3, first: 1 },
+            ),
+        ] {
+            let error = list.parse::<TokenKeys>().unwrap_err();
+            assert_eq!(error, expected, "{list}");
+            let message = error.to_string();
+            assert!(
+                !message.contains("kkkk") && !message.contains("oooo"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn either_variable_gives_the_key_set_and_neither_gives_none() {
+        let key = "k".repeat(32);
+        let single = services_with(&[("token_key", &key)]).unwrap();
+        assert_eq!(kids(single.token_key.as_ref().unwrap()), ["5e318f8c"]);
+
+        let list = format!("new:{},5e318f8c:{key}", "n".repeat(32));
+        let listed = services_with(&[("token_keys", &list)]).unwrap();
+        assert_eq!(
+            kids(listed.token_key.as_ref().unwrap()),
+            ["new", "5e318f8c"]
+        );
+
+        assert!(services_with(&[]).unwrap().token_key.is_none());
+    }
+
+    #[test]
+    fn both_variables_or_a_bad_entry_stop_with_one_line_naming_the_variable() {
+        let key = "k".repeat(32);
+        let list = format!("5e318f8c:{key}");
+        for (overrides, expected) in [
+            (
+                vec![("token_key", key.as_str()), ("token_keys", list.as_str())],
+                "token_keys (MYAPI_TOKEN_KEYS): cannot be combined with token_key \
+                 (MYAPI_TOKEN_KEY); set only one (that key's kid is 5e318f8c)",
+            ),
+            (
+                vec![("token_key", "short")],
+                "token_key (MYAPI_TOKEN_KEY): must be at least 32 bytes",
+            ),
+            (
+                vec![("token_keys", ":kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk")],
+                "token_keys (MYAPI_TOKEN_KEYS): entry 1 has an empty kid",
+            ),
+        ] {
+            let message = services_with(&overrides).unwrap_err().to_string();
+            assert_eq!(message, expected);
+        }
+    }
+
+    #[test]
+    fn a_random_key_set_has_one_fresh_key() {
+        let (first, second) = (TokenKeys::random(), TokenKeys::random());
+        assert_ne!(first, second);
+        let (kid, key) = first.signing();
+        assert_eq!(kid.len(), 8);
+        assert!(key.as_bytes().len() >= MIN_TOKEN_KEY_BYTES);
+        assert_eq!(first.iter().count(), 1);
     }
 
     #[test]

@@ -84,7 +84,7 @@ mod tests {
     fn test_signer() -> myapi_services::auth::TokenSigner {
         let key = myapi_services::config::TokenKey::try_from("k".repeat(32)).unwrap();
         let auth = myapi_services::Settings::defaults().unwrap().auth;
-        myapi_services::auth::TokenSigner::new(Some(&key), &auth)
+        myapi_services::auth::TokenSigner::new(Some(&key.into()), &auth)
     }
 
     proptest::proptest! {

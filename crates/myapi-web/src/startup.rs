@@ -123,10 +123,19 @@ impl Application {
         };
         let listener = TcpListener::bind(&address).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
-        if settings.token_key.is_none() {
-            log::warn!(
-                "MYAPI_TOKEN_KEY is not set: using a random key; tokens will not survive a restart"
-            );
+        match &settings.token_key {
+            None => log::warn!(
+                "neither MYAPI_TOKEN_KEY nor MYAPI_TOKEN_KEYS is set: using a random key; \
+                 tokens will not survive a restart nor work on another instance"
+            ),
+            Some(keys) => log::info!(
+                "token keys: signing with kid {}; accepting kids {}",
+                keys.signing().0,
+                keys.iter()
+                    .map(|(kid, _)| kid)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
         let services = Services::build(settings, settings.database.run_migrations)?;
         log::info!(

@@ -1,15 +1,17 @@
-//! HS256 access tokens: issue and verify, with `exp`, `iss`, `aud` and `sub` enforced.
+//! HS256 access tokens: issue and verify, with `kid`, `exp`, `iss`, `aud` and `sub` enforced.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, TokenData, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ServiceError;
-use crate::config::{AuthSettings, TokenKey};
+use crate::config::{AuthSettings, TokenKeys};
 
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
@@ -44,11 +46,17 @@ impl Claims {
     }
 }
 
-/// Signs and verifies tokens with one HS256 key.
+/// Signs with the first configured key, naming it in the JWS header's `kid`, and verifies
+/// with the key the token's `kid` names.
 #[derive(Clone)]
 pub struct TokenSigner {
+    header: Header,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    /// What a token without `kid` (issued before tokens named their key) is checked against:
+    /// the keys configured under their derived kid, i.e. `MYAPI_TOKEN_KEY`, or that key moved
+    /// into `MYAPI_TOKEN_KEYS`.
+    kidless: Vec<DecodingKey>,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -56,25 +64,33 @@ pub struct TokenSigner {
 }
 
 impl TokenSigner {
-    /// A signer using `key`, or a random per-process key when `None` (tokens then do not
+    /// A signer using `keys`, or a random per-process key when `None` (tokens then do not
     /// survive a restart nor work across instances; the server warns about it).
-    pub fn new(key: Option<&TokenKey>, settings: &AuthSettings) -> Self {
-        let key_bytes = match key {
-            Some(key) => key.as_bytes().to_vec(),
-            None => {
-                let mut bytes = vec![0u8; 32];
-                OsRng.fill_bytes(&mut bytes);
-                bytes
-            }
-        };
+    pub fn new(keys: Option<&TokenKeys>, settings: &AuthSettings) -> Self {
+        let keys = keys.cloned().unwrap_or_else(TokenKeys::random);
+        let (signing_kid, signing_key) = keys.signing();
+        let decoding = keys
+            .iter()
+            .map(|(kid, key)| (kid.to_owned(), DecodingKey::from_secret(key.as_bytes())))
+            .collect();
+        let kidless = keys
+            .iter()
+            .filter(|(kid, key)| *kid == key.derived_kid())
+            .map(|(_, key)| DecodingKey::from_secret(key.as_bytes()))
+            .collect();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.set_issuer(&[&settings.token_issuer]);
         validation.set_audience(&[&settings.token_audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Self {
-            encoding: EncodingKey::from_secret(&key_bytes),
-            decoding: DecodingKey::from_secret(&key_bytes),
+            header: Header {
+                kid: Some(signing_kid.to_owned()),
+                ..Header::new(Algorithm::HS256)
+            },
+            encoding: EncodingKey::from_secret(signing_key.as_bytes()),
+            decoding,
+            kidless,
             validation,
             issuer: settings.token_issuer.clone(),
             audience: settings.token_audience.clone(),
@@ -109,30 +125,56 @@ impl TokenSigner {
             jti: random_id(),
             stm: security_stamp.to_owned(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .map_err(|e| ServiceError::internal("token signing failed", e))
     }
 
-    /// Verifies signature, algorithm, `exp`, `iss`, `aud` and `sub`; CPU only, never blocks.
+    /// Verifies `kid`, signature, algorithm, `exp`, `iss`, `aud` and `sub`; CPU only, never
+    /// blocks.
     pub fn verify(&self, token: &str) -> Result<Claims, ServiceError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                ServiceError::InvalidToken(match e.kind() {
-                    ErrorKind::ExpiredSignature => "token expired",
-                    ErrorKind::InvalidSignature => "bad signature",
-                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                        "algorithm not allowed"
-                    }
-                    ErrorKind::InvalidIssuer => "wrong issuer",
-                    ErrorKind::InvalidAudience => "wrong audience",
-                    ErrorKind::MissingRequiredClaim(_) => "missing claim",
-                    _ => "malformed token",
-                })
-            })?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| rejection(&e))?;
+        let data = match header.kid {
+            Some(kid) => {
+                let key = self
+                    .decoding
+                    .get(&kid)
+                    .ok_or(ServiceError::InvalidToken("unknown key id"))?;
+                jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+                    .map_err(|e| rejection(&e))?
+            }
+            None => self.decode_without_kid(token)?,
+        };
         data.claims.user_id()?;
         Ok(data.claims)
     }
+
+    /// Tokens issued before tokens had kids verify only while their key is configured under
+    /// its derived kid, so they end when that key is dropped.
+    fn decode_without_kid(&self, token: &str) -> Result<TokenData<Claims>, ServiceError> {
+        if self.kidless.is_empty() {
+            return Err(ServiceError::InvalidToken("no key id"));
+        }
+        let mut outcome = Err(ErrorKind::InvalidSignature.into());
+        for key in &self.kidless {
+            outcome = jsonwebtoken::decode::<Claims>(token, key, &self.validation);
+            if !matches!(&outcome, Err(e) if *e.kind() == ErrorKind::InvalidSignature) {
+                break;
+            }
+        }
+        outcome.map_err(|e| rejection(&e))
+    }
+}
+
+fn rejection(error: &jsonwebtoken::errors::Error) -> ServiceError {
+    ServiceError::InvalidToken(match error.kind() {
+        ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm not allowed",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::MissingRequiredClaim(_) => "missing claim",
+        _ => "malformed token",
+    })
 }
 
 /// 128 random bits, base64url: token ids and security stamps.
@@ -145,6 +187,7 @@ pub(crate) fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TokenKey;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -160,8 +203,134 @@ mod tests {
         crate::Settings::defaults().unwrap().auth
     }
 
+    /// A signer with one key, as `MYAPI_TOKEN_KEY` configures it.
+    fn single(byte: &str) -> TokenSigner {
+        TokenSigner::new(Some(&key(byte).into()), &defaults())
+    }
+
+    /// A signer with a `MYAPI_TOKEN_KEYS` list.
+    fn listed(keys: &[(&str, &str)]) -> TokenSigner {
+        let keys = keys
+            .iter()
+            .map(|(kid, byte)| ((*kid).to_owned(), key(byte)))
+            .collect();
+        TokenSigner::new(Some(&TokenKeys::new(keys).unwrap()), &defaults())
+    }
+
     fn signer() -> TokenSigner {
-        TokenSigner::new(Some(&key("k")), &defaults())
+        single("k")
+    }
+
+    fn valid_claims() -> Claims {
+        Claims {
+            sub: "1".into(),
+            name: "a".into(),
+            email: "a@b.c".into(),
+            iat: 1,
+            exp: 99_999_999_999,
+            iss: "myapi".into(),
+            aud: "myapi".into(),
+            jti: "j".into(),
+            stm: "s".into(),
+        }
+    }
+
+    /// A token as signed with `byte`'s key under `kid`, or with no `kid` at all, which is how
+    /// tokens were issued before key rotation.
+    fn signed(kid: Option<&str>, byte: &str) -> String {
+        let header = Header {
+            kid: kid.map(str::to_owned),
+            ..Header::new(Algorithm::HS256)
+        };
+        let key = EncodingKey::from_secret(key(byte).as_bytes());
+        jsonwebtoken::encode(&header, &valid_claims(), &key).unwrap()
+    }
+
+    fn kid_of(token: &str) -> Option<String> {
+        jsonwebtoken::decode_header(token).unwrap().kid
+    }
+
+    fn issue(signer: &TokenSigner) -> String {
+        signer.issue(1, "a", "a@b.c", "s").unwrap()
+    }
+
+    #[test]
+    fn tokens_name_the_signing_key_in_their_header() {
+        let derived = key("0").derived_kid();
+        assert_eq!(kid_of(&issue(&single("0"))), Some(derived.clone()));
+        let rotated = listed(&[("new", "1"), (&derived, "0")]);
+        let header = jsonwebtoken::decode_header(issue(&rotated)).unwrap();
+        assert_eq!(
+            (header.alg, header.kid.as_deref()),
+            (Algorithm::HS256, Some("new"))
+        );
+    }
+
+    #[test]
+    fn the_first_key_signs_and_every_key_verifies() {
+        let old = listed(&[("old", "0")]);
+        let adding = listed(&[("old", "0"), ("new", "1")]);
+        let switched = listed(&[("new", "1"), ("old", "0")]);
+        let dropped = listed(&[("new", "1")]);
+        for token in [issue(&old), issue(&adding)] {
+            assert_eq!(kid_of(&token).as_deref(), Some("old"));
+            for verifier in [&old, &adding, &switched] {
+                assert!(verifier.verify(&token).is_ok());
+            }
+            assert!(matches!(
+                dropped.verify(&token),
+                Err(ServiceError::InvalidToken("unknown key id"))
+            ));
+        }
+        let token = issue(&switched);
+        for verifier in [&adding, &switched, &dropped] {
+            assert!(verifier.verify(&token).is_ok());
+        }
+    }
+
+    #[test]
+    fn an_unknown_kid_is_refused_and_a_kid_binds_its_key() {
+        let signer = listed(&[("old", "0"), ("new", "1")]);
+        assert!(matches!(
+            signer.verify(&signed(Some("other"), "0")),
+            Err(ServiceError::InvalidToken("unknown key id"))
+        ));
+        assert!(matches!(
+            signer.verify(&signed(Some("new"), "0")),
+            Err(ServiceError::InvalidToken("bad signature"))
+        ));
+        assert!(signer.verify(&signed(Some("old"), "0")).is_ok());
+    }
+
+    #[test]
+    fn a_token_without_kid_is_accepted_only_under_the_single_key_it_was_signed_with() {
+        let legacy = signed(None, "0");
+        let derived = key("0").derived_kid();
+        // MYAPI_TOKEN_KEY, and that key moved into MYAPI_TOKEN_KEYS under its derived kid
+        // at any position: the rotation's steps 1 and 2.
+        for accepting in [
+            single("0"),
+            listed(&[(&derived, "0"), ("new", "1")]),
+            listed(&[("new", "1"), (&derived, "0")]),
+        ] {
+            assert_eq!(accepting.verify(&legacy).unwrap(), valid_claims());
+        }
+        // The key under another kid, the key dropped (step 3), or a random key.
+        for refusing in [
+            listed(&[("old", "0")]),
+            listed(&[("new", "1")]),
+            TokenSigner::new(None, &defaults()),
+        ] {
+            assert!(matches!(
+                refusing.verify(&legacy),
+                Err(ServiceError::InvalidToken("no key id"))
+            ));
+        }
+        // Another key's kid-less token still needs the single key's signature.
+        assert!(matches!(
+            single("0").verify(&signed(None, "1")),
+            Err(ServiceError::InvalidToken("bad signature"))
+        ));
     }
 
     #[test]
@@ -186,10 +355,12 @@ mod tests {
     #[test]
     fn rejects_other_key_expired_garbage_and_alg_none() {
         let s = signer();
-        let other = TokenSigner::new(Some(&key("x")), &defaults());
-        let token = other.issue(1, "a", "a@b.c", "s").unwrap();
         assert!(matches!(
-            s.verify(&token),
+            s.verify(&issue(&single("x"))),
+            Err(ServiceError::InvalidToken("unknown key id"))
+        ));
+        assert!(matches!(
+            s.verify(&signed(Some(&key("k").derived_kid()), "x")),
             Err(ServiceError::InvalidToken("bad signature"))
         ));
         assert!(s.verify("garbage").is_err());
@@ -214,8 +385,7 @@ mod tests {
             jti: "j".into(),
             stm: "s".into(),
         };
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &expired, &s.encoding).unwrap();
+        let token = jsonwebtoken::encode(&s.header, &expired, &s.encoding).unwrap();
         assert!(matches!(
             s.verify(&token),
             Err(ServiceError::InvalidToken("token expired"))
@@ -237,8 +407,7 @@ mod tests {
             iss: "evil".into(),
             ..expired.clone()
         };
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &wrong_iss, &s.encoding).unwrap();
+        let token = jsonwebtoken::encode(&s.header, &wrong_iss, &s.encoding).unwrap();
         assert!(matches!(
             s.verify(&token),
             Err(ServiceError::InvalidToken("wrong issuer"))
@@ -249,8 +418,7 @@ mod tests {
             aud: "another-deployment".into(),
             ..expired.clone()
         };
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &wrong_aud, &s.encoding).unwrap();
+        let token = jsonwebtoken::encode(&s.header, &wrong_aud, &s.encoding).unwrap();
         assert!(matches!(
             s.verify(&token),
             Err(ServiceError::InvalidToken("wrong audience"))
@@ -261,8 +429,7 @@ mod tests {
             sub: "abc".into(),
             ..expired
         };
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &bad_sub, &s.encoding).unwrap();
+        let token = jsonwebtoken::encode(&s.header, &bad_sub, &s.encoding).unwrap();
         assert!(s.verify(&token).is_err());
     }
 }
