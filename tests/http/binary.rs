@@ -14,6 +14,7 @@ fn server(db: &TestDb) -> Command {
         .env("MYAPI_SERVER__PORT", "0")
         .env("MYAPI_SERVER__WORKERS", "1")
         .env("MYAPI_TOKEN_KEY", TEST_TOKEN_KEY)
+        .env_remove("MYAPI_TOKEN_KEYS")
         .env("RUST_LOG", "debug")
         .env("MYAPI_SERVER__SHUTDOWN_TIMEOUT_SECS", "2")
         .stdout(Stdio::null())
