@@ -17,6 +17,7 @@ fn cli(db: &TestDb, args: &[&str], stdin: &str) -> Output {
         .current_dir(db.dir.path())
         .env("MYAPI_DATABASE__DSN", &db.dsn)
         .env_remove("MYAPI_TOKEN_KEY")
+        .env_remove("MYAPI_TOKEN_KEYS")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -112,6 +113,23 @@ fn user_admin_round_trip() {
             changed.status,
             stderr(&changed)
         );
+        let revoked = cli(&db, &["revoke-sessions", "--email", "Ada@example.com"], "");
+        assert!(revoked.status.success(), "{}", stderr(&revoked));
+        assert!(stdout(&revoked).contains("ada@example.com"));
+        let nobody = cli(
+            &db,
+            &["revoke-sessions", "--email", "nobody@example.com"],
+            "",
+        );
+        assert_eq!(nobody.status.code(), Some(1), "{}", stderr(&nobody));
+        let purged = cli(&db, &["purge-sessions"], "");
+        assert!(purged.status.success(), "{}", stderr(&purged));
+        assert!(
+            stdout(&purged).starts_with("purged "),
+            "{}",
+            stdout(&purged)
+        );
+
         let deleted = cli(&db, &["delete-user", "--email", "ADA@example.com"], "");
         assert!(deleted.status.success(), "{}", stderr(&deleted));
         let again = cli(&db, &["delete-user", "--email", "ada@example.com"], "");

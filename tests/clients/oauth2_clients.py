@@ -1,10 +1,12 @@
 """Logs in to a running myapi with two real OAuth2 client libraries (requests-oauthlib and
-Authlib), calls a protected route with the token each returns, and checks that a wrong
-password surfaces as the library's own invalid_grant error. Usage: oauth2_clients.py BASE_URL
+Authlib), calls a protected route with the token each returns, checks that a wrong password
+surfaces as the library's own invalid_grant error, and that each library refreshes by itself
+with the refresh token once its access token has expired. Usage: oauth2_clients.py BASE_URL
 EMAIL PASSWORD. Exits non-zero on any failure."""
 
 import os
 import sys
+import time
 
 os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"  # the test server speaks plain HTTP on loopback
 
@@ -34,4 +36,33 @@ authlib = AuthlibSession(client_id="myapi-docs", client_secret="", token_endpoin
 token = authlib.fetch_token(token_url, username=email, password=password, grant_type="password")
 me = authlib.get(f"{base}/users/me")
 assert me.status_code == 200 and me.json()["email"] == email, me.text
-print("ok: requests-oauthlib and Authlib")
+
+# Automatic refresh: each library keeps `expires_at` and refreshes before a call once it is
+# past. Moving it into the past is what waiting `expires_in` seconds would do.
+refreshed = []
+session = OAuth2Session(client=LegacyApplicationClient(client_id="myapi-docs"),
+                        auto_refresh_url=token_url,
+                        auto_refresh_kwargs={"client_id": "myapi-docs"},
+                        token_updater=refreshed.append)
+first = session.fetch_token(token_url=token_url, username=email, password=password,
+                            client_id="myapi-docs", include_client_id=True)
+assert first.get("refresh_token"), first
+session.token = {**first, "expires_at": time.time() - 10}
+me = session.get(f"{base}/users/me")
+assert me.status_code == 200 and me.json()["email"] == email, me.text
+assert len(refreshed) == 1, refreshed
+assert refreshed[0]["refresh_token"] != first["refresh_token"], "the refresh token rotates"
+assert session.get(f"{base}/users/me").status_code == 200
+
+updated = []
+authlib = AuthlibSession(client_id="myapi-docs", client_secret="",
+                         token_endpoint_auth_method="client_secret_basic",
+                         token_endpoint=token_url,
+                         update_token=lambda token, **_: updated.append(token))
+first = authlib.fetch_token(token_url, username=email, password=password, grant_type="password")
+assert first.get("refresh_token"), first
+authlib.token = {**first, "expires_at": int(time.time()) - 10}
+me = authlib.get(f"{base}/users/me")
+assert me.status_code == 200 and me.json()["email"] == email, me.text
+assert len(updated) == 1 and updated[0]["refresh_token"] != first["refresh_token"], updated
+print("ok: requests-oauthlib and Authlib, refreshing by themselves")

@@ -17,6 +17,7 @@ mod oauth_clients;
 mod openapi;
 mod proxies;
 mod resilience;
+mod sessions;
 // [xtask] test modules
 
 use myapi_services::{Services, Settings};

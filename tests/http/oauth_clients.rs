@@ -1,5 +1,6 @@
 //! Real OAuth2 client libraries (Python requests-oauthlib and Authlib) log in with the
-//! password grant and use the token, as third-party clients would.
+//! password grant, use the token, and refresh it by themselves once it has expired, as
+//! third-party clients would.
 //!
 //! Needs `pip install requests-oauthlib authlib` (`.ci/run` installs them); without them the
 //! test says so and skips — except under `CI=true`, where it fails.

@@ -15,7 +15,7 @@ const SNAPSHOT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/snapshots/openapi.json"
 );
-const PUBLIC: &[&str] = &["/health", "/ready", "/token"];
+const PUBLIC: &[&str] = &["/health", "/ready", "/token", "/revoke"];
 
 async fn served_document() -> serde_json::Value {
     let app = spawn_app(TestDb::new(Backend::Sqlite).unwrap()).await;

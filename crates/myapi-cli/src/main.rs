@@ -65,6 +65,16 @@ enum Command {
         #[command(flatten)]
         password: PasswordSource,
     },
+    /// Revoke every refresh token of a user (their sessions end when their access tokens
+    /// expire).
+    RevokeSessions {
+        /// Email of the user.
+        #[arg(long)]
+        email: String,
+    },
+    /// Delete the refresh-token families that can no longer refresh (all expired, or
+    /// revoked). Safe to run from cron at any time.
+    PurgeSessions,
     /// Import movies from a CSV file with header `movie_id,title,released,rating`,
     /// all or nothing.
     ImportMovies {
@@ -165,6 +175,8 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::ListUsers => list_users(&settings),
         Command::DeleteUser { email } => delete_user(&settings, &email),
         Command::SetPassword { email, password } => set_password(&settings, &email, &password),
+        Command::RevokeSessions { email } => revoke_sessions(&settings, &email),
+        Command::PurgeSessions => purge_sessions(&settings),
         Command::ImportMovies { file, on_existing } => {
             import_movies(&settings, &file, on_existing.into())
         }
@@ -226,6 +238,18 @@ fn set_password(settings: &Settings, email: &str, source: &PasswordSource) -> Re
         "password changed; existing tokens of {} are revoked",
         email.as_str()
     );
+    Ok(())
+}
+
+fn revoke_sessions(settings: &Settings, email: &str) -> Result<(), Failure> {
+    let email = connect(settings)?.auth.revoke_sessions(email)?;
+    println!("revoked every refresh token of {email}");
+    Ok(())
+}
+
+fn purge_sessions(settings: &Settings) -> Result<(), Failure> {
+    let purged = connect(settings)?.auth.purge_sessions()?;
+    println!("purged {purged} finished session(s)");
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 
-use crate::schema::{movies, users};
+use crate::schema::{movies, refresh_families, refresh_tokens, users};
 
 /// A full `movies` row, read and written as is (also by PostgreSQL `COPY`, which needs
 /// `treat_none_as_default_value = false`).
@@ -41,6 +41,26 @@ pub struct NewUserRow<'a> {
     /// Argon2id PHC string.
     pub hashed_password: &'a str,
     pub security_stamp: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = refresh_families)]
+pub struct RefreshFamilyRow {
+    pub family_id: String,
+    pub user_id: i32,
+    pub scope: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = refresh_tokens)]
+pub struct RefreshTokenRow {
+    pub token_hash: String,
+    pub family_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
 }
 
 // [xtask] row structs

@@ -31,9 +31,39 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One family per password login; its refresh tokens rotate within it.
+    refresh_families (family_id) {
+        family_id -> Text,
+        user_id -> Integer,
+        scope -> Text,
+        /// Unix seconds, as every time in these two tables.
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        /// SHA-256 of the token, base64url: the token itself is never stored.
+        token_hash -> Text,
+        family_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        /// When the token was rotated; presenting it again after that is reuse.
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::joinable!(refresh_families -> users (user_id));
+diesel::joinable!(refresh_tokens -> refresh_families (family_id));
+
 // [xtask] tables
 
 diesel::allow_tables_to_appear_in_same_query!(
-    movies, users,
+    movies,
+    users,
+    refresh_families,
+    refresh_tokens,
     // [xtask] joinable tables
 );

@@ -26,6 +26,41 @@ pub struct TokenResponse {
     /// Seconds until the token expires.
     #[schema(example = 1800)]
     pub expires_in: u64,
+    /// Exchange it at `POST /token` (`grant_type=refresh_token`) for a new access token
+    /// and a new refresh token; each works once (RFC 6749 §6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// What `POST /token` accepts, form-encoded: the password grant or the refresh grant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum TokenRequest {
+    Password(TokenForm),
+    Refresh(RefreshTokenForm),
+}
+
+/// RFC 6749 §6 refresh request, form-encoded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RefreshTokenForm {
+    #[schema(example = "refresh_token", pattern = "^refresh_token$")]
+    pub grant_type: String,
+    /// A refresh token from an earlier `/token` response; it is used up by this request.
+    #[schema(min_length = 1)]
+    pub refresh_token: String,
+    /// Accepted and ignored.
+    pub scope: Option<String>,
+}
+
+/// RFC 7009 revocation request, form-encoded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevokeForm {
+    /// A refresh token: its whole family is revoked. Access tokens cannot be revoked one
+    /// by one (they expire; a password change revokes them all).
+    #[schema(min_length = 1)]
+    pub token: String,
+    /// `refresh_token` or `access_token`; a hint only.
+    pub token_type_hint: Option<String>,
 }
 
 /// RFC 6749 §4.3.2 password-grant request, form-encoded (what Swagger UI's Authorize sends).

@@ -8,7 +8,7 @@ mod errors;
 mod movies;
 // [xtask] schema modules
 
-pub use auth::{TokenForm, TokenResponse, UserSchema};
+pub use auth::{RefreshTokenForm, RevokeForm, TokenForm, TokenRequest, TokenResponse, UserSchema};
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
 pub use movies::MovieSchema;
 // [xtask] schema exports

@@ -65,6 +65,12 @@ pub struct AuthSettings {
     /// JWT `aud`: a token signed with a shared key for another deployment is refused.
     pub token_audience: String,
     pub token_lifetime_minutes: NonZeroU64,
+    /// How long a refresh token lives; each refresh issues a new one.
+    pub refresh_token_lifetime_days: NonZeroU64,
+    /// A used refresh token presented again within this many seconds of its rotation is
+    /// refused without revoking its family: two tabs refreshing at once must not log the
+    /// user out. Later, it is taken for theft and revokes the family.
+    pub refresh_reuse_grace_secs: u64,
     /// Argon2id memory cost in KiB; `argon2::Params` checks all three (OWASP minimum:
     /// 19456 KiB, 2 iterations, 1 lane).
     pub argon2_memory_kib: u32,

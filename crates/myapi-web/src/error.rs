@@ -40,7 +40,7 @@ pub enum TokenError {
     InvalidRequest(String),
     #[error("request body too large")]
     BodyTooLarge,
-    #[error("grant_type must be `password`")]
+    #[error("grant_type must be `password` or `refresh_token`")]
     UnsupportedGrantType,
     #[error(transparent)]
     Login(#[from] LoginError),
@@ -124,6 +124,10 @@ impl TokenError {
             Self::Login(error) => match error {
                 LoginError::InvalidGrant => ("invalid_grant", StatusCode::BAD_REQUEST, None),
                 LoginError::InvalidRequest(_) => ("invalid_request", StatusCode::BAD_REQUEST, None),
+                LoginError::InvalidRefreshToken => ("invalid_grant", StatusCode::BAD_REQUEST, None),
+                LoginError::UnsupportedTokenType => {
+                    ("unsupported_token_type", StatusCode::BAD_REQUEST, None)
+                }
                 LoginError::Throttled { retry_after_secs } => (
                     "slow_down",
                     StatusCode::TOO_MANY_REQUESTS,

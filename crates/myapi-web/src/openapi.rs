@@ -16,7 +16,10 @@ use utoipa::{Modify, OpenApi};
         myapi_schemas::OAuthErrorResponse,
         myapi_schemas::Problem,
         myapi_schemas::FieldError,
+        myapi_schemas::RefreshTokenForm,
+        myapi_schemas::RevokeForm,
         myapi_schemas::TokenForm,
+        myapi_schemas::TokenRequest,
         myapi_schemas::TokenResponse,
         myapi_schemas::UserSchema,
         // [xtask] schemas
@@ -39,9 +42,10 @@ impl Modify for OAuth2PasswordFlow {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "oauth2",
-            SecurityScheme::OAuth2(OAuth2::new([Flow::Password(Password::new(
+            SecurityScheme::OAuth2(OAuth2::new([Flow::Password(Password::with_refresh_url(
                 "/token",
                 Scopes::new(),
+                "/token",
             ))])),
         );
     }

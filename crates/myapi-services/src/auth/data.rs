@@ -1,8 +1,9 @@
-//! `UserDataManager`: every query the auth service makes, and nothing else.
+//! Every query the auth service makes, and nothing else: users ([`UserDataManager`]) and
+//! refresh-token families ([`SessionDataManager`]).
 
 use diesel::prelude::*;
-use myapi_models::rows::{NewUserRow, UserRow};
-use myapi_models::schema::users;
+use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
+use myapi_models::schema::{refresh_families, refresh_tokens, users};
 
 use crate::ServiceError;
 use crate::database::Database;
@@ -73,21 +74,26 @@ impl UserDataManager {
         Ok(diesel::delete(users::table.filter(users::email.eq(email))).execute(&mut conn)? > 0)
     }
 
-    /// Sets a new password hash and security stamp (revoking older tokens).
+    /// Sets a new password hash and security stamp, which revokes older access tokens, and
+    /// revokes every refresh-token family of the user, all at once.
     pub fn set_password(
         &self,
         email: &str,
         hashed_password: &str,
         security_stamp: &str,
+        now: i64,
     ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
-        let updated = diesel::update(users::table.filter(users::email.eq(email)))
-            .set((
-                users::hashed_password.eq(hashed_password),
-                users::security_stamp.eq(security_stamp),
-            ))
-            .execute(&mut conn)?;
-        Ok(updated > 0)
+        conn.transaction(|conn| {
+            let updated = diesel::update(users::table.filter(users::email.eq(email)))
+                .set((
+                    users::hashed_password.eq(hashed_password),
+                    users::security_stamp.eq(security_stamp),
+                ))
+                .execute(conn)?;
+            revoke_families_of(conn, email, now)?;
+            Ok(updated > 0)
+        })
     }
 
     /// Replaces an outdated hash of the same password, unless the password changed meanwhile.
@@ -107,4 +113,188 @@ impl UserDataManager {
         .execute(&mut conn)?;
         Ok(())
     }
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is now used, and `next` joined its family.
+    Rotated { user_id: i32, scope: String },
+    /// The token was rotated before, at `used_at`.
+    Reused {
+        family_id: String,
+        user_id: i32,
+        used_at: i64,
+    },
+    /// Unknown, expired, or of a revoked family.
+    Refused,
+}
+
+/// Queries on `refresh_families` and `refresh_tokens`. Times are Unix seconds.
+#[derive(Debug, Clone)]
+pub struct SessionDataManager {
+    db: Database,
+}
+
+impl SessionDataManager {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Starts a family with its first token.
+    pub fn start(
+        &self,
+        family: &RefreshFamilyRow,
+        token: &RefreshTokenRow,
+    ) -> Result<(), ServiceError> {
+        let mut conn = self.db.conn()?;
+        conn.transaction(|conn| {
+            diesel::insert_into(refresh_families::table)
+                .values(family)
+                .execute(conn)?;
+            diesel::insert_into(refresh_tokens::table)
+                .values(token)
+                .execute(conn)?;
+            Ok(())
+        })
+    }
+
+    /// Marks the token `token_hash` used and adds `next` to its family, if the token is
+    /// current. Of two rotations of one token racing each other, exactly one sees
+    /// [`Rotation::Rotated`]: the first statement is a conditional update, which both
+    /// backends serialise.
+    pub fn rotate(
+        &self,
+        token_hash: &str,
+        next_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Rotation, ServiceError> {
+        let mut conn = self.db.conn()?;
+        conn.transaction(|conn| {
+            let live_families = refresh_families::table
+                .filter(refresh_families::revoked_at.is_null())
+                .select(refresh_families::family_id);
+            let claimed = diesel::update(
+                refresh_tokens::table
+                    .filter(refresh_tokens::token_hash.eq(token_hash))
+                    .filter(refresh_tokens::used_at.is_null())
+                    .filter(refresh_tokens::expires_at.gt(now))
+                    .filter(refresh_tokens::family_id.eq_any(live_families)),
+            )
+            .set(refresh_tokens::used_at.eq(now))
+            .execute(conn)?;
+            let found: Option<(RefreshTokenRow, RefreshFamilyRow)> = refresh_tokens::table
+                .inner_join(refresh_families::table)
+                .filter(refresh_tokens::token_hash.eq(token_hash))
+                .select((RefreshTokenRow::as_select(), RefreshFamilyRow::as_select()))
+                .first(conn)
+                .optional()?;
+            let Some((token, family)) = found else {
+                return Ok(Rotation::Refused);
+            };
+            if claimed == 1 {
+                diesel::insert_into(refresh_tokens::table)
+                    .values(&RefreshTokenRow {
+                        token_hash: next_hash.to_owned(),
+                        family_id: family.family_id,
+                        created_at: now,
+                        expires_at,
+                        used_at: None,
+                    })
+                    .execute(conn)?;
+                return Ok(Rotation::Rotated {
+                    user_id: family.user_id,
+                    scope: family.scope,
+                });
+            }
+            Ok(match (token.used_at, family.revoked_at) {
+                (Some(used_at), None) => Rotation::Reused {
+                    family_id: family.family_id,
+                    user_id: family.user_id,
+                    used_at,
+                },
+                _ => Rotation::Refused,
+            })
+        })
+    }
+
+    /// The family of the token `token_hash`, if the token is known.
+    pub fn family_of(&self, token_hash: &str) -> Result<Option<String>, ServiceError> {
+        let mut conn = self.db.conn()?;
+        Ok(refresh_tokens::table
+            .filter(refresh_tokens::token_hash.eq(token_hash))
+            .select(refresh_tokens::family_id)
+            .first(&mut conn)
+            .optional()?)
+    }
+
+    pub fn revoke_family(&self, family_id: &str, now: i64) -> Result<(), ServiceError> {
+        let mut conn = self.db.conn()?;
+        diesel::update(
+            refresh_families::table
+                .find(family_id)
+                .filter(refresh_families::revoked_at.is_null()),
+        )
+        .set(refresh_families::revoked_at.eq(now))
+        .execute(&mut conn)?;
+        Ok(())
+    }
+
+    /// Revokes every family of the user with this email; `false` when there is no such user.
+    pub fn revoke_user(&self, email: &str, now: i64) -> Result<bool, ServiceError> {
+        let mut conn = self.db.conn()?;
+        conn.transaction(|conn| {
+            let exists = users::table
+                .filter(users::email.eq(email))
+                .count()
+                .get_result::<i64>(conn)?
+                > 0;
+            revoke_families_of(conn, email, now)?;
+            Ok(exists)
+        })
+    }
+
+    /// Deletes the families whose every token has expired, and the revoked ones. A used
+    /// token stays as long as its family does, or reuse detection would forget it.
+    pub fn purge(&self, now: i64) -> Result<usize, ServiceError> {
+        let mut conn = self.db.conn()?;
+        let live = refresh_tokens::table
+            .filter(refresh_tokens::expires_at.gt(now))
+            .select(refresh_tokens::family_id);
+        conn.transaction(|conn| {
+            let doomed: Vec<String> = refresh_families::table
+                .filter(
+                    refresh_families::revoked_at
+                        .is_not_null()
+                        .or(refresh_families::family_id.ne_all(live)),
+                )
+                .select(refresh_families::family_id)
+                .load(conn)?;
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::family_id.eq_any(&doomed)))
+                .execute(conn)?;
+            Ok(diesel::delete(
+                refresh_families::table.filter(refresh_families::family_id.eq_any(&doomed)),
+            )
+            .execute(conn)?)
+        })
+    }
+}
+
+fn revoke_families_of(
+    conn: &mut myapi_models::DbConnection,
+    email: &str,
+    now: i64,
+) -> Result<(), ServiceError> {
+    let user_ids = users::table
+        .filter(users::email.eq(email))
+        .select(users::user_id);
+    diesel::update(
+        refresh_families::table
+            .filter(refresh_families::user_id.eq_any(user_ids))
+            .filter(refresh_families::revoked_at.is_null()),
+    )
+    .set(refresh_families::revoked_at.eq(now))
+    .execute(conn)?;
+    Ok(())
 }

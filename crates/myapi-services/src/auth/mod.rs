@@ -11,14 +11,19 @@ mod tokens;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use data::UserDataManager;
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+pub use data::{Rotation, SessionDataManager, UserDataManager};
 pub use password::{HashPool, PasswordHasher};
 pub use throttle::{LoginThrottle, MAX_TRACKED_KEYS, Reservation};
 pub use tokens::{Claims, TokenSigner};
 
-use myapi_models::rows::{NewUserRow, UserRow};
+use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
 use myapi_schemas::{TokenResponse, UserSchema};
 
 use crate::bounded::{BoundedMap, Retention};
@@ -159,6 +164,12 @@ pub enum LoginError {
     /// Every hashing thread and queue place is taken.
     #[error("server busy; retry in {retry_after_secs} s")]
     Saturated { retry_after_secs: u64 },
+    /// Unknown, expired, used or revoked: which one is not told.
+    #[error("the refresh token is invalid, expired or revoked")]
+    InvalidRefreshToken,
+    /// `/revoke` was given an access token, which cannot be revoked on its own.
+    #[error("access tokens cannot be revoked; revoke the refresh token")]
+    UnsupportedTokenType,
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -167,6 +178,9 @@ pub enum LoginError {
 #[derive(Clone)]
 pub struct AuthService {
     users: UserDataManager,
+    sessions: SessionDataManager,
+    refresh_lifetime_secs: i64,
+    reuse_grace_secs: i64,
     hasher: PasswordHasher,
     hashing: Arc<HashPool>,
     throttle: Arc<LoginThrottle>,
@@ -194,7 +208,14 @@ impl AuthService {
         let hasher = PasswordHasher::new(params);
         let dummy_hash = hasher.unmatchable_hash()?;
         Ok(Self {
-            users: UserDataManager::new(db),
+            users: UserDataManager::new(db.clone()),
+            sessions: SessionDataManager::new(db),
+            refresh_lifetime_secs: secs(
+                auth.refresh_token_lifetime_days
+                    .get()
+                    .saturating_mul(86_400),
+            ),
+            reuse_grace_secs: secs(auth.refresh_reuse_grace_secs),
             hasher,
             hashing: HashPool::new(auth.hash_concurrency.get(), auth.hash_queue),
             throttle: Arc::new(LoginThrottle::new(auth)),
@@ -257,15 +278,16 @@ impl AuthService {
         }
     }
 
-    /// Sets a new password and a new security stamp, which revokes the user's tokens and
-    /// forgets the client networks trusted to pass a throttled account (blocking).
+    /// Sets a new password and a new security stamp, which revokes the user's access and
+    /// refresh tokens and forgets the client networks trusted to pass a throttled account
+    /// (blocking).
     pub fn set_password(&self, email: &str, password: String) -> Result<Email, ServiceError> {
         let email = Email::parse(email)?;
         let password = self.parse_password(password)?;
         let hashed_password = self.hasher.hash(&password.0)?;
         if self
             .users
-            .set_password(email.as_str(), &hashed_password, &random_id())?
+            .set_password(email.as_str(), &hashed_password, &random_id(), unix_now())?
         {
             Ok(email)
         } else {
@@ -347,6 +369,125 @@ impl AuthService {
             );
             blocking(move || users.upgrade_hash(user_id, &old_hash, &new_hash)).await?;
         }
+        let refresh_token = self.start_session(user.user_id).await?;
+        Ok(self.grant(&user, refresh_token)?)
+    }
+
+    /// The refresh grant (RFC 6749 §6): a new access token and a new refresh token for a
+    /// current one, which is used up. A used token presented again revokes its whole family
+    /// (RFC 9700 §4.14.2) unless it was rotated less than `refresh_reuse_grace_secs` ago,
+    /// which is what two racing refreshes look like.
+    pub async fn refresh(
+        &self,
+        refresh_token: String,
+        client: IpAddr,
+    ) -> Result<TokenResponse, LoginError> {
+        self.throttle
+            .check_client(client)
+            .map_err(|retry_after_secs| LoginError::Throttled { retry_after_secs })?;
+        let now = unix_now();
+        let (next_token, expires_at) = (random_secret(), now + self.refresh_lifetime_secs);
+        let (sessions, presented, next) = (
+            self.sessions.clone(),
+            hash_secret(&refresh_token),
+            hash_secret(&next_token),
+        );
+        let rotation =
+            blocking(move || sessions.rotate(&presented, &next, expires_at, now)).await?;
+        let user_id = match rotation {
+            Rotation::Rotated { user_id, .. } => user_id,
+            Rotation::Reused {
+                family_id,
+                user_id,
+                used_at,
+            } => {
+                if now - used_at > self.reuse_grace_secs {
+                    log::warn!(
+                        "refresh token reused {}s after its rotation: family {family_id} of user {user_id} revoked",
+                        now - used_at
+                    );
+                    let sessions = self.sessions.clone();
+                    blocking(move || sessions.revoke_family(&family_id, now)).await?;
+                }
+                self.throttle.count_client_failure(client);
+                return Err(LoginError::InvalidRefreshToken);
+            }
+            Rotation::Refused => {
+                self.throttle.count_client_failure(client);
+                return Err(LoginError::InvalidRefreshToken);
+            }
+        };
+        let users = self.users.clone();
+        let user = blocking(move || users.find_by_id(user_id))
+            .await?
+            .ok_or(LoginError::InvalidRefreshToken)?;
+        Ok(self.grant(&user, next_token)?)
+    }
+
+    /// RFC 7009 revocation: a refresh token revokes its family; an unknown or already
+    /// revoked token is fine (the RFC says so); an access token is not revocable alone.
+    pub async fn revoke(&self, token: String, client: IpAddr) -> Result<(), LoginError> {
+        self.throttle
+            .check_client(client)
+            .map_err(|retry_after_secs| LoginError::Throttled { retry_after_secs })?;
+        if jsonwebtoken::decode_header(&token).is_ok() {
+            return Err(LoginError::UnsupportedTokenType);
+        }
+        let sessions = self.sessions.clone();
+        let presented = hash_secret(&token);
+        let known = blocking(move || match sessions.family_of(&presented)? {
+            Some(family_id) => sessions
+                .revoke_family(&family_id, unix_now())
+                .map(|()| true),
+            None => Ok(false),
+        })
+        .await?;
+        if !known {
+            self.throttle.count_client_failure(client);
+        }
+        Ok(())
+    }
+
+    /// Revokes every refresh-token family of the user (blocking).
+    pub fn revoke_sessions(&self, email: &str) -> Result<String, ServiceError> {
+        let email = normalise_email(email);
+        if self.sessions.revoke_user(&email, unix_now())? {
+            Ok(email)
+        } else {
+            Err(no_such_user(&email))
+        }
+    }
+
+    /// Deletes the families that can no longer refresh: every token expired, or revoked
+    /// (blocking). Returns how many went.
+    pub fn purge_sessions(&self) -> Result<usize, ServiceError> {
+        self.sessions.purge(unix_now())
+    }
+
+    /// A new family with its first refresh token, returned in the clear (only its hash is
+    /// stored).
+    async fn start_session(&self, user_id: i32) -> Result<String, ServiceError> {
+        let (token, now) = (random_secret(), unix_now());
+        let family = RefreshFamilyRow {
+            family_id: random_id(),
+            user_id,
+            scope: String::new(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let first = RefreshTokenRow {
+            token_hash: hash_secret(&token),
+            family_id: family.family_id.clone(),
+            created_at: now,
+            expires_at: now + self.refresh_lifetime_secs,
+            used_at: None,
+        };
+        let sessions = self.sessions.clone();
+        blocking(move || sessions.start(&family, &first)).await?;
+        Ok(token)
+    }
+
+    fn grant(&self, user: &UserRow, refresh_token: String) -> Result<TokenResponse, ServiceError> {
         let access_token =
             self.signer
                 .issue(user.user_id, &user.name, &user.email, &user.security_stamp)?;
@@ -354,6 +495,7 @@ impl AuthService {
             access_token,
             token_type: "bearer".into(),
             expires_in: self.signer.lifetime_secs(),
+            refresh_token: Some(refresh_token),
         })
     }
 
@@ -414,6 +556,28 @@ fn accept(
         Some((stamp, user)) if *stamp == claims.stm => Ok(user.clone()),
         _ => Err(ServiceError::InvalidToken("token revoked")),
     }
+}
+
+/// 256 random bits, base64url: a refresh token.
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What is stored of a refresh token: its SHA-256, base64url.
+fn hash_secret(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| secs(elapsed.as_secs()))
+}
+
+fn secs(seconds: u64) -> i64 {
+    i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
 fn no_such_user(email: &str) -> ServiceError {

@@ -221,6 +221,23 @@ impl LoginThrottle {
         })
     }
 
+    /// Counts a failure against the client's network alone: a refresh or revocation with a
+    /// token that is no good, where there is no account to charge.
+    pub fn count_client_failure(&self, client: IpAddr) {
+        let now = Instant::now();
+        let client = self.network(client);
+        let limit = self.client_limit;
+        let mut state = self.lock();
+        let level = limit.level(state.per_client.get(&client), now);
+        let bucket = Bucket {
+            level: level + 1.0,
+            at: now,
+        };
+        state
+            .per_client
+            .insert(client, bucket, now, |b| limit.retention(b, now));
+    }
+
     /// The most memory the throttle's state can take, in bytes.
     pub fn max_bytes(&self) -> usize {
         let state = self.lock();

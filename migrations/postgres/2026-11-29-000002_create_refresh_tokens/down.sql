@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS myapi.refresh_tokens;
+DROP TABLE IF EXISTS myapi.refresh_families;
