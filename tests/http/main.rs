@@ -18,6 +18,7 @@ mod openapi;
 mod proxies;
 mod resilience;
 mod sessions;
+mod tls;
 // [xtask] test modules
 
 use myapi_services::{Services, Settings};

@@ -1,0 +1,361 @@
+//! TLS to PostgreSQL, end to end: a throwaway cluster with `ssl = on` that refuses every
+//! connection not made over TLS, a CA and server certificate the test makes with the
+//! `openssl` CLI, and the DSN forms the README documents:
+//!
+//! - `sslmode=require` connects (encrypted, server not verified);
+//! - `sslmode=verify-full&sslrootcert=CA` with the right CA connects (encrypted, verified);
+//! - `verify-full` with another CA fails, and the server binary says so in one line.
+//!
+//! Needs the PostgreSQL server binaries (Debian `postgresql`) and `openssl` (Debian
+//! `openssl`); without them it skips with a notice, except under `CI=true`, where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use myapi_services::config::Secret;
+use myapi_services::{Database, Settings, error_chain};
+
+use crate::support::{TEST_TOKEN_KEY, in_ci};
+
+/// The PostgreSQL server binaries (`initdb`, `pg_ctl`) of the newest installed version.
+fn server_binaries() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|dirs| {
+        dirs.filter_map(Result::ok)
+            .map(|d| d.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+    })
+}
+
+fn have_openssl() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Runs `program`, panicking with its stderr if it fails.
+fn run(command: &mut Command) {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run(Command::new("openssl").current_dir(dir).args(args));
+}
+
+/// A self-signed CA: `NAME.crt`, `NAME.key` in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=myapi test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// `server.crt`/`server.key` for `localhost` and 127.0.0.1, signed by CA `ca`.
+fn make_server_cert(dir: &Path, ca: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = DNS:localhost, IP:127.0.0.1\n\
+         basicConstraints = CA:FALSE\n\
+         keyUsage = critical, digitalSignature, keyEncipherment\n\
+         extendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+}
+
+/// A PostgreSQL cluster of the test's own that speaks TLS only, in a temp dir.
+struct TlsCluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl TlsCluster {
+    /// `None` (after a notice) when the tools are missing outside CI.
+    fn create() -> Option<Self> {
+        let bin = server_binaries();
+        let missing = match (&bin, have_openssl()) {
+            (None, _) => Some("PostgreSQL server binaries (initdb, pg_ctl)"),
+            (_, false) => Some("the openssl CLI"),
+            _ => None,
+        };
+        if let Some(missing) = missing {
+            assert!(!in_ci(), "CI=true needs {missing} for the TLS test");
+            eprintln!("SKIPPED TLS test: no {missing}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // The server runs as `postgres` when we are root: let it into the temp dir.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Self {
+            bin: bin.unwrap(),
+            dir,
+            port,
+            as_postgres: is_root(),
+        };
+
+        let certs = cluster.certs();
+        std::fs::create_dir(&certs).unwrap();
+        make_ca(&certs, "ca");
+        make_ca(&certs, "other-ca");
+        make_server_cert(&certs, "ca");
+
+        let data = cluster.data();
+        cluster.server(
+            "initdb",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        // The server's key must belong to the server's user and be private to it.
+        for file in ["server.crt", "server.key"] {
+            let to = data.join(file);
+            std::fs::copy(certs.join(file), &to).unwrap();
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if cluster.as_postgres {
+                run(Command::new("chown").arg("postgres:").arg(&to));
+            }
+        }
+        append(
+            &data.join("postgresql.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        );
+        // TLS or nothing: a plain TCP connection is rejected, so every success below was
+        // made over TLS.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            cluster.port,
+            cluster.dir.path().display()
+        );
+        let log = cluster.dir.path().join("server.log").display().to_string();
+        cluster.server(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+        Some(cluster)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// Runs a server binary, as `postgres` when we are root (PostgreSQL refuses root).
+    fn server(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        if self.as_postgres {
+            run(Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args));
+        } else {
+            run(Command::new(&program).args(args));
+        }
+    }
+
+    /// A DSN for this cluster with `query` (libpq parameters) appended.
+    fn dsn(&self, host: &str, query: &str) -> String {
+        format!("postgres://postgres@{host}:{}/postgres?{query}", self.port)
+    }
+
+    fn ca(&self, name: &str) -> String {
+        self.certs().join(format!("{name}.crt")).display().to_string()
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        if self.data().join("postmaster.pid").exists() {
+            let data = self.data().display().to_string();
+            self.server("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        }
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+/// Opens the service tier's pool on `dsn`, as the binaries do at start-up.
+fn connect(dsn: &str) -> Result<Database, myapi_services::ServiceError> {
+    let mut settings = Settings::defaults().unwrap();
+    settings.database.dsn = Secret::new(dsn.to_owned());
+    settings.database.pool_size = 1.try_into().unwrap();
+    settings.database.connect_timeout_secs = 2.try_into().unwrap();
+    Database::connect(&settings.database)
+}
+
+#[test]
+fn postgres_over_tls_require_and_verify_full_connect_and_a_wrong_ca_fails_in_one_line() {
+    let Some(cluster) = TlsCluster::create() else {
+        return;
+    };
+
+    // Plain TCP is refused: the cluster is TLS-only.
+    let plain = connect(&cluster.dsn("127.0.0.1", "sslmode=disable"))
+        .expect_err("a non-TLS connection must be rejected");
+    assert!(
+        error_chain(&plain).contains("no encryption"),
+        "{}",
+        error_chain(&plain)
+    );
+
+    // sslmode=require: encrypted; the certificate is not checked.
+    let db = connect(&cluster.dsn("127.0.0.1", "sslmode=require"))
+        .unwrap_or_else(|e| panic!("sslmode=require: {}", error_chain(&e)));
+    db.migrate().unwrap();
+    db.check_ready().unwrap();
+    drop(db);
+
+    // sslmode=verify-full with the CA that signed the server's certificate: encrypted, the
+    // chain verified and the host name (DNS and IP SANs) matched.
+    for host in ["localhost", "127.0.0.1"] {
+        let dsn = cluster.dsn(
+            host,
+            &format!("sslmode=verify-full&sslrootcert={}", cluster.ca("ca")),
+        );
+        let db = connect(&dsn)
+            .unwrap_or_else(|e| panic!("verify-full via {host}: {}", error_chain(&e)));
+        db.check_ready().unwrap();
+    }
+
+    // verify-full with a CA that did not sign it: refused, with libpq's reason in one line.
+    let wrong_ca = cluster.dsn(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", cluster.ca("other-ca")),
+    );
+    let error = connect(&wrong_ca).expect_err("a certificate from another CA must be refused");
+    let line = error_chain(&error);
+    assert!(!line.contains('\n'), "{line}");
+    assert!(line.contains("certificate verify failed"), "{line}");
+
+    // The real server binary, given that DSN, stops at start-up with exactly one error line.
+    let scratch = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_myapi-web"))
+        .current_dir(scratch.path())
+        .env("MYAPI_DATABASE__DSN", &wrong_ca)
+        .env("MYAPI_SERVER__PORT", "0")
+        .env("MYAPI_TOKEN_KEY", TEST_TOKEN_KEY)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("myapi-web: ") && lines[0].contains("certificate verify failed"),
+        "{stderr}"
+    );
+    eprintln!("wrong CA, as the operator sees it: {}", lines[0]);
+}
