@@ -73,7 +73,50 @@ fn user_admin_round_trip() {
         assert!(stdout(&created).contains("ada@example.com"));
 
         let listed = cli(&db, &["list-users"], "");
-        assert_eq!(stdout(&listed).trim(), "1\tAda\tada@example.com");
+        assert_eq!(stdout(&listed).trim(), "1\tAda\tada@example.com\treader");
+
+        let promoted = cli(
+            &db,
+            &["set-role", "--email", "ADA@example.com", "--role", "editor"],
+            "",
+        );
+        assert!(promoted.status.success(), "{}", stderr(&promoted));
+        let listed = cli(&db, &["list-users"], "");
+        assert_eq!(stdout(&listed).trim(), "1\tAda\tada@example.com\teditor");
+        let unknown = cli(
+            &db,
+            &["set-role", "--email", "ada@example.com", "--role", "owner"],
+            "",
+        );
+        assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+        let admin = cli(
+            &db,
+            &[
+                "create-user",
+                "--name",
+                "Root",
+                "--email",
+                "root@example.com",
+                "--role",
+                "admin",
+                "--password",
+                "long-enough",
+            ],
+            "",
+        );
+        assert!(stdout(&admin).contains("(admin)"), "{}", stderr(&admin));
+        let nobody = cli(
+            &db,
+            &[
+                "set-role",
+                "--email",
+                "nobody@example.com",
+                "--role",
+                "admin",
+            ],
+            "",
+        );
+        assert_eq!(nobody.status.code(), Some(1));
 
         let duplicate = cli(
             &db,
@@ -134,7 +177,10 @@ fn user_admin_round_trip() {
         assert!(deleted.status.success(), "{}", stderr(&deleted));
         let again = cli(&db, &["delete-user", "--email", "ada@example.com"], "");
         assert_eq!(again.status.code(), Some(1));
-        assert_eq!(stdout(&cli(&db, &["list-users"], "")), "");
+        assert_eq!(
+            stdout(&cli(&db, &["list-users"], "")),
+            "2\tRoot\troot@example.com\tadmin\n"
+        );
     });
 }
 
@@ -518,6 +564,7 @@ fn hidden_prompt_reads_the_password_from_the_terminal() {
         let credentials = myapi_services::auth::Credentials {
             username: "ada@example.com".into(),
             password: password.into(),
+            scope: None,
         };
         let client_ip = std::net::IpAddr::from([127, 0, 0, 1]);
         runtime.block_on(services.auth.login(credentials, client_ip))

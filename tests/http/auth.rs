@@ -39,7 +39,7 @@ async fn login_flow_and_users_me(db: TestDb) {
     let me = json_body(me, 200, "application/json").await;
     assert_eq!(
         me,
-        json!({"user_id": me["user_id"], "name": "Test User", "email": "ada@example.com"})
+        json!({"user_id": me["user_id"], "name": "Test User", "email": "ada@example.com", "role": "reader"})
     );
     assert!(me["user_id"].as_i64().unwrap() > 0);
 
@@ -361,9 +361,12 @@ async fn outdated_hashes_are_upgraded_on_login(db: TestDb) {
             .unwrap()
             .unwrap();
     tokio::task::spawn_blocking(move || {
-        old_services
-            .auth
-            .create_user("Old", "old@example.com", PASSWORD.into())
+        old_services.auth.create_user(
+            "Old",
+            "old@example.com",
+            PASSWORD.into(),
+            myapi_services::auth::Role::Reader,
+        )
     })
     .await
     .unwrap()

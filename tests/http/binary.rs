@@ -263,9 +263,12 @@ async fn logs_never_carry_secrets_and_sigterm_stops_cleanly() {
         };
         let password = "Sup3r-Secret-Passw0rd";
         tokio::task::spawn_blocking(move || {
-            services
-                .auth
-                .create_user("Log", "log@example.com", password.into())
+            services.auth.create_user(
+                "Log",
+                "log@example.com",
+                password.into(),
+                myapi_services::auth::Role::Reader,
+            )
         })
         .await
         .unwrap()

@@ -17,10 +17,12 @@ mod oauth_clients;
 mod openapi;
 mod proxies;
 mod resilience;
+mod scopes;
 mod sessions;
 mod tls;
 // [xtask] test modules
 
+use myapi_services::auth::Role;
 use myapi_services::{Services, Settings};
 use myapi_web::{Application, ServerSettings};
 use support::TestDb;
@@ -41,12 +43,19 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
-    /// Creates a user through the service tier (what `myapi-cli create-user` calls).
+    /// Creates a reader through the service tier (what `myapi-cli create-user` calls).
     pub async fn create_user(&self, email: &str, password: &str) {
+        self.create_user_with_role(email, password, Role::Reader)
+            .await;
+    }
+
+    pub async fn create_user_with_role(&self, email: &str, password: &str, role: Role) {
         let services = self.services.clone();
         let (email, password) = (email.to_owned(), password.to_owned());
         tokio::task::spawn_blocking(move || {
-            services.auth.create_user("Test User", &email, password)
+            services
+                .auth
+                .create_user("Test User", &email, password, role)
         })
         .await
         .unwrap()

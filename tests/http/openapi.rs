@@ -8,6 +8,8 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use myapi_services::auth::{Role, SCOPES};
+
 use crate::support::{Backend, TestDb, in_ci};
 use crate::{json_body, spawn_app};
 
@@ -115,11 +117,21 @@ async fn security_scheme_is_oauth2_password_on_protected_routes_only() {
                 operation.get("security").is_none(),
                 "{method} {path} must be public"
             );
-        } else {
+        } else if path == "/users/me" {
             assert_eq!(
                 operation["security"],
                 serde_json::json!([{"oauth2": []}]),
-                "{method} {path}"
+                "{method} {path}: any valid token"
+            );
+        } else {
+            let scope = required_scope(&doc, &method, &path);
+            assert!(
+                SCOPES.contains(&scope.as_str()),
+                "{method} {path} requires an unknown scope {scope}"
+            );
+            assert!(
+                scheme["flows"]["password"]["scopes"][&scope].is_string(),
+                "{scope} is offered by the password flow"
             );
             let responses = operation["responses"].as_object().unwrap();
             assert!(
@@ -132,6 +144,56 @@ async fn security_scheme_is_oauth2_password_on_protected_routes_only() {
     assert!(token["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
     assert_eq!(doc["info"]["title"], "myapi");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+}
+
+fn required_scope(doc: &serde_json::Value, method: &str, path: &str) -> String {
+    let security = &doc["paths"][path][method.to_lowercase()]["security"];
+    let scopes = security[0]["oauth2"].as_array().unwrap();
+    assert_eq!(scopes.len(), 1, "{method} {path}: one scope per route");
+    scopes[0].as_str().unwrap().to_owned()
+}
+
+/// Each route enforces the scope its document declares: a token with every other scope
+/// but that one gets 403 `insufficient_scope` naming it.
+#[tokio::test]
+async fn every_route_enforces_its_declared_scope() {
+    let app = spawn_app(TestDb::new(Backend::Sqlite).unwrap()).await;
+    app.create_user_with_role("root@example.com", "correct-horse-battery", Role::Admin)
+        .await;
+    let doc = served_document().await;
+    for (method, path) in documented_operations(&doc) {
+        if PUBLIC.contains(&path.as_str()) || path == "/users/me" {
+            continue;
+        }
+        let scope = required_scope(&doc, &method, &path);
+        let others: Vec<&str> = SCOPES.iter().copied().filter(|s| *s != scope).collect();
+        let response = app
+            .post_token(&[
+                ("username", "root@example.com"),
+                ("password", "correct-horse-battery"),
+                ("scope", &others.join(" ")),
+            ])
+            .await;
+        let token = json_body(response, 200, "application/json").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let response = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(&path.replace("{movie_id}", "1")),
+            )
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{method} {path} without {scope}");
+        assert_eq!(
+            response.headers()["www-authenticate"].to_str().unwrap(),
+            format!(r#"Bearer error="insufficient_scope", scope="{scope}""#)
+        );
+    }
 }
 
 #[tokio::test]

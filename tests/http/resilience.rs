@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use myapi_services::ServiceError;
+use myapi_services::auth::Role;
 use myapi_web::Application;
 
 use crate::support::{Backend, TestDb, in_ci};
@@ -21,9 +22,12 @@ async fn fifty_concurrent_create_user_calls_make_one_row(db: TestDb) {
                 "  RACE@Example.com"
             };
             std::thread::spawn(move || {
-                services
-                    .auth
-                    .create_user(&format!("Racer {i}"), email, "race-password".into())
+                services.auth.create_user(
+                    &format!("Racer {i}"),
+                    email,
+                    "race-password".into(),
+                    Role::Reader,
+                )
             })
         })
         .collect();

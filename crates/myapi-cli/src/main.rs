@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use myapi_services::auth::Role;
 use myapi_services::movies::OnExisting;
 use myapi_services::{Database, ServiceError, Services, Settings, error_chain};
 
@@ -48,9 +49,20 @@ enum Command {
         email: String,
         #[command(flatten)]
         password: PasswordSource,
+        /// What the user may do.
+        #[arg(long, value_enum, default_value_t = RoleArg::Reader)]
+        role: RoleArg,
     },
-    /// List users (id, name, email), tab-separated.
+    /// List users (id, name, email, role), tab-separated.
     ListUsers,
+    /// Give a user another role; their tokens follow within seconds.
+    SetRole {
+        /// Email of the user.
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
     /// Delete a user; their tokens stop working within seconds.
     DeleteUser {
         /// Email of the user.
@@ -95,6 +107,26 @@ struct PasswordSource {
     /// Read the password from the first line of standard input.
     #[arg(long)]
     password_stdin: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    /// Reads movies.
+    Reader,
+    /// Also creates, changes and deletes movies.
+    Editor,
+    /// Everything, including listing users.
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Reader => Self::Reader,
+            RoleArg::Editor => Self::Editor,
+            RoleArg::Admin => Self::Admin,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -171,8 +203,10 @@ fn run(command: Command) -> Result<(), Failure> {
             name,
             email,
             password,
-        } => create_user(&settings, &name, &email, &password),
+            role,
+        } => create_user(&settings, &name, &email, &password, role.into()),
         Command::ListUsers => list_users(&settings),
+        Command::SetRole { email, role } => set_role(&settings, &email, role.into()),
         Command::DeleteUser { email } => delete_user(&settings, &email),
         Command::SetPassword { email, password } => set_password(&settings, &email, &password),
         Command::RevokeSessions { email } => revoke_sessions(&settings, &email),
@@ -207,20 +241,32 @@ fn create_user(
     name: &str,
     email: &str,
     source: &PasswordSource,
+    role: Role,
 ) -> Result<(), Failure> {
     // Read the password before connecting, so a prompt is not delayed by the database.
     let password = read_password(source)?;
-    let user = connect(settings)?.auth.create_user(name, email, password)?;
+    let user = connect(settings)?
+        .auth
+        .create_user(name, email, password, role)?;
     println!(
-        "created user {} <{}> with id {}",
-        user.name, user.email, user.user_id
+        "created user {} <{}> with id {} ({})",
+        user.name, user.email, user.user_id, user.role
     );
+    Ok(())
+}
+
+fn set_role(settings: &Settings, email: &str, role: Role) -> Result<(), Failure> {
+    let email = connect(settings)?.auth.set_role(email, role)?;
+    println!("{} is now {role}", email.as_str());
     Ok(())
 }
 
 fn list_users(settings: &Settings) -> Result<(), Failure> {
     for user in connect(settings)?.auth.list_users()? {
-        println!("{}\t{}\t{}", user.user_id, user.name, user.email);
+        println!(
+            "{}\t{}\t{}\t{}",
+            user.user_id, user.name, user.email, user.role
+        );
     }
     Ok(())
 }

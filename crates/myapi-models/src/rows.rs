@@ -17,6 +17,16 @@ pub struct MovieRow {
     pub rating: BigDecimal,
 }
 
+/// A `movies` row with its version, as every read and write of one movie returns it.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = movies)]
+pub struct VersionedMovieRow {
+    #[diesel(embed)]
+    pub movie: MovieRow,
+    /// Raised by the database on every update; the movie's `ETag`.
+    pub version: i64,
+}
+
 /// A `users` row as read back (the hash included: it never leaves the services tier).
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = users)]
@@ -29,6 +39,7 @@ pub struct UserRow {
     pub hashed_password: String,
     /// Random, replaced on every password change; tokens carry it.
     pub security_stamp: String,
+    pub role: String,
 }
 
 /// What `INSERT INTO users` needs; the id and version come from the database.
@@ -41,6 +52,7 @@ pub struct NewUserRow<'a> {
     /// Argon2id PHC string.
     pub hashed_password: &'a str,
     pub security_stamp: &'a str,
+    pub role: &'a str,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]

@@ -7,12 +7,14 @@
 diesel::table! {
     /// Films served by the `movies` service.
     movies (movie_id) {
-        /// Primary key chosen by the importer (not generated).
+        /// Primary key: chosen by the importer, or the next after the largest for `POST`.
         movie_id -> Integer,
         title -> Text,
         released -> Integer,
         /// Rating from 0.0 to 10.0 with one decimal.
         rating -> Numeric,
+        /// Row version, the `ETag`: random at insert, raised by a trigger on every update.
+        version -> BigInt,
     }
 }
 
@@ -28,6 +30,8 @@ diesel::table! {
         hashed_password -> Text,
         /// Random, replaced on every password change; tokens carrying another are revoked.
         security_stamp -> Text,
+        /// `reader`, `editor` or `admin`.
+        role -> Text,
     }
 }
 

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The signed-in user, as `/users/me` returns it (never the password hash).
+/// A user, as `/users/me` and `/users/` return it (never the password hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserSchema {
     /// User id (the token's `sub`).
@@ -13,6 +13,9 @@ pub struct UserSchema {
     /// Lower-case email, the login name.
     #[schema(example = "ada@example.com")]
     pub email: String,
+    /// `reader` (reads), `editor` (also writes movies) or `admin` (everything).
+    #[schema(example = "reader")]
+    pub role: String,
 }
 
 /// RFC 6749 §5.1 access token response from `POST /token`.
@@ -26,6 +29,11 @@ pub struct TokenResponse {
     /// Seconds until the token expires.
     #[schema(example = 1800)]
     pub expires_in: u64,
+    /// The scopes granted, space-separated; sent whenever they differ from those asked for
+    /// (RFC 6749 §5.1), so also when none were asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "movies:read movies:write")]
+    pub scope: Option<String>,
     /// Exchange it at `POST /token` (`grant_type=refresh_token`) for a new access token
     /// and a new refresh token; each works once (RFC 6749 §6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,7 +56,7 @@ pub struct RefreshTokenForm {
     /// A refresh token from an earlier `/token` response; it is used up by this request.
     #[schema(min_length = 1)]
     pub refresh_token: String,
-    /// Accepted and ignored.
+    /// Space-separated; may only narrow what the login was granted.
     pub scope: Option<String>,
 }
 
@@ -75,7 +83,9 @@ pub struct TokenForm {
     /// The account's password.
     #[schema(format = Password, min_length = 1)]
     pub password: String,
-    /// Accepted and ignored.
+    /// Space-separated scopes (`movies:read`, `movies:write`, `users:read`); omitted or
+    /// empty means all the user's role allows. Values without a colon are ignored.
+    #[schema(example = "movies:read")]
     pub scope: Option<String>,
     /// Accepted and ignored.
     pub client_id: Option<String>,

@@ -19,11 +19,19 @@ fn tokens(c: &mut Criterion) {
     c.bench_function("token_sign", |b| {
         b.iter(|| {
             signer
-                .issue(black_box(7), "Ada", "ada@example.com", "stamp")
+                .issue(
+                    black_box(7),
+                    "Ada",
+                    "ada@example.com",
+                    "stamp",
+                    "movies:read",
+                )
                 .unwrap()
         })
     });
-    let token = signer.issue(7, "Ada", "ada@example.com", "stamp").unwrap();
+    let token = signer
+        .issue(7, "Ada", "ada@example.com", "stamp", "movies:read")
+        .unwrap();
     c.bench_function("token_verify", |b| {
         b.iter(|| signer.verify(black_box(&token)).unwrap())
     });

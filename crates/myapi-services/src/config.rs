@@ -37,6 +37,7 @@ pub struct Settings {
     pub token_key: Option<TokenKeys>,
     pub auth: AuthSettings,
     pub movies: MoviesSettings,
+    pub users: UsersSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +123,13 @@ pub struct MoviesSettings {
     /// Page size when `limit` is not given.
     pub default_page_size: u32,
     /// Largest accepted `limit`.
+    pub max_page_size: NonZeroU32,
+}
+
+/// Paging of `GET /users/`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UsersSettings {
+    pub default_page_size: u32,
     pub max_page_size: NonZeroU32,
 }
 
@@ -466,6 +474,14 @@ impl Settings {
             return invalid(
                 "movies.default_page_size",
                 "must be between 1 and movies.max_page_size",
+            );
+        }
+        if self.users.default_page_size == 0
+            || self.users.default_page_size > self.users.max_page_size.get()
+        {
+            return invalid(
+                "users.default_page_size",
+                "must be between 1 and users.max_page_size",
             );
         }
         auth.argon2_params().map(drop)

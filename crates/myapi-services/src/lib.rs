@@ -12,6 +12,7 @@ pub mod config;
 pub mod database;
 mod error;
 pub mod movies;
+pub mod query;
 // [xtask] service modules
 
 pub use config::{Settings, SettingsSource};

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// A protected route was called without credentials (RFC 6750 §3.1: no error code).
     #[error("a bearer token is required")]
     MissingCredentials,
+    /// The token is valid but lacks the route's scope (RFC 6750 §3.1).
+    #[error("the token lacks the scope `{scope}`")]
+    InsufficientScope { scope: &'static str },
     /// The path exists, served with other methods (listed in `Allow`).
     #[error("allowed methods: {allow}")]
     MethodNotAllowed { allow: String },
@@ -67,6 +70,7 @@ impl ResponseError for ApiError {
                 ServiceError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Self::MissingCredentials => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
@@ -79,6 +83,12 @@ impl ResponseError for ApiError {
         match self {
             Self::MissingCredentials => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::InsufficientScope { scope } => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    format!(r#"Bearer error="insufficient_scope", scope="{scope}""#),
+                ));
             }
             Self::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, allow.as_str()));
@@ -124,6 +134,7 @@ impl TokenError {
             Self::Login(error) => match error {
                 LoginError::InvalidGrant => ("invalid_grant", StatusCode::BAD_REQUEST, None),
                 LoginError::InvalidRequest(_) => ("invalid_request", StatusCode::BAD_REQUEST, None),
+                LoginError::InvalidScope(_) => ("invalid_scope", StatusCode::BAD_REQUEST, None),
                 LoginError::InvalidRefreshToken => ("invalid_grant", StatusCode::BAD_REQUEST, None),
                 LoginError::UnsupportedTokenType => {
                     ("unsupported_token_type", StatusCode::BAD_REQUEST, None)

@@ -1,24 +1,25 @@
 //! Extractors and request parsing shared by the routes.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use myapi_schemas::UserSchema;
+use myapi_services::auth::AuthenticatedUser;
 use myapi_services::{ServiceError, Services};
 
 use crate::client::{TrustedProxies, resolve_client};
 use crate::error::ApiError;
 
-/// The user of a valid, unrevoked bearer token. Every protected route takes this.
+/// The user of a valid, unrevoked bearer token, whatever its scopes (`/users/me`).
 ///
 /// Missing credentials → 401 `WWW-Authenticate: Bearer`; anything wrong with the token →
 /// 401 `WWW-Authenticate: Bearer error="invalid_token"`.
 #[derive(Debug, Clone)]
-pub struct BearerUser(pub UserSchema);
+pub struct BearerUser(pub AuthenticatedUser);
 
 impl FromRequest for BearerUser {
     type Error = ApiError;
@@ -32,6 +33,56 @@ impl FromRequest for BearerUser {
                 ServiceError::internal("services are not registered", "missing app data")
             })?;
             Ok(Self(services.auth.authenticate(&token?).await?))
+        })
+    }
+}
+
+/// A bearer user whose token carries the scope `S`; without it, 403 with
+/// `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1). Take it as a
+/// handler's first argument, so the check runs before the body is read, and declare the
+/// same scope in the handler's `security(("oauth2" = [...]))`.
+#[derive(Debug, Clone)]
+pub struct Authorized<S>(pub AuthenticatedUser, PhantomData<S>);
+
+/// A scope a route requires; one marker type per scope, declared with [`scopes!`].
+pub trait RequiredScope {
+    const SCOPE: &'static str;
+}
+
+macro_rules! scopes {
+    ($($marker:ident = $scope:literal),* $(,)?) => {
+        $(
+            #[doc = concat!("The `", $scope, "` scope.")]
+            #[derive(Debug, Clone, Copy)]
+            pub struct $marker;
+
+            impl RequiredScope for $marker {
+                const SCOPE: &'static str = $scope;
+            }
+        )*
+    };
+}
+
+scopes! {
+    MoviesRead = "movies:read",
+    MoviesWrite = "movies:write",
+    UsersRead = "users:read",
+    // [xtask] scope markers
+}
+
+impl<S: RequiredScope + 'static> FromRequest for Authorized<S> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let user = BearerUser::from_request(req, payload);
+        Box::pin(async move {
+            let BearerUser(user) = user.await?;
+            if user.scopes.contains(S::SCOPE) {
+                Ok(Self(user, PhantomData))
+            } else {
+                Err(ApiError::InsufficientScope { scope: S::SCOPE })
+            }
         })
     }
 }
@@ -69,6 +120,20 @@ pub fn client_ip(req: &HttpRequest) -> IpAddr {
         Some(trusted) => resolve_client(peer.ip(), req.headers(), trusted),
         None => peer.ip().to_canonical(),
     }
+}
+
+/// `Link: <path?…&limit=L&offset=O>; rel="next"` for the page after this one, keeping the
+/// query's own `parameters`.
+pub fn next_page_link(
+    path: &str,
+    parameters: &[(&str, String)],
+    next: myapi_services::query::Page,
+) -> (header::HeaderName, String) {
+    let mut query: Vec<(&str, String)> = parameters.to_vec();
+    query.push(("limit", next.limit.to_string()));
+    query.push(("offset", next.offset.to_string()));
+    let query = serde_urlencoded::to_string(&query).unwrap_or_default();
+    (header::LINK, format!("<{path}?{query}>; rel=\"next\""))
 }
 
 /// The query string's name/value pairs, in order; undecodable input is a 422.
@@ -124,7 +189,7 @@ mod tests {
         #[test]
         fn tampered_tokens_never_verify_as_someone_else(position in 0usize..400, replacement in "[A-Za-z0-9_.-]") {
             let signer = test_signer();
-            let token = signer.issue(7, "Ada", "ada@example.com", "stamp").unwrap();
+            let token = signer.issue(7, "Ada", "ada@example.com", "stamp", "movies:read").unwrap();
             let mut chars: Vec<char> = token.chars().collect();
             let position = position % chars.len();
             chars[position] = replacement.chars().next().unwrap();
@@ -150,6 +215,13 @@ mod tests {
         assert_eq!(request(None), "10.0.0.1");
         assert_eq!(request(Some("")), "10.0.0.1");
         assert_eq!(request(Some("10.0.0.0/8")), "203.0.113.7");
+    }
+
+    #[test]
+    fn every_scope_marker_names_a_known_scope() {
+        for scope in [MoviesRead::SCOPE, MoviesWrite::SCOPE, UsersRead::SCOPE] {
+            assert!(myapi_services::auth::SCOPES.contains(&scope), "{scope}");
+        }
     }
 
     #[test]

@@ -34,7 +34,8 @@ use utoipa::{Modify, OpenApi};
 )]
 pub struct ApiDoc;
 
-/// Declares the `oauth2` security scheme: the password flow against `/token`.
+/// Declares the `oauth2` security scheme: the password flow against `/token`, with every
+/// scope (Swagger UI's Authorize offers them; none ticked means all the role allows).
 struct OAuth2PasswordFlow;
 
 impl Modify for OAuth2PasswordFlow {
@@ -44,7 +45,10 @@ impl Modify for OAuth2PasswordFlow {
             "oauth2",
             SecurityScheme::OAuth2(OAuth2::new([Flow::Password(Password::with_refresh_url(
                 "/token",
-                Scopes::new(),
+                Scopes::from_iter(myapi_services::auth::SCOPES.iter().map(|scope| {
+                    let (resource, action) = scope.split_once(':').unwrap_or((scope, ""));
+                    ((*scope).to_owned(), format!("{action} {resource}"))
+                })),
                 "/token",
             ))])),
         );

@@ -68,6 +68,26 @@ impl UserDataManager {
             .load(&mut conn)?)
     }
 
+    /// One page of users, by id.
+    pub fn page(&self, limit: i64, offset: i64) -> Result<Vec<UserRow>, ServiceError> {
+        let mut conn = self.db.conn()?;
+        Ok(users::table
+            .order(users::user_id)
+            .limit(limit)
+            .offset(offset)
+            .select(UserRow::as_select())
+            .load(&mut conn)?)
+    }
+
+    /// `false` when there is no user with this email.
+    pub fn set_role(&self, email: &str, role: &str) -> Result<bool, ServiceError> {
+        let mut conn = self.db.conn()?;
+        let updated = diesel::update(users::table.filter(users::email.eq(email)))
+            .set(users::role.eq(role))
+            .execute(&mut conn)?;
+        Ok(updated > 0)
+    }
+
     /// Deletes the user with this email; `false` when there was none.
     pub fn delete_by_email(&self, email: &str) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
@@ -217,6 +237,17 @@ impl SessionDataManager {
                 _ => Rotation::Refused,
             })
         })
+    }
+
+    /// The scope granted to the family of the token `token_hash` (it never changes).
+    pub fn family_scope(&self, token_hash: &str) -> Result<Option<String>, ServiceError> {
+        let mut conn = self.db.conn()?;
+        Ok(refresh_tokens::table
+            .inner_join(refresh_families::table)
+            .filter(refresh_tokens::token_hash.eq(token_hash))
+            .select(refresh_families::scope)
+            .first(&mut conn)
+            .optional()?)
     }
 
     /// The family of the token `token_hash`, if the token is known.

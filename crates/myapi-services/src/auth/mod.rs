@@ -6,6 +6,7 @@
 
 mod data;
 mod password;
+mod roles;
 mod throttle;
 mod tokens;
 
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 pub use data::{Rotation, SessionDataManager, UserDataManager};
 pub use password::{HashPool, PasswordHasher};
+pub use roles::{Role, SCOPES, Scopes};
 pub use throttle::{LoginThrottle, MAX_TRACKED_KEYS, Reservation};
 pub use tokens::{Claims, TokenSigner};
 
@@ -29,6 +31,7 @@ use myapi_schemas::{TokenResponse, UserSchema};
 use crate::bounded::{BoundedMap, Retention};
 use crate::config::Settings;
 use crate::database::Database;
+use crate::query::{Page, PageSizes, QueryPairs};
 use crate::{InvalidField, ServiceError, blocking};
 use tokens::random_id;
 
@@ -132,6 +135,8 @@ impl std::fmt::Debug for Password {
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// The `scope` parameter as sent, if any.
+    pub scope: Option<String>,
 }
 
 impl Credentials {
@@ -158,6 +163,9 @@ pub enum LoginError {
     InvalidGrant,
     #[error("{0}")]
     InvalidRequest(&'static str),
+    /// An unknown scope was asked for, or none the user's role allows.
+    #[error("{0}")]
+    InvalidScope(String),
     /// Too many failed logins from this client or for this account.
     #[error("too many failed login attempts; retry in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
@@ -188,6 +196,7 @@ pub struct AuthService {
     /// What unknown users are checked against, so they cost what known ones do.
     dummy_hash: Arc<str>,
     password_chars: (usize, usize),
+    page_sizes: PageSizes,
     revocation_cache: Arc<Mutex<BoundedMap<i32, CachedUser>>>,
     revocation_ttl: Duration,
 }
@@ -195,8 +204,16 @@ pub struct AuthService {
 #[derive(Debug, Clone)]
 struct CachedUser {
     checked_at: Instant,
-    /// The user's current security stamp and shape; `None` once deleted.
-    user: Option<(String, UserSchema)>,
+    /// The user's current security stamp, role and shape; `None` once deleted.
+    user: Option<(String, Role, UserSchema)>,
+}
+
+/// The user of a valid bearer token, and what the token lets them do now: the token's
+/// scopes narrowed to what the user's current role allows.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedUser {
+    pub user: UserSchema,
+    pub scopes: Scopes,
 }
 
 impl AuthService {
@@ -222,6 +239,10 @@ impl AuthService {
             signer: TokenSigner::new(settings.token_key.as_ref(), auth),
             dummy_hash: dummy_hash.into(),
             password_chars: (auth.password_min_chars.get(), auth.password_max_chars),
+            page_sizes: PageSizes {
+                default: settings.users.default_page_size,
+                max: settings.users.max_page_size.get(),
+            },
             revocation_cache: Arc::new(Mutex::new(BoundedMap::new(MAX_CACHED_USERS))),
             revocation_ttl: Duration::from_millis(auth.revocation_cache_ms),
         })
@@ -237,6 +258,7 @@ impl AuthService {
         name: &str,
         email: &str,
         password: String,
+        role: Role,
     ) -> Result<UserSchema, ServiceError> {
         let (name, email, password) = match (
             UserName::parse(name),
@@ -257,11 +279,39 @@ impl AuthService {
             email: email.as_str(),
             hashed_password: &hashed_password,
             security_stamp: &random_id(),
+            role: role.as_str(),
         })?;
         Ok(to_schema(&row))
     }
 
-    /// All users, by id (blocking).
+    /// Gives a user another role; their tokens' scopes follow within the revocation window
+    /// (blocking).
+    pub fn set_role(&self, email: &str, role: Role) -> Result<Email, ServiceError> {
+        let email = Email::parse(email)?;
+        if self.users.set_role(email.as_str(), role.as_str())? {
+            Ok(email)
+        } else {
+            Err(no_such_user(email.as_str()))
+        }
+    }
+
+    /// One page of users, by id (`limit`, `offset` as for movies; blocking).
+    pub fn users_page(&self, pairs: &QueryPairs) -> Result<UserPage, ServiceError> {
+        let page = Page::parse(pairs, self.page_sizes)?;
+        let limit = i64::from(page.limit);
+        let mut rows = self.users.page(limit + 1, page.offset)?;
+        let has_more = rows.len() as i64 > limit;
+        rows.truncate(page.limit as usize);
+        Ok(UserPage {
+            users: rows.iter().map(to_schema).collect(),
+            next: has_more.then_some(Page {
+                offset: page.offset + limit,
+                ..page
+            }),
+        })
+    }
+
+    /// All users, by id (blocking; for the CLI).
     pub fn list_users(&self) -> Result<Vec<UserSchema>, ServiceError> {
         Ok(self.users.list()?.iter().map(to_schema).collect())
     }
@@ -308,6 +358,13 @@ impl AuthService {
         client: IpAddr,
     ) -> Result<TokenResponse, LoginError> {
         credentials.check()?;
+        let asked = credentials
+            .scope
+            .as_deref()
+            .map(Scopes::parse_request)
+            .transpose()
+            .map_err(LoginError::InvalidScope)?
+            .flatten();
         let throttled = |retry_after_secs| LoginError::Throttled { retry_after_secs };
         self.throttle.check_client(client).map_err(throttled)?;
         let ticket = self.hashing.try_admit().ok_or(LoginError::Saturated {
@@ -369,8 +426,9 @@ impl AuthService {
             );
             blocking(move || users.upgrade_hash(user_id, &old_hash, &new_hash)).await?;
         }
-        let refresh_token = self.start_session(user.user_id).await?;
-        Ok(self.grant(&user, refresh_token)?)
+        let granted = grant_scopes(&user, asked.as_ref(), None)?;
+        let refresh_token = self.start_session(user.user_id, &granted).await?;
+        Ok(self.grant(&user, asked.as_ref(), &granted, refresh_token)?)
     }
 
     /// The refresh grant (RFC 6749 §6): a new access token and a new refresh token for a
@@ -380,11 +438,31 @@ impl AuthService {
     pub async fn refresh(
         &self,
         refresh_token: String,
+        scope: Option<String>,
         client: IpAddr,
     ) -> Result<TokenResponse, LoginError> {
+        let asked = scope
+            .as_deref()
+            .map(Scopes::parse_request)
+            .transpose()
+            .map_err(LoginError::InvalidScope)?
+            .flatten();
         self.throttle
             .check_client(client)
             .map_err(|retry_after_secs| LoginError::Throttled { retry_after_secs })?;
+        if let Some(asked) = &asked {
+            // Checked before the token is used up: a refused narrowing must not cost the
+            // session. A family's scope never changes, so reading it first is safe.
+            let (sessions, presented) = (self.sessions.clone(), hash_secret(&refresh_token));
+            let family_scope = blocking(move || sessions.family_scope(&presented)).await?;
+            if let Some(family_scope) = family_scope.filter(|scope| !scope.is_empty())
+                && !asked.is_subset(&Scopes::from_claim(&family_scope))
+            {
+                return Err(LoginError::InvalidScope(
+                    "a refresh may only narrow the scopes of the login".into(),
+                ));
+            }
+        }
         let now = unix_now();
         let (next_token, expires_at) = (random_secret(), now + self.refresh_lifetime_secs);
         let (sessions, presented, next) = (
@@ -394,8 +472,8 @@ impl AuthService {
         );
         let rotation =
             blocking(move || sessions.rotate(&presented, &next, expires_at, now)).await?;
-        let user_id = match rotation {
-            Rotation::Rotated { user_id, .. } => user_id,
+        let (user_id, family_scope) = match rotation {
+            Rotation::Rotated { user_id, scope } => (user_id, Scopes::from_claim(&scope)),
             Rotation::Reused {
                 family_id,
                 user_id,
@@ -421,7 +499,10 @@ impl AuthService {
         let user = blocking(move || users.find_by_id(user_id))
             .await?
             .ok_or(LoginError::InvalidRefreshToken)?;
-        Ok(self.grant(&user, next_token)?)
+        // Families from before scopes existed hold none: they get what the role allows.
+        let within = (!family_scope.is_empty()).then_some(&family_scope);
+        let granted = grant_scopes(&user, asked.as_ref(), within)?;
+        Ok(self.grant(&user, asked.as_ref(), &granted, next_token)?)
     }
 
     /// RFC 7009 revocation: a refresh token revokes its family; an unknown or already
@@ -466,12 +547,12 @@ impl AuthService {
 
     /// A new family with its first refresh token, returned in the clear (only its hash is
     /// stored).
-    async fn start_session(&self, user_id: i32) -> Result<String, ServiceError> {
+    async fn start_session(&self, user_id: i32, granted: &Scopes) -> Result<String, ServiceError> {
         let (token, now) = (random_secret(), unix_now());
         let family = RefreshFamilyRow {
             family_id: random_id(),
             user_id,
-            scope: String::new(),
+            scope: granted.to_string(),
             created_at: now,
             revoked_at: None,
         };
@@ -487,14 +568,26 @@ impl AuthService {
         Ok(token)
     }
 
-    fn grant(&self, user: &UserRow, refresh_token: String) -> Result<TokenResponse, ServiceError> {
-        let access_token =
-            self.signer
-                .issue(user.user_id, &user.name, &user.email, &user.security_stamp)?;
+    fn grant(
+        &self,
+        user: &UserRow,
+        asked: Option<&Scopes>,
+        granted: &Scopes,
+        refresh_token: String,
+    ) -> Result<TokenResponse, ServiceError> {
+        let scope = granted.to_string();
+        let access_token = self.signer.issue(
+            user.user_id,
+            &user.name,
+            &user.email,
+            &user.security_stamp,
+            &scope,
+        )?;
         Ok(TokenResponse {
             access_token,
             token_type: "bearer".into(),
             expires_in: self.signer.lifetime_secs(),
+            scope: (asked != Some(granted)).then_some(scope),
             refresh_token: Some(refresh_token),
         })
     }
@@ -502,7 +595,7 @@ impl AuthService {
     /// The user of a bearer token: its signature and claims, then whether the user still
     /// exists with the token's security stamp, from a cache refreshed every
     /// `revocation_cache_ms`.
-    pub async fn authenticate(&self, token: &str) -> Result<UserSchema, ServiceError> {
+    pub async fn authenticate(&self, token: &str) -> Result<AuthenticatedUser, ServiceError> {
         let claims = self.signer.verify(token)?;
         let user_id = claims.user_id()?;
         if let Some(cached) = self.cached_user(user_id) {
@@ -511,7 +604,7 @@ impl AuthService {
         let users = self.users.clone();
         let user = blocking(move || users.find_by_id(user_id))
             .await?
-            .map(|row| (row.security_stamp.clone(), to_schema(&row)));
+            .map(|row| (row.security_stamp.clone(), role_of(&row), to_schema(&row)));
         let result = accept(&claims, user.as_ref());
         let now = Instant::now();
         let ttl = self.revocation_ttl;
@@ -550,10 +643,17 @@ impl AuthService {
 
 fn accept(
     claims: &Claims,
-    user: Option<&(String, UserSchema)>,
-) -> Result<UserSchema, ServiceError> {
+    user: Option<&(String, Role, UserSchema)>,
+) -> Result<AuthenticatedUser, ServiceError> {
     match user {
-        Some((stamp, user)) if *stamp == claims.stm => Ok(user.clone()),
+        Some((stamp, role, user)) if *stamp == claims.stm => Ok(AuthenticatedUser {
+            user: user.clone(),
+            scopes: claims
+                .scope
+                .as_deref()
+                .map_or_else(|| role.scopes(), Scopes::from_claim)
+                .allowed_for(*role),
+        }),
         _ => Err(ServiceError::InvalidToken("token revoked")),
     }
 }
@@ -589,7 +689,41 @@ fn to_schema(row: &UserRow) -> UserSchema {
         user_id: row.user_id,
         name: row.name.clone(),
         email: row.email.clone(),
+        role: row.role.clone(),
     }
+}
+
+/// The stored role; the database's CHECK admits only known ones, and anything else grants
+/// a reader's rights rather than failing every request of the user.
+fn role_of(row: &UserRow) -> Role {
+    row.role.parse().unwrap_or(Role::Reader)
+}
+
+/// What a token request is granted: what was asked (or, when nothing was, everything the
+/// `within` family had, or else the role allows), narrowed to what the role allows now.
+/// A refresh has checked that `asked` lies within its family's scope.
+fn grant_scopes(
+    user: &UserRow,
+    asked: Option<&Scopes>,
+    within: Option<&Scopes>,
+) -> Result<Scopes, LoginError> {
+    let role = role_of(user);
+    let granted = asked
+        .or(within)
+        .map_or_else(|| role.scopes(), |scopes| scopes.allowed_for(role));
+    if granted.is_empty() {
+        return Err(LoginError::InvalidScope(format!(
+            "the `{role}` role allows none of the scopes asked for"
+        )));
+    }
+    Ok(granted)
+}
+
+/// One page of users, and where the next one starts (if there is one).
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    pub users: Vec<UserSchema>,
+    pub next: Option<Page>,
 }
 
 #[cfg(test)]

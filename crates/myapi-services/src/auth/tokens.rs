@@ -36,6 +36,10 @@ pub struct Claims {
     /// The user's security stamp at issue time: a password change, or a new user who gets
     /// the same id after a database reset, has another one.
     pub stm: String,
+    /// Granted scopes, space-separated (RFC 9068 §2.2.3). Absent from tokens issued before
+    /// scopes existed: those mean everything the user's role allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl Claims {
@@ -109,6 +113,7 @@ impl TokenSigner {
         name: &str,
         email: &str,
         security_stamp: &str,
+        scope: &str,
     ) -> Result<String, ServiceError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -124,6 +129,7 @@ impl TokenSigner {
             aud: self.audience.clone(),
             jti: random_id(),
             stm: security_stamp.to_owned(),
+            scope: Some(scope.to_owned()),
         };
         jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .map_err(|e| ServiceError::internal("token signing failed", e))
@@ -232,6 +238,7 @@ mod tests {
             aud: "myapi".into(),
             jti: "j".into(),
             stm: "s".into(),
+            scope: None,
         }
     }
 
@@ -251,7 +258,7 @@ mod tests {
     }
 
     fn issue(signer: &TokenSigner) -> String {
-        signer.issue(1, "a", "a@b.c", "s").unwrap()
+        signer.issue(1, "a", "a@b.c", "s", "movies:read").unwrap()
     }
 
     #[test]
@@ -336,7 +343,9 @@ mod tests {
     #[test]
     fn round_trip() {
         let s = signer();
-        let token = s.issue(7, "Ada", "ada@example.com", "stamp").unwrap();
+        let token = s
+            .issue(7, "Ada", "ada@example.com", "stamp", "movies:read")
+            .unwrap();
         let claims = s.verify(&token).unwrap();
         assert_eq!(
             (
@@ -348,7 +357,10 @@ mod tests {
         );
         assert_eq!(claims.aud, "myapi");
         assert_eq!(claims.exp - claims.iat, 30 * 60);
-        let again = s.verify(&s.issue(7, "Ada", "ada@example.com", "stamp").unwrap());
+        let again = s.verify(
+            &s.issue(7, "Ada", "ada@example.com", "stamp", "movies:read")
+                .unwrap(),
+        );
         assert_ne!(again.unwrap().jti, claims.jti, "each token has its own id");
     }
 
@@ -384,6 +396,7 @@ mod tests {
             aud: "myapi".into(),
             jti: "j".into(),
             stm: "s".into(),
+            scope: None,
         };
         let token = jsonwebtoken::encode(&s.header, &expired, &s.encoding).unwrap();
         assert!(matches!(

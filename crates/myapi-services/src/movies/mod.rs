@@ -15,13 +15,12 @@ use myapi_models::rows::MovieRow;
 use myapi_schemas::MovieSchema;
 
 use crate::config::MoviesSettings;
+use crate::query::{MAX_OFFSET, QueryPairs, integer, optional, required};
 use crate::database::Database;
 use crate::{InvalidField, ServiceError};
 
 /// Oldest and newest release years a stored movie may have.
 pub const RELEASE_YEARS: std::ops::RangeInclusive<i64> = 1800..=3000;
-/// Largest accepted `offset`.
-pub const MAX_OFFSET: i64 = 1_000_000_000;
 /// CSV errors reported before the importer stops listing them.
 const MAX_REPORTED_ERRORS: usize = 50;
 
@@ -56,9 +55,6 @@ impl Rating {
         f64::from(self.0) / 10.0
     }
 }
-
-/// Query parameters as sent, in order.
-pub type QueryPairs = [(String, String)];
 
 /// A checked `GET /movies/new` query.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,42 +126,6 @@ impl MovieId {
     pub fn from_query(pairs: &QueryPairs) -> Result<Self, ServiceError> {
         Ok(required(pairs, "movie_id").and_then(Self::parse)?)
     }
-}
-
-/// The one value of `name`; sent twice is an error, since picking either would be a guess.
-fn optional<'a>(pairs: &'a QueryPairs, name: &str) -> Result<Option<&'a str>, InvalidField> {
-    let mut values = pairs.iter().filter(|(key, _)| key == name);
-    let first = values.next().map(|(_, value)| value.as_str());
-    match values.next() {
-        Some(_) => Err(InvalidField::new(name, "must be given once")),
-        None => Ok(first),
-    }
-}
-
-fn required<'a>(pairs: &'a QueryPairs, name: &str) -> Result<&'a str, InvalidField> {
-    optional(pairs, name)?.ok_or_else(|| InvalidField::new(name, "is required"))
-}
-
-/// An integer within `range`, converted to the type the query holds it in.
-fn integer<T: TryFrom<i64>>(
-    name: &str,
-    raw: &str,
-    range: std::ops::RangeInclusive<i64>,
-) -> Result<T, InvalidField> {
-    let value: i64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| InvalidField::new(name, "must be an integer"))?;
-    range
-        .contains(&value)
-        .then(|| T::try_from(value).ok())
-        .flatten()
-        .ok_or_else(|| {
-            InvalidField::new(
-                name,
-                format!("must be between {} and {}", range.start(), range.end()),
-            )
-        })
 }
 
 /// A filter rating: any number from 0 to 10 (unlike a stored [`Rating`], any precision).

@@ -1,16 +1,18 @@
 //! The `auth` scope: `POST /token` (OAuth2 password and refresh grants), `POST /revoke`
-//! (RFC 7009) and `GET /users/me`.
+//! (RFC 7009), `GET /users/me` and `GET /users/`.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use myapi_schemas::{OAuthErrorResponse, RevokeForm, TokenRequest, TokenResponse, UserSchema};
+use myapi_schemas::{
+    OAuthErrorResponse, Problem, RevokeForm, TokenRequest, TokenResponse, UserSchema,
+};
 use myapi_services::Services;
 use myapi_services::auth::Credentials;
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::error::TokenError;
-use crate::extract::{BearerUser, client_ip};
+use crate::error::{ApiError, TokenError};
+use crate::extract::{Authorized, BearerUser, UsersRead, client_ip, next_page_link, query_pairs};
 use crate::openapi::GuardedErrors;
 
 /// Largest `/token` and `/revoke` body, in bytes: a form of a few short fields needs far
@@ -20,7 +22,7 @@ pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token)
         .service(revoke)
-        .service(scope("/users").service(me));
+        .service(scope("/users").service(me).service(list_users));
 }
 
 /// Issues an access token and a refresh token: for an email and password (RFC 6749 §4.3),
@@ -33,7 +35,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     responses(
         (status = 200, description = "Tokens issued", body = TokenResponse,
             headers(("Cache-Control" = String, description = "no-store"), ("Pragma" = String, description = "no-cache"))),
-        (status = 400, description = "invalid_request, invalid_grant or unsupported_grant_type", body = OAuthErrorResponse),
+        (status = 400, description = "invalid_request, invalid_grant, invalid_scope or unsupported_grant_type", body = OAuthErrorResponse),
         (status = 413, description = "Body larger than 4 KiB (`invalid_request`)", body = OAuthErrorResponse),
         (status = 429, description = "Too many failed logins", body = OAuthErrorResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -54,12 +56,14 @@ pub async fn token(
             let credentials = Credentials {
                 username: form.required("username")?,
                 password: form.required("password")?,
+                scope: form.value("scope")?,
             };
             services.auth.login(credentials, client).await?
         }
         Some("refresh_token") => {
             let refresh_token = form.required("refresh_token")?;
-            services.auth.refresh(refresh_token, client).await?
+            let scope = form.value("scope")?;
+            services.auth.refresh(refresh_token, scope, client).await?
         }
         Some("") => {
             return Err(TokenError::InvalidRequest(
@@ -130,7 +134,7 @@ impl Form {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(body).map_err(|_| invalid("body is not a valid form"))?;
         let form = Self(pairs);
-        for name in ["scope", "client_id", "client_secret"] {
+        for name in ["client_id", "client_secret"] {
             form.value(name)?;
         }
         Ok(form)
@@ -168,5 +172,40 @@ impl Form {
 )]
 #[get("/me")]
 pub async fn me(user: BearerUser) -> HttpResponse {
-    HttpResponse::Ok().json(user.0)
+    HttpResponse::Ok().json(user.0.user)
+}
+
+/// One page of users, by id (admins: scope `users:read`). When more follow, a
+/// `Link: <…>; rel="next"` header gives the next page's URL.
+#[utoipa::path(
+    tag = "auth",
+    security(("oauth2" = ["users:read"])),
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
+        ("offset" = Option<i64>, Query, description = "Users to skip (default 0)", minimum = 0, maximum = 1_000_000_000),
+    ),
+    responses(
+        (status = 200, description = "One page of users", body = Vec<UserSchema>,
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when another page follows"))),
+        (status = 403, description = "The token lacks `users:read`", body = Problem,
+            content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\", scope=\"users:read\"`"))),
+        (status = 422, description = "`limit` or `offset` malformed or out of range", body = Problem,
+            content_type = "application/problem+json"),
+        GuardedErrors,
+    ),
+)]
+#[get("/")]
+pub async fn list_users(
+    _user: Authorized<UsersRead>,
+    req: HttpRequest,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let pairs = query_pairs(&req)?;
+    let page = web::block(move || services.auth.users_page(&pairs)).await??;
+    let mut response = HttpResponse::Ok();
+    if let Some(next) = page.next {
+        response.insert_header(next_page_link("/users/", &[], next));
+    }
+    Ok(response.json(page.users))
 }

@@ -9,7 +9,7 @@ use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
-use crate::extract::{BearerUser, query_pairs};
+use crate::extract::{Authorized, MoviesRead, query_pairs};
 use crate::openapi::GuardedErrors;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -24,7 +24,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
 /// One movie by `movie_id` query parameter (the seed's route, kept for its clients).
 #[utoipa::path(
     tag = "movies",
-    security(("oauth2" = [])),
+    security(("oauth2" = ["movies:read"])),
     params(("movie_id" = i64, Query, description = "Movie id", minimum = 1)),
     responses(
         (status = 200, description = "The movie", body = MovieSchema),
@@ -35,7 +35,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
 )]
 #[get("/")]
 pub async fn get_movie_by_query(
-    _user: BearerUser,
+    _user: Authorized<MoviesRead>,
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
@@ -46,7 +46,7 @@ pub async fn get_movie_by_query(
 /// One movie by id.
 #[utoipa::path(
     tag = "movies",
-    security(("oauth2" = [])),
+    security(("oauth2" = ["movies:read"])),
     params(("movie_id" = i64, Path, description = "Movie id", minimum = 1)),
     responses(
         (status = 200, description = "The movie", body = MovieSchema),
@@ -57,7 +57,7 @@ pub async fn get_movie_by_query(
 )]
 #[get("/{movie_id}")]
 pub async fn get_movie(
-    _user: BearerUser,
+    _user: Authorized<MoviesRead>,
     movie_id: web::Path<String>,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
@@ -78,7 +78,7 @@ async fn find_movie(
 /// gives the next page's URL.
 #[utoipa::path(
     tag = "movies",
-    security(("oauth2" = [])),
+    security(("oauth2" = ["movies:read"])),
     params(
         ("year" = i64, Query, description = "Earliest release year", minimum = 0, maximum = 9999),
         ("rating" = f64, Query, description = "Lowest rating", minimum = 0, maximum = 10),
@@ -95,7 +95,7 @@ async fn find_movie(
 )]
 #[get("/new")]
 pub async fn new_movies(
-    _user: BearerUser,
+    _user: Authorized<MoviesRead>,
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {

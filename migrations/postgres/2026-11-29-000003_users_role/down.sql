@@ -1,0 +1,1 @@
+ALTER TABLE myapi.users DROP COLUMN role;
