@@ -4,13 +4,17 @@
 //!
 //! - `sslmode=require` connects (encrypted, server not verified);
 //! - `sslmode=verify-full&sslrootcert=CA` with the right CA connects (encrypted, verified);
+//! - `verify-full&sslrootcert=system` trusts the OS store (here: `SSL_CERT_FILE` naming the
+//!   test's CA, which OpenSSL reads in its stead);
 //! - `verify-full` with another CA fails, and the server binary says so in one line.
 //!
 //! Needs the PostgreSQL server binaries (Debian `postgresql`) and `openssl` (Debian
 //! `openssl`); without them it skips with a notice, except under `CI=true`, where it fails.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use myapi_services::config::Secret;
 use myapi_services::{Database, Settings, error_chain};
@@ -19,12 +23,14 @@ use crate::support::{TEST_TOKEN_KEY, in_ci};
 
 /// The PostgreSQL server binaries (`initdb`, `pg_ctl`) of the newest installed version.
 fn server_binaries() -> Option<PathBuf> {
-    std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|dirs| {
-        dirs.filter_map(Result::ok)
-            .map(|d| d.path().join("bin"))
-            .filter(|b| b.join("initdb").exists())
-            .max()
-    })
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|dirs| {
+            dirs.filter_map(Result::ok)
+                .map(|d| d.path().join("bin"))
+                .filter(|b| b.join("initdb").exists())
+                .max()
+        })
 }
 
 fn have_openssl() -> bool {
@@ -267,7 +273,10 @@ impl TlsCluster {
     }
 
     fn ca(&self, name: &str) -> String {
-        self.certs().join(format!("{name}.crt")).display().to_string()
+        self.certs()
+            .join(format!("{name}.crt"))
+            .display()
+            .to_string()
     }
 }
 
@@ -324,8 +333,8 @@ fn postgres_over_tls_require_and_verify_full_connect_and_a_wrong_ca_fails_in_one
             host,
             &format!("sslmode=verify-full&sslrootcert={}", cluster.ca("ca")),
         );
-        let db = connect(&dsn)
-            .unwrap_or_else(|e| panic!("verify-full via {host}: {}", error_chain(&e)));
+        let db =
+            connect(&dsn).unwrap_or_else(|e| panic!("verify-full via {host}: {}", error_chain(&e)));
         db.check_ready().unwrap();
     }
 
@@ -358,4 +367,63 @@ fn postgres_over_tls_require_and_verify_full_connect_and_a_wrong_ca_fails_in_one
         "{stderr}"
     );
     eprintln!("wrong CA, as the operator sees it: {}", lines[0]);
+
+    // sslrootcert=system: OpenSSL's default trust store, which SSL_CERT_FILE replaces for
+    // the child process, so the binary starts with the test's CA and fails without it.
+    let system = cluster.dsn("localhost", "sslmode=verify-full&sslrootcert=system");
+    let started = server_starts(scratch.path(), &system, Some(&cluster.ca("ca")));
+    assert!(
+        started.is_ok(),
+        "sslrootcert=system with the CA in SSL_CERT_FILE: {started:?}"
+    );
+    let refused = server_starts(scratch.path(), &system, Some(&cluster.ca("other-ca")));
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("certificate verify failed")),
+        "sslrootcert=system with another CA in SSL_CERT_FILE: {refused:?}"
+    );
+}
+
+/// Starts `myapi-web` on `dsn` (with `SSL_CERT_FILE`, if given) and stops it again: `Ok` once
+/// it listens, `Err(stderr)` if it exits first.
+fn server_starts(dir: &Path, dsn: &str, cert_file: Option<&str>) -> Result<(), String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_myapi-web"));
+    command
+        .current_dir(dir)
+        .env("MYAPI_DATABASE__DSN", dsn)
+        .env("MYAPI_DATABASE__CONNECT_TIMEOUT_SECS", "2")
+        .env("MYAPI_SERVER__PORT", "0")
+        .env("MYAPI_SERVER__WORKERS", "1")
+        .env("MYAPI_TOKEN_KEY", TEST_TOKEN_KEY)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(file) = cert_file {
+        command.env("SSL_CERT_FILE", file);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    let outcome = loop {
+        match seen.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains("listening on") => break Ok(()),
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(_) => break Err(log),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
 }
