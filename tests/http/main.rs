@@ -12,6 +12,7 @@ mod fuzz;
 mod health;
 mod hostile;
 mod key_rotation;
+mod movie_writes;
 mod movies;
 mod oauth_clients;
 mod openapi;

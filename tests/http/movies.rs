@@ -27,6 +27,25 @@ async fn both_id_routes_return_exact_ratings(db: TestDb) {
     .await;
     assert_eq!(by_query, expected);
     assert_eq!(by_path, expected);
+    // Both routes tag the movie with the same strong ETag; the listing has none.
+    let etags: Vec<String> = {
+        let mut etags = Vec::new();
+        for path in ["/movies/?movie_id=1", "/movies/1"] {
+            let response = app.get_authed(path, &token).await;
+            etags.push(response.headers()["etag"].to_str().unwrap().to_owned());
+        }
+        etags
+    };
+    assert_eq!(etags[0], etags[1]);
+    assert!(
+        etags[0].starts_with('"') && !etags[0].starts_with("W/"),
+        "{}",
+        etags[0]
+    );
+    let listing = app
+        .get_authed("/movies/new?year=1990&rating=9", &token)
+        .await;
+    assert!(!listing.headers().contains_key("etag"));
     // The raw text must say 9.2, not 9.199999….
     let raw = app
         .get_authed("/movies/2", &token)

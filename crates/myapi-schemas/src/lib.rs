@@ -10,7 +10,7 @@ mod movies;
 
 pub use auth::{RefreshTokenForm, RevokeForm, TokenForm, TokenRequest, TokenResponse, UserSchema};
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
-pub use movies::{MovieInput, MoviePatch, MovieSchema};
+pub use movies::{MovieInput, MoviePatch, MovieSchema, integral};
 // [xtask] schema exports
 
 use serde::{Deserialize, Serialize};

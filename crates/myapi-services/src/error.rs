@@ -44,6 +44,12 @@ pub enum ServiceError {
     /// The write conflicts with existing data (e.g. a duplicate email).
     #[error("{0}")]
     Conflict(String),
+    /// A write was not told which version of the resource it replaces.
+    #[error("{0}")]
+    PreconditionRequired(String),
+    /// The resource is not at the version the write names.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// The bearer token is malformed, expired, wrongly signed or revoked.
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),

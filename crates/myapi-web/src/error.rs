@@ -28,6 +28,16 @@ pub enum ApiError {
     /// The token is valid but lacks the route's scope (RFC 6750 §3.1).
     #[error("the token lacks the scope `{scope}`")]
     InsufficientScope { scope: &'static str },
+    /// The body is not JSON (or not UTF-8): 400.
+    #[error("the body is not valid JSON: {0}")]
+    MalformedBody(String),
+    /// The body's `Content-Type` is not the one the route reads; a PATCH answers with
+    /// `Accept-Patch` naming it (RFC 5789 §2.2).
+    #[error("the body must be {expected}")]
+    UnsupportedMediaType {
+        expected: &'static str,
+        accept_patch: bool,
+    },
     /// The path exists, served with other methods (listed in `Allow`).
     #[error("allowed methods: {allow}")]
     MethodNotAllowed { allow: String },
@@ -65,12 +75,16 @@ impl ResponseError for ApiError {
                 ServiceError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
                 ServiceError::Conflict(_) => StatusCode::CONFLICT,
+                ServiceError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
+                ServiceError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
                 ServiceError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
                 ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 ServiceError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Self::MissingCredentials => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
@@ -93,6 +107,12 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, allow.as_str()));
             }
+            Self::UnsupportedMediaType {
+                expected,
+                accept_patch: true,
+            } => {
+                response.insert_header(("accept-patch", *expected));
+            }
             Self::Service(ServiceError::InvalidToken(_)) => {
                 response.insert_header((
                     header::WWW_AUTHENTICATE,
@@ -111,7 +131,10 @@ impl ResponseError for ApiError {
                     })
                     .collect();
             }
-            Self::Service(_) | Self::HeadersTooLarge { .. } => {}
+            Self::Service(_)
+            | Self::HeadersTooLarge { .. }
+            | Self::MalformedBody(_)
+            | Self::UnsupportedMediaType { .. } => {}
         }
         let detail = match self {
             Self::Service(error) => client_detail(error),

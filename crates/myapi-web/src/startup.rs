@@ -219,12 +219,21 @@ pub fn run(
 }
 
 /// CORS for the configured origins only; credentials are bearer tokens, not cookies.
+/// Browsers may send the conditional-request headers and read `ETag`, `Location` (a
+/// created movie) and `Link` (the next page).
 fn cors(origins: &[String]) -> Cors {
     origins
         .iter()
         .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
-        .allowed_methods(["GET", "POST"])
-        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([header::ETAG, header::LOCATION, header::LINK])
         .max_age(600)
 }
 

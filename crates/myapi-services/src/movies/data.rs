@@ -1,13 +1,35 @@
 //! `MovieDataManager`: every query the movies service makes, and nothing else.
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::dsl::max;
 use diesel::prelude::*;
-use myapi_models::rows::MovieRow;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use myapi_models::rows::{MovieRow, VersionedMovieRow};
 use myapi_models::schema::movies;
 use myapi_models::{BigDecimal, DbConnection};
 
 use crate::ServiceError;
 use crate::database::Database;
+
+/// What `RETURNING` reads into a [`VersionedMovieRow`] (MultiConnection cannot return a
+/// `Selectable`).
+const VERSIONED_COLUMNS: (
+    (
+        movies::movie_id,
+        movies::title,
+        movies::released,
+        movies::rating,
+    ),
+    movies::version,
+) = (
+    (
+        movies::movie_id,
+        movies::title,
+        movies::released,
+        movies::rating,
+    ),
+    movies::version,
+);
 
 /// Rows per multi-row INSERT (4 parameters each; well under SQLite's and PostgreSQL's limits).
 const INSERT_BATCH: usize = 1000;
@@ -45,13 +67,75 @@ impl MovieDataManager {
         Self { db }
     }
 
-    pub fn find(&self, movie_id: i32) -> Result<Option<MovieRow>, ServiceError> {
+    pub fn find(&self, movie_id: i32) -> Result<Option<VersionedMovieRow>, ServiceError> {
         let mut conn = self.db.conn()?;
         Ok(movies::table
             .find(movie_id)
-            .select(MovieRow::as_select())
+            .select(VersionedMovieRow::as_select())
             .first(&mut conn)
             .optional()?)
+    }
+
+    /// Inserts `row` under the next id after the largest (its own `movie_id` is ignored).
+    ///
+    /// The id is picked and used while holding the table's write lock ([`write_locked`]),
+    /// which first waits for every other writer to finish, so it never collides with an id
+    /// that `import`, plain SQL or a concurrent `insert` put in.
+    pub fn insert(&self, row: &MovieRow) -> Result<VersionedMovieRow, ServiceError> {
+        let mut conn = self.db.conn()?;
+        write_locked(&mut conn, |conn| {
+            let largest: Option<i32> = movies::table.select(max(movies::movie_id)).first(conn)?;
+            let movie_id = largest.unwrap_or(0).checked_add(1).ok_or_else(|| {
+                ServiceError::Conflict("no movie id is left: the largest one is taken".into())
+            })?;
+            diesel::insert_into(movies::table)
+                .values(MovieRow {
+                    movie_id,
+                    ..row.clone()
+                })
+                .returning(VERSIONED_COLUMNS)
+                .get_result(conn)
+                .map_err(write_error)
+        })
+    }
+
+    /// Overwrites movie `row.movie_id` if it is still at `version`, raising the version;
+    /// `None` when it is not (changed or deleted meanwhile).
+    pub fn update(
+        &self,
+        row: &MovieRow,
+        version: i64,
+    ) -> Result<Option<VersionedMovieRow>, ServiceError> {
+        let mut conn = self.db.conn()?;
+        // The trigger raises the version too; raising it here as well makes RETURNING show
+        // the new one on SQLite, whose AFTER trigger runs after RETURNING is computed.
+        diesel::update(
+            movies::table
+                .filter(movies::movie_id.eq(row.movie_id))
+                .filter(movies::version.eq(version)),
+        )
+        .set((
+            movies::title.eq(&row.title),
+            movies::released.eq(row.released),
+            movies::rating.eq(&row.rating),
+            movies::version.eq(movies::version + 1),
+        ))
+        .returning(VERSIONED_COLUMNS)
+        .get_result(&mut conn)
+        .optional()
+        .map_err(write_error)
+    }
+
+    /// Deletes movie `movie_id` if it is still at `version`; whether it did.
+    pub fn delete(&self, movie_id: i32, version: i64) -> Result<bool, ServiceError> {
+        let mut conn = self.db.conn()?;
+        let deleted = diesel::delete(
+            movies::table
+                .filter(movies::movie_id.eq(movie_id))
+                .filter(movies::version.eq(version)),
+        )
+        .execute(&mut conn)?;
+        Ok(deleted == 1)
     }
 
     /// Movies released in or after `year` with at least `rating`, by id, one page.
@@ -84,8 +168,10 @@ impl MovieDataManager {
         on_existing: OnExisting,
     ) -> Result<ImportCounts, ServiceError> {
         let mut conn = self.db.conn()?;
-        conn.transaction::<_, ServiceError, _>(|conn| {
-            if let DbConnection::Pg(pg) = &mut **conn {
+        // Under the write lock, no other writer adds an id between the look-up of the
+        // existing ids and the insert.
+        write_locked(&mut conn, |conn| {
+            if let DbConnection::Pg(pg) = &mut *conn {
                 // A bulk import is an admin job: the request-sized statement timeout would cut
                 // a large COPY short. SET LOCAL ends with the transaction.
                 pg.batch_execute("SET LOCAL statement_timeout = 0")?;
@@ -122,6 +208,75 @@ impl MovieDataManager {
             counts.inserted = insert_new(conn, &new)?;
             Ok(counts)
         })
+    }
+}
+
+/// Runs `work` in a transaction that holds the table's write lock from the start: SQLite
+/// `BEGIN IMMEDIATE` (one writer at a time, as always there, but taken before the first
+/// read, so the reads stay current), PostgreSQL `LOCK TABLE … SHARE ROW EXCLUSIVE` (waits
+/// for every transaction that writes movies, blocks new ones until commit; readers are
+/// never blocked).
+fn write_locked<T>(
+    conn: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, ServiceError>,
+) -> Result<T, ServiceError> {
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    match conn {
+        DbConnection::Pg(pg) => AnsiTransactionManager::begin_transaction_sql(pg, "BEGIN")?,
+        DbConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+        }
+    }
+    let result = match conn {
+        DbConnection::Pg(pg) => pg
+            .batch_execute("LOCK TABLE movies IN SHARE ROW EXCLUSIVE MODE")
+            .map_err(ServiceError::from),
+        DbConnection::Sqlite(_) => Ok(()),
+    }
+    .and_then(|()| work(conn));
+    // As `Connection::transaction` does: commit on success, else roll back and report the
+    // first error.
+    match result {
+        Ok(value) => {
+            Manager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(error) => match Manager::rollback_transaction(conn) {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(error),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
+}
+
+/// A write the database refused: a constraint the service's checks should have caught
+/// names its field (422), a duplicate id is a conflict (409); anything else as usual.
+fn write_error(error: DieselError) -> ServiceError {
+    const FIELDS: [&str; 4] = ["movie_id", "title", "released", "rating"];
+    let DieselError::DatabaseError(kind, info) = &error else {
+        return error.into();
+    };
+    match kind {
+        DatabaseErrorKind::UniqueViolation => {
+            ServiceError::Conflict("a movie with this id exists".into())
+        }
+        DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
+            // PostgreSQL names the constraint (`movies_title_check`) or column; SQLite
+            // puts either in the message (`CHECK constraint failed: movies_title_check`).
+            let source = info
+                .constraint_name()
+                .or(info.column_name())
+                .unwrap_or(info.message());
+            let field = FIELDS
+                .into_iter()
+                .find(|field| source.contains(field))
+                .unwrap_or("movie");
+            log::warn!(
+                "the database refused a movie the service accepted: {}",
+                crate::error::one_line(info.message())
+            );
+            ServiceError::invalid(field, "is refused by the database's constraints")
+        }
+        _ => error.into(),
     }
 }
 
@@ -168,4 +323,57 @@ fn insert_new(conn: &mut DbConnection, rows: &[MovieRow]) -> Result<usize, Servi
             inserted
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(kind: DatabaseErrorKind, message: &str) -> ServiceError {
+        write_error(DieselError::DatabaseError(
+            kind,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn refused_writes_name_their_field() {
+        let field = |error: ServiceError| match error {
+            ServiceError::Invalid(fields) => fields[0].field.clone(),
+            other => panic!("{other:?}"),
+        };
+        // SQLite's messages; PostgreSQL's constraint names are the same.
+        let check = DatabaseErrorKind::CheckViolation;
+        for (message, expected) in [
+            (
+                "CHECK constraint failed: movies_title_printable_check",
+                "title",
+            ),
+            ("CHECK constraint failed: movies_released_check", "released"),
+            ("CHECK constraint failed: movies_rating_check", "rating"),
+            ("CHECK constraint failed: movies_movie_id_check", "movie_id"),
+            ("CHECK constraint failed: something_else", "movie"),
+        ] {
+            assert_eq!(field(refused(check, message)), expected, "{message}");
+        }
+        let not_null = DatabaseErrorKind::NotNullViolation;
+        assert_eq!(
+            field(refused(
+                not_null,
+                "NOT NULL constraint failed: movies.title"
+            )),
+            "title"
+        );
+        assert!(matches!(
+            refused(
+                DatabaseErrorKind::UniqueViolation,
+                "UNIQUE constraint failed: movies.movie_id"
+            ),
+            ServiceError::Conflict(_)
+        ));
+        assert!(matches!(
+            refused(DatabaseErrorKind::Unknown, "disk I/O error"),
+            ServiceError::Internal { .. }
+        ));
+    }
 }

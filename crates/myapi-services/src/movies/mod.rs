@@ -1,28 +1,68 @@
-//! The `movies` service: look-ups, the "new and good" listing, and CSV import.
+//! The `movies` service: look-ups, the "new and good" listing, CSV import, and writes
+//! guarded by row versions (optimistic concurrency).
 //!
 //! Blocking: every method that touches the database must run off the async workers.
 
 mod data;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io::Read;
 use std::str::FromStr;
 
 pub use data::{ImportCounts, MovieDataManager, OnExisting};
 
 use myapi_models::BigDecimal;
-use myapi_models::rows::MovieRow;
-use myapi_schemas::MovieSchema;
+use myapi_models::rows::{MovieRow, VersionedMovieRow};
+use myapi_schemas::{MovieInput, MovieSchema};
 
 use crate::config::MoviesSettings;
-use crate::query::{MAX_OFFSET, QueryPairs, integer, optional, required};
 use crate::database::Database;
+use crate::query::{MAX_OFFSET, QueryPairs, integer, optional, required};
 use crate::{InvalidField, ServiceError};
 
 /// Oldest and newest release years a stored movie may have.
 pub const RELEASE_YEARS: std::ops::RangeInclusive<i64> = 1800..=3000;
+/// Shortest and longest title, in characters.
+pub const TITLE_CHARS: std::ops::RangeInclusive<usize> = 1..=500;
 /// CSV errors reported before the importer stops listing them.
 const MAX_REPORTED_ERRORS: usize = 50;
+/// Times a write reads a movie that other writes keep changing between its read and its
+/// conditional write before it gives up with 412. Only `If-Match: *` retries: a named
+/// version no longer matches on the second read.
+const WRITE_ATTEMPTS: usize = 3;
+
+// The rules a stored movie obeys: the CSV import and the API check them before any query,
+// and the database enforces the same limits as constraints (see the migrations).
+
+/// A title: [`TITLE_CHARS`] characters, none of them a control character (NUL included).
+pub fn check_title(title: &str) -> Result<(), String> {
+    let chars = title.chars().count();
+    if TITLE_CHARS.contains(&chars) && !title.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be {} to {} printable characters",
+            TITLE_CHARS.start(),
+            TITLE_CHARS.end()
+        ))
+    }
+}
+
+/// A release year within [`RELEASE_YEARS`].
+pub fn check_released(year: i64) -> Result<i32, String> {
+    RELEASE_YEARS
+        .contains(&year)
+        .then(|| i32::try_from(year).ok())
+        .flatten()
+        .ok_or_else(|| {
+            format!(
+                "must be a year between {} and {}",
+                RELEASE_YEARS.start(),
+                RELEASE_YEARS.end()
+            )
+        })
+}
 
 /// A rating: 0.0 to 10.0 in steps of 0.1, held as tenths so it is exact on both backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,6 +76,15 @@ impl Rating {
             return Err("must have at most one decimal place".into());
         }
         Self::from_decimal(&value).ok_or_else(|| "must be between 0 and 10".into())
+    }
+
+    /// A JSON number, by the same rule as [`Rating::parse`] applied to its shortest decimal
+    /// form (`9.2` is 9.2; `9.25` and `0.30000000000000004` have too many decimals).
+    pub fn from_number(value: f64) -> Result<Self, String> {
+        if !value.is_finite() {
+            return Err("must be a number".into());
+        }
+        Self::parse(&value.to_string())
     }
 
     /// Reads a stored value, rounding away SQLite's binary-float noise (9.19999… → 9.2).
@@ -128,6 +177,50 @@ impl MovieId {
     }
 }
 
+/// A movie's row version: set by the database, raised by every update. Web sends it as the
+/// movie's `ETag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version(i64);
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for Version {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        raw.parse().map(Self)
+    }
+}
+
+/// The versions a write may replace (web reads them from `If-Match`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// Whatever version the movie has (`*`).
+    Any,
+    /// One of these; empty matches nothing.
+    AnyOf(Vec<Version>),
+}
+
+impl IfMatch {
+    pub fn matches(&self, version: Version) -> bool {
+        match self {
+            Self::Any => true,
+            Self::AnyOf(versions) => versions.contains(&version),
+        }
+    }
+}
+
+/// A movie and the version it was read or written at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionedMovie {
+    pub movie: MovieSchema,
+    pub version: Version,
+}
+
 /// A filter rating: any number from 0 to 10 (unlike a stored [`Rating`], any precision).
 /// It is compared as the decimal of the shortest `f64` form, so `8.55` means 8.55.
 fn min_rating(raw: &str) -> Result<BigDecimal, InvalidField> {
@@ -173,14 +266,85 @@ impl MovieService {
         &self.settings
     }
 
-    /// One movie by id (blocking).
-    pub fn get(&self, MovieId(movie_id): MovieId) -> Result<MovieSchema, ServiceError> {
-        let not_found = || ServiceError::NotFound(format!("movie {movie_id} not found"));
-        let Ok(id) = i32::try_from(movie_id) else {
-            return Err(not_found());
+    /// One movie by id, with its version (blocking).
+    pub fn get(&self, movie_id: MovieId) -> Result<VersionedMovie, ServiceError> {
+        let row = match i32::try_from(movie_id.0) {
+            Ok(id) => self.movies.find(id)?,
+            Err(_) => None, // not a stored id
         };
-        let row = self.movies.find(id)?.ok_or_else(not_found)?;
-        to_schema(&row)
+        to_versioned(&row.ok_or_else(|| not_found(movie_id))?)
+    }
+
+    /// Creates a movie; the database assigns its id, the next after the largest (blocking).
+    /// Every invalid field is named before any query.
+    pub fn create(&self, input: &MovieInput) -> Result<VersionedMovie, ServiceError> {
+        let row = check_input(0, input)?;
+        to_versioned(&self.movies.insert(&row)?)
+    }
+
+    /// Replaces movie `movie_id` with what `edit` makes of its current state, if
+    /// `condition` holds (blocking).
+    ///
+    /// Fails, in this order: not found; no condition ([`ServiceError::PreconditionRequired`]);
+    /// a condition the current version does not meet ([`ServiceError::PreconditionFailed`]);
+    /// whatever `edit` fails with (web decodes the body there); invalid fields. The write
+    /// is conditional on the version just checked, so of two writes racing from one
+    /// version, the second fails its precondition. If the movie changed in between but
+    /// `condition` still holds (`If-Match: *`), `edit` runs again on the new state.
+    pub fn update<E: From<ServiceError>>(
+        &self,
+        movie_id: MovieId,
+        condition: Option<&IfMatch>,
+        edit: impl Fn(&MovieSchema) -> Result<MovieInput, E>,
+    ) -> Result<VersionedMovie, E> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.writable(movie_id, condition)?;
+            let row = check_input(current.movie.movie_id, &edit(&current.movie)?)?;
+            if let Some(updated) = self.movies.update(&row, current.version.0)? {
+                return Ok(to_versioned(&updated)?);
+            }
+        }
+        Err(kept_changing(movie_id).into())
+    }
+
+    /// Deletes movie `movie_id` if `condition` holds; fails like [`Self::update`] (blocking).
+    pub fn delete(
+        &self,
+        movie_id: MovieId,
+        condition: Option<&IfMatch>,
+    ) -> Result<(), ServiceError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.writable(movie_id, condition)?;
+            if self
+                .movies
+                .delete(current.movie.movie_id, current.version.0)?
+            {
+                return Ok(());
+            }
+        }
+        Err(kept_changing(movie_id))
+    }
+
+    /// The movie as it is now, if it exists and `condition` names its version.
+    fn writable(
+        &self,
+        movie_id: MovieId,
+        condition: Option<&IfMatch>,
+    ) -> Result<VersionedMovie, ServiceError> {
+        let current = self.get(movie_id)?;
+        let condition = condition.ok_or_else(|| {
+            ServiceError::PreconditionRequired(format!(
+                "changing movie {} needs its current ETag in If-Match (or `*`)",
+                movie_id.0
+            ))
+        })?;
+        if !condition.matches(current.version) {
+            return Err(ServiceError::PreconditionFailed(format!(
+                "movie {} has changed: If-Match does not name its current ETag",
+                movie_id.0
+            )));
+        }
+        Ok(current)
     }
 
     /// Movies released in or after the year with at least the rating, by id (blocking).
@@ -208,6 +372,44 @@ impl MovieService {
         let rows = parse_csv(input)?;
         self.movies.import(&rows, on_existing)
     }
+}
+
+fn not_found(MovieId(movie_id): MovieId) -> ServiceError {
+    ServiceError::NotFound(format!("movie {movie_id} not found"))
+}
+
+fn kept_changing(MovieId(movie_id): MovieId) -> ServiceError {
+    ServiceError::PreconditionFailed(format!(
+        "movie {movie_id} kept changing during the write; read it again and retry"
+    ))
+}
+
+/// The row for `input` under `movie_id`, or every field that breaks the rules.
+fn check_input(movie_id: i32, input: &MovieInput) -> Result<MovieRow, ServiceError> {
+    let title = check_title(&input.title).map_err(|e| InvalidField::new("title", e));
+    let released = check_released(input.released).map_err(|e| InvalidField::new("released", e));
+    let rating = Rating::from_number(input.rating).map_err(|e| InvalidField::new("rating", e));
+    match (title, released, rating) {
+        (Ok(()), Ok(released), Ok(rating)) => Ok(MovieRow {
+            movie_id,
+            title: input.title.clone(),
+            released,
+            rating: rating.to_decimal(),
+        }),
+        (title, released, rating) => Err(ServiceError::Invalid(
+            [title.err(), released.err(), rating.err()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        )),
+    }
+}
+
+fn to_versioned(row: &VersionedMovieRow) -> Result<VersionedMovie, ServiceError> {
+    Ok(VersionedMovie {
+        movie: to_schema(&row.movie)?,
+        version: Version(row.version),
+    })
 }
 
 fn to_schema(row: &MovieRow) -> Result<MovieSchema, ServiceError> {
@@ -299,24 +501,17 @@ fn parse_row(record: &csv::StringRecord) -> Result<MovieRow, String> {
             )
         })?;
     let title = &record[1];
-    if title.is_empty() || title.chars().count() > 500 || title.chars().any(char::is_control) {
-        return Err("title must be 1 to 500 printable characters".into());
-    }
+    check_title(title).map_err(|e| format!("title {e}"))?;
+    // Not an integer gets the range message too.
     let released = record[2]
         .parse::<i64>()
-        .ok()
-        .filter(|year| RELEASE_YEARS.contains(year))
-        .ok_or_else(|| {
-            format!(
-                "released `{}` must be a year between 1800 and 3000",
-                &record[2]
-            )
-        })?;
+        .map_or_else(|_| check_released(i64::MIN), check_released)
+        .map_err(|e| format!("released `{}` {e}", &record[2]))?;
     let rating = Rating::parse(&record[3]).map_err(|e| format!("rating `{}` {e}", &record[3]))?;
     Ok(MovieRow {
         movie_id,
         title: title.to_owned(),
-        released: i32::try_from(released).map_err(|e| e.to_string())?,
+        released,
         rating: rating.to_decimal(),
     })
 }
@@ -333,6 +528,13 @@ mod tests {
         assert_eq!(Rating::parse("9.20").unwrap(), Rating(92));
         for bad in ["10.1", "-0.1", "9.25", "abc", "", "NaN", "inf"] {
             assert!(Rating::parse(bad).is_err(), "{bad}");
+        }
+        // JSON numbers go through the same rule, by their shortest decimal form.
+        assert_eq!(Rating::from_number(9.2), Ok(Rating(92)));
+        assert_eq!(Rating::from_number(10.0), Ok(Rating(100)));
+        assert_eq!(Rating::from_number(-0.0), Ok(Rating(0)));
+        for bad in [0.1 + 0.2, 9.25, 10.1, -0.1, f64::NAN, f64::INFINITY, 1e300] {
+            assert!(Rating::from_number(bad).is_err(), "{bad}");
         }
         // What SQLite hands back for a NUMERIC 9.2 stored as a double.
         let noisy =

@@ -1,23 +1,47 @@
-//! The `movies` scope: look-ups and the "new and good" listing, all behind the bearer guard.
+//! The `movies` scope: look-ups and the "new and good" listing (`movies:read`), and writes
+//! guarded by ETags (`movies:write`).
+//!
+//! Conditional requests (RFC 9110 §13): every single-movie response carries a strong `ETag`
+//! made of the row version; `PUT`, `PATCH` and `DELETE` need `If-Match` (428 without, 412
+//! when it names another version), and the single-movie `GET`s answer 304 to a matching
+//! `If-None-Match`. This module only parses and formats the headers: the service compares
+//! versions and makes the write conditional on the one it checked.
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, web};
-use myapi_schemas::{MovieSchema, Problem};
-use myapi_services::Services;
-use myapi_services::movies::{MovieId, NewMoviesQuery};
+use actix_web::guard::GuardContext;
+use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_web::{
+    HttpRequest, HttpResponse, HttpResponseBuilder, delete, get, patch, post, put, web,
+};
+use myapi_schemas::{MovieInput, MoviePatch, MovieSchema, Problem, integral};
+use myapi_services::movies::{
+    IfMatch, MovieId, NewMoviesQuery, Rating, Version, VersionedMovie, check_released, check_title,
+};
+use myapi_services::{InvalidField, ServiceError, Services};
+use serde_json::{Map, Value};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
-use crate::extract::{Authorized, MoviesRead, query_pairs};
+use crate::extract::{Authorized, MoviesRead, MoviesWrite, query_pairs};
 use crate::openapi::GuardedErrors;
+
+/// The members of a [`MovieInput`].
+const MOVIE_FIELDS: [&str; 3] = ["title", "released", "rating"];
+/// The body of `POST` and `PUT`.
+const JSON: &str = "application/json";
+/// The body of `PATCH` (RFC 7396).
+const MERGE_PATCH_JSON: &str = "application/merge-patch+json";
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(
         scope("/movies")
             .service(get_movie_by_query)
+            .service(create_movie)
             .service(new_movies)
-            .service(get_movie),
+            .service(get_movie)
+            .service(replace_movie)
+            .service(patch_movie)
+            .service(delete_movie),
     );
 }
 
@@ -25,9 +49,15 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[utoipa::path(
     tag = "movies",
     security(("oauth2" = ["movies:read"])),
-    params(("movie_id" = i64, Query, description = "Movie id", minimum = 1)),
+    params(
+        ("movie_id" = i64, Query, description = "Movie id", minimum = 1),
+        ("If-None-Match" = Option<String>, Header, description = "ETags the client holds; 304 when one is current (weak comparison)"),
+    ),
     responses(
-        (status = 200, description = "The movie", body = MovieSchema),
+        (status = 200, description = "The movie", body = MovieSchema,
+            headers(("ETag" = String, description = "The movie's version (strong)"))),
+        (status = 304, description = "`If-None-Match` names the current version",
+            headers(("ETag" = String, description = "The movie's version (strong)"))),
         (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing or non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
         GuardedErrors,
@@ -40,16 +70,22 @@ pub async fn get_movie_by_query(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let movie_id = MovieId::from_query(&query_pairs(&req)?)?;
-    find_movie(services, movie_id).await
+    find_movie(&req, services, movie_id).await
 }
 
 /// One movie by id.
 #[utoipa::path(
     tag = "movies",
     security(("oauth2" = ["movies:read"])),
-    params(("movie_id" = i64, Path, description = "Movie id", minimum = 1)),
+    params(
+        ("movie_id" = i64, Path, description = "Movie id", minimum = 1),
+        ("If-None-Match" = Option<String>, Header, description = "ETags the client holds; 304 when one is current (weak comparison)"),
+    ),
     responses(
-        (status = 200, description = "The movie", body = MovieSchema),
+        (status = 200, description = "The movie", body = MovieSchema,
+            headers(("ETag" = String, description = "The movie's version (strong)"))),
+        (status = 304, description = "`If-None-Match` names the current version",
+            headers(("ETag" = String, description = "The movie's version (strong)"))),
         (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
         GuardedErrors,
@@ -58,19 +94,197 @@ pub async fn get_movie_by_query(
 #[get("/{movie_id}")]
 pub async fn get_movie(
     _user: Authorized<MoviesRead>,
+    req: HttpRequest,
     movie_id: web::Path<String>,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let movie_id = MovieId::parse(&movie_id).map_err(myapi_services::ServiceError::from)?;
-    find_movie(services, movie_id).await
+    let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
+    find_movie(&req, services, movie_id).await
 }
 
 async fn find_movie(
+    req: &HttpRequest,
     services: web::Data<Services>,
     movie_id: MovieId,
 ) -> Result<HttpResponse, ApiError> {
-    let movie = web::block(move || services.movies.get(movie_id)).await??;
-    Ok(HttpResponse::Ok().json(movie))
+    let found = web::block(move || services.movies.get(movie_id)).await??;
+    let etag = etag(found.version);
+    if none_match(req.headers(), found.version) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .json(found.movie))
+}
+
+/// Creates a movie. The server assigns its id: one more than the largest in use.
+#[utoipa::path(
+    tag = "movies",
+    security(("oauth2" = ["movies:write"])),
+    request_body(content = MovieInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = MovieSchema, headers(
+            ("Location" = String, description = "`/movies/{movie_id}` of the new movie"),
+            ("ETag" = String, description = "The movie's version (strong)"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks `movies:write`", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
+        (status = 409, description = "No movie id is left", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body exceeds `server.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Fields missing, unknown, of the wrong type or out of range; each is named in `errors`",
+            body = Problem, content_type = "application/problem+json"),
+        GuardedErrors,
+    ),
+)]
+#[post("/")]
+pub async fn create_movie(
+    _user: Authorized<MoviesWrite>,
+    req: HttpRequest,
+    body: web::Bytes,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    require_media_type(req.headers(), JSON)?;
+    let input = read_movie(&body)?;
+    let created = web::block(move || services.movies.create(&input)).await??;
+    let location = format!("/movies/{}", created.movie.movie_id);
+    Ok(with_etag(HttpResponse::Created(), &created)
+        .insert_header((header::LOCATION, location))
+        .json(created.movie))
+}
+
+/// Replaces a movie (never creates one). `If-Match` must name its current `ETag`, or be `*`.
+#[utoipa::path(
+    tag = "movies",
+    security(("oauth2" = ["movies:write"])),
+    params(
+        ("movie_id" = i64, Path, description = "Movie id", minimum = 1),
+        ("If-Match" = String, Header, description = "The movie's current `ETag` (strong comparison: a weak tag never matches), or `*`"),
+    ),
+    request_body(content = MovieInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The movie as replaced", body = MovieSchema,
+            headers(("ETag" = String, description = "The movie's new version (strong)"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks `movies:write`", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
+        (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not name the movie's current `ETag`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body exceeds `server.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Non-integer `movie_id`, or fields missing, unknown, of the wrong type or out of range; each is named in `errors`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "`If-Match` is missing", body = Problem, content_type = "application/problem+json"),
+        GuardedErrors,
+    ),
+)]
+#[put("/{movie_id}", guard = "names_a_movie")]
+pub async fn replace_movie(
+    _user: Authorized<MoviesWrite>,
+    req: HttpRequest,
+    movie_id: web::Path<String>,
+    body: web::Bytes,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
+    let condition = if_match(req.headers());
+    let media_type = require_media_type(req.headers(), JSON);
+    let replaced = web::block(move || {
+        services
+            .movies
+            .update(movie_id, condition.as_ref(), |_current| {
+                media_type?;
+                read_movie(&body)
+            })
+    })
+    .await??;
+    Ok(with_etag(HttpResponse::Ok(), &replaced).json(replaced.movie))
+}
+
+/// Changes some fields of a movie with an RFC 7396 merge patch: fields present are set,
+/// absent ones are kept. `If-Match` must name its current `ETag`, or be `*`.
+#[utoipa::path(
+    tag = "movies",
+    security(("oauth2" = ["movies:write"])),
+    params(
+        ("movie_id" = i64, Path, description = "Movie id", minimum = 1),
+        ("If-Match" = String, Header, description = "The movie's current `ETag` (strong comparison: a weak tag never matches), or `*`"),
+    ),
+    request_body(content = MoviePatch, content_type = "application/merge-patch+json"),
+    responses(
+        (status = 200, description = "The movie as patched", body = MovieSchema,
+            headers(("ETag" = String, description = "The movie's new version (strong)"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks `movies:write`", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
+        (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not name the movie's current `ETag`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body exceeds `server.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/merge-patch+json`", body = Problem, content_type = "application/problem+json",
+            headers(("Accept-Patch" = String, description = "`application/merge-patch+json`"))),
+        (status = 422, description = "Non-integer `movie_id`, or the patched movie has fields missing (`null` removes), unknown, of the wrong type or out of range; each is named in `errors`",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "`If-Match` is missing", body = Problem, content_type = "application/problem+json"),
+        GuardedErrors,
+    ),
+)]
+#[patch("/{movie_id}", guard = "names_a_movie")]
+pub async fn patch_movie(
+    _user: Authorized<MoviesWrite>,
+    req: HttpRequest,
+    movie_id: web::Path<String>,
+    body: web::Bytes,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
+    let condition = if_match(req.headers());
+    let media_type = require_media_type(req.headers(), MERGE_PATCH_JSON);
+    let patched = web::block(move || {
+        services
+            .movies
+            .update(movie_id, condition.as_ref(), |current| {
+                media_type?;
+                let patch = serde_json::from_slice::<Value>(&body)
+                    .map_err(|error| ApiError::MalformedBody(error.to_string()))?;
+                decode_movie(patched(current, &patch))
+            })
+    })
+    .await??;
+    Ok(with_etag(HttpResponse::Ok(), &patched).json(patched.movie))
+}
+
+/// Deletes a movie. `If-Match` must name its current `ETag`, or be `*`.
+#[utoipa::path(
+    tag = "movies",
+    security(("oauth2" = ["movies:write"])),
+    params(
+        ("movie_id" = i64, Path, description = "Movie id", minimum = 1),
+        ("If-Match" = String, Header, description = "The movie's current `ETag` (strong comparison: a weak tag never matches), or `*`"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "The token lacks `movies:write`", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
+        (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not name the movie's current `ETag`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "`If-Match` is missing", body = Problem, content_type = "application/problem+json"),
+        GuardedErrors,
+    ),
+)]
+#[delete("/{movie_id}", guard = "names_a_movie")]
+pub async fn delete_movie(
+    _user: Authorized<MoviesWrite>,
+    req: HttpRequest,
+    movie_id: web::Path<String>,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
+    let condition = if_match(req.headers());
+    web::block(move || services.movies.delete(movie_id, condition.as_ref())).await??;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Movies released in or after `year` with a rating of at least `rating`, ordered by
@@ -117,4 +331,531 @@ pub async fn new_movies(
         ));
     }
     Ok(response.json(page.movies))
+}
+
+/// Routes `/{movie_id}` writes only to ids: `/movies/new` is a listing, so a write to it
+/// is a 405 naming `GET`, not a 422 for the id `new`.
+fn names_a_movie(ctx: &GuardContext<'_>) -> bool {
+    ctx.head().uri.path().trim_end_matches('/') != "/movies/new"
+}
+
+/// A movie's `ETag`: its version, quoted (a strong validator).
+fn etag(version: Version) -> String {
+    format!("\"{version}\"")
+}
+
+fn with_etag(mut response: HttpResponseBuilder, movie: &VersionedMovie) -> HttpResponseBuilder {
+    response.insert_header((header::ETAG, etag(movie.version)));
+    response
+}
+
+/// `If-Match` as the service reads it; `None` when absent. A field that does not parse
+/// matches nothing (412). Strong comparison: weak tags never match, and a tag that is not
+/// one of our versions names none.
+fn if_match(headers: &HeaderMap) -> Option<IfMatch> {
+    match entity_tags(headers, &header::IF_MATCH)? {
+        Some(EntityTags::Any) => Some(IfMatch::Any),
+        Some(EntityTags::List(tags)) => Some(IfMatch::AnyOf(
+            tags.iter()
+                .filter(|tag| !tag.weak)
+                .filter_map(|tag| tag.opaque.parse().ok())
+                .collect(),
+        )),
+        None => Some(IfMatch::AnyOf(Vec::new())),
+    }
+}
+
+/// Whether `If-None-Match` is `*` or names `current` (weak comparison: `W/` is ignored);
+/// an unparsable field is ignored.
+fn none_match(headers: &HeaderMap, current: Version) -> bool {
+    match entity_tags(headers, &header::IF_NONE_MATCH).flatten() {
+        Some(EntityTags::Any) => true,
+        Some(EntityTags::List(tags)) => tags.iter().any(|tag| tag.opaque == current.to_string()),
+        None => false,
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum EntityTags {
+    Any,
+    List(Vec<EntityTag>),
+}
+
+#[derive(Debug, PartialEq)]
+struct EntityTag {
+    weak: bool,
+    /// Between the quotes.
+    opaque: String,
+}
+
+/// The field `name` (all its lines, as one list): `None` when absent, `Some(None)` when it
+/// is not `*` or a list of entity-tags (RFC 9110 §8.8.3, §13.1.1).
+fn entity_tags(headers: &HeaderMap, name: &HeaderName) -> Option<Option<EntityTags>> {
+    let mut lines = headers.get_all(name).peekable();
+    lines.peek()?;
+    let value: Vec<u8> = lines
+        .map(|line| line.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b","[..]);
+    Some(parse_entity_tags(&value))
+}
+
+fn parse_entity_tags(value: &[u8]) -> Option<EntityTags> {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let trimmed: &[u8] = {
+        let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
+        let end = value
+            .iter()
+            .rposition(|b| !is_ows(b))
+            .map_or(start, |end| end + 1);
+        &value[start..end]
+    };
+    if trimmed == b"*" {
+        return Some(EntityTags::Any);
+    }
+    let mut tags = Vec::new();
+    let mut rest = trimmed;
+    loop {
+        // Empty list elements (`a, , b`) are allowed and skipped (RFC 9110 §5.6.1).
+        while let Some((first, tail)) = rest.split_first()
+            && (*first == b',' || is_ows(first))
+        {
+            rest = tail;
+        }
+        if rest.is_empty() {
+            break;
+        }
+        let weak = rest.starts_with(b"W/");
+        if weak {
+            rest = &rest[2..];
+        }
+        let (&b'"', after_quote) = rest.split_first()? else {
+            return None;
+        };
+        let end = after_quote.iter().position(|b| *b == b'"')?;
+        let opaque = &after_quote[..end];
+        // etagc: %x21 / %x23-7E / obs-text
+        if !opaque
+            .iter()
+            .all(|b| *b == 0x21 || (0x23..=0x7e).contains(b) || *b >= 0x80)
+        {
+            return None;
+        }
+        tags.push(EntityTag {
+            weak,
+            opaque: String::from_utf8_lossy(opaque).into_owned(),
+        });
+        rest = &after_quote[end + 1..];
+        while let Some((first, tail)) = rest.split_first()
+            && is_ows(first)
+        {
+            rest = tail;
+        }
+        match rest.split_first() {
+            None => break,
+            Some((b',', _)) => {}
+            Some(_) => return None,
+        }
+    }
+    (!tags.is_empty()).then_some(EntityTags::List(tags))
+}
+
+/// 415 unless the body is `expected` (parameters such as `charset` are ignored). A PATCH
+/// 415 names the patch format in `Accept-Patch`.
+fn require_media_type(headers: &HeaderMap, expected: &'static str) -> Result<(), MediaTypeError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(str::trim);
+    match essence {
+        Some(essence) if essence.eq_ignore_ascii_case(expected) => Ok(()),
+        _ => Err(MediaTypeError(expected)),
+    }
+}
+
+/// A wrong `Content-Type`, kept until the precondition has been checked (415 comes after
+/// 404, 428 and 412).
+#[derive(Debug, Clone, Copy)]
+struct MediaTypeError(&'static str);
+
+impl From<MediaTypeError> for ApiError {
+    fn from(MediaTypeError(expected): MediaTypeError) -> Self {
+        Self::UnsupportedMediaType {
+            expected,
+            accept_patch: expected == MERGE_PATCH_JSON,
+        }
+    }
+}
+
+/// A `POST` or `PUT` body: malformed JSON is 400; serde (`deny_unknown_fields`) decides
+/// the rest, and when it refuses, every offending field is named (422).
+fn read_movie(body: &[u8]) -> Result<MovieInput, ApiError> {
+    match serde_json::from_slice::<MovieInput>(body) {
+        Ok(input) => Ok(input),
+        Err(error) if error.is_data() => {
+            let value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            Err(refused_fields(&value, &error).into())
+        }
+        Err(error) => Err(ApiError::MalformedBody(error.to_string())),
+    }
+}
+
+/// A patched movie document, decided like [`read_movie`].
+fn decode_movie(value: Value) -> Result<MovieInput, ApiError> {
+    serde_json::from_value::<MovieInput>(value.clone())
+        .map_err(|error| refused_fields(&value, &error).into())
+}
+
+/// `patch` applied to the movie's writable fields. A `null` for a member no movie has
+/// removes nothing, but is no more a movie field than any other unknown member: it is kept,
+/// so decoding names it.
+fn patched(movie: &MovieSchema, patch: &Value) -> Value {
+    let mut fields = serde_json::json!({
+        "title": movie.title,
+        "released": movie.released,
+        "rating": movie.rating,
+    });
+    merge_patch(&mut fields, patch);
+    if let (Value::Object(fields), Value::Object(patch)) = (&mut fields, patch) {
+        for (name, value) in patch {
+            if value.is_null() && !MOVIE_FIELDS.contains(&name.as_str()) {
+                fields.insert(name.clone(), Value::Null);
+            }
+        }
+    }
+    fields
+}
+
+/// RFC 7396 §2: objects merge member by member, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (name, value) in patch {
+            if value.is_null() {
+                target.remove(name);
+            } else {
+                merge_patch(target.entry(name).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// Names every field of `value` that [`MovieInput`] refuses (serde stops at the first and
+/// does not say which field a type error is in), and every well-typed one that breaks the
+/// service's rules, so one 422 lists them all.
+fn refused_fields(value: &Value, error: &serde_json::Error) -> ServiceError {
+    let mut refused = field_problems(value);
+    if let Value::Object(fields) = value {
+        let rules = [
+            fields
+                .get("title")
+                .and_then(Value::as_str)
+                .and_then(|t| check_title(t).err())
+                .map(|e| ("title", e)),
+            fields
+                .get("released")
+                .and_then(integer)
+                .and_then(|y| check_released(y).err())
+                .map(|e| ("released", e)),
+            fields
+                .get("rating")
+                .and_then(Value::as_f64)
+                .and_then(|r| Rating::from_number(r).err())
+                .map(|e| ("rating", e)),
+        ];
+        let broken = rules
+            .into_iter()
+            .flatten()
+            .map(|(name, e)| InvalidField::new(name, e));
+        refused.extend(broken);
+        refused.sort_by_key(|field| {
+            MOVIE_FIELDS
+                .iter()
+                .position(|f| *f == field.field)
+                .unwrap_or(3)
+        });
+    }
+    if refused.is_empty() {
+        // Something no field check covers, such as a repeated field.
+        refused.push(InvalidField::new("body", error.to_string()));
+    }
+    ServiceError::Invalid(refused)
+}
+
+/// A JSON integer as JSON Schema (and [`MovieInput`]) counts one: `1994` or `1994.0`.
+fn integer(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| value.as_f64().and_then(integral))
+}
+
+/// The fields of `value` that do not fit [`MovieInput`]: missing, of the wrong JSON type,
+/// or unknown (`deny_unknown_fields`).
+fn field_problems(value: &Value) -> Vec<InvalidField> {
+    let Value::Object(fields) = value else {
+        return vec![InvalidField::new("body", "must be a JSON object")];
+    };
+    let mut refused = Vec::new();
+    let mut expect = |name: &str, what: &str, fits: fn(&Value) -> bool| match fields.get(name) {
+        None => refused.push(InvalidField::new(name, "is required")),
+        Some(value) if !fits(value) => {
+            refused.push(InvalidField::new(name, format!("must be {what}")));
+        }
+        Some(_) => {}
+    };
+    expect("title", "a string", Value::is_string);
+    expect("released", "an integer", |value| integer(value).is_some());
+    expect("rating", "a number", Value::is_number);
+    for name in fields.keys() {
+        match name.as_str() {
+            name if MOVIE_FIELDS.contains(&name) => {}
+            "movie_id" => refused.push(InvalidField::new(
+                "movie_id",
+                "is read-only: the server assigns it and the path names it",
+            )),
+            _ => refused.push(InvalidField::new(
+                name.as_str(),
+                "is not a field of a movie",
+            )),
+        }
+    }
+    refused
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::HeaderValue;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn headers(name: HeaderName, values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn version(raw: &str) -> Version {
+        raw.parse().unwrap()
+    }
+
+    #[test]
+    fn if_match_is_read_with_strong_comparison() {
+        let read = |values: &[&str]| if_match(&headers(header::IF_MATCH, values));
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&["*"]), Some(IfMatch::Any));
+        assert_eq!(read(&[" * "]), Some(IfMatch::Any));
+        assert_eq!(read(&[r#""7""#]), Some(IfMatch::AnyOf(vec![version("7")])));
+        assert_eq!(
+            read(&[r#""7", W/"8","x""#, r#""9""#]),
+            Some(IfMatch::AnyOf(vec![version("7"), version("9")])),
+            "weak and foreign tags name no version; lines join into one list"
+        );
+        assert_eq!(read(&[r#"W/"7""#]), Some(IfMatch::AnyOf(vec![])));
+        for malformed in ["7", r#""7"x"#, r#"*, "7""#, "", r#""7"#, "W/7", r#"" 7""#] {
+            assert_eq!(
+                read(&[malformed]),
+                Some(IfMatch::AnyOf(vec![])),
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn if_none_match_is_read_with_weak_comparison() {
+        let current = version("7");
+        let unchanged =
+            |value: &str| none_match(&headers(header::IF_NONE_MATCH, &[value]), current);
+        assert!(unchanged(r#""7""#));
+        assert!(unchanged(r#"W/"7""#));
+        assert!(unchanged(r#""1", "7""#));
+        assert!(unchanged("*"));
+        assert!(!unchanged(r#""8""#));
+        assert!(!unchanged("7"), "malformed: ignored");
+        assert!(!none_match(&HeaderMap::new(), current));
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396_appendix_a() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (
+                json!({"a": "b", "b": "c"}),
+                json!({"a": null}),
+                json!({"b": "c"}),
+            ),
+            (json!({"a": ["b"]}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "c"}), json!({"a": ["b"]}), json!({"a": ["b"]})),
+            (
+                json!({"a": {"b": "c"}}),
+                json!({"a": {"b": "d", "c": null}}),
+                json!({"a": {"b": "d"}}),
+            ),
+            (
+                json!({"a": [{"b": "c"}]}),
+                json!({"a": [1]}),
+                json!({"a": [1]}),
+            ),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a": "b"}), json!(["c"]), json!(["c"])),
+            (json!({"a": "foo"}), json!(null), json!(null)),
+            (json!({"a": "foo"}), json!("bar"), json!("bar")),
+            (
+                json!({"e": null}),
+                json!({"a": 1}),
+                json!({"e": null, "a": 1}),
+            ),
+            (
+                json!([1, 2]),
+                json!({"a": "b", "c": null}),
+                json!({"a": "b"}),
+            ),
+            (
+                json!({}),
+                json!({"a": {"bb": {"ccc": null}}}),
+                json!({"a": {"bb": {}}}),
+            ),
+        ];
+        for (mut target, patch, expected) in cases {
+            merge_patch(&mut target, &patch);
+            assert_eq!(target, expected, "{patch}");
+        }
+    }
+
+    #[test]
+    fn patches_apply_to_the_writable_fields() {
+        let movie = MovieSchema {
+            movie_id: 7,
+            title: "A".into(),
+            released: 1994,
+            rating: 9.2,
+        };
+        assert_eq!(
+            patched(&movie, &json!({"rating": 9.3})),
+            json!({"title": "A", "released": 1994, "rating": 9.3})
+        );
+        assert_eq!(
+            patched(&movie, &json!({"title": null, "x": null, "": null, "y": 1})),
+            json!({"released": 1994, "rating": 9.2, "x": null, "": null, "y": 1})
+        );
+        assert_eq!(patched(&movie, &json!([1])), json!([1]));
+        let refused = |patch: Value| match decode_movie(patched(&movie, &patch)) {
+            Err(ApiError::Service(ServiceError::Invalid(fields))) => {
+                fields.into_iter().map(|f| f.field).collect::<Vec<_>>()
+            }
+            other => panic!("{patch}: {other:?}"),
+        };
+        assert_eq!(refused(json!({"": null})), [""]);
+        assert_eq!(
+            refused(json!({"title": null, "movie_id": 7})),
+            ["title", "movie_id"]
+        );
+        assert_eq!(refused(json!("x")), ["body"]);
+    }
+
+    #[test]
+    fn refused_bodies_name_every_field() {
+        let fields = |body: &str| match read_movie(body.as_bytes()) {
+            Err(ApiError::Service(ServiceError::Invalid(fields))) => {
+                fields.into_iter().map(|f| f.field).collect::<Vec<_>>()
+            }
+            other => panic!("{body}: {other:?}"),
+        };
+        assert_eq!(
+            fields(r#"{"title": 5, "released": "1994", "rating": 9.2}"#),
+            ["title", "released"]
+        );
+        assert_eq!(
+            fields(r#"{"title": "A", "released": 1994.5, "rating": null, "extra": 1}"#),
+            ["released", "rating", "extra"]
+        );
+        assert_eq!(
+            fields(r#"{"movie_id": 3, "title": "A", "released": 1994, "rating": 9}"#),
+            ["movie_id"]
+        );
+        assert_eq!(fields(r#"{"title": "A"}"#), ["released", "rating"]);
+        assert_eq!(
+            fields(r#"{"x": 1, "title": "", "released": 99, "rating": 9.25}"#),
+            ["title", "released", "rating", "x"],
+            "out-of-range values are named along with the unknown field"
+        );
+        assert_eq!(fields("[1]"), ["body"]);
+        assert_eq!(
+            fields(r#"{"title": "A", "title": "B", "released": 1994, "rating": 9}"#),
+            ["body"]
+        );
+        for malformed in [
+            "",
+            "{",
+            r#"{"title": "A",}"#,
+            "nul",
+            r#"{"title": "\ud800"}"#,
+        ] {
+            assert!(
+                matches!(
+                    read_movie(malformed.as_bytes()),
+                    Err(ApiError::MalformedBody(_))
+                ),
+                "{malformed}"
+            );
+        }
+        for integer in ["1994", "1994.0", "1.994e3"] {
+            let body = format!(r#"{{"title": "A", "released": {integer}, "rating": 9}}"#);
+            assert_eq!(
+                read_movie(body.as_bytes()).unwrap(),
+                MovieInput {
+                    title: "A".into(),
+                    released: 1994,
+                    rating: 9.0
+                },
+                "JSON Schema's integers: {integer}"
+            );
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            proptest::num::f64::NORMAL.prop_map(Value::from),
+            "[a-z0-9]{0,4}".prop_map(Value::from),
+            Just(json!([1])),
+            Just(json!({"a": 1})),
+        ]
+    }
+
+    proptest! {
+        /// The field checks agree with serde (`deny_unknown_fields` included): they find a
+        /// problem exactly when serde refuses.
+        #[test]
+        fn field_checks_agree_with_serde(
+            fields in proptest::collection::btree_map(
+                prop_oneof![Just("title".to_owned()), Just("released".to_owned()),
+                    Just("rating".to_owned()), Just("movie_id".to_owned()), "[a-z]{1,3}"],
+                json_value(),
+                0..5,
+            ),
+        ) {
+            let value = Value::Object(fields.into_iter().collect());
+            let serde_accepts = serde_json::from_value::<MovieInput>(value.clone()).is_ok();
+            let problems = field_problems(&value);
+            prop_assert_eq!(serde_accepts, problems.is_empty(), "{} {:?}", value, problems);
+        }
+    }
 }
