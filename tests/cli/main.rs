@@ -313,6 +313,30 @@ fn unreachable_database_and_bad_config_fail_cleanly() {
     );
 }
 
+/// `.env` is read from the working directory only: one in a parent directory (another
+/// checkout's, say) is never picked up.
+#[test]
+fn dot_env_is_read_from_the_working_directory_only() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let child = db.dir.path().join("child");
+    std::fs::create_dir(&child).unwrap();
+    std::fs::write(db.dir.path().join(".env"), "MYAPI_DATABASE__POOL_SIZE=abc\n").unwrap();
+    let run = |dir: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+            .arg("list-users")
+            .current_dir(dir)
+            .env("MYAPI_DATABASE__DSN", &db.dsn)
+            .env_remove("MYAPI_DATABASE__POOL_SIZE")
+            .output()
+            .unwrap()
+    };
+    let below = run(&child);
+    assert!(below.status.success(), "{}", stderr(&below));
+    let here = run(db.dir.path());
+    assert_eq!(here.status.code(), Some(2), "{}", stderr(&here));
+    assert!(stderr(&here).contains("database.pool_size"), "{}", stderr(&here));
+}
+
 /// The N of `applied N migration(s): v1, v2, …`, if the output says that and lists N versions.
 fn applied_migrations(output: &str) -> Option<usize> {
     let (count, versions) = output
