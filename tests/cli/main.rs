@@ -320,7 +320,11 @@ fn dot_env_is_read_from_the_working_directory_only() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
     let child = db.dir.path().join("child");
     std::fs::create_dir(&child).unwrap();
-    std::fs::write(db.dir.path().join(".env"), "MYAPI_DATABASE__POOL_SIZE=abc\n").unwrap();
+    std::fs::write(
+        db.dir.path().join(".env"),
+        "MYAPI_DATABASE__POOL_SIZE=abc\n",
+    )
+    .unwrap();
     let run = |dir: &std::path::Path| {
         Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
             .arg("list-users")
@@ -334,7 +338,11 @@ fn dot_env_is_read_from_the_working_directory_only() {
     assert!(below.status.success(), "{}", stderr(&below));
     let here = run(db.dir.path());
     assert_eq!(here.status.code(), Some(2), "{}", stderr(&here));
-    assert!(stderr(&here).contains("database.pool_size"), "{}", stderr(&here));
+    assert!(
+        stderr(&here).contains("database.pool_size"),
+        "{}",
+        stderr(&here)
+    );
 }
 
 /// The N of `applied N migration(s): v1, v2, …`, if the output says that and lists N versions.
