@@ -1,15 +1,26 @@
-//! Swagger UI in a real headless Chromium: authorize with the OAuth2 password flow as a
-//! person would, run `GET /movies/new`, and see 200 with a known title. Saves a screenshot
-//! to `target/artifacts/swagger-authorized.png`.
+//! Swagger UI in a real headless Chromium, used as a person would:
+//!
+//! 1. Authorize: the OAuth2 password-flow dialog offers the three scopes; an editor ticks
+//!    `movies:read` and `movies:write` and logs in.
+//! 2. `GET /movies/new` with year 1990 and rating 9: 200 with a known title. The screenshot
+//!    `target/artifacts/swagger-authorized.png` is taken here.
+//! 3. `GET /movies/1`, reading the `etag` from the response headers Swagger UI shows; then
+//!    `PATCH /movies/1` with that `If-Match` and the merge patch `{"rating": 9.3}`: 200, the
+//!    new rating and a new ETag. The screenshot `target/artifacts/swagger-patched.png` is
+//!    taken here. Then the same PATCH again, now with a stale tag: 412.
+//!
+//! On failure the page as it was is saved to `target/artifacts/swagger-failure.{png,html}`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them
 //! the test says so and skips — except under `CI=true`, where it fails.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use myapi_services::auth::Role;
 
 use crate::spawn_app;
 use crate::support::{Backend, TestDb, in_ci};
@@ -17,6 +28,9 @@ use crate::support::{Backend, TestDb, in_ci};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const WAIT: Duration = Duration::from_secs(30);
+const EMAIL: &str = "swagger-editor@example.com";
+const PASSWORD: &str = "swagger-password";
+const ARTIFACTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/artifacts");
 
 /// Kills chromedriver when the test ends, however it ends.
 struct Driver(Child);
@@ -37,7 +51,7 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swagger_ui_authorizes_and_calls_movies_new() {
+async fn swagger_ui_authorizes_reads_and_patches_with_if_match() {
     if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
         assert!(
             !in_ci(),
@@ -48,7 +62,7 @@ async fn swagger_ui_authorizes_and_calls_movies_new() {
     }
     let app = spawn_app(TestDb::new(Backend::Sqlite).unwrap()).await;
     app.import_sample().await;
-    app.create_user("swagger@example.com", "swagger-password")
+    app.create_user_with_role(EMAIL, PASSWORD, Role::Editor)
         .await;
 
     let port = free_port();
@@ -84,110 +98,431 @@ async fn swagger_ui_authorizes_and_calls_movies_new() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let browser = client.expect("chromedriver did not come up");
-    let result = drive(&browser, &app.url("/docs/")).await;
-    let screenshot = browser.screenshot().await;
-    let _ = browser.close().await;
-    if let Ok(png) = screenshot {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/artifacts");
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(format!("{dir}/swagger-authorized.png"), png).unwrap();
+    std::fs::create_dir_all(ARTIFACTS).unwrap();
+    for stale in ["swagger-failure.png", "swagger-failure.html"] {
+        let _ = std::fs::remove_file(format!("{ARTIFACTS}/{stale}"));
     }
+    let page = Page(&browser);
+    let result = drive(&page, &app.url("/docs/")).await;
+    if result.is_err() {
+        page.screenshot("swagger-failure.png").await;
+        if let Ok(html) = browser.source().await {
+            std::fs::write(format!("{ARTIFACTS}/swagger-failure.html"), html).unwrap();
+        }
+    }
+    let _ = browser.close().await;
     result.unwrap();
+
+    // What the browser did, seen from outside: movie 1 has the patched rating.
+    let token = app
+        .post_token(&[("username", EMAIL), ("password", PASSWORD)])
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let movie: serde_json::Value = app
+        .get_authed("/movies/1", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(movie["rating"], 9.3);
 }
 
-async fn drive(browser: &fantoccini::Client, docs_url: &str) -> Result<(), String> {
-    let css = |s: &'static str| Locator::Css(s);
-    let find = |s: &'static str| async move {
-        browser
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(s))
-            .await
-            .map_err(|e| format!("{s}: {e}"))
-    };
-    browser.goto(docs_url).await.map_err(|e| e.to_string())?;
+async fn drive(page: &Page<'_>, docs_url: &str) -> Result<(), String> {
+    page.0.goto(docs_url).await.map_err(|e| e.to_string())?;
+    authorize(page).await?;
+    movies_new(page).await?;
+    page.screenshot("swagger-authorized.png").await;
+    patch_with_if_match(page).await
+}
 
-    // Authorize with the password flow.
-    find("button.btn.authorize")
+/// The password flow as an editor, with the scopes `movies:read` and `movies:write` ticked.
+async fn authorize(page: &Page<'_>) -> Result<(), String> {
+    page.click(&css("button.btn.authorize")).await?;
+    page.find(&css("#oauth_username"))
         .await?
-        .click()
+        .send_keys(EMAIL)
         .await
         .map_err(|e| e.to_string())?;
-    find("#oauth_username")
+    page.find(&css("#oauth_password"))
         .await?
-        .send_keys("swagger@example.com")
+        .send_keys(PASSWORD)
         .await
         .map_err(|e| e.to_string())?;
-    find("#oauth_password")
+
+    // The dialog offers the document's scopes, none ticked.
+    page.find(&css(".auth-container .scopes")).await?;
+    let mut offered = Vec::new();
+    for name in page
+        .all(&css(".auth-container .scopes .checkbox p.name"))
         .await?
-        .send_keys("swagger-password")
+    {
+        offered.push(name.text().await.map_err(|e| e.to_string())?);
+    }
+    if offered != ["movies:read", "movies:write", "users:read"] {
+        return Err(format!("scopes offered: {offered:?}"));
+    }
+    let checked = page
+        .0
+        .execute(
+            "return [...document.querySelectorAll('.auth-container .scopes input[type=checkbox]')]\
+             .map(box => box.checked)",
+            vec![],
+        )
         .await
         .map_err(|e| e.to_string())?;
-    find(".auth-btn-wrapper button.authorize")
-        .await?
-        .click()
+    if checked != serde_json::json!([false, false, false]) {
+        return Err(format!("scope checkboxes before ticking: {checked}"));
+    }
+    // The checkboxes are styled away; a person clicks their labels.
+    for scope in ["movies:read", "movies:write"] {
+        page.click(&scope_label(scope)).await?;
+    }
+    let checked = page
+        .0
+        .execute(
+            "return [...document.querySelectorAll('.auth-container .scopes input[type=checkbox]')]\
+             .map(box => box.checked)",
+            vec![],
+        )
         .await
         .map_err(|e| e.to_string())?;
+    if checked != serde_json::json!([true, true, false]) {
+        return Err(format!("scope checkboxes after ticking: {checked}"));
+    }
+
+    page.click(&css(".auth-btn-wrapper button.authorize"))
+        .await?;
     // A successful login turns the modal's button into "Logout".
-    let logout = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(
+    let logout = page
+        .find(&xpath(
             "//div[contains(@class,'auth-btn-wrapper')]//button[normalize-space()='Logout']",
         ))
         .await;
     if logout.is_err() {
-        let errors = browser
-            .find_all(css(".auth-container .errors"))
-            .await
-            .map_err(|e| e.to_string())?;
         let mut text = String::new();
-        for error in errors {
+        for error in page.all(&css(".auth-container .errors")).await? {
             text.push_str(&error.text().await.unwrap_or_default());
         }
         return Err(format!("authorization failed: {text}"));
     }
-    find("button.btn-done")
-        .await?
-        .click()
+    // The token was asked for with the scopes ticked (the PATCH below shows it was granted).
+    let asked = page
+        .0
+        .execute(
+            "return window.ui.authSelectors.authorized().getIn(['oauth2', 'scopes']).toJS()",
+            vec![],
+        )
         .await
         .map_err(|e| e.to_string())?;
+    if asked != serde_json::json!(["movies:read", "movies:write"]) {
+        return Err(format!("scopes asked for: {asked}"));
+    }
+    page.click(&css("button.btn-done")).await
+}
 
-    // Try GET /movies/new with year 1990 and rating 9.
-    find("#operations-movies-new_movies .opblock-summary")
-        .await?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
-    find("#operations-movies-new_movies button.try-out__btn")
-        .await?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
-    find("#operations-movies-new_movies tr[data-param-name='year'] input")
-        .await?
-        .send_keys("1990")
-        .await
-        .map_err(|e| e.to_string())?;
-    find("#operations-movies-new_movies tr[data-param-name='rating'] input")
-        .await?
-        .send_keys("9")
-        .await
-        .map_err(|e| e.to_string())?;
-    find("#operations-movies-new_movies button.execute")
-        .await?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+/// `GET /movies/new` with year 1990 and rating 9.
+async fn movies_new(page: &Page<'_>) -> Result<(), String> {
+    let op = "#operations-movies-new_movies";
+    page.open_and_try(op).await?;
+    page.type_into(&param(op, "year"), "1990").await?;
+    page.type_into(&param(op, "rating"), "9").await?;
+    page.click(&css(&format!("{op} button.execute"))).await?;
 
-    let status = find("#operations-movies-new_movies .live-responses-table tbody tr.response .response-col_status").await?;
-    let status = status.text().await.map_err(|e| e.to_string())?;
-    let body = find("#operations-movies-new_movies .live-responses-table tbody tr.response .response-col_description").await?;
-    let body = body.text().await.map_err(|e| e.to_string())?;
-    if status.trim() != "200" || !body.contains("The Shawshank Redemption") {
+    let status = page.status(op, |s| !s.is_empty()).await?;
+    let body = page.text(&response_body(op)).await?;
+    if status != "200" || !body.contains("The Shawshank Redemption") {
         return Err(format!(
             "expected 200 with The Shawshank Redemption, got {status}: {body}"
         ));
     }
     Ok(())
+}
+
+/// `GET /movies/1` for its ETag, `PATCH /movies/1` with it (200), and again (412).
+async fn patch_with_if_match(page: &Page<'_>) -> Result<(), String> {
+    let get = "#operations-movies-get_movie";
+    page.open_and_try(get).await?;
+    page.type_into(&param(get, "movie_id"), "1").await?;
+    page.click(&css(&format!("{get} button.execute"))).await?;
+    let status = page.status(get, |s| !s.is_empty()).await?;
+    let body = page.text(&response_body(get)).await?;
+    if status != "200" || !body.contains("The Shawshank Redemption") || !body.contains("9.2") {
+        return Err(format!("GET /movies/1: {status}: {body}"));
+    }
+    let etag = page.response_header(get, "etag").await?;
+    if !(etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"')) {
+        return Err(format!("GET /movies/1: not a strong ETag: {etag}"));
+    }
+
+    let patch = "#operations-movies-patch_movie";
+    page.open_and_try(patch).await?;
+    page.type_into(&param(patch, "movie_id"), "1").await?;
+    page.type_into(&param(patch, "If-Match"), &etag).await?;
+    // The one request media type, already selected.
+    let content_type = page
+        .find(&css(&format!(
+            "{patch} .opblock-section-request-body select"
+        )))
+        .await?
+        .prop("value")
+        .await
+        .map_err(|e| e.to_string())?;
+    if content_type.as_deref() != Some("application/merge-patch+json") {
+        return Err(format!("PATCH request body media type: {content_type:?}"));
+    }
+    page.replace_text(
+        &css(&format!("{patch} textarea.body-param__text")),
+        r#"{"rating": 9.3}"#,
+    )
+    .await?;
+    page.click(&css(&format!("{patch} button.execute"))).await?;
+    let status = page.status(patch, |s| !s.is_empty()).await?;
+    let body = page.text(&response_body(patch)).await?;
+    let new_etag = page
+        .response_header(patch, "etag")
+        .await
+        .unwrap_or_default();
+    if status != "200"
+        || !body.contains(r#""rating": 9.3"#)
+        || !body.contains("The Shawshank Redemption")
+    {
+        return Err(format!(
+            "PATCH /movies/1 with If-Match {etag}: {status}: {body}"
+        ));
+    }
+    if new_etag.is_empty() || new_etag == etag {
+        return Err(format!("PATCH /movies/1: ETag {etag} became {new_etag:?}"));
+    }
+    // In the screenshot: the parameters, the body, the curl command and the response.
+    page.scroll_to(&css(&format!("{patch} .opblock-section-header")))
+        .await?;
+    page.screenshot("swagger-patched.png").await;
+
+    // Again with the same, now stale, tag: 412, and the movie keeps its new rating.
+    page.click(&css(&format!("{patch} button.btn-clear")))
+        .await?;
+    page.click(&css(&format!("{patch} button.execute"))).await?;
+    let status = page
+        .status(patch, |s| !s.is_empty() && !s.starts_with("200"))
+        .await?;
+    let body = page.text(&response_body(patch)).await?;
+    if status != "412" {
+        return Err(format!(
+            "PATCH /movies/1 with stale If-Match {etag}: {status}: {body}"
+        ));
+    }
+    Ok(())
+}
+
+fn css(selector: &str) -> Sel {
+    Sel::Css(selector.to_owned())
+}
+
+fn xpath(path: &str) -> Sel {
+    Sel::XPath(path.to_owned())
+}
+
+/// The input of the parameter `name` of the operation block `op`.
+fn param(op: &str, name: &str) -> Sel {
+    css(&format!("{op} tr[data-param-name='{name}'] input"))
+}
+
+/// The live response's details (its body, then its headers) of the operation block `op`.
+fn response_body(op: &str) -> Sel {
+    css(&format!(
+        "{op} .live-responses-table tbody tr.response .response-col_description"
+    ))
+}
+
+/// The label of a scope's checkbox in the Authorize dialog (CSS ids cannot hold the `:`).
+fn scope_label(scope: &str) -> Sel {
+    xpath(&format!(
+        "//div[contains(@class,'scopes')]//label[.//p[@class='name' and text()='{scope}']]"
+    ))
+}
+
+/// A CSS selector or an XPath, owned.
+enum Sel {
+    Css(String),
+    XPath(String),
+}
+
+impl Sel {
+    fn locator(&self) -> Locator<'_> {
+        match self {
+            Sel::Css(s) => Locator::Css(s),
+            Sel::XPath(s) => Locator::XPath(s),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Sel::Css(s) | Sel::XPath(s) => s,
+        }
+    }
+}
+
+/// The browser, with waits: every look-up retries until `WAIT` has passed.
+struct Page<'a>(&'a Client);
+
+impl Page<'_> {
+    async fn find(&self, sel: &Sel) -> Result<Element, String> {
+        self.0
+            .wait()
+            .at_most(WAIT)
+            .for_element(sel.locator())
+            .await
+            .map_err(|e| format!("{}: {e}", sel.as_str()))
+    }
+
+    async fn all(&self, sel: &Sel) -> Result<Vec<Element>, String> {
+        self.0
+            .find_all(sel.locator())
+            .await
+            .map_err(|e| format!("{}: {e}", sel.as_str()))
+    }
+
+    /// Clicks the element, retrying while it is not (yet) clickable or is re-rendered.
+    async fn click(&self, sel: &Sel) -> Result<(), String> {
+        self.retry(sel, async |element| element.click().await.map(drop))
+            .await
+    }
+
+    async fn type_into(&self, sel: &Sel, text: &str) -> Result<(), String> {
+        self.retry(sel, async |element| element.send_keys(text).await)
+            .await?;
+        self.wait_for_value(sel, text).await
+    }
+
+    /// Selects all the element's text and types `text` over it. (Clearing first would let
+    /// Swagger UI's request body editor put its example back.)
+    async fn replace_text(&self, sel: &Sel, text: &str) -> Result<(), String> {
+        self.retry(sel, async |element| {
+            let arg = serde_json::to_value(&element)
+                .map_err(|e| fantoccini::error::CmdError::NotJson(e.to_string()))?;
+            self.0.execute("arguments[0].select()", vec![arg]).await?;
+            element.send_keys(text).await
+        })
+        .await?;
+        self.wait_for_value(sel, text).await
+    }
+
+    async fn wait_for_value(&self, sel: &Sel, text: &str) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let element = self.find(sel).await?;
+            let value = element.prop("value").await.ok().flatten();
+            if value.as_deref() == Some(text) {
+                return Ok(());
+            }
+            if start.elapsed() > WAIT {
+                return Err(format!(
+                    "{}: value {value:?}, wanted {text:?}",
+                    sel.as_str()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `action` on the element, finding it again after errors until `WAIT` has passed.
+    async fn retry(
+        &self,
+        sel: &Sel,
+        action: impl AsyncFn(Element) -> Result<(), fantoccini::error::CmdError>,
+    ) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let element = self.find(sel).await?;
+            match action(element).await {
+                Ok(()) => return Ok(()),
+                Err(e) if start.elapsed() > WAIT => {
+                    return Err(format!("{}: {e}", sel.as_str()));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// The element's text, once it has some.
+    async fn text(&self, sel: &Sel) -> Result<String, String> {
+        self.text_when(sel, |text| !text.is_empty()).await
+    }
+
+    async fn text_when(&self, sel: &Sel, ready: impl Fn(&str) -> bool) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            let element = self.find(sel).await?;
+            let text = element.text().await.unwrap_or_default();
+            if ready(text.trim()) {
+                return Ok(text.trim().to_owned());
+            }
+            if start.elapsed() > WAIT {
+                return Err(format!("{}: text {text:?}", sel.as_str()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Expands the operation block and presses "Try it out".
+    async fn open_and_try(&self, op: &str) -> Result<(), String> {
+        self.click(&css(&format!("{op} .opblock-summary"))).await?;
+        self.click(&css(&format!("{op} button.try-out__btn")))
+            .await?;
+        self.find(&css(&format!("{op} button.execute"))).await?;
+        Ok(())
+    }
+
+    /// The live response's status code in the operation block `op`.
+    async fn status(&self, op: &str, ready: impl Fn(&str) -> bool) -> Result<String, String> {
+        let sel = css(&format!(
+            "{op} .live-responses-table tbody tr.response .response-col_status"
+        ));
+        // The cell may also say "Undocumented" under the code.
+        let status = self.text_when(&sel, ready).await?;
+        Ok(status
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// A header of the live response in the operation block `op`, as Swagger UI shows it
+    /// (`name: value`, the name in lower case).
+    async fn response_header(&self, op: &str, name: &str) -> Result<String, String> {
+        let lines = css(&format!(
+            "{op} .live-responses-table .response-col_description span.headerline"
+        ));
+        self.find(&lines).await?;
+        let prefix = format!("{name}:");
+        for line in self.all(&lines).await? {
+            let line = line.text().await.map_err(|e| e.to_string())?;
+            if let Some(value) = line.trim().strip_prefix(&prefix) {
+                return Ok(value.trim().to_owned());
+            }
+        }
+        Err(format!("{op}: no {name} among the response headers"))
+    }
+
+    /// Scrolls the element to the top of the window.
+    async fn scroll_to(&self, sel: &Sel) -> Result<(), String> {
+        let element = self.find(sel).await?;
+        let arg = serde_json::to_value(&element).map_err(|e| e.to_string())?;
+        self.0
+            .execute("arguments[0].scrollIntoView({block: 'start'})", vec![arg])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn screenshot(&self, name: &str) {
+        if let Ok(png) = self.0.screenshot().await {
+            std::fs::write(format!("{ARTIFACTS}/{name}"), png).unwrap();
+        }
+    }
 }
