@@ -2,9 +2,9 @@
 //! admin CLI):
 //!
 //! - `cargo xtask new-service NAME [--singular SINGULAR]` adds a service in every tier —
-//!   migrations for both backends, table and row struct, schema, service and data manager, a
-//!   `/NAME` scope behind the bearer guard with OpenAPI entries, and HTTP tests — and wires it
-//!   into the workspace around the current directory.
+//!   migrations for both backends, table and row struct, schema, service and data manager,
+//!   `/NAME` routes requiring the OAuth2 scope `NAME:read` with OpenAPI entries, and HTTP
+//!   tests — and wires it into the workspace around the current directory.
 //! - `cargo xtask check-scaffold` proves the recipe still holds: it scaffolds a fresh service
 //!   in a temporary copy of the workspace, then checks formatting, lints and runs every test
 //!   of the copy.
@@ -19,12 +19,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Module names a new service may not take: existing modules of the tiers, Rust keywords.
+/// Module names a new service may not take: existing modules, tables and test modules of
+/// the tiers (and `roles`, where the scopes are defined), Rust keywords.
 const RESERVED: &[&str] = &[
     "auth",
     "bounded",
     "movies",
     "users",
+    "query",
+    "roles",
+    "scopes",
+    "sessions",
+    "refresh_families",
+    "refresh_tokens",
     "health",
     "token",
     "docs",
@@ -47,6 +54,12 @@ const RESERVED: &[&str] = &[
     "browser",
     "hostile",
     "resilience",
+    "fuzz",
+    "movie_writes",
+    "key_rotation",
+    "oauth_clients",
+    "proxies",
+    "tls",
     "lib",
     "main",
     "mod",
@@ -343,6 +356,19 @@ fn is_snake_case(name: &str) -> bool {
         && !name.contains("__")
 }
 
+/// `film_review` → `FilmReview`.
+fn camel_case(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
+}
+
 /// The names a service is known by in each tier.
 struct Names {
     /// Table, module, scope and URL prefix: `directors`.
@@ -353,6 +379,8 @@ struct Names {
     type_name: String,
     /// Primary key column: `director_id`.
     id: String,
+    /// Marker type of the service's read scope `directors:read`: `DirectorsRead`.
+    scope_marker: String,
 }
 
 impl Names {
@@ -367,7 +395,7 @@ impl Names {
         }
         if RESERVED.contains(&name) {
             return Err(format!(
-                "invalid service name `{name}`: it is reserved (an existing module or a Rust keyword)"
+                "invalid service name `{name}`: it is reserved (an existing module or table, or a Rust keyword)"
             ));
         }
         let singular = match singular {
@@ -379,20 +407,12 @@ impl Names {
             }
             None => singularise(name),
         };
-        let type_name = singular
-            .split('_')
-            .map(|word| {
-                let mut chars = word.chars();
-                chars.next().map_or_else(String::new, |first| {
-                    first.to_ascii_uppercase().to_string() + chars.as_str()
-                })
-            })
-            .collect();
         Ok(Self {
             id: format!("{singular}_id"),
             plural: name.to_owned(),
+            type_name: camel_case(&singular),
+            scope_marker: format!("{}Read", camel_case(name)),
             singular,
-            type_name,
         })
     }
 
@@ -403,6 +423,7 @@ impl Names {
             .replace("__SINGULAR__", &self.singular)
             .replace("__TYPE__", &self.type_name)
             .replace("__ID__", &self.id)
+            .replace("__SCOPE_MARKER__", &self.scope_marker)
             .replace("__MIGRATION__", migration)
     }
 }
@@ -529,6 +550,16 @@ fn plan(root: &Path, names: &Names, migration: &str) -> Vec<Edit> {
             "// [xtask] service constructors",
             t::SERVICES_INIT,
         ),
+        insert(
+            "crates/myapi-services/src/auth/roles.rs",
+            "// [xtask] scopes",
+            "    \"__NAME__:read\",\n",
+        ),
+        insert(
+            "crates/myapi-web/src/extract.rs",
+            "// [xtask] scope markers",
+            "    __SCOPE_MARKER__ = \"__NAME__:read\",\n",
+        ),
         create(format!("crates/myapi-web/src/routes/{n}.rs"), t::ROUTES),
         insert(
             "crates/myapi-web/src/routes/mod.rs",
@@ -604,22 +635,38 @@ fn check_and_apply(
             }
         }
     }
-    // Read from disk, which nothing has touched yet: `files` already has the new types.
-    for (file, taken) in [
+    // Read from disk, which nothing has touched yet: `files` already has the new names.
+    let singular_hint = "NAME or `--singular`";
+    let (roles, extract) = (
+        "crates/myapi-services/src/auth/roles.rs",
+        "crates/myapi-web/src/extract.rs",
+    );
+    for (file, what, ident, hint) in [
         (
             "crates/myapi-models/src/rows.rs",
+            "type",
             format!("{}Row", names.type_name),
+            singular_hint,
         ),
         (
             "crates/myapi-schemas/src/lib.rs",
+            "type",
             format!("{}Schema", names.type_name),
+            singular_hint,
         ),
+        (extract, "scope marker", names.scope_marker.clone(), "NAME"),
     ] {
-        if mentions(&read(&root.join(file))?, &taken) {
+        if mentions(&read(&root.join(file))?, &ident) {
             return Err(format!(
-                "type `{taken}` already exists in {file}; choose another NAME or `--singular`"
+                "{what} `{ident}` already exists in {file}; choose another {hint}"
             ));
         }
+    }
+    let scope = format!("\"{}:read\"", names.plural);
+    if read(&root.join(roles))?.contains(&scope) {
+        return Err(format!(
+            "scope {scope} already exists in {roles}; choose another NAME"
+        ));
     }
     Ok(files)
 }
@@ -854,9 +901,10 @@ mod tests {
             ),
             ("director", "Director", "director_id")
         );
+        let names = Names::parse("film_reviews", None).unwrap();
         assert_eq!(
-            Names::parse("film_reviews", None).unwrap().type_name,
-            "FilmReview"
+            (names.type_name.as_str(), names.scope_marker.as_str()),
+            ("FilmReview", "FilmReviewsRead")
         );
         assert_eq!(
             Names::parse("categories", None).unwrap().type_name,
@@ -879,6 +927,10 @@ mod tests {
             "auth",
             "type",
             "users",
+            "query",
+            "scopes",
+            "sessions",
+            "roles",
         ] {
             assert!(Names::parse(bad, None).is_err(), "{bad}");
         }
@@ -979,7 +1031,21 @@ mod tests {
             "crates/myapi-schemas/src/lib.rs",
             "pub use auth::{TokenForm, UserSchema};\n",
         );
-        for (name, singular) in [("movie", None), ("films", Some("movie")), ("user", None)] {
+        append(
+            "crates/myapi-web/src/extract.rs",
+            "    ReviewsRead = \"reviews:read\",\n",
+        );
+        append(
+            "crates/myapi-services/src/auth/roles.rs",
+            "    \"tickets:read\",\n",
+        );
+        for (name, singular) in [
+            ("movie", None),
+            ("films", Some("movie")),
+            ("user", None),
+            ("reviews", None),
+            ("tickets", None),
+        ] {
             let names = Names::parse(name, singular).unwrap();
             let error = check_and_apply(&dir, &names, &plan_for(&names)).unwrap_err();
             assert!(error.contains("already exists"), "{error}");

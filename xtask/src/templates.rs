@@ -1,6 +1,7 @@
 //! What `cargo xtask new-service` writes. Placeholders: `__NAME__` (plural, e.g.
 //! `directors`), `__SINGULAR__` (`director`), `__TYPE__` (`Director`), `__ID__`
-//! (`director_id`), `__MIGRATION__` (the migration version).
+//! (`director_id`), `__SCOPE_MARKER__` (`DirectorsRead`, the marker type of the scope
+//! `directors:read`), `__MIGRATION__` (the migration version).
 
 /// PostgreSQL migration: the table lives in schema `myapi` like the others.
 pub const PG_UP: &str = "\
@@ -116,42 +117,33 @@ pub const SERVICE: &str = "\
 
 mod data;
 
-use std::ops::RangeInclusive;
-
 pub use data::__TYPE__DataManager;
 
 use myapi_models::rows::__TYPE__Row;
 use myapi_schemas::__TYPE__Schema;
 
 use crate::database::Database;
+use crate::query::{Page, PageSizes, QueryPairs, integer};
 use crate::{InvalidField, ServiceError};
 
-/// Page size when `limit` is not given.
-pub const DEFAULT_LIMIT: i64 = 100;
-pub const MAX_LIMIT: i64 = 1000;
-pub const MAX_OFFSET: i64 = 1_000_000_000;
+/// `limit` when none is given, and the largest accepted.
+pub const PAGE_SIZES: PageSizes = PageSizes {
+    default: 100,
+    max: 1000,
+};
 
 /// A checked `GET /__NAME__/` query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct __TYPE__ListQuery {
-    limit: i64,
-    offset: i64,
+    page: Page,
 }
 
 impl __TYPE__ListQuery {
     /// Parses `limit` and `offset`, naming every offending one.
-    pub fn parse(pairs: &[(String, String)]) -> Result<Self, ServiceError> {
-        let limit = integer(pairs, \"limit\", 1..=MAX_LIMIT);
-        let offset = integer(pairs, \"offset\", 0..=MAX_OFFSET);
-        match (limit, offset) {
-            (Ok(limit), Ok(offset)) => Ok(Self {
-                limit: limit.unwrap_or(DEFAULT_LIMIT),
-                offset: offset.unwrap_or(0),
-            }),
-            (limit, offset) => Err(ServiceError::Invalid(
-                [limit.err(), offset.err()].into_iter().flatten().collect(),
-            )),
-        }
+    pub fn parse(pairs: &QueryPairs) -> Result<Self, ServiceError> {
+        Ok(Self {
+            page: Page::parse(pairs, PAGE_SIZES)?,
+        })
     }
 }
 
@@ -161,36 +153,7 @@ pub struct __TYPE__Id(i64);
 
 impl __TYPE__Id {
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        raw.trim()
-            .parse()
-            .map(Self)
-            .map_err(|_| InvalidField::new(\"__ID__\", \"must be an integer\"))
-    }
-}
-
-/// The query parameter `name` as an integer within `range`, `None` when absent; given
-/// twice is an error, since picking either would be a guess.
-fn integer(
-    pairs: &[(String, String)],
-    name: &str,
-    range: RangeInclusive<i64>,
-) -> Result<Option<i64>, InvalidField> {
-    let mut values = pairs.iter().filter(|(key, _)| key == name);
-    let Some((_, raw)) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(InvalidField::new(name, \"must be given once\"));
-    }
-    let value: i64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| InvalidField::new(name, \"must be an integer\"))?;
-    if range.contains(&value) {
-        Ok(Some(value))
-    } else {
-        let (min, max) = range.into_inner();
-        Err(InvalidField::new(name, format!(\"must be between {min} and {max}\")))
+        integer(\"__ID__\", raw, i64::MIN..=i64::MAX).map(Self)
     }
 }
 
@@ -208,7 +171,8 @@ impl __TYPE__Service {
 
     /// One page, ordered by id (blocking).
     pub fn list(&self, query: __TYPE__ListQuery) -> Result<Vec<__TYPE__Schema>, ServiceError> {
-        let rows = self.data.list(query.limit, query.offset)?;
+        let Page { limit, offset } = query.page;
+        let rows = self.data.list(i64::from(limit), offset)?;
         Ok(rows.iter().map(to_schema).collect())
     }
 
@@ -242,7 +206,7 @@ mod tests {
     #[test]
     fn list_query_names_every_bad_parameter() {
         let query = __TYPE__ListQuery::parse(&[]).unwrap();
-        assert_eq!((query.limit, query.offset), (DEFAULT_LIMIT, 0));
+        assert_eq!((query.page.limit, query.page.offset), (PAGE_SIZES.default, 0));
         let bad = pairs(&[(\"limit\", \"0\"), (\"offset\", \"x\")]);
         let Err(ServiceError::Invalid(fields)) = __TYPE__ListQuery::parse(&bad) else {
             panic!(\"expected invalid\");
@@ -266,7 +230,7 @@ pub const SERVICES_INIT: &str =
 /// The web scope, `myapi-web/src/routes/__NAME__.rs`: each handler is declared once, by
 /// its actix attribute, which `#[utoipa::path]` above it reads.
 pub const ROUTES: &str = "\
-//! The `__NAME__` scope, all behind the bearer guard.
+//! The `/__NAME__` routes, each requiring the `__NAME__:read` scope.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use myapi_schemas::{Problem, __TYPE__Schema};
@@ -276,7 +240,7 @@ use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
-use crate::extract::{BearerUser, query_pairs};
+use crate::extract::{Authorized, __SCOPE_MARKER__, query_pairs};
 use crate::openapi::GuardedErrors;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -290,7 +254,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
 /// One page of `__NAME__`, ordered by id.
 #[utoipa::path(
     tag = \"__NAME__\",
-    security((\"oauth2\" = [])),
+    security((\"oauth2\" = [\"__NAME__:read\"])),
     params(
         (\"limit\" = Option<i64>, Query, description = \"Page size (default 100)\", minimum = 1, maximum = 1000),
         (\"offset\" = Option<i64>, Query, description = \"Rows to skip (default 0)\", minimum = 0, maximum = 1_000_000_000),
@@ -303,7 +267,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
 )]
 #[get(\"/\")]
 pub async fn list___NAME__(
-    _user: BearerUser,
+    _user: Authorized<__SCOPE_MARKER__>,
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
@@ -315,7 +279,7 @@ pub async fn list___NAME__(
 /// One by id.
 #[utoipa::path(
     tag = \"__NAME__\",
-    security((\"oauth2\" = [])),
+    security((\"oauth2\" = [\"__NAME__:read\"])),
     params((\"__ID__\" = i64, Path, description = \"Id\", minimum = 1)),
     responses(
         (status = 200, description = \"Found\", body = __TYPE__Schema),
@@ -326,7 +290,7 @@ pub async fn list___NAME__(
 )]
 #[get(\"/{__ID__}\")]
 pub async fn get___SINGULAR__(
-    _user: BearerUser,
+    _user: Authorized<__SCOPE_MARKER__>,
     id: web::Path<String>,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
@@ -347,6 +311,7 @@ async fn __NAME___are_served_behind_auth(db: TestDb) {
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 401, \"{path}\");
     }
+    // A reader's token with nothing asked carries every read scope, `__NAME__:read` too.
     let token = app.login_new_user(\"__NAME__@example.com\").await;
     let page = json_body(app.get_authed(\"/__NAME__/\", &token).await, 200, \"application/json\").await;
     assert_eq!(page, serde_json::json!([]));
@@ -357,6 +322,27 @@ async fn __NAME___are_served_behind_auth(db: TestDb) {
     ] {
         let response = app.get_authed(path, &token).await;
         json_body(response, status, \"application/problem+json\").await;
+    }
+
+    // A token narrowed to another scope is refused (RFC 6750 §3.1).
+    let response = app
+        .post_token(&[
+            (\"grant_type\", \"password\"),
+            (\"username\", \"__NAME__@example.com\"),
+            (\"password\", \"correct-horse-battery\"),
+            (\"scope\", \"movies:read\"),
+        ])
+        .await;
+    let body = json_body(response, 200, \"application/json\").await;
+    let narrowed = body[\"access_token\"].as_str().unwrap();
+    for path in [\"/__NAME__/\", \"/__NAME__/1\"] {
+        let response = app.get_authed(path, narrowed).await;
+        assert_eq!(
+            response.headers()[\"www-authenticate\"],
+            r#\"Bearer error=\"insufficient_scope\", scope=\"__NAME__:read\"\"#,
+            \"{path}\"
+        );
+        json_body(response, 403, \"application/problem+json\").await;
     }
 }
 both_backends!(__NAME___are_served_behind_auth);
