@@ -136,15 +136,19 @@ mod tests {
 
     #[test]
     fn roles_allow_what_the_issue_says() {
-        assert_eq!(Role::Reader.scopes().to_string(), "movies:read");
-        assert_eq!(
-            Role::Editor.scopes().to_string(),
-            "movies:read movies:write"
-        );
-        assert_eq!(
-            Role::Admin.scopes().to_string(),
-            "movies:read movies:write users:read"
-        );
+        // Holds for any scope a scaffolded service adds, too.
+        for scope in SCOPES {
+            let read = scope.ends_with(":read");
+            assert_eq!(Role::Reader.allows(scope), read && *scope != "users:read");
+            assert_eq!(
+                Role::Editor.allows(scope),
+                Role::Reader.allows(scope) || *scope == "movies:write"
+            );
+            assert!(Role::Admin.allows(scope));
+        }
+        assert!(Role::Reader.scopes().contains("movies:read"));
+        assert!(!Role::Reader.scopes().contains("users:read"));
+        assert!(Role::Editor.scopes().contains("movies:write"));
         assert_eq!("editor".parse(), Ok(Role::Editor));
         assert!("owner".parse::<Role>().is_err());
     }
