@@ -163,7 +163,9 @@ async fn authorize(page: &Page<'_>) -> Result<(), String> {
     {
         offered.push(name.text().await.map_err(|e| e.to_string())?);
     }
-    if offered != ["movies:read", "movies:write", "users:read"] {
+    let mut expected: Vec<&str> = myapi_services::auth::SCOPES.to_vec();
+    expected.sort_unstable();
+    if offered != expected {
         return Err(format!("scopes offered: {offered:?}"));
     }
     let checked = page
