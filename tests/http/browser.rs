@@ -1,6 +1,6 @@
 //! Swagger UI in a real headless Chromium, used as a person would:
 //!
-//! 1. Authorize: the OAuth2 password-flow dialog offers the three scopes; an editor ticks
+//! 1. Authorize: the OAuth2 password-flow dialog offers every scope; an editor ticks
 //!    `movies:read` and `movies:write` and logs in.
 //! 2. `GET /movies/new` with year 1990 and rating 9: 200 with a known title. The screenshot
 //!    `target/artifacts/swagger-authorized.png` is taken here.
@@ -177,7 +177,8 @@ async fn authorize(page: &Page<'_>) -> Result<(), String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-    if checked != serde_json::json!([false, false, false]) {
+    let none_ticked = vec![serde_json::Value::Bool(false); myapi_services::auth::SCOPES.len()];
+    if checked != serde_json::Value::Array(none_ticked) {
         return Err(format!("scope checkboxes before ticking: {checked}"));
     }
     // The checkboxes are styled away; a person clicks their labels.
@@ -193,7 +194,11 @@ async fn authorize(page: &Page<'_>) -> Result<(), String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-    if checked != serde_json::json!([true, true, false]) {
+    let ticked: Vec<bool> = expected
+        .iter()
+        .map(|scope| ["movies:read", "movies:write"].contains(scope))
+        .collect();
+    if checked != serde_json::json!(ticked) {
         return Err(format!("scope checkboxes after ticking: {checked}"));
     }
 
