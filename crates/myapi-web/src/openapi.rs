@@ -76,3 +76,35 @@ pub enum GuardedErrors {
     )]
     Unavailable(Problem),
 }
+
+/// The errors every conditional movie write (PUT, PATCH, DELETE) can give besides its own,
+/// documented once.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a documentation type: never constructed
+pub enum ConditionalWriteErrors {
+    #[response(
+        status = 403,
+        description = "The token lacks `movies:write`",
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))
+    )]
+    InsufficientScope(Problem),
+    #[response(
+        status = 404,
+        description = "No such movie",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+    #[response(
+        status = 412,
+        description = "`If-Match` does not name the movie's current `ETag`",
+        content_type = "application/problem+json"
+    )]
+    PreconditionFailed(Problem),
+    #[response(
+        status = 428,
+        description = "`If-Match` is missing",
+        content_type = "application/problem+json"
+    )]
+    PreconditionRequired(Problem),
+}

@@ -23,7 +23,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
 use crate::extract::{Authorized, MoviesRead, MoviesWrite, query_pairs};
-use crate::openapi::GuardedErrors;
+use crate::openapi::{ConditionalWriteErrors, GuardedErrors};
 
 /// The members of a [`MovieInput`].
 const MOVIE_FIELDS: [&str; 3] = ["title", "released", "rating"];
@@ -168,15 +168,11 @@ pub async fn create_movie(
         (status = 200, description = "The movie as replaced", body = MovieSchema,
             headers(("ETag" = String, description = "The movie's new version (strong)"))),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks `movies:write`", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
-        (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`If-Match` does not name the movie's current `ETag`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body exceeds `server.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Non-integer `movie_id`, or fields missing, unknown, of the wrong type or out of range; each is named in `errors`",
             body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "`If-Match` is missing", body = Problem, content_type = "application/problem+json"),
+        ConditionalWriteErrors,
         GuardedErrors,
     ),
 )]
@@ -217,16 +213,12 @@ pub async fn replace_movie(
         (status = 200, description = "The movie as patched", body = MovieSchema,
             headers(("ETag" = String, description = "The movie's new version (strong)"))),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks `movies:write`", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
-        (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`If-Match` does not name the movie's current `ETag`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body exceeds `server.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/merge-patch+json`", body = Problem, content_type = "application/problem+json",
             headers(("Accept-Patch" = String, description = "`application/merge-patch+json`"))),
         (status = 422, description = "Non-integer `movie_id`, or the patched movie has fields missing (`null` removes), unknown, of the wrong type or out of range; each is named in `errors`",
             body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "`If-Match` is missing", body = Problem, content_type = "application/problem+json"),
+        ConditionalWriteErrors,
         GuardedErrors,
     ),
 )]
@@ -265,12 +257,8 @@ pub async fn patch_movie(
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "The token lacks `movies:write`", body = Problem, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
-        (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`If-Match` does not name the movie's current `ETag`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "`If-Match` is missing", body = Problem, content_type = "application/problem+json"),
+        ConditionalWriteErrors,
         GuardedErrors,
     ),
 )]
