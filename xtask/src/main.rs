@@ -8,10 +8,14 @@
 //! - `cargo xtask check-scaffold` proves the recipe still holds: it scaffolds a fresh service
 //!   in a temporary copy of the workspace, then checks formatting, lints and runs every test
 //!   of the copy.
+//! - `cargo xtask deploy-check` runs the deployment kit in `deploy/` on loopback: three
+//!   instances on a throwaway PostgreSQL cluster behind nginx with TLS, watched by
+//!   Prometheus, and proves what a fleet must do (see `deploy_check`).
 //!
 //! Wiring points in existing files are marked with `// [xtask] …` comments; the scaffold
 //! inserts above each marker, so the markers also show a reader where a service plugs in.
 
+mod deploy_check;
 mod templates;
 
 use std::collections::BTreeMap;
@@ -235,6 +239,7 @@ fn main() -> ExitCode {
         }
         Task::NewService(names) => workspace_root().and_then(|root| new_service(&root, &names)),
         Task::CheckScaffold => check_scaffold(),
+        Task::DeployCheck => deploy_check::deploy_check(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -252,12 +257,16 @@ usage: cargo xtask new-service NAME [--singular SINGULAR]
            it unless given, e.g. `cargo xtask new-service people --singular person`.
        cargo xtask check-scaffold
            Scaffolds a service in a temporary copy of the workspace, then formats, lints and
-           tests the whole copy.";
+           tests the whole copy.
+       cargo xtask deploy-check
+           Runs deploy/ on loopback (PostgreSQL, 3 instances, nginx with TLS, Prometheus) and
+           checks logins, the shared login budgets, a rolling restart and the metrics.";
 
 enum Task {
     Help,
     NewService(Names),
     CheckScaffold,
+    DeployCheck,
 }
 
 /// Reads the command line; an error is one line, a usage error (exit status 2).
@@ -270,6 +279,11 @@ fn parse_args(args: &[String]) -> Result<Task, String> {
             None => Ok(Task::CheckScaffold),
             Some("-h" | "--help") => Ok(Task::Help),
             Some(extra) => Err(format!("unexpected argument `{extra}` to check-scaffold")),
+        },
+        Some("deploy-check") => match args.next() {
+            None => Ok(Task::DeployCheck),
+            Some("-h" | "--help") => Ok(Task::Help),
+            Some(extra) => Err(format!("unexpected argument `{extra}` to deploy-check")),
         },
         Some("new-service") => {
             let (mut name, mut singular) = (None, None);
@@ -960,6 +974,7 @@ mod tests {
             parse(&["check-scaffold"]),
             Ok(Task::CheckScaffold)
         ));
+        assert!(matches!(parse(&["deploy-check"]), Ok(Task::DeployCheck)));
         for help in [
             &["--help"][..],
             &["-h"],
@@ -986,6 +1001,7 @@ mod tests {
             &["new-service", "people", "--plural", "x"],
             &["new-service", "Bad"],
             &["check-scaffold", "now"],
+            &["deploy-check", "now"],
         ] {
             let error = parse(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
             assert!(!error.contains('\n'), "{error}");
