@@ -96,6 +96,21 @@ pub struct AuthSettings {
     /// How long a token's revocation check is cached, so deletions and password changes
     /// take effect within this time.
     pub revocation_cache_ms: u64,
+    /// Where the login budgets live: shared by every instance in PostgreSQL, or in this
+    /// process.
+    pub login_budget: LoginBudgetStore,
+}
+
+/// `auth.login_budget`: which store holds the login budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginBudgetStore {
+    /// The database on PostgreSQL, memory on SQLite.
+    Auto,
+    /// In this process: each instance has budgets of its own.
+    Memory,
+    /// In PostgreSQL, shared by every instance on the database.
+    Database,
 }
 
 /// Longest password any policy may allow: argon2 hashes what it is given, so this bounds the

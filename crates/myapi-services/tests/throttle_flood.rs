@@ -6,11 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 use std::time::Instant;
 
 use myapi_services::Settings;
-use myapi_services::auth::LoginThrottle;
+use myapi_services::auth::{BudgetKeys, LoginBudget, LoginThrottle};
 
 const FLOOD: u32 = 200_000;
 
@@ -34,17 +33,16 @@ fn address(network: u32, host: u32) -> IpAddr {
 fn a_flood_neither_forgets_a_throttled_account_nor_outgrows_the_bound() {
     let settings = Settings::defaults().unwrap().auth;
     let burst = settings.account_failure_burst.get();
-    let throttle = Arc::new(LoginThrottle::new(&settings));
+    let throttle = LoginThrottle::new(&settings);
+    let keys = BudgetKeys::new(&settings);
+    let reserve =
+        |account: &str, client: IpAddr| throttle.reserve(&keys.attempt(account, client), None);
     let attacker: IpAddr = Ipv4Addr::new(192, 0, 2, 66).into();
     for _ in 0..burst {
-        drop(
-            throttle
-                .reserve("victim@example.com", attacker, None)
-                .unwrap(),
-        );
+        reserve("victim@example.com", attacker).unwrap();
     }
     let fresh: IpAddr = Ipv4Addr::new(198, 51, 100, 7).into();
-    assert!(throttle.reserve("victim@example.com", fresh, None).is_err());
+    assert!(reserve("victim@example.com", fresh).is_err());
     let before = resident_bytes();
     let started = Instant::now();
 
@@ -52,14 +50,14 @@ fn a_flood_neither_forgets_a_throttled_account_nor_outgrows_the_bound() {
     let admitted_one = (0..FLOOD)
         .filter(|i| {
             let username = format!("flood-{i}@example.com");
-            throttle.reserve(&username, address(0, *i), None).is_ok()
+            reserve(&username, address(0, *i)).is_ok()
         })
         .count();
     // Many /64s: every attempt is admitted, and every key is new.
     let admitted_many = (0..FLOOD)
         .filter(|i| {
             let username = format!("spread-{i}@example.com");
-            throttle.reserve(&username, address(i + 1, 1), None).is_ok()
+            reserve(&username, address(i + 1, 1)).is_ok()
         })
         .count();
 
@@ -79,7 +77,7 @@ fn a_flood_neither_forgets_a_throttled_account_nor_outgrows_the_bound() {
     );
     assert_eq!(admitted_many as u32, FLOOD);
     assert!(
-        throttle.reserve("victim@example.com", fresh, None).is_err(),
+        reserve("victim@example.com", fresh).is_err(),
         "the account throttled before the flood is still throttled"
     );
     assert!(grown <= bound, "grew {grown} bytes, bound {bound}");

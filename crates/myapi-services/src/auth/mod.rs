@@ -4,13 +4,17 @@
 //! blocking parts (queries, argon2) off the caller's thread. The user administration
 //! methods block: async callers run them on a blocking pool.
 
+mod budget;
 mod data;
 mod password;
+mod postgres_budget;
 mod roles;
 mod throttle;
 mod tokens;
 
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,17 +23,19 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget};
 pub use data::{Rotation, SessionDataManager, UserDataManager};
 pub use password::{HashPool, PasswordHasher};
+pub use postgres_budget::PostgresBudget;
 pub use roles::{Role, SCOPES, Scopes};
-pub use throttle::{LoginThrottle, MAX_TRACKED_KEYS, Reservation};
+pub use throttle::{LoginThrottle, MAX_TRACKED_KEYS};
 pub use tokens::{Claims, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
 use myapi_schemas::{TokenResponse, UserSchema};
 
 use crate::bounded::{BoundedMap, Retention};
-use crate::config::Settings;
+use crate::config::{LoginBudgetStore, Settings};
 use crate::database::Database;
 use crate::query::{Page, PageSizes, QueryPairs};
 use crate::{InvalidField, ServiceError, blocking};
@@ -182,6 +188,15 @@ pub enum LoginError {
     Service(#[from] ServiceError),
 }
 
+impl From<BudgetError> for LoginError {
+    fn from(error: BudgetError) -> Self {
+        match error {
+            BudgetError::Exhausted { retry_after_secs } => Self::Throttled { retry_after_secs },
+            BudgetError::Store(error) => Self::Service(error),
+        }
+    }
+}
+
 /// Users, login and tokens.
 #[derive(Clone)]
 pub struct AuthService {
@@ -191,7 +206,8 @@ pub struct AuthService {
     reuse_grace_secs: i64,
     hasher: PasswordHasher,
     hashing: Arc<HashPool>,
-    throttle: Arc<LoginThrottle>,
+    budget: Arc<dyn LoginBudget>,
+    budget_keys: BudgetKeys,
     signer: TokenSigner,
     /// What unknown users are checked against, so they cost what known ones do.
     dummy_hash: Arc<str>,
@@ -224,6 +240,22 @@ impl AuthService {
             .map_err(|e| ServiceError::invalid("auth.argon2_*", e.to_string()))?;
         let hasher = PasswordHasher::new(params);
         let dummy_hash = hasher.unmatchable_hash()?;
+        let shared = match (auth.login_budget, db.backend_name()) {
+            (LoginBudgetStore::Memory, _) => false,
+            (LoginBudgetStore::Auto, backend) => backend == "postgres",
+            (LoginBudgetStore::Database, "postgres") => true,
+            (LoginBudgetStore::Database, _) => {
+                return Err(ServiceError::invalid(
+                    "auth.login_budget",
+                    "\"database\" needs PostgreSQL; on SQLite use \"memory\" or \"auto\"",
+                ));
+            }
+        };
+        let budget: Arc<dyn LoginBudget> = if shared {
+            Arc::new(PostgresBudget::new(db.clone(), auth))
+        } else {
+            Arc::new(LoginThrottle::new(auth))
+        };
         Ok(Self {
             users: UserDataManager::new(db.clone()),
             sessions: SessionDataManager::new(db),
@@ -235,7 +267,8 @@ impl AuthService {
             reuse_grace_secs: secs(auth.refresh_reuse_grace_secs),
             hasher,
             hashing: HashPool::new(auth.hash_concurrency.get(), auth.hash_queue),
-            throttle: Arc::new(LoginThrottle::new(auth)),
+            budget,
+            budget_keys: BudgetKeys::new(auth),
             signer: TokenSigner::new(settings.token_key.as_ref(), auth),
             dummy_hash: dummy_hash.into(),
             password_chars: (auth.password_min_chars.get(), auth.password_max_chars),
@@ -345,13 +378,15 @@ impl AuthService {
         }
     }
 
-    /// The OAuth2 password grant: the throttle, the user lookup, the password check (on the
-    /// hashing threads, against a dummy hash for unknown users so both cost the same), a
+    /// The OAuth2 password grant: the login budget, the user lookup, the password check (on
+    /// the hashing threads, against a dummy hash for unknown users so both cost the same), a
     /// rehash when the stored hash has outdated parameters, and the token.
     ///
     /// Saturation is refused at once; a login waiting for a hashing thread holds no thread.
-    /// The attempt is counted against the client's and the account's budgets before it
-    /// waits, so concurrent guesses cannot outrun the throttle.
+    /// The attempt is reserved against the client's and the account's budgets before it
+    /// waits, so concurrent guesses cannot outrun them. A shared (database) budget is asked
+    /// on the blocking hops the login makes anyway: the reservation goes with the user
+    /// lookup, the refund of a success with the new session.
     pub async fn login(
         &self,
         credentials: Credentials,
@@ -365,30 +400,32 @@ impl AuthService {
             .transpose()
             .map_err(LoginError::InvalidScope)?
             .flatten();
-        let throttled = |retry_after_secs| LoginError::Throttled { retry_after_secs };
-        self.throttle.check_client(client).map_err(throttled)?;
+        let account = normalise_email(&credentials.username);
+        let attempt = self.budget_keys.attempt(&account, client);
+        // In process, a throttled client is turned away before anything else; a shared
+        // budget would spend a round trip on it, and the reservation checks it first anyway.
+        if !self.budget.blocks() {
+            self.budget.check_client(&attempt.client)?;
+        }
         let ticket = self.hashing.try_admit().ok_or(LoginError::Saturated {
             retry_after_secs: BUSY_RETRY_AFTER_SECS,
         })?;
-        let account = normalise_email(&credentials.username);
         // Neither a username outside the email rule nor a password longer than any we
         // accept can match: no lookup, no hashing.
         let plausible = Email::parse(&account).is_ok()
             && credentials.password.chars().count() <= self.password_chars.1;
-        let user = if plausible {
-            let (users, email) = (self.users.clone(), account.clone());
-            blocking(move || users.find_by_email(&email)).await?
-        } else {
-            None
-        };
-        let stamp = user.as_ref().map(|u| u.security_stamp.as_str());
-        let reservation = self
-            .throttle
-            .reserve(&account, client, stamp)
-            .map_err(throttled)?;
         if !plausible {
+            self.budget_step(move |budget| budget.reserve(&attempt, None))
+                .await?;
             return Err(LoginError::InvalidGrant);
         }
+        let (users, budget) = (self.users.clone(), Arc::clone(&self.budget));
+        let user = blocking(move || {
+            let user = users.find_by_email(&account)?;
+            let stamp = user.as_ref().map(|u| u.security_stamp.as_str());
+            Ok(budget.reserve(&attempt, stamp).map(|()| user))
+        })
+        .await??;
 
         let (hasher, dummy_hash) = (self.hasher.clone(), Arc::clone(&self.dummy_hash));
         let password = credentials.password;
@@ -410,25 +447,65 @@ impl AuthService {
         let (user, upgraded_hash) = match checked {
             Ok(checked) => checked,
             Err(error) => {
-                reservation.cancel();
+                // Not the client's doing: the attempt does not count.
+                let cancelled = self
+                    .budget_step(move |budget| Ok(budget.release(&attempt, None)?))
+                    .await;
+                if let Err(cancel_error) = cancelled {
+                    log::warn!("login budget: a cancelled attempt stays counted: {cancel_error}");
+                }
                 return Err(error.into());
             }
         };
+        // A wrong password keeps its reservation: it was a failure.
         let Some(user) = user else {
             return Err(LoginError::InvalidGrant);
         };
-        reservation.succeed(&user.security_stamp);
-        if let Some(new_hash) = upgraded_hash {
-            let (users, user_id, old_hash) = (
-                self.users.clone(),
-                user.user_id,
-                user.hashed_password.clone(),
-            );
-            blocking(move || users.upgrade_hash(user_id, &old_hash, &new_hash)).await?;
-        }
-        let granted = grant_scopes(&user, asked.as_ref(), None)?;
-        let refresh_token = self.start_session(user.user_id, &granted).await?;
+        // A refused scope still refunds the reservation: the password was right.
+        let granted = grant_scopes(&user, asked.as_ref(), None);
+        let (refresh_token, session) = match &granted {
+            Ok(granted) => {
+                let (token, rows) = self.new_session(user.user_id, granted);
+                (token, Some(rows))
+            }
+            Err(_) => (String::new(), None),
+        };
+        let (budget, users, sessions) = (
+            Arc::clone(&self.budget),
+            self.users.clone(),
+            self.sessions.clone(),
+        );
+        let (stamp, user_id, old_hash) = (
+            user.security_stamp.clone(),
+            user.user_id,
+            user.hashed_password.clone(),
+        );
+        blocking(move || {
+            budget.release(&attempt, Some(&stamp))?;
+            if let Some(new_hash) = upgraded_hash {
+                users.upgrade_hash(user_id, &old_hash, &new_hash)?;
+            }
+            if let Some((family, first)) = session {
+                sessions.start(&family, &first)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let granted = granted?;
         Ok(self.grant(&user, asked.as_ref(), &granted, refresh_token)?)
+    }
+
+    /// Runs one step against the login budget: in place for an in-process store, on a
+    /// blocking thread for one that waits on the database.
+    async fn budget_step<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&dyn LoginBudget) -> Result<T, BudgetError> + Send + 'static,
+    ) -> Result<T, BudgetError> {
+        if !self.budget.blocks() {
+            return step(&*self.budget);
+        }
+        let budget = Arc::clone(&self.budget);
+        blocking(move || Ok(step(&*budget))).await?
     }
 
     /// The refresh grant (RFC 6749 §6): a new access token and a new refresh token for a
@@ -447,9 +524,9 @@ impl AuthService {
             .transpose()
             .map_err(LoginError::InvalidScope)?
             .flatten();
-        self.throttle
-            .check_client(client)
-            .map_err(|retry_after_secs| LoginError::Throttled { retry_after_secs })?;
+        let client = self.budget_keys.network(client);
+        self.budget_step(move |budget| budget.check_client(&client))
+            .await?;
         if let Some(asked) = &asked {
             // Checked before the token is used up: a refused narrowing must not cost the
             // session. A family's scope never changes, so reading it first is safe.
@@ -487,11 +564,11 @@ impl AuthService {
                     let sessions = self.sessions.clone();
                     blocking(move || sessions.revoke_family(&family_id, now)).await?;
                 }
-                self.throttle.count_client_failure(client);
+                self.count_client_failure(client).await?;
                 return Err(LoginError::InvalidRefreshToken);
             }
             Rotation::Refused => {
-                self.throttle.count_client_failure(client);
+                self.count_client_failure(client).await?;
                 return Err(LoginError::InvalidRefreshToken);
             }
         };
@@ -508,9 +585,9 @@ impl AuthService {
     /// RFC 7009 revocation: a refresh token revokes its family; an unknown or already
     /// revoked token is fine (the RFC says so); an access token is not revocable alone.
     pub async fn revoke(&self, token: String, client: IpAddr) -> Result<(), LoginError> {
-        self.throttle
-            .check_client(client)
-            .map_err(|retry_after_secs| LoginError::Throttled { retry_after_secs })?;
+        let client = self.budget_keys.network(client);
+        self.budget_step(move |budget| budget.check_client(&client))
+            .await?;
         if jsonwebtoken::decode_header(&token).is_ok() {
             return Err(LoginError::UnsupportedTokenType);
         }
@@ -524,9 +601,14 @@ impl AuthService {
         })
         .await?;
         if !known {
-            self.throttle.count_client_failure(client);
+            self.count_client_failure(client).await?;
         }
         Ok(())
+    }
+
+    async fn count_client_failure(&self, client: IpNet) -> Result<(), BudgetError> {
+        self.budget_step(move |budget| Ok(budget.count_client_failure(&client)?))
+            .await
     }
 
     /// Revokes every refresh-token family of the user (blocking).
@@ -545,9 +627,13 @@ impl AuthService {
         self.sessions.purge(unix_now())
     }
 
-    /// A new family with its first refresh token, returned in the clear (only its hash is
-    /// stored).
-    async fn start_session(&self, user_id: i32, granted: &Scopes) -> Result<String, ServiceError> {
+    /// A new family with its first refresh token: the token in the clear (only its hash
+    /// is stored) and the rows to insert.
+    fn new_session(
+        &self,
+        user_id: i32,
+        granted: &Scopes,
+    ) -> (String, (RefreshFamilyRow, RefreshTokenRow)) {
         let (token, now) = (random_secret(), unix_now());
         let family = RefreshFamilyRow {
             family_id: random_id(),
@@ -563,9 +649,7 @@ impl AuthService {
             expires_at: now + self.refresh_lifetime_secs,
             used_at: None,
         };
-        let sessions = self.sessions.clone();
-        blocking(move || sessions.start(&family, &first)).await?;
-        Ok(token)
+        (token, (family, first))
     }
 
     fn grant(

@@ -1,0 +1,201 @@
+//! The login budget in PostgreSQL, shared by every instance on one database (the rules are
+//! in [`super::budget`]; the tables and functions in the `login_budgets` migration).
+//!
+//! Each step is one statement on one pooled connection, a call of one of the migration's
+//! functions: a reservation calls `login_budget_reserve`, which locks the account's and the client's rows (account first,
+//! so steps never deadlock), and charges both or neither, so racing reservations from any
+//! number of instances queue on the rows and cannot over-admit. Time is the database's.
+//! Rows are UNLOGGED; fully leaked ones are pruned by reservations, at most 16 each.
+//!
+//! Any failure of the store is [`ServiceError::Unavailable`]: an attempt the budget could
+//! not count must not go ahead, and the client is told to come back, not that its
+//! password was wrong.
+
+use diesel::prelude::*;
+use diesel::sql_types::{Bytea, Double, Nullable};
+use ipnet::IpNet;
+use myapi_models::{DbConnection, DbError};
+
+use super::budget::{Attempt, BudgetError, Limit, LoginBudget, TRUSTED_FOR, digest, retry_after};
+use crate::ServiceError;
+use crate::config::AuthSettings;
+use crate::database::Database;
+
+// The migration's functions (found through the connection's `search_path`). Called through
+// the query builder, so each connection prepares each call once and reuses it.
+diesel::define_sql_function! {
+    fn login_budget_reserve(
+        account_key: Bytea, account_burst: Double, account_leak: Double,
+        client_key: Bytea, client_burst: Double, client_leak: Double,
+        stamp: Nullable<Bytea>, trusted_secs: Double
+    ) -> Nullable<Double>;
+}
+diesel::define_sql_function! {
+    fn login_budget_release(
+        account_key: Bytea, account_leak: Double,
+        client_key: Bytea, client_leak: Double,
+        stamp: Nullable<Bytea>, trusted_secs: Double
+    ) -> Integer;
+}
+diesel::define_sql_function! {
+    fn login_budget_client_wait(key: Bytea, burst: Double, leak: Double) -> Nullable<Double>;
+}
+diesel::define_sql_function! {
+    fn login_budget_charge_client(key: Bytea, leak: Double) -> Double;
+}
+
+/// The login budget of every instance on this PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresBudget {
+    db: Database,
+    client_limit: Limit,
+    account_limit: Limit,
+}
+
+/// The account's row key: `a` and its digest.
+fn account_key(attempt: &Attempt) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(b'a');
+    key.extend_from_slice(&attempt.account);
+    key
+}
+
+/// The client network's row key: `c`, the prefix length, and the (truncated) address:
+/// 4 bytes for IPv4, 16 for IPv6, so the two never collide.
+fn client_key(client: &IpNet) -> Vec<u8> {
+    let mut key = Vec::with_capacity(18);
+    key.extend_from_slice(&[b'c', client.prefix_len()]);
+    match client.trunc().addr() {
+        std::net::IpAddr::V4(address) => key.extend_from_slice(&address.octets()),
+        std::net::IpAddr::V6(address) => key.extend_from_slice(&address.octets()),
+    }
+    key
+}
+
+fn store_error(error: diesel::result::Error) -> ServiceError {
+    ServiceError::Unavailable(DbError::Query(error))
+}
+
+impl PostgresBudget {
+    pub fn new(db: Database, settings: &AuthSettings) -> Self {
+        Self {
+            db,
+            client_limit: Limit::client(settings),
+            account_limit: Limit::account(settings),
+        }
+    }
+
+    /// Runs `step` on a pooled PostgreSQL connection.
+    fn with_pg<T>(
+        &self,
+        step: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
+    ) -> Result<T, ServiceError> {
+        let mut conn = self.db.conn()?;
+        match &mut *conn {
+            DbConnection::Pg(pg) => step(pg).map_err(store_error),
+            DbConnection::Sqlite(_) => Err(ServiceError::Unavailable(DbError::Unavailable(
+                "the shared login budget needs PostgreSQL".into(),
+            ))),
+        }
+    }
+}
+
+fn secs(limit: &Limit) -> f64 {
+    limit.leak_every.as_secs_f64()
+}
+
+impl LoginBudget for PostgresBudget {
+    fn blocks(&self) -> bool {
+        true
+    }
+
+    fn check_client(&self, client: &IpNet) -> Result<(), BudgetError> {
+        let limit = self.client_limit;
+        let wait = self.with_pg(|pg| {
+            diesel::select(login_budget_client_wait(
+                client_key(client),
+                limit.burst,
+                secs(&limit),
+            ))
+            .get_result::<Option<f64>>(pg)
+        })?;
+        match wait {
+            Some(wait) if wait > 0.0 => Err(retry_after(wait)),
+            _ => Ok(()),
+        }
+    }
+
+    fn reserve(&self, attempt: &Attempt, security_stamp: Option<&str>) -> Result<(), BudgetError> {
+        let (account, client) = (self.account_limit, self.client_limit);
+        let wait = self.with_pg(|pg| {
+            diesel::select(login_budget_reserve(
+                account_key(attempt),
+                account.burst,
+                secs(&account),
+                client_key(&attempt.client),
+                client.burst,
+                secs(&client),
+                security_stamp.map(|stamp| digest(stamp).to_vec()),
+                TRUSTED_FOR.as_secs_f64(),
+            ))
+            .get_result::<Option<f64>>(pg)
+        })?;
+        match wait {
+            Some(wait) => Err(retry_after(wait)),
+            None => Ok(()),
+        }
+    }
+
+    fn release(&self, attempt: &Attempt, trust: Option<&str>) -> Result<(), ServiceError> {
+        let (account, client) = (self.account_limit, self.client_limit);
+        self.with_pg(|pg| {
+            diesel::select(login_budget_release(
+                account_key(attempt),
+                secs(&account),
+                client_key(&attempt.client),
+                secs(&client),
+                trust.map(|stamp| digest(stamp).to_vec()),
+                TRUSTED_FOR.as_secs_f64(),
+            ))
+            .get_result::<i32>(pg)
+            .map(drop)
+        })
+    }
+
+    fn count_client_failure(&self, client: &IpNet) -> Result<(), ServiceError> {
+        let leak = secs(&self.client_limit);
+        self.with_pg(|pg| {
+            diesel::select(login_budget_charge_client(client_key(client), leak))
+                .get_result::<f64>(pg)
+                .map(drop)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    #[test]
+    fn client_keys_are_canonical_and_families_never_collide() {
+        let v4: IpNet = IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 32).unwrap();
+        assert_eq!(client_key(&v4), [b'c', 32, 10, 0, 0, 1]);
+        let v6 = IpNet::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 1, 2, 3, 4)),
+            64,
+        )
+        .unwrap();
+        let key = client_key(&v6);
+        assert_eq!(key.len(), 18);
+        assert!(key[10..].iter().all(|b| *b == 0), "host bits cleared");
+        assert!(
+            client_key(&v4)
+                > account_key(&Attempt {
+                    account: [0xff; 16],
+                    client: v4
+                })
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! One set of tests for both login budget stores: the in-process one, and the PostgreSQL
+//! one on a database created for each test (several pools on it stand in for several
+//! instances). Each test runs as `NAME::memory` and `NAME::postgres`; without PostgreSQL the
+//! latter skips, except under `CI=true`, where it fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use myapi_services::auth::{BudgetError, BudgetKeys, LoginBudget, LoginThrottle, PostgresBudget};
+use myapi_services::config::AuthSettings;
+use myapi_services::{Database, ServiceError};
+use support::{Backend, TestDb};
+
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    Memory,
+    Postgres,
+}
+
+/// A store under test, with what it needs to live.
+struct Fixture {
+    budget: Arc<dyn LoginBudget>,
+    keys: BudgetKeys,
+    auth: AuthSettings,
+    /// For the PostgreSQL store: the database, to open more pools ("instances") on it.
+    db: Option<(TestDb, Database)>,
+}
+
+impl Fixture {
+    /// `None` when PostgreSQL is unreachable outside CI.
+    fn new(store: Store, tweak: impl FnOnce(&mut AuthSettings)) -> Option<Self> {
+        let mut auth = myapi_services::Settings::defaults().unwrap().auth;
+        auth.ip_failure_burst = 5.try_into().unwrap();
+        auth.ip_failure_refill_secs = 60;
+        auth.account_failure_burst = 3.try_into().unwrap();
+        auth.account_failure_refill_secs = 60;
+        tweak(&mut auth);
+        let keys = BudgetKeys::new(&auth);
+        match store {
+            Store::Memory => Some(Self {
+                budget: Arc::new(LoginThrottle::new(&auth)),
+                keys,
+                auth,
+                db: None,
+            }),
+            Store::Postgres => {
+                let test_db = TestDb::new(Backend::Postgres)?;
+                let database = Database::connect(&test_db.settings().database).unwrap();
+                database.migrate().unwrap();
+                Some(Self {
+                    budget: Arc::new(PostgresBudget::new(database.clone(), &auth)),
+                    keys,
+                    auth,
+                    db: Some((test_db, database)),
+                })
+            }
+        }
+    }
+
+    /// Another handle on the same budget: for PostgreSQL a store on a pool of its own, as
+    /// another instance would have; in process, the same store.
+    fn instance(&self) -> Arc<dyn LoginBudget> {
+        match &self.db {
+            Some((test_db, _)) => {
+                let mut settings = test_db.settings().database;
+                settings.pool_size = 2.try_into().unwrap();
+                let database = Database::connect(&settings).unwrap();
+                Arc::new(PostgresBudget::new(database, &self.auth))
+            }
+            None => Arc::clone(&self.budget),
+        }
+    }
+
+    /// Reserves and keeps the reservation (a wrong password); `Err(retry after)` when refused.
+    fn fail(&self, account: &str, client: IpAddr, stamp: Option<&str>) -> Result<(), u64> {
+        reserve(&*self.budget, &self.keys, account, client, stamp)
+    }
+
+    fn succeed(&self, account: &str, client: IpAddr, stamp: &str) {
+        let attempt = self.keys.attempt(account, client);
+        self.budget.reserve(&attempt, Some(stamp)).unwrap();
+        self.budget.release(&attempt, Some(stamp)).unwrap();
+    }
+
+    fn client_admitted(&self, client: IpAddr) -> bool {
+        match self.budget.check_client(&self.keys.network(client)) {
+            Ok(()) => true,
+            Err(BudgetError::Exhausted { .. }) => false,
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
+fn reserve(
+    budget: &dyn LoginBudget,
+    keys: &BudgetKeys,
+    account: &str,
+    client: IpAddr,
+    stamp: Option<&str>,
+) -> Result<(), u64> {
+    match budget.reserve(&keys.attempt(account, client), stamp) {
+        Ok(()) => Ok(()),
+        Err(BudgetError::Exhausted { retry_after_secs }) => Err(retry_after_secs),
+        Err(error) => panic!("store failed: {error}"),
+    }
+}
+
+const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 66));
+const OWNER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+
+/// `ip(n)`: a distinct IPv4 client per `n`.
+fn ip(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a10_0000 + n))
+}
+
+/// Defines `NAME::memory` and `NAME::postgres`, each running `NAME(store)`.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn memory() {
+                super::$name(super::Store::Memory);
+            }
+            #[test]
+            fn postgres() {
+                super::$name(super::Store::Postgres);
+            }
+        }
+    )*};
+}
+
+both_stores!(
+    an_account_is_throttled_after_its_burst_with_retry_after,
+    reservations_in_flight_count_and_cancelling_refunds,
+    a_client_network_is_throttled_across_accounts,
+    one_ipv6_slash_64_is_one_client_and_mapped_ipv4_is_ipv4,
+    a_trusted_network_passes_until_the_password_changes,
+    a_success_refunds_one_attempt_and_no_more,
+    a_bad_token_counts_against_the_client_alone,
+    failures_leak_away_over_time,
+    concurrent_reservations_admit_exactly_the_account_budget,
+    concurrent_reservations_admit_exactly_the_client_budget,
+);
+
+fn an_account_is_throttled_after_its_burst_with_retry_after(store: Store) {
+    let Some(f) = Fixture::new(store, |_| {}) else {
+        return;
+    };
+    for i in 0..3 {
+        f.fail("a@x.io", ip(i), Some("stamp")).unwrap();
+    }
+    let wait = f.fail("a@x.io", ip(9), Some("stamp")).unwrap_err();
+    assert!((1..=60).contains(&wait), "retry after {wait}");
+    f.fail("b@x.io", OWNER, None).unwrap();
+}
+
+fn reservations_in_flight_count_and_cancelling_refunds(store: Store) {
+    let Some(f) = Fixture::new(store, |_| {}) else {
+        return;
+    };
+    let pending: Vec<_> = (0..3).map(|_| f.keys.attempt("a@x.io", ATTACKER)).collect();
+    for attempt in &pending {
+        f.budget.reserve(attempt, None).unwrap();
+    }
+    assert!(f.fail("a@x.io", OWNER, None).is_err(), "in flight counts");
+    for attempt in &pending {
+        f.budget.release(attempt, None).unwrap();
+    }
+    f.fail("a@x.io", OWNER, None).unwrap();
+    // The cancelled three gave the client's budget back too: all 5 are left.
+    for i in 0..5 {
+        f.fail(&format!("u{i}@x.io"), ATTACKER, None).unwrap();
+    }
+    assert!(!f.client_admitted(ATTACKER));
+}
+
+fn a_client_network_is_throttled_across_accounts(store: Store) {
+    let Some(f) = Fixture::new(store, |_| {}) else {
+        return;
+    };
+    for i in 0..5 {
+        assert!(f.client_admitted(ATTACKER));
+        f.fail(&format!("u{i}@x.io"), ATTACKER, None).unwrap();
+    }
+    assert!(!f.client_admitted(ATTACKER));
+    let wait = f.fail("fresh@x.io", ATTACKER, None).unwrap_err();
+    assert!((1..=60).contains(&wait), "retry after {wait}");
+    assert!(f.client_admitted(OWNER));
+    f.fail("fresh@x.io", OWNER, None).unwrap();
+}
+
+fn one_ipv6_slash_64_is_one_client_and_mapped_ipv4_is_ipv4(store: Store) {
+    let Some(f) = Fixture::new(store, |_| {}) else {
+        return;
+    };
+    for i in 0..5u16 {
+        let address = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, i, i, i, i);
+        f.fail(&format!("u{i}@x.io"), address.into(), None).unwrap();
+    }
+    let neighbour = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 9, 9, 9, 9);
+    assert!(!f.client_admitted(neighbour.into()));
+    let elsewhere = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1);
+    assert!(f.client_admitted(elsewhere.into()));
+
+    for i in 0..5 {
+        f.fail(&format!("v{i}@x.io"), ATTACKER, None).unwrap();
+    }
+    let mapped = Ipv4Addr::new(10, 0, 0, 66).to_ipv6_mapped();
+    assert!(!f.client_admitted(mapped.into()), "mapped counts as IPv4");
+    assert_eq!(f.keys.network(mapped.into()), f.keys.network(ATTACKER));
+}
+
+fn a_trusted_network_passes_until_the_password_changes(store: Store) {
+    let Some(f) = Fixture::new(store, |auth| {
+        auth.ip_failure_burst = 50.try_into().unwrap();
+    }) else {
+        return;
+    };
+    f.succeed("a@x.io", OWNER, "stamp-1");
+    for _ in 0..10 {
+        let _ = f.fail("a@x.io", ATTACKER, Some("stamp-1"));
+    }
+    assert!(f.fail("a@x.io", ATTACKER, Some("stamp-1")).is_err());
+    let attempt = f.keys.attempt("a@x.io", OWNER);
+    f.budget.reserve(&attempt, Some("stamp-1")).unwrap();
+    f.budget.release(&attempt, None).unwrap();
+    assert!(
+        f.fail("a@x.io", OWNER, Some("stamp-2")).is_err(),
+        "a new stamp (password change) forgets the trusted networks"
+    );
+    assert!(
+        f.fail("a@x.io", OWNER, None).is_err(),
+        "no stamp (unknown user) is never trusted"
+    );
+}
+
+fn a_success_refunds_one_attempt_and_no_more(store: Store) {
+    let Some(f) = Fixture::new(store, |_| {}) else {
+        return;
+    };
+    // The account: two failures, then the owner's success gives one back.
+    f.fail("a@x.io", ATTACKER, None).unwrap();
+    f.fail("a@x.io", ATTACKER, None).unwrap();
+    f.succeed("a@x.io", OWNER, "s");
+    f.fail("a@x.io", OWNER, None).unwrap();
+    assert!(f.fail("a@x.io", OWNER, None).is_err(), "3 failures: full");
+
+    // The client: logging in to one's own account buys no fresh guesses against others.
+    let other: IpAddr = Ipv4Addr::new(10, 9, 9, 9).into();
+    for i in 0..4 {
+        f.fail(&format!("victim{i}@x.io"), other, None).unwrap();
+    }
+    f.succeed("attacker@x.io", other, "s");
+    f.fail("victim9@x.io", other, None).unwrap();
+    assert!(f.fail("victim10@x.io", other, None).is_err());
+}
+
+fn a_bad_token_counts_against_the_client_alone(store: Store) {
+    let Some(f) = Fixture::new(store, |_| {}) else {
+        return;
+    };
+    let client = f.keys.network(ATTACKER);
+    for _ in 0..5 {
+        assert!(f.client_admitted(ATTACKER));
+        f.budget.count_client_failure(&client).unwrap();
+    }
+    assert!(!f.client_admitted(ATTACKER));
+    f.fail("a@x.io", OWNER, None).unwrap();
+}
+
+fn failures_leak_away_over_time(store: Store) {
+    let Some(f) = Fixture::new(store, |auth| {
+        auth.account_failure_burst = 2.try_into().unwrap();
+        auth.account_failure_refill_secs = 1;
+    }) else {
+        return;
+    };
+    f.fail("a@x.io", ip(1), None).unwrap();
+    f.fail("a@x.io", ip(2), None).unwrap();
+    assert_eq!(f.fail("a@x.io", ip(3), None), Err(1), "retry after 1 s");
+    std::thread::sleep(Duration::from_millis(1100));
+    f.fail("a@x.io", ip(4), None).unwrap();
+    assert!(
+        f.fail("a@x.io", ip(5), None).is_err(),
+        "one leaked, not two"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    f.fail("a@x.io", ip(6), None).unwrap();
+    f.fail("a@x.io", ip(7), None).unwrap();
+}
+
+/// `attempts` reservations for `account(i)` from `client(i)`, started at once on 8 threads,
+/// each with its own store handle (for PostgreSQL: its own pool, as another instance).
+/// Returns how many were admitted.
+fn race(
+    f: &Fixture,
+    attempts: u32,
+    account: impl Fn(u32) -> String + Send + Sync + 'static,
+    client: impl Fn(u32) -> IpAddr + Send + Sync + 'static,
+) -> u32 {
+    const THREADS: u32 = 8;
+    let barrier = Arc::new(Barrier::new(THREADS as usize));
+    let (account, client) = (Arc::new(account), Arc::new(client));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let (budget, keys) = (f.instance(), f.keys);
+            let (barrier, account, client) = (
+                Arc::clone(&barrier),
+                Arc::clone(&account),
+                Arc::clone(&client),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                (thread..attempts)
+                    .step_by(THREADS as usize)
+                    .filter(|i| reserve(&*budget, &keys, &account(*i), client(*i), None).is_ok())
+                    .count() as u32
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).sum()
+}
+
+fn concurrent_reservations_admit_exactly_the_account_budget(store: Store) {
+    let Some(f) = Fixture::new(store, |auth| {
+        auth.account_failure_burst = 10.try_into().unwrap();
+    }) else {
+        return;
+    };
+    let admitted = race(&f, 100, |_| "victim@x.io".into(), ip);
+    println!("{store:?}: 100 concurrent reservations for one account: {admitted} admitted");
+    assert_eq!(admitted, 10);
+}
+
+fn concurrent_reservations_admit_exactly_the_client_budget(store: Store) {
+    let Some(f) = Fixture::new(store, |auth| {
+        auth.ip_failure_burst = 20.try_into().unwrap();
+    }) else {
+        return;
+    };
+    let admitted = race(&f, 100, |i| format!("u{i}@x.io"), |_| ATTACKER);
+    println!("{store:?}: 100 concurrent reservations from one client: {admitted} admitted");
+    assert_eq!(admitted, 20);
+}
+
+/// A budget the database cannot answer refuses the attempt as unavailable (503), never
+/// lets it through uncounted.
+#[test]
+fn a_failing_shared_store_is_unavailable_and_admits_nothing() {
+    let Some(f) = Fixture::new(Store::Postgres, |_| {}) else {
+        return;
+    };
+    let (test_db, _) = f.db.as_ref().unwrap();
+    // Take the function away, as a database that is not migrated would.
+    std::process::Command::new("psql")
+        .args([
+            test_db.dsn.as_str(),
+            "-qc",
+            "DROP FUNCTION myapi.login_budget_reserve",
+        ])
+        .status()
+        .ok()
+        .filter(std::process::ExitStatus::success)
+        .expect("psql drops the function");
+    let attempt = f.keys.attempt("a@x.io", OWNER);
+    match f.budget.reserve(&attempt, None) {
+        Err(BudgetError::Store(ServiceError::Unavailable(_))) => {}
+        other => panic!("expected the store to be unavailable, got {other:?}"),
+    }
+}
+
+/// What one login costs the shared store: a reservation and its release (a success) on one
+/// connection, and a client check. Printed, and bounded loosely so a regression to many
+/// round trips shows.
+#[test]
+fn the_cost_of_a_login_on_the_shared_store() {
+    let Some(f) = Fixture::new(Store::Postgres, |auth| {
+        auth.ip_failure_burst = 1_000_000.try_into().unwrap();
+    }) else {
+        return;
+    };
+    let budget = f.instance();
+    const LOGINS: u32 = 2000;
+    let started = Instant::now();
+    for i in 0..LOGINS {
+        let attempt = f.keys.attempt(&format!("user{}@x.io", i % 50), OWNER);
+        budget.reserve(&attempt, Some("stamp")).unwrap();
+        budget.release(&attempt, Some("stamp")).unwrap();
+    }
+    let pair = started.elapsed() / LOGINS;
+    let started = Instant::now();
+    for _ in 0..LOGINS {
+        budget.check_client(&f.keys.network(ATTACKER)).unwrap();
+    }
+    let check = started.elapsed() / LOGINS;
+    println!(
+        "shared login budget on one connection: reserve + release {pair:?} per login, check_client {check:?}"
+    );
+    assert!(pair < Duration::from_millis(20), "{pair:?}");
+}
