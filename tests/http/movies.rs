@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use crate::support::TestDb;
-use crate::{TestApp, both_backends, json_body, spawn_app};
+use crate::{TestApp, both_backends, json_body, spawn_app, spawn_app_with};
 
 async fn app_with_sample(db: TestDb) -> (TestApp, String) {
     let app = spawn_app(db).await;
@@ -154,6 +154,10 @@ async fn new_movies_are_paged_with_link_next(db: TestDb) {
         pages += 1;
         let Some(link) = next else { break };
         assert!(link.ends_with(r#">; rel="next""#), "{link}");
+        assert!(
+            link.contains("&after=") && !link.contains("offset"),
+            "{link}"
+        );
         path = link
             .trim_start_matches('<')
             .split('>')
@@ -197,6 +201,13 @@ async fn parameter_errors_are_422_naming_the_parameter(db: TestDb) {
         ("/movies/new?year=1990&rating=9&limit=0", "limit"),
         ("/movies/new?year=1990&rating=9&limit=1001", "limit"),
         ("/movies/new?year=1990&rating=9&offset=-1", "offset"),
+        ("/movies/new?year=1990&rating=9&offset=10001", "offset"),
+        ("/movies/new?year=1990&rating=9&after=-1", "after"),
+        ("/movies/new?year=1990&rating=9&after=1.5", "after"),
+        ("/movies/new?year=1990&rating=9&after=abc", "after"),
+        ("/movies/new?year=1990&rating=9&after=", "after"),
+        ("/movies/new?year=1990&rating=9&after=2147483648", "after"),
+        ("/movies/new?year=1990&rating=9&after=5&offset=0", "after"),
         ("/movies/new?year=1990&year=1991&rating=9", "year"),
         ("/movies/?movie_id=abc", "movie_id"),
         ("/movies/", "movie_id"),
@@ -253,3 +264,178 @@ async fn service_filter_edges(db: TestDb) {
     assert_eq!(ids.5, [2, 4]);
 }
 both_backends!(service_filter_edges);
+
+/// The page's movie ids and the path its `Link: rel="next"` names, if any.
+async fn page(app: &TestApp, token: &str, path: &str) -> (Vec<i64>, Option<String>) {
+    let response = app.get_authed(path, token).await;
+    let next = response.headers().get("link").map(|link| {
+        let link = link.to_str().unwrap();
+        assert!(
+            link.starts_with("</movies/new?") && link.ends_with(r#">; rel="next""#),
+            "{link}"
+        );
+        link.trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_owned()
+    });
+    let body = json_body(response, 200, "application/json").await;
+    let ids = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["movie_id"].as_i64().unwrap())
+        .collect();
+    (ids, next)
+}
+
+async fn cursor_pages_chain_to_the_end(db: TestDb) {
+    let (app, token) = app_with_sample(db).await;
+    let (all, none) = page(&app, &token, "/movies/new?year=0&rating=0&limit=1000").await;
+    assert!(none.is_none());
+    assert!(all.len() > 20, "{all:?}");
+    for limit in [1, 3, 7] {
+        // From the start with the cursor, and from an offset page: both continue with `after`.
+        for first in [
+            format!("/movies/new?year=0&rating=0&limit={limit}&after=0"),
+            format!("/movies/new?year=0&rating=0&limit={limit}&offset=0"),
+        ] {
+            let mut path = Some(first);
+            let mut seen = Vec::new();
+            while let Some(current) = path {
+                let (ids, next) = page(&app, &token, &current).await;
+                assert!(!ids.is_empty() && ids.len() <= limit, "{current}: {ids:?}");
+                if let Some(next) = &next {
+                    assert!(ids.len() == limit, "{current}: a short page has no next");
+                    let last = ids.last().unwrap();
+                    assert!(next.ends_with(&format!("&after={last}")), "{next}");
+                    assert!(!next.contains("offset"), "{next}");
+                }
+                seen.extend(ids);
+                path = next;
+            }
+            assert_eq!(seen, all, "limit {limit}: no duplicates, no gaps, in order");
+        }
+    }
+    // A filter pages through its own matches only.
+    let (filtered, _) = page(&app, &token, "/movies/new?year=1990&rating=8.5&limit=1000").await;
+    let mut path = Some("/movies/new?year=1990&rating=8.5&limit=2".to_owned());
+    let mut seen = Vec::new();
+    while let Some(current) = path {
+        let (ids, next) = page(&app, &token, &current).await;
+        assert!(
+            current.contains("year=1990&rating=8.5&limit=2"),
+            "{current}"
+        );
+        seen.extend(ids);
+        path = next;
+    }
+    assert_eq!(seen, filtered);
+    // A page after an id holds exactly the ids above it; past the last id it is empty, with
+    // no Link.
+    let (ids, _) = page(
+        &app,
+        &token,
+        &format!("/movies/new?year=0&rating=0&after={}", all[4]),
+    )
+    .await;
+    assert_eq!(ids, all[5..]);
+    let last = *all.last().unwrap();
+    for after in [last, last + 1, i64::from(i32::MAX)] {
+        let (ids, next) = page(
+            &app,
+            &token,
+            &format!("/movies/new?year=0&rating=0&after={after}"),
+        )
+        .await;
+        assert!(
+            ids.is_empty() && next.is_none(),
+            "after={after}: {ids:?} {next:?}"
+        );
+    }
+    // The page that ends exactly at the last movie has no Link either.
+    let total = all.len();
+    let (ids, next) = page(
+        &app,
+        &token,
+        &format!("/movies/new?year=0&rating=0&limit={total}"),
+    )
+    .await;
+    assert_eq!(ids.len(), total);
+    assert!(next.is_none());
+}
+both_backends!(cursor_pages_chain_to_the_end);
+
+async fn errors(app: &TestApp, token: &str, path: &str) -> Vec<(String, String)> {
+    let body = json_body(
+        app.get_authed(path, token).await,
+        422,
+        "application/problem+json",
+    )
+    .await;
+    body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().to_owned(),
+                e["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn offsets_are_capped_and_name_the_cursor(db: TestDb) {
+    let (app, token) = app_with_sample(db).await;
+    // The cap itself is accepted (here past the last movie: an empty page).
+    let (ids, next) = page(&app, &token, "/movies/new?year=0&rating=0&offset=10000").await;
+    assert!(ids.is_empty() && next.is_none());
+    let found = errors(&app, &token, "/movies/new?year=0&rating=0&offset=10001").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "offset");
+    assert!(
+        found[0].1.contains("10000") && found[0].1.contains("after="),
+        "{found:?}"
+    );
+    // Every offending field is listed, the combination too.
+    let found = errors(
+        &app,
+        &token,
+        "/movies/new?year=x&rating=0&limit=0&after=3&offset=99999",
+    )
+    .await;
+    let fields: Vec<&str> = found.iter().map(|(field, _)| field.as_str()).collect();
+    assert_eq!(fields, ["year", "limit", "after", "offset"], "{found:?}");
+    let found = errors(
+        &app,
+        &token,
+        "/movies/new?year=0&rating=0&after=-1&offset=-1",
+    )
+    .await;
+    let fields: Vec<&str> = found.iter().map(|(field, _)| field.as_str()).collect();
+    assert_eq!(fields, ["after", "offset"], "{found:?}");
+}
+both_backends!(offsets_are_capped_and_name_the_cursor);
+
+/// `movies.max_offset` (`MYAPI_MOVIES__MAX_OFFSET`) moves the cap.
+async fn max_offset_setting_moves_the_cap(db: TestDb) {
+    let app = spawn_app_with(db, |settings| settings.movies.max_offset = 3).await;
+    app.import_sample().await;
+    let token = app.login_new_user("offsets@example.com").await;
+    let (ids, next) = page(&app, &token, "/movies/new?year=0&rating=0&limit=2&offset=3").await;
+    assert_eq!(ids.len(), 2);
+    // The next page continues with the cursor, which the cap does not limit.
+    let next = next.unwrap();
+    assert!(next.contains("&after="), "{next}");
+    let (more, _) = page(&app, &token, &next).await;
+    assert!(more.first().unwrap() > ids.last().unwrap());
+    let found = errors(&app, &token, "/movies/new?year=0&rating=0&offset=4").await;
+    assert_eq!(found[0].0, "offset");
+    assert!(
+        found[0].1.contains("offset above 3") && found[0].1.contains("after="),
+        "{found:?}"
+    );
+}
+both_backends!(max_offset_setting_moves_the_cap);

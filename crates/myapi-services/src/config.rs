@@ -139,6 +139,9 @@ pub struct MoviesSettings {
     pub default_page_size: u32,
     /// Largest accepted `limit`.
     pub max_page_size: NonZeroU32,
+    /// Largest accepted `offset`: the database reads and drops every skipped row, so a deep
+    /// offset costs its depth. Past it, clients page with the `after` cursor.
+    pub max_offset: u32,
 }
 
 /// Paging of `GET /users/`.

@@ -138,23 +138,10 @@ impl MovieDataManager {
         Ok(deleted == 1)
     }
 
-    /// Movies released in or after `year` with at least `rating`, by id, one page.
-    pub fn released_since(
-        &self,
-        year: i32,
-        rating: &BigDecimal,
-        limit: i64,
-        offset: i64,
-    ) -> Result<Vec<MovieRow>, ServiceError> {
+    /// The movies `listing` selects, by id.
+    pub fn released_since(&self, listing: &Listing) -> Result<Vec<MovieRow>, ServiceError> {
         let mut conn = self.db.conn()?;
-        Ok(movies::table
-            .filter(movies::released.ge(year))
-            .filter(movies::rating.ge(rating))
-            .order(movies::movie_id)
-            .limit(limit)
-            .offset(offset)
-            .select(MovieRow::as_select())
-            .load(&mut conn)?)
+        Ok(listing_query!(listing).load(&mut conn)?)
     }
 
     /// Writes `rows` in one transaction: all of them or none.
@@ -210,6 +197,34 @@ impl MovieDataManager {
         })
     }
 }
+
+/// One read of the "new and good" listing: up to `limit` movies released in or after
+/// `year`, rated at least `min_rating`, with ids above `after`, by id, skipping `offset`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub year: i32,
+    pub min_rating: BigDecimal,
+    /// A cursor: the last id of the previous page, or 0.
+    pub after: i32,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// The listing query for a [`Listing`]: one SQL text for every page (the cursor and the
+/// offset are always there, as 0 when unused), so there is one statement to plan.
+macro_rules! listing_query {
+    ($listing:expr) => {
+        movies::table
+            .filter(movies::released.ge($listing.year))
+            .filter(movies::rating.ge(&$listing.min_rating))
+            .filter(movies::movie_id.gt($listing.after))
+            .order(movies::movie_id)
+            .limit($listing.limit)
+            .offset($listing.offset)
+            .select(MovieRow::as_select())
+    };
+}
+use listing_query;
 
 /// Runs `work` in a transaction that holds the table's write lock from the start: SQLite
 /// `BEGIN IMMEDIATE` (one writer at a time, as always there, but taken before the first

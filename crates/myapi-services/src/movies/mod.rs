@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::Read;
 use std::str::FromStr;
 
-pub use data::{ImportCounts, MovieDataManager, OnExisting};
+pub use data::{ImportCounts, Listing, MovieDataManager, OnExisting};
 
 use myapi_models::BigDecimal;
 use myapi_models::rows::{MovieRow, VersionedMovieRow};
@@ -18,7 +18,7 @@ use myapi_schemas::{MovieInput, MovieSchema};
 
 use crate::config::MoviesSettings;
 use crate::database::Database;
-use crate::query::{MAX_OFFSET, QueryPairs, integer, optional, required};
+use crate::query::{QueryPairs, integer, optional, required};
 use crate::{InvalidField, ServiceError};
 
 /// Oldest and newest release years a stored movie may have.
@@ -111,11 +111,15 @@ pub struct NewMoviesQuery {
     year: i32,
     min_rating: BigDecimal,
     limit: u32,
+    /// The page starts after this id (0 = from the first movie; stored ids are positive).
+    after: i32,
+    /// Matching movies skipped after `after`; never set together with a cursor.
     offset: i64,
 }
 
 impl NewMoviesQuery {
-    /// Parses `year`, `rating`, `limit` and `offset`, naming every offending one.
+    /// Parses `year`, `rating`, `limit` and either the cursor `after` or `offset` (at most
+    /// `settings.max_offset`), naming every offending one.
     pub fn parse(pairs: &QueryPairs, settings: &MoviesSettings) -> Result<Self, ServiceError> {
         let max_limit = i64::from(settings.max_page_size.get());
         let year = required(pairs, "year").and_then(|raw| integer("year", raw, 0..=9999));
@@ -124,19 +128,37 @@ impl NewMoviesQuery {
             None => Ok(settings.default_page_size),
             Some(raw) => integer("limit", raw, 1..=max_limit),
         });
-        let offset = optional(pairs, "offset").and_then(|raw| match raw {
+        let raw_after = optional(pairs, "after");
+        let raw_offset = optional(pairs, "offset");
+        let both = matches!((&raw_after, &raw_offset), (Ok(Some(_)), Ok(Some(_))));
+        let after = raw_after.and_then(|raw| match raw {
             None => Ok(0),
-            Some(raw) => integer("offset", raw, 0..=MAX_OFFSET),
+            Some(_) if both => Err(InvalidField::new(
+                "after",
+                "cannot be combined with offset: the cursor alone says where the page starts",
+            )),
+            Some(raw) => integer("after", raw, 0..=i64::from(i32::MAX)),
         });
-        match (year, min_rating, limit, offset) {
-            (Ok(year), Ok(min_rating), Ok(limit), Ok(offset)) => Ok(Self {
+        let offset = raw_offset.and_then(|raw| match raw {
+            None => Ok(0),
+            Some(raw) => capped_offset(raw, settings.max_offset),
+        });
+        match (year, min_rating, limit, after, offset) {
+            (Ok(year), Ok(min_rating), Ok(limit), Ok(after), Ok(offset)) => Ok(Self {
                 year,
                 min_rating,
                 limit,
+                after,
                 offset,
             }),
-            (year, min_rating, limit, offset) => {
-                let fields = [year.err(), min_rating.err(), limit.err(), offset.err()];
+            (year, min_rating, limit, after, offset) => {
+                let fields = [
+                    year.err(),
+                    min_rating.err(),
+                    limit.err(),
+                    after.err(),
+                    offset.err(),
+                ];
                 Err(ServiceError::Invalid(
                     fields.into_iter().flatten().collect(),
                 ))
@@ -156,9 +178,30 @@ impl NewMoviesQuery {
         self.limit
     }
 
+    /// The cursor: the page holds ids above it (0 when the client sent none).
+    pub fn after(&self) -> i32 {
+        self.after
+    }
+
     pub fn offset(&self) -> i64 {
         self.offset
     }
+}
+
+/// `offset` from 0 to `max`. Past `max` the message points to the cursor, which pages to
+/// any depth at the cost of the first page.
+fn capped_offset(raw: &str, max: u32) -> Result<i64, InvalidField> {
+    let offset: i64 = integer("offset", raw, i64::MIN..=i64::MAX)?;
+    if offset < 0 {
+        return Err(InvalidField::new("offset", "must be 0 or more"));
+    }
+    if offset > i64::from(max) {
+        return Err(InvalidField::new(
+            "offset",
+            format!("offset above {max}: page with after=<last movie_id> instead"),
+        ));
+    }
+    Ok(offset)
 }
 
 /// A movie id as a client sends it: any integer (ids outside the stored range are simply
@@ -243,8 +286,8 @@ fn min_rating(raw: &str) -> Result<BigDecimal, InvalidField> {
 pub struct MoviePage {
     /// The movies of this page, by id.
     pub movies: Vec<MovieSchema>,
-    /// Offset of the next page; `None` on the last page.
-    pub next_offset: Option<i64>,
+    /// The cursor for the next page (this page's last id); `None` on the last page.
+    pub next_after: Option<i32>,
 }
 
 /// Movies: look-ups, listing and import.
@@ -350,14 +393,12 @@ impl MovieService {
     /// Movies released in or after the year with at least the rating, by id (blocking).
     pub fn released_since(&self, query: &NewMoviesQuery) -> Result<MoviePage, ServiceError> {
         let limit = i64::from(query.limit);
-        let mut rows =
-            self.movies
-                .released_since(query.year, &query.min_rating, limit + 1, query.offset)?;
+        let mut rows = self.movies.released_since(&listing(query, limit + 1))?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(query.limit as usize);
         Ok(MoviePage {
+            next_after: rows.last().filter(|_| has_more).map(|row| row.movie_id),
             movies: rows.iter().map(to_schema).collect::<Result<_, _>>()?,
-            next_offset: has_more.then_some(query.offset + limit),
         })
     }
 
@@ -371,6 +412,18 @@ impl MovieService {
     ) -> Result<ImportCounts, ServiceError> {
         let rows = parse_csv(input)?;
         self.movies.import(&rows, on_existing)
+    }
+}
+
+/// The rows to read for `query`: `rows` of them (one more than the page, to learn whether
+/// another follows).
+fn listing(query: &NewMoviesQuery, rows: i64) -> Listing {
+    Listing {
+        year: query.year,
+        min_rating: query.min_rating.clone(),
+        after: query.after,
+        limit: rows,
+        offset: query.offset,
     }
 }
 
@@ -572,8 +625,53 @@ mod tests {
 
         let q = NewMoviesQuery::parse(&pairs(&[("year", "1990"), ("rating", "8.55")]), &settings)
             .unwrap();
-        assert_eq!((q.year(), q.limit(), q.offset()), (1990, 100, 0));
+        assert_eq!(
+            (q.year(), q.limit(), q.after(), q.offset()),
+            (1990, 100, 0, 0)
+        );
         assert_eq!(q.min_rating().to_string(), "8.55");
+    }
+
+    #[test]
+    fn cursor_and_offset_rules() {
+        let settings = crate::Settings::defaults().unwrap().movies;
+        assert_eq!(settings.max_offset, 10_000);
+        let parse = |extra: &[(&str, &str)]| {
+            let mut query = vec![("year", "1990"), ("rating", "8")];
+            query.extend_from_slice(extra);
+            NewMoviesQuery::parse(&pairs(&query), &settings)
+        };
+        let fields = |extra: &[(&str, &str)]| match parse(extra) {
+            Err(ServiceError::Invalid(fields)) => fields,
+            other => panic!("{extra:?}: expected invalid, got {other:?}"),
+        };
+        assert_eq!(parse(&[("after", "2147483647")]).unwrap().after(), i32::MAX);
+        assert_eq!(parse(&[("after", "0")]).unwrap().after(), 0);
+        assert_eq!(parse(&[("offset", "10000")]).unwrap().offset(), 10_000);
+        for bad in [
+            "-1",
+            "2147483648",
+            "1.5",
+            "",
+            " ",
+            "x",
+            "99999999999999999999",
+        ] {
+            let found = fields(&[("after", bad)]);
+            assert_eq!(found.len(), 1, "{bad:?}: {found:?}");
+            assert_eq!(found[0].field, "after", "{bad:?}");
+        }
+        let deep = fields(&[("offset", "10001")]);
+        assert_eq!(deep[0].field, "offset");
+        assert!(deep[0].message.contains("after="), "{}", deep[0].message);
+        assert!(deep[0].message.contains("10000"), "{}", deep[0].message);
+        let both = fields(&[("after", "5"), ("offset", "0")]);
+        assert_eq!(both.len(), 1);
+        assert_eq!(both[0].field, "after");
+        // Every offending field at once, in order.
+        let all = fields(&[("year", "x"), ("after", "5"), ("offset", "99999")]);
+        let names: Vec<_> = all.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, ["year", "after", "offset"]);
     }
 
     #[test]

@@ -277,7 +277,12 @@ pub async fn delete_movie(
 
 /// Movies released in or after `year` with a rating of at least `rating`, ordered by
 /// `movie_id`, one page at a time. When more follow, a `Link: <…>; rel="next"` header
-/// gives the next page's URL.
+/// gives the next page's URL, which continues with the cursor `after` (the last `movie_id`
+/// of this page) even when this page was asked for with `offset`.
+///
+/// `after` costs the same at any depth; `offset` makes the database read and drop every
+/// skipped row, so it is capped by `movies.max_offset` (10,000 by default). Offsets past
+/// the cap are refused with 422: a breaking change for clients that paged deeper that way.
 #[utoipa::path(
     tag = "movies",
     security(("oauth2" = ["movies:read"])),
@@ -285,12 +290,13 @@ pub async fn delete_movie(
         ("year" = i64, Query, description = "Earliest release year", minimum = 0, maximum = 9999),
         ("rating" = f64, Query, description = "Lowest rating", minimum = 0, maximum = 10),
         ("limit" = Option<i64>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
-        ("offset" = Option<i64>, Query, description = "Movies to skip (default 0)", minimum = 0, maximum = 1_000_000_000),
+        ("after" = Option<i64>, Query, description = "Cursor: the page holds movies with ids above this one, as the `Link` header gives it (the last `movie_id` of the previous page). Costs the same at any depth. Not with `offset`", minimum = 0, maximum = 2_147_483_647),
+        ("offset" = Option<i64>, Query, description = "Movies to skip (default 0). At most `movies.max_offset` (`MYAPI_MOVIES__MAX_OFFSET`, default 10,000): larger offsets are refused with 422 (they were accepted before; page with `after` instead). Not with `after`", minimum = 0, maximum = 10_000),
     ),
     responses(
-        (status = 200, description = "One page of movies", body = Vec<MovieSchema>,
-            headers(("Link" = String, description = "`<url>; rel=\"next\"` when another page follows"))),
-        (status = 422, description = "A parameter is missing, malformed or out of range", body = Problem,
+        (status = 200, description = "One page of movies; `[]` and no `Link` past the last one", body = Vec<MovieSchema>,
+            headers(("Link" = String, description = "`</movies/new?year=Y&rating=R&limit=L&after=ID>; rel=\"next\"` when another page follows"))),
+        (status = 422, description = "A parameter is missing, malformed or out of range, `offset` is above `movies.max_offset` (the message names `after`), or `after` and `offset` are both given; each is named in `errors`", body = Problem,
             content_type = "application/problem+json"),
         GuardedErrors,
     ),
@@ -307,11 +313,11 @@ pub async fn new_movies(
         web::block(move || services.movies.released_since(&query)).await??
     };
     let mut response = HttpResponse::Ok();
-    if let Some(next) = page.next_offset {
+    if let Some(after) = page.next_after {
         response.insert_header((
             header::LINK,
             format!(
-                "</movies/new?year={}&rating={}&limit={}&offset={next}>; rel=\"next\"",
+                "</movies/new?year={}&rating={}&limit={}&after={after}>; rel=\"next\"",
                 query.year(),
                 query.min_rating(),
                 query.limit()
