@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Backend, TEST_TOKEN_KEY, TestDb};
 
-fn server(db: &TestDb) -> Command {
+pub(crate) fn server(db: &TestDb) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_myapi-web"));
     command
         .current_dir(db.dir.path())
@@ -24,7 +24,7 @@ fn server(db: &TestDb) -> Command {
 
 /// Runs `command`, expecting it to fail with `expected_code` and one error line containing
 /// `needle`; returns stderr.
-fn one_line_failure(command: &mut Command, expected_code: i32, needle: &str) -> String {
+pub(crate) fn one_line_failure(command: &mut Command, expected_code: i32, needle: &str) -> String {
     let out = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(expected_code), "{stderr}");
@@ -205,7 +205,9 @@ fn start(db: &TestDb) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
 
 /// Starts `command` and returns it with its port, read from the "listening on" log line, and
 /// every line it logs (those before that one included).
-fn start_command(mut command: Command) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+pub(crate) fn start_command(
+    mut command: Command,
+) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -213,7 +215,9 @@ fn start_command(mut command: Command) -> (Child, u16, std::sync::mpsc::Receiver
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(address) = line.split("listening on http://").nth(1) {
-                let port: u16 = address.rsplit(':').next().unwrap().trim().parse().unwrap();
+                // The port ends the line, or the message inside a JSON line.
+                let port = address.rsplit(':').next().unwrap();
+                let port: u16 = port.trim_end_matches(['"', '}']).trim().parse().unwrap();
                 let _ = port_tx.send(port);
             }
             if tx.send(line).is_err() {
@@ -229,7 +233,7 @@ fn start_command(mut command: Command) -> (Child, u16, std::sync::mpsc::Receiver
     panic!("server did not start");
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -292,6 +292,16 @@ impl DbPool {
         }
         result.map_err(DbError::from)
     }
+
+    /// Connections open now, and how many of them are idle.
+    pub fn state(&self) -> r2d2::State {
+        self.pool.state()
+    }
+
+    /// The most connections the pool opens.
+    pub fn max_size(&self) -> u32 {
+        self.pool.max_size()
+    }
 }
 
 /// What a pool knows about its database's health.

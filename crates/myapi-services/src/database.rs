@@ -1,7 +1,7 @@
 //! The service tier's handle on the database: the pool, created once, plus migrations and
 //! readiness. Web and CLI hold a [`Database`] without ever seeing diesel.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use myapi_models::{
     ConnectionOptions, DatabaseUrl, DbError, DbPool, PoolOptions, PooledConnection,
@@ -78,9 +78,37 @@ impl Database {
 
     /// Checks a connection out of the pool, waiting at most the connect timeout — or not at
     /// all while the database is known to be failing and another request is probing it.
+    /// The wait is recorded in [`Self::WAIT_TIME_METRIC`], failed checkouts included.
     pub(crate) fn conn(&self) -> Result<PooledConnection, ServiceError> {
-        Ok(self.pool.checkout()?)
+        let started = Instant::now();
+        let conn = self.pool.checkout();
+        metrics::histogram!(Self::WAIT_TIME_METRIC).record(started.elapsed().as_secs_f64());
+        Ok(conn?)
     }
+
+    /// Histogram, seconds: how long checking a connection out of the pool took.
+    pub const WAIT_TIME_METRIC: &str = "db_client_connection_wait_time_seconds";
+
+    /// The pool's connections now (cheap: no connection is touched).
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState {
+            idle: state.idle_connections,
+            used: state.connections.saturating_sub(state.idle_connections),
+            max: self.pool.max_size(),
+        }
+    }
+}
+
+/// The pool's connections at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Open and waiting in the pool.
+    pub idle: u32,
+    /// Checked out by a caller.
+    pub used: u32,
+    /// The most the pool opens (`database.pool_size`).
+    pub max: u32,
 }
 
 /// `dsn` as a log may show it: any password masked.

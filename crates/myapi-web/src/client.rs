@@ -123,6 +123,36 @@ pub fn resolve_client(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxie
     reporter
 }
 
+/// The `X-Request-Id` a trusted proxy sent for this request, if it is usable: one header
+/// line of 1 to [`MAX_REQUEST_ID_LEN`] visible ASCII characters (no spaces). From any other
+/// peer, or when malformed, there is none and the caller makes its own: an id a client
+/// chooses could forge or muddle log lines.
+pub fn forwarded_request_id<'a>(
+    peer: IpAddr,
+    headers: &'a HeaderMap,
+    trusted: &TrustedProxies,
+) -> Option<&'a str> {
+    if !trusted.contains(peer) {
+        return None;
+    }
+    let mut values = headers.get_all(REQUEST_ID_HEADER);
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let bytes = value.as_bytes();
+    let visible = (1..=MAX_REQUEST_ID_LEN).contains(&bytes.len())
+        && bytes.iter().all(|byte| (0x21..=0x7e).contains(byte));
+    // Visible ASCII is UTF-8, so `to_str` cannot fail here.
+    visible.then(|| value.to_str().ok()).flatten()
+}
+
+/// The request id header, read from trusted proxies and echoed on every response.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest request id accepted from a proxy.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
 /// The hops of every `name` header line in order; `None` for a hop without an address.
 ///
 /// Elements split at every comma, even inside quotes: no valid node contains one, and
@@ -374,6 +404,41 @@ mod tests {
         );
         let client = resolve_client(ip(PROXY), &map, &trusted("10.0.0.0/8"));
         assert_eq!(client, ip(PROXY));
+    }
+
+    #[test]
+    fn request_ids_are_taken_from_trusted_proxies_only_and_when_well_formed() {
+        let id = |peer: &str, lines: &[(&str, &str)]| {
+            let map = headers(lines);
+            forwarded_request_id(ip(peer), &map, &trusted("10.0.0.0/8")).map(str::to_owned)
+        };
+        let longest = "x".repeat(MAX_REQUEST_ID_LEN);
+        for good in ["a", "req-42", "!~", longest.as_str()] {
+            assert_eq!(id(PROXY, &[("x-request-id", good)]).as_deref(), Some(good));
+        }
+        assert_eq!(
+            id("::ffff:10.0.0.1", &[("x-request-id", "ok")]).as_deref(),
+            Some("ok")
+        );
+        assert_eq!(id("203.0.113.7", &[("x-request-id", "ok")]), None);
+        let too_long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        for bad in ["", "has space", "tab\there", too_long.as_str()] {
+            assert_eq!(id(PROXY, &[("x-request-id", bad)]), None, "{bad:?}");
+        }
+        assert_eq!(id(PROXY, &[]), None);
+        assert_eq!(
+            id(PROXY, &[("x-request-id", "a"), ("x-request-id", "b")]),
+            None
+        );
+        let mut map = HeaderMap::new();
+        map.insert(
+            REQUEST_ID_HEADER,
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert_eq!(
+            forwarded_request_id(ip(PROXY), &map, &trusted("10.0.0.0/8")),
+            None
+        );
     }
 
     #[test]

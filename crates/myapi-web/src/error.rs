@@ -186,6 +186,36 @@ impl TokenError {
     }
 }
 
+impl TokenError {
+    /// The kind of answer, as `myapi_login_attempts_total` counts it: the RFC 6749 code,
+    /// except that the three ways of being asked to come back later are told apart.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) | Self::BodyTooLarge => "invalid_request",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::Login(error) => match error {
+                LoginError::InvalidGrant | LoginError::InvalidRefreshToken => "invalid_grant",
+                LoginError::InvalidRequest(_) | LoginError::Service(ServiceError::Invalid(_)) => {
+                    "invalid_request"
+                }
+                LoginError::InvalidScope(_) => "invalid_scope",
+                LoginError::UnsupportedTokenType => "unsupported_token_type",
+                LoginError::Throttled { .. } => "throttled",
+                LoginError::Saturated { .. } => "saturated",
+                LoginError::Service(ServiceError::Unavailable(_)) => "unavailable",
+                LoginError::Service(_) => "server_error",
+            },
+        }
+    }
+}
+
+/// The outcome label of one `/token` answer: `success`, or the kind of error.
+pub fn login_outcome<T>(answer: &Result<T, TokenError>) -> &'static str {
+    answer
+        .as_ref()
+        .map_or_else(TokenError::outcome, |_| "success")
+}
+
 impl ResponseError for TokenError {
     fn status_code(&self) -> StatusCode {
         self.oauth().1

@@ -1,22 +1,31 @@
-//! `myapi-web`: the HTTP server. Configuration → logging → pool → migrations → serve.
+//! `myapi-web`: the HTTP server. Configuration → logging → metrics → pool → migrations →
+//! serve.
 
 use std::process::ExitCode;
 
 use myapi_services::SettingsSource;
-use myapi_web::{Application, ServerSettings};
+use myapi_web::{Application, LogSettings, MetricsSettings, ServerSettings, logging};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let settings = SettingsSource::load()
-        .and_then(|source| Ok((ServerSettings::from_source(&source)?, source.services()?)));
-    let (server, settings) = match settings {
+    let settings = SettingsSource::load().and_then(|source| {
+        let log = LogSettings::from_source(&source)?;
+        let metrics = MetricsSettings::from_source(&source)?;
+        Ok((
+            log,
+            ServerSettings::from_source(&source)?,
+            metrics,
+            source.services()?,
+        ))
+    });
+    let (log, server, metrics, settings) = match settings {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("myapi-web: configuration error: {error}");
             return ExitCode::from(2);
         }
     };
-    let app = match Application::build(&server, &settings) {
+    logging::init(log.format);
+    let app = match Application::build_with_metrics(&server, &settings, &metrics) {
         Ok(app) => app,
         Err(error) => {
             eprintln!("myapi-web: {error}");

@@ -1,42 +1,164 @@
-//! Request ids, and the finishing pass that turns every error response — including
-//! actix's own rejections (unknown route, bad payload, …) — into problem+json.
+//! The observing middleware ([`observe`]: request id, metrics, access log), and the
+//! finishing pass that turns every error response — including actix's own rejections
+//! (unknown route, bad payload, …) — into problem+json.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::error::InternalError;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode, Uri, Version};
 use actix_web::middleware::{ErrorHandlerResponse, Next};
 use actix_web::{HttpMessage, ResponseError};
+use myapi_services::request_context::{self, InRequest};
 
+pub use crate::client::REQUEST_ID_HEADER;
+use crate::client::{TrustedProxies, forwarded_request_id};
 use crate::error::{ApiError, PROBLEM_JSON, TokenError, problem_json};
+use crate::extract::client_ip;
+use crate::metrics;
 
-/// Response header carrying the request id (also in the access log and in 500 bodies).
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// The target of the access lines, one per request (`RUST_LOG=myapi_web::access=warn`
+/// silences them).
+pub const ACCESS_TARGET: &str = "myapi_web::access";
 
 /// The id of the request being served, stored in the request extensions.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub Arc<str>);
 
-static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Gives each request an id (`<process>-<counter>`) and echoes it in `x-request-id`.
-pub async fn assign_request_id(
+/// Wraps every request, outermost:
+/// - gives it an id: a trusted proxy's `X-Request-Id` ([`forwarded_request_id`]), else a
+///   fresh UUID; echoed in `X-Request-Id` on the response;
+/// - makes that id the current request while the request's future is polled, so every line
+///   it logs names it ([`request_context`]);
+/// - records the HTTP metrics (when enabled) and writes the access line.
+///
+/// Durations end when the response head is ready, not when the body is sent: every body
+/// this API writes is in memory by then.
+pub async fn observe(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = format!(
-        "{:x}-{:x}",
-        std::process::id(),
-        NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed)
-    );
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.call(req).await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    let started = Instant::now();
+    let forwarded = match (req.peer_addr(), req.app_data::<TrustedProxies>()) {
+        (Some(peer), Some(trusted)) => forwarded_request_id(peer.ip(), req.headers(), trusted),
+        _ => None,
+    };
+    let id: Arc<str> = forwarded.map_or_else(|| request_context::new_id().into(), Into::into);
+    req.extensions_mut().insert(RequestId(Arc::clone(&id)));
+    // What the access line needs is taken now: the request cannot be cloned before it is
+    // routed, and a failed middleware below returns no request.
+    let logged = log::log_enabled!(target: ACCESS_TARGET, log::Level::Info).then(|| Logged {
+        client: client_ip(req.request()),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+    });
+    let active = metrics::recording().then(|| ActiveRequest::start(req.method()));
+    let header = HeaderValue::from_str(&id).ok();
+    let result = InRequest::new(Arc::clone(&id), next.call(req)).await;
+    let elapsed = started.elapsed();
+    let (status, route, bytes) = match &result {
+        Ok(response) => (
+            response.status(),
+            response.request().match_pattern().unwrap_or_default(),
+            response.response().body().size(),
+        ),
+        // Rare: a middleware failed instead of answering; actix answers with the error.
+        Err(error) => (
+            error.as_response_error().status_code(),
+            String::new(),
+            BodySize::Stream,
+        ),
+    };
+    if let Some(active) = active {
+        active.finish(&route, status, elapsed.as_secs_f64());
     }
-    Ok(response)
+    if let Some(logged) = logged {
+        logged.write(&id, &route, status, bytes, elapsed);
+    }
+    match (result, header) {
+        (Ok(mut response), Some(header)) => {
+            response.headers_mut().insert(REQUEST_ID_HEADER, header);
+            Ok(response)
+        }
+        (Err(error), Some(header)) => {
+            let mut answer = error.error_response();
+            answer.headers_mut().insert(REQUEST_ID_HEADER, header);
+            Err(InternalError::from_response(error, answer).into())
+        }
+        (result, None) => result,
+    }
+}
+
+/// The parts of a request its access line shows.
+struct Logged {
+    client: IpAddr,
+    method: Method,
+    uri: Uri,
+    version: Version,
+}
+
+impl Logged {
+    /// The access line: readable text as its message, and each part as a key-value for JSON
+    /// (`request_id` is [`crate::logging::REQUEST_ID_KEY`]). Never headers or bodies, so no
+    /// token or password reaches the log.
+    fn write(&self, id: &str, route: &str, status: StatusCode, bytes: BodySize, elapsed: Duration) {
+        let client = self.client.to_string();
+        let method = self.method.as_str();
+        let target = self
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        let bytes = match bytes {
+            BodySize::Sized(bytes) => bytes.to_string(),
+            BodySize::None | BodySize::Stream => "-".into(),
+        };
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
+        log::info!(
+            target: ACCESS_TARGET,
+            request_id = id, method = method, route = route, status = status.as_u16(),
+            duration_ms = duration_ms, client_ip = client.as_str();
+            "{client} \"{method} {target} {:?}\" {} {bytes} {:.6}s id={id}",
+            self.version,
+            status.as_u16(),
+            elapsed.as_secs_f64(),
+        );
+    }
+}
+
+/// One request counted in `http_server_active_requests` until it is finished or dropped
+/// (a client that disconnects drops its request's future).
+struct ActiveRequest {
+    method: &'static str,
+}
+
+impl ActiveRequest {
+    fn start(method: &Method) -> Self {
+        let method = metrics::method_label(method);
+        ::metrics::gauge!(metrics::ACTIVE_REQUESTS, "http_request_method" => method).increment(1.0);
+        Self { method }
+    }
+
+    fn finish(self, route: &str, status: StatusCode, seconds: f64) {
+        ::metrics::histogram!(
+            metrics::REQUEST_DURATION,
+            "http_request_method" => self.method,
+            "http_route" => route.to_owned(),
+            "http_response_status_code" => status.as_str().to_owned(),
+        )
+        .record(seconds);
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        ::metrics::gauge!(metrics::ACTIVE_REQUESTS, "http_request_method" => self.method)
+            .decrement(1.0);
+    }
 }
 
 /// The header budget from `server.max_header_bytes`, registered as app data.
@@ -75,7 +197,7 @@ pub fn finish_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
         .request()
         .extensions()
         .get::<RequestId>()
-        .map(|id| id.0.clone());
+        .map(|id| id.0.to_string());
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         let cause = res.response().error().map_or_else(
             || "unknown".into(),
@@ -162,7 +284,7 @@ mod tests {
                     }),
                 )
                 .wrap(ErrorHandlers::new().default_handler(finish_errors))
-                .wrap(from_fn(assign_request_id)),
+                .wrap(from_fn(observe)),
         )
         .await;
         let response =

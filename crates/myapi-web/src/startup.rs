@@ -1,12 +1,14 @@
 //! Start-up, split from `main` so tests can run the real server on a free port.
 
-use std::net::TcpListener;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::task::Poll;
 use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::Server;
 use actix_web::http::header;
-use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, Logger, from_fn};
+use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use myapi_services::config::{ConfigError, Threads, comma_list};
 use myapi_services::{ServiceError, Services, Settings, SettingsSource};
@@ -17,14 +19,10 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::client::TrustedProxies;
-use crate::extract::client_ip;
-use crate::middleware::{HeaderLimit, assign_request_id, finish_errors, limit_header_size};
+use crate::metrics::{self, MetricsError, MetricsSettings};
+use crate::middleware::{HeaderLimit, finish_errors, limit_header_size, observe};
 use crate::openapi::ApiDoc;
 use crate::routes;
-
-/// Access-log line: client (as [`client_ip`] resolves it), request line, status, bytes,
-/// seconds, request id. Never headers or bodies, so no token or password reaches the log.
-const ACCESS_LOG_FORMAT: &str = r#"%{client}xi "%r" %s %b %Ts id=%{x-request-id}o"#;
 
 /// The `server` section of the settings (defaults in `config/default.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -104,18 +102,37 @@ pub enum StartupError {
     },
     #[error("{}", myapi_services::error_chain(.0))]
     Services(#[from] ServiceError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// A server bound to its port, with its services built, ready to run.
 pub struct Application {
     port: u16,
     server: Server,
+    metrics: Option<MetricsServer>,
+}
+
+/// The `/metrics` listener, when enabled.
+struct MetricsServer {
+    address: SocketAddr,
+    server: Server,
 }
 
 impl Application {
-    /// Binds the listener, opens the pool, migrates (unless disabled) and builds the server.
-    /// Blocking; call before entering the async runtime, or from a blocking context.
+    /// [`Self::build_with_metrics`] without a metrics listener.
     pub fn build(server: &ServerSettings, settings: &Settings) -> Result<Self, StartupError> {
+        Self::build_with_metrics(server, settings, &MetricsSettings { address: None })
+    }
+
+    /// Binds the listeners, installs the metrics recorder (once per process: metrics are
+    /// process-wide), opens the pool, migrates (unless disabled) and builds the servers.
+    /// Blocking; call before entering the async runtime, or from a blocking context.
+    pub fn build_with_metrics(
+        server: &ServerSettings,
+        settings: &Settings,
+        metrics_settings: &MetricsSettings,
+    ) -> Result<Self, StartupError> {
         let address = format!("{}:{}", server.host, server.port);
         let bind_error = |source| StartupError::Bind {
             address: address.clone(),
@@ -123,6 +140,22 @@ impl Application {
         };
         let listener = TcpListener::bind(&address).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
+        let metrics_listener = metrics_settings
+            .address
+            .map(|address| {
+                let bind_error = |source| StartupError::Bind {
+                    address: address.to_string(),
+                    source,
+                };
+                let listener = TcpListener::bind(address).map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                Ok::<_, StartupError>((listener, bound))
+            })
+            .transpose()?;
+        let recorder = metrics_listener
+            .as_ref()
+            .map(|_| metrics::install())
+            .transpose()?;
         match &settings.token_key {
             None => log::warn!(
                 "neither MYAPI_TOKEN_KEY nor MYAPI_TOKEN_KEYS is set: using a random key; \
@@ -143,6 +176,19 @@ impl Application {
             services.database.backend_name(),
             services.database.display_url()
         );
+        let metrics = match (metrics_listener, recorder) {
+            (Some((listener, address)), Some(recorder)) => {
+                let database = services.database.clone();
+                let server = metrics::serve(listener, recorder, database).map_err(|source| {
+                    StartupError::Bind {
+                        address: address.to_string(),
+                        source,
+                    }
+                })?;
+                Some(MetricsServer { address, server })
+            }
+            _ => None,
+        };
         let http = run(listener, services, server).map_err(bind_error)?;
         if !server.trusted_proxies.is_empty() {
             log::info!(
@@ -150,8 +196,15 @@ impl Application {
                 server.trusted_proxies
             );
         }
+        if let Some(metrics) = &metrics {
+            log::info!("metrics on http://{}/metrics", metrics.address);
+        }
         log::info!("listening on http://{}:{port}", server.host);
-        Ok(Self { port, server: http })
+        Ok(Self {
+            port,
+            server: http,
+            metrics,
+        })
     }
 
     /// The bound port (useful with port 0).
@@ -159,9 +212,40 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests and returns.
+    /// The metrics listener's address, when enabled (useful with port 0).
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|metrics| metrics.address)
+    }
+
+    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests and returns. The
+    /// metrics listener serves alongside and stops after the API has stopped, so the last
+    /// requests can still be scraped during the drain.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Some(metrics) = self.metrics else {
+            return self.server.await;
+        };
+        let stop = metrics.server.handle();
+        let mut api = std::pin::pin!(self.server);
+        let mut scraper = std::pin::pin!(metrics.server);
+        let mut scraper_done = false;
+        let served = std::future::poll_fn(|cx| {
+            if !scraper_done && let Poll::Ready(result) = scraper.as_mut().poll(cx) {
+                scraper_done = true;
+                if let Err(error) = result {
+                    log::error!("metrics listener failed: {error}");
+                }
+            }
+            api.as_mut().poll(cx)
+        })
+        .await;
+        if !scraper_done {
+            // Sends the command now; the server acts on it while it is polled below.
+            drop(stop.stop(true));
+            if let Err(error) = scraper.await {
+                log::error!("metrics listener failed: {error}");
+            }
+        }
+        served
     }
 }
 
@@ -200,11 +284,7 @@ pub fn run(
                     .add((header::X_FRAME_OPTIONS, "DENY"))
                     .add((header::CACHE_CONTROL, "no-store")),
             )
-            .wrap(from_fn(assign_request_id))
-            .wrap(
-                Logger::new(ACCESS_LOG_FORMAT)
-                    .custom_request_replace("client", |req| client_ip(req.request()).to_string()),
-            )
+            .wrap(from_fn(observe))
     })
     .max_connections(settings.max_connections)
     .keep_alive(Duration::from_secs(settings.keep_alive_secs))

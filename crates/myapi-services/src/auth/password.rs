@@ -10,7 +10,7 @@ use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
-use crate::ServiceError;
+use crate::{ServiceError, request_context};
 
 /// Hashes and verifies passwords as argon2id PHC strings.
 ///
@@ -171,6 +171,10 @@ pub struct HashPool {
 type Job = Box<dyn FnOnce() + Send>;
 
 impl HashPool {
+    /// Gauge: logins admitted here, waiting for a hashing thread or holding one (at most
+    /// `hash_concurrency + hash_queue`; past that, logins get 503).
+    pub const QUEUE_DEPTH_METRIC: &str = "myapi_hash_queue_depth";
+
     /// Starts `concurrency` hashing threads with `queue` waiting places.
     pub fn new(concurrency: usize, queue: usize) -> Arc<Self> {
         let concurrency = concurrency.max(1);
@@ -213,6 +217,7 @@ impl HashPool {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
+        metrics::gauge!(Self::QUEUE_DEPTH_METRIC).increment(1.0);
         Some(HashTicket {
             pool: Arc::clone(self),
         })
@@ -226,16 +231,18 @@ pub struct HashTicket {
 }
 
 impl HashTicket {
-    /// Runs `work` on a hashing thread; the caller waits without holding a thread.
+    /// Runs `work` on a hashing thread, as the caller's request ([`request_context`]); the
+    /// caller waits without holding a thread.
     pub async fn run<T: Send + 'static>(
         self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ServiceError> {
         let (sender, receiver) = oneshot::channel();
         let pool = Arc::clone(&self.pool);
+        let request = request_context::current();
         let job: Job = Box::new(move || {
             let _ticket = self; // the place is given back once the hash is done
-            let _ = sender.send(work());
+            let _ = sender.send(request_context::scope(request, work));
         });
         pool.jobs
             .lock()
@@ -251,6 +258,7 @@ impl HashTicket {
 impl Drop for HashTicket {
     fn drop(&mut self) {
         self.pool.admitted.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(HashPool::QUEUE_DEPTH_METRIC).decrement(1.0);
     }
 }
 
@@ -354,6 +362,17 @@ mod tests {
             pool.try_admit().is_some(),
             "tickets are released when work finishes"
         );
+    }
+
+    #[tokio::test]
+    async fn hashing_runs_as_the_callers_request() {
+        let pool = HashPool::new(1, 1);
+        let ticket = pool.try_admit().unwrap();
+        let seen =
+            request_context::InRequest::new("r-hash".into(), ticket.run(request_context::current))
+                .await
+                .unwrap();
+        assert_eq!(seen.as_deref(), Some("r-hash"));
     }
 
     #[tokio::test]

@@ -11,7 +11,8 @@ use myapi_services::auth::Credentials;
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::error::{ApiError, TokenError};
+use crate::blocking::block;
+use crate::error::{ApiError, TokenError, login_outcome};
 use crate::extract::{Authorized, BearerUser, UsersRead, client_ip, next_page_link, query_pairs};
 use crate::openapi::GuardedErrors;
 
@@ -45,6 +46,19 @@ pub fn configure(cfg: &mut ServiceConfig) {
 )]
 #[post("/token")]
 pub async fn token(
+    req: HttpRequest,
+    body: web::Payload,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, TokenError> {
+    let answer = issue(req, body, services).await;
+    if crate::metrics::recording() {
+        crate::metrics::count_login(login_outcome(&answer));
+    }
+    answer
+}
+
+/// `/token`'s work; [`token`] counts its answer.
+async fn issue(
     req: HttpRequest,
     body: web::Payload,
     services: web::Data<Services>,
@@ -202,7 +216,7 @@ pub async fn list_users(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let pairs = query_pairs(&req)?;
-    let page = web::block(move || services.auth.users_page(&pairs)).await??;
+    let page = block(move || services.auth.users_page(&pairs)).await??;
     let mut response = HttpResponse::Ok();
     if let Some(next) = page.next {
         response.insert_header(next_page_link("/users/", &[], next));

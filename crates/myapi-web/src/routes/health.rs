@@ -5,6 +5,7 @@ use myapi_schemas::HealthStatus;
 use myapi_services::Services;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::blocking::block;
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -35,7 +36,7 @@ pub async fn health() -> HttpResponse {
 )]
 #[get("/ready")]
 pub async fn ready(services: web::Data<Services>) -> Result<HttpResponse, ApiError> {
-    web::block(move || services.database.check_ready()).await??;
+    block(move || services.database.check_ready()).await??;
     Ok(HttpResponse::Ok().json(HealthStatus {
         status: "ok".into(),
     }))
