@@ -2,8 +2,11 @@
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::dsl::max;
+use diesel::pg::{Pg, PgQueryBuilder};
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryBuilder, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::Text;
 use myapi_models::rows::{MovieRow, VersionedMovieRow};
 use myapi_models::schema::movies;
 use myapi_models::{BigDecimal, DbConnection};
@@ -139,9 +142,76 @@ impl MovieDataManager {
     }
 
     /// The movies `listing` selects, by id.
+    ///
+    /// On PostgreSQL the query is never a cached prepared statement: a prepared statement
+    /// may switch, from its sixth execution on, to one generic plan for every value, chosen
+    /// by the average cost of the plans made so far on that connection. After a few cheap
+    /// or deep pages that plan walks the primary key and filters, which at 1M rows takes
+    /// 100–300 ms for a selective filter that the `(released, rating)` index answers in
+    /// 1–5 ms. Sent unnamed, the query is planned for its own values every time; planning
+    /// it costs about 0.1 ms, and only this query pays it (look-ups by id stay prepared).
     pub fn released_since(&self, listing: &Listing) -> Result<Vec<MovieRow>, ServiceError> {
         let mut conn = self.db.conn()?;
-        Ok(listing_query!(listing).load(&mut conn)?)
+        page(&mut conn, listing)
+    }
+
+    /// The plan PostgreSQL uses for `listing` after it has run `executions_before` times on
+    /// one pooled connection, as the service runs it, beside the plan it picks for the same
+    /// query with the values written in. `None` on SQLite.
+    ///
+    /// For tests and diagnosis: a cached prepared statement would show the plan its next
+    /// `EXECUTE` gets (generic or custom, PostgreSQL's choice); an unnamed one is planned
+    /// afresh with its values, so `EXPLAIN` of it with the same binds is that plan.
+    pub fn released_since_plans(
+        &self,
+        listing: &Listing,
+        executions_before: u32,
+    ) -> Result<Option<ListingPlans>, ServiceError> {
+        let mut conn = self.db.conn()?;
+        for _ in 0..executions_before {
+            page(&mut conn, listing)?;
+        }
+        let DbConnection::Pg(pg) = &mut *conn else {
+            return Ok(None);
+        };
+        let mut builder = PgQueryBuilder::new();
+        Uncached(listing_query!(listing)).to_sql(&mut builder, &Pg)?;
+        let sql = builder.finish();
+        let values = [
+            listing.year.to_string(),
+            listing.min_rating.to_string(),
+            listing.after.to_string(),
+            listing.limit.to_string(),
+            listing.offset.to_string(),
+        ];
+        let prepared: Option<String> =
+            diesel::sql_query("SELECT name FROM pg_prepared_statements WHERE statement = $1")
+                .bind::<Text, _>(&sql)
+                .get_result::<PreparedName>(pg)
+                .optional()?
+                .map(|found| found.name);
+        let served = match &prepared {
+            Some(name) => explain(
+                pg,
+                &format!("EXPLAIN EXECUTE \"{name}\"({})", values.join(", ")),
+            )?,
+            None => Explain(Uncached(listing_query!(listing)))
+                .load::<String>(pg)?
+                .join("\n"),
+        };
+        // `$10` would contain `$1`: replace the highest placeholders first.
+        let literal = values
+            .iter()
+            .enumerate()
+            .rev()
+            .fold(sql, |sql, (index, value)| {
+                sql.replace(&format!("${}", index + 1), value)
+            });
+        Ok(Some(ListingPlans {
+            served,
+            literal: explain(pg, &format!("EXPLAIN {literal}"))?,
+            prepared: prepared.is_some(),
+        }))
     }
 
     /// Writes `rows` in one transaction: all of them or none.
@@ -210,6 +280,18 @@ pub struct Listing {
     pub offset: i64,
 }
 
+/// `EXPLAIN` output (text format, one line per row) of the listing query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingPlans {
+    /// The plan of its next execution as the service sends it.
+    pub served: String,
+    /// The plan for the same SQL with the values written in as literals: what PostgreSQL
+    /// picks knowing them.
+    pub literal: String,
+    /// Whether the service's query was a prepared statement cached on the connection.
+    pub prepared: bool,
+}
+
 /// The listing query for a [`Listing`]: one SQL text for every page (the cursor and the
 /// offset are always there, as 0 when unused), so there is one statement to plan.
 macro_rules! listing_query {
@@ -225,6 +307,73 @@ macro_rules! listing_query {
     };
 }
 use listing_query;
+
+/// Runs the listing; on PostgreSQL unnamed, so it is planned for its values each time (see
+/// [`MovieDataManager::released_since`]).
+fn page(conn: &mut DbConnection, listing: &Listing) -> Result<Vec<MovieRow>, ServiceError> {
+    Ok(match conn {
+        DbConnection::Pg(pg) => Uncached(listing_query!(listing)).load(pg)?,
+        DbConnection::Sqlite(sqlite) => listing_query!(listing).load(sqlite)?,
+    })
+}
+
+/// A query diesel must not keep as a prepared statement: on PostgreSQL it goes out unnamed
+/// (parse, bind and execute in one round trip) and is planned with its bound values.
+#[derive(Debug, Clone, Copy, QueryId)]
+struct Uncached<Q>(Q);
+
+impl<Q: Query> Query for Uncached<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Uncached<Q> {
+    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        pass.unsafe_to_cache_prepared();
+        self.0.walk_ast(pass)
+    }
+}
+
+impl<Q, C> RunQueryDsl<C> for Uncached<Q> {}
+
+/// `EXPLAIN` of a query, sent with the query's own binds.
+#[derive(Debug, Clone, Copy, QueryId)]
+struct Explain<Q>(Q);
+
+impl<Q> Query for Explain<Q> {
+    type SqlType = Text;
+}
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Explain<Q> {
+    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        pass.unsafe_to_cache_prepared();
+        pass.push_sql("EXPLAIN ");
+        self.0.walk_ast(pass)
+    }
+}
+
+impl<Q, C> RunQueryDsl<C> for Explain<Q> {}
+
+#[derive(QueryableByName)]
+struct PreparedName {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+#[derive(QueryableByName)]
+struct PlanLine {
+    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+/// The lines `sql` (an `EXPLAIN` with no binds) answers, joined.
+fn explain(pg: &mut PgConnection, sql: &str) -> Result<String, ServiceError> {
+    Ok(diesel::sql_query(sql)
+        .load::<PlanLine>(pg)?
+        .into_iter()
+        .map(|row| row.line)
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
 
 /// Runs `work` in a transaction that holds the table's write lock from the start: SQLite
 /// `BEGIN IMMEDIATE` (one writer at a time, as always there, but taken before the first

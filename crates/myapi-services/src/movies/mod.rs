@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::Read;
 use std::str::FromStr;
 
-pub use data::{ImportCounts, Listing, MovieDataManager, OnExisting};
+pub use data::{ImportCounts, Listing, ListingPlans, MovieDataManager, OnExisting};
 
 use myapi_models::BigDecimal;
 use myapi_models::rows::{MovieRow, VersionedMovieRow};
@@ -400,6 +400,20 @@ impl MovieService {
             next_after: rows.last().filter(|_| has_more).map(|row| row.movie_id),
             movies: rows.iter().map(to_schema).collect::<Result<_, _>>()?,
         })
+    }
+
+    /// How PostgreSQL runs the listing for `query` on one pooled connection after
+    /// `executions_before` runs of it there, beside its plan for the same query with the
+    /// values written in (blocking; `None` on SQLite). For tests and diagnosis: see
+    /// [`MovieDataManager::released_since_plans`].
+    pub fn released_since_plans(
+        &self,
+        query: &NewMoviesQuery,
+        executions_before: u32,
+    ) -> Result<Option<ListingPlans>, ServiceError> {
+        let limit = i64::from(query.limit);
+        self.movies
+            .released_since_plans(&listing(query, limit + 1), executions_before)
     }
 
     /// Imports a CSV (`movie_id,title,released,rating`) in one transaction (blocking).
