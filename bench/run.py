@@ -1,67 +1,88 @@
 #!/usr/bin/env python3
 """myapi benchmark harness: one command builds release, prepares PostgreSQL, drives load
-with oha from a separate process, and writes docs/BENCHMARKS.md.
+from separate processes, and writes docs/BENCHMARKS.md.
 
-    python3 bench/run.py            # full run (several minutes), writes docs/BENCHMARKS.md
-    python3 bench/run.py --smoke    # small N, 1 s per scenario; CI runs this so it cannot rot
+    python3 bench/run.py                 # full run (about 15 min), writes docs/BENCHMARKS.md
+    python3 bench/run.py --smoke         # every row at tiny size (CI runs it so it cannot rot)
+    python3 bench/run.py --only grid     # some sections only (see --help), same report layout
+    python3 bench/run.py --template      # the report's structure with placeholders, no run
+    python3 bench/run.py --sweep [--base-url URL --token T | --username U --password P]
+                                         # 1..256 connections against this or another service
 
-Needs: cargo, psql and pgbench (PostgreSQL client), oha (`cargo install oha`).
-PostgreSQL: by default the harness initdb's a throwaway cluster in a temp dir on a free port
-(max_connections = 300, so pgbench can open 128 clients beside the server's pool), using the
-machine's PostgreSQL server binaries, run as user `postgres` when we are root. Set
-MYAPI_BENCH_POSTGRES_URL to use an existing server instead; the harness creates and drops its
-own databases there.
+Needs: cargo, psql and pgbench (PostgreSQL client), oha (`cargo install oha`), python3 (stdlib).
+PostgreSQL: by default a cluster of the harness's own in target/bench-pg (initdb once, on a
+free port each run; max_connections = 300 so pgbench can open 128 clients beside the server's
+pool), using the machine's PostgreSQL server binaries, run as user `postgres` when we are root.
+The 1M-row table is kept there between runs (rebuilt when a migration changes; --fresh wipes
+the cluster). Set MYAPI_BENCH_POSTGRES_URL to use an existing server instead: the harness
+creates and drops its own databases there, and the ceilings fall back to built-in SQL because
+it cannot read that server's log.
 """
 
 import argparse
 import datetime
+import hashlib
+import http.client
 import json
+import math
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
-ADMIN_URL = os.environ.get("MYAPI_BENCH_POSTGRES_URL")  # None: a throwaway cluster of our own
+CLUSTER_DIR = ROOT / "target" / "bench-pg"
+ADMIN_URL = os.environ.get("MYAPI_BENCH_POSTGRES_URL")  # None: the harness's own cluster
 TOKEN_KEY = "bench-token-key-0123456789abcdef-0123456789"
 EMAIL, PASSWORD = "bench@example.com", "bench-password-1"
 # TLS on loopback would measure OpenSSL, not myapi or PostgreSQL: both sides go without it.
 os.environ["PGSSLMODE"] = "disable"
 
+# The read data set of issue #13: 1,010 movies, exactly 50 of them match LISTING.
+SMALL_N, SMALL_MATCHES = 1010, 50
+LISTING = "/movies/new?year=2000&rating=8"
+CURRENT_LISTING = "/movies/new?year=1990&rating=9&limit=50"
+# `<id>` in a path stands for a random existing id (1..SMALL_N).
+ID_REGEX = "([1-9][0-9]{0,2}|10(0[0-9]|10))"
+BY_ID = "/movies/<id>"
+READS = [  # (label, path): each is reported against the same SQL in pgbench
+    ("GET /movies/{id}", BY_ID),
+    (f"GET {LISTING} (50 rows)", LISTING),
+    (f"GET {CURRENT_LISTING}", CURRENT_LISTING),
+]
+TARGETS_16 = {BY_ID: 0.50, LISTING: 0.60}  # fraction of the same-SQL ceiling at 16 connections
 
-class Cluster:
-    """A PostgreSQL cluster of the harness's own, in a temp dir on a free port."""
+# The 1M-row plan grid (issue #13 item 2).
+GRID_YEARS = [0, 1900, 1990, 2020, 2024, 2025]
+GRID_RATINGS = ["0", "5", "9", "9.5", "9.9", "10"]
+GRID_AFTER, GRID_LIMIT, GRID_P99_MS = 500_000, 1000, 20.0
+BIG_GENERATOR = "v1"  # bump when the SQL in load_big changes: the cached table is rebuilt
 
-    def __init__(self, work):
-        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-        if not bins:
-            sys.exit("bench: no PostgreSQL server binaries; set MYAPI_BENCH_POSTGRES_URL")
-        self.bin = bins[-1].parent
-        self.dir = work / "pg"
-        self.dir.mkdir()
-        os.chmod(work, 0o777)
-        os.chmod(self.dir, 0o777)
-        self.port = free_port()
-        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        data = str(self.dir / "data")
-        run([*self.as_postgres, str(self.bin / "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"])
-        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300 "
-                   "-c shared_buffers=256MB")
-        run([*self.as_postgres, str(self.bin / "pg_ctl"), "-D", data, "-l", str(self.dir / "log"), "-o", options, "-w", "start"])
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+# Settings other work adds (issue #14). A setting exists when config/default.toml has it
+# (the only place a default is written); otherwise its rows are skipped with a note.
+LOGIN_BUDGET_KEY, LOGIN_BUDGET_ENV, LOGIN_BUDGET_MEMORY = "auth.login_budget", "MYAPI_AUTH__LOGIN_BUDGET", "memory"
+METRICS_KEY, METRICS_ENV = "metrics.address", "MYAPI_METRICS__ADDRESS"
+# Every client here is one address logging in to one account, and the throttle counts
+# logins while they wait for a hashing thread: left at its defaults it would answer most
+# of them 429, and the /token rows would measure the throttle instead of the hashing.
+UNTHROTTLED = {"MYAPI_AUTH__IP_FAILURE_BURST": "1000000", "MYAPI_AUTH__ACCOUNT_FAILURE_BURST": "1000000"}
 
-    def stop(self):
-        run([*self.as_postgres, str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"])
+SECTIONS = ["reads", "login", "fleet", "big", "grid", "sweep", "micro"]
+SWEEP_LEVELS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
 def log(message):
@@ -69,7 +90,57 @@ def log(message):
 
 
 def run(cmd, **kwargs):
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kwargs)
+    try:
+        return subprocess.run(cmd, check=True, text=True, capture_output=True, **kwargs)
+    except subprocess.CalledProcessError as error:
+        sys.stderr.write(f"bench: {' '.join(map(str, cmd))[:200]} failed:\n{error.stdout}{error.stderr}\n")
+        raise
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+class Cluster:
+    """The harness's PostgreSQL cluster in target/bench-pg, started on a free port."""
+
+    def __init__(self, fresh):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            sys.exit("bench: no PostgreSQL server binaries; set MYAPI_BENCH_POSTGRES_URL")
+        self.bin = bins[-1].parent
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.data = CLUSTER_DIR / "data"
+        self.log_path = CLUSTER_DIR / "log"
+        if fresh or (CLUSTER_DIR.exists() and not (self.data / "PG_VERSION").exists()):
+            self.pg_ctl("stop", "-m", "immediate", check=False)
+            shutil.rmtree(CLUSTER_DIR, ignore_errors=True)
+        if not (self.data / "PG_VERSION").exists():
+            CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
+            if self.as_postgres:
+                shutil.chown(CLUSTER_DIR, "postgres", "postgres")
+            run([*self.as_postgres, str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                 "--auth=trust", "-E", "UTF8"])
+        self.pg_ctl("stop", "-m", "fast", check=False)  # left running by a killed run
+        self.port = free_port()
+        options = (f"-p {self.port} -k {CLUSTER_DIR} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+                   "-c shared_buffers=256MB")
+        self.pg_ctl("start", "-l", str(self.log_path), "-o", options)
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def pg_ctl(self, action, *extra, check=True):
+        cmd = [*self.as_postgres, str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", action, *extra]
+        if check:
+            run(cmd)
+        else:
+            subprocess.run(cmd, capture_output=True)
+
+    def stop(self):
+        self.pg_ctl("stop", "-m", "fast", check=False)
 
 
 def db_url(name):
@@ -87,13 +158,35 @@ def fresh_database(name):
     return db_url(name)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def cli_env(dsn):
+    return dict(os.environ, MYAPI_DATABASE__DSN=dsn, RUST_LOG="error")
 
 
-def write_csv(path, n):
+def cli(*args, dsn, stdin=None):
+    return run([str(RELEASE / "myapi-cli"), *args], env=cli_env(dsn + "?sslmode=disable"), input=stdin)
+
+
+def create_user(dsn):
+    cli("create-user", "--name", "Bench", "--email", EMAIL, "--password-stdin", dsn=dsn, stdin=PASSWORD + "\n")
+
+
+def write_small_csv(path):
+    """The 1,010 movies of issue #13: ids 20, 40, …, 1000 (50 of them) are released in 2000
+    or later with a rating of 8 or more; every other movie fails one of the two."""
+    rng = random.Random(1010)
+    with open(path, "w") as f:
+        f.write("movie_id,title,released,rating\n")
+        for i in range(1, SMALL_N + 1):
+            if i % 20 == 0 and i <= 1000:
+                year, tenths = rng.randint(2000, 2025), rng.randint(80, 100)
+            elif rng.random() < 0.5:
+                year, tenths = rng.randint(1900, 1999), rng.randint(0, 100)
+            else:
+                year, tenths = rng.randint(2000, 2025), rng.randint(0, 79)
+            f.write(f"{i},Movie {i},{year},{tenths / 10}\n")
+
+
+def write_random_csv(path, n):
     rng = random.Random(42)
     with open(path, "w") as f:
         f.write("movie_id,title,released,rating\n")
@@ -101,17 +194,64 @@ def write_csv(path, n):
             f.write(f"{i},Movie {i},{rng.randint(1900, 2025)},{rng.randint(0, 100) / 10}\n")
 
 
-def cli_env(dsn):
-    return dict(os.environ, MYAPI_DATABASE__DSN=dsn, RUST_LOG="error")
+def load_small(name, csv_path=None):
+    """A migrated database with the 1,010 movies (or `csv_path`), a user and pgbench's tables."""
+    url = fresh_database(name)
+    cli("migrate", dsn=url)
+    if csv_path is None:
+        csv_path = Path(tempfile.mkdtemp(prefix="myapi-bench-")) / "movies-1010.csv"
+        write_small_csv(csv_path)
+        cli("import-movies", str(csv_path), dsn=url)
+        matches = psql(url, "SELECT count(*) FROM myapi.movies WHERE released >= 2000 AND rating >= 8")
+        assert int(matches) == SMALL_MATCHES, f"{matches} movies match {LISTING}, not {SMALL_MATCHES}"
+    else:
+        cli("import-movies", str(csv_path), dsn=url)
+    create_user(url)
+    return url
 
 
-def timed(cmd, **kwargs):
+def migrations_fingerprint():
+    digest = hashlib.sha256(BIG_GENERATOR.encode())
+    for path in sorted((ROOT / "migrations" / "postgres").rglob("*.sql")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def load_big(n):
+    """Database myapi_bench_<n> with movies 1..n (years 1900–2025, ratings 0.0–10.0 in tenths,
+    spread by multiplicative hashing: deterministic), kept between runs in the harness's own
+    cluster while the migrations and the generator are unchanged."""
+    name = f"myapi_bench_{n}"
+    url = db_url(name)
+    stamp = f"bench {n} rows {migrations_fingerprint()}"
+    exists = psql(ADMIN_URL, f"SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{name}'")
+    if exists == stamp:
+        log(f"{n} movies: cached in database {name}")
+        return url, 0.0
     start = time.perf_counter()
-    run(cmd, **kwargs)
-    return time.perf_counter() - start
+    url = fresh_database(name)
+    cli("migrate", dsn=url)
+    create_user(url)
+    psql(url, f"""
+        INSERT INTO myapi.movies (movie_id, title, released, rating)
+        SELECT i, 'Movie ' || i,
+               1900 + ((i::bigint * 2654435761) % 4294967296) / 256 % 126,
+               ((i::bigint * 2246822519) % 4294967291) % 101 / 10.0
+        FROM generate_series(1, {n}) AS i""")
+    psql(url, "VACUUM (ANALYZE) myapi.movies")  # as autovacuum would: visibility map and statistics
+    psql(ADMIN_URL, f"COMMENT ON DATABASE \"{name}\" IS '{stamp}'")
+    took = time.perf_counter() - start
+    log(f"{n} movies: generated in {took:.1f} s")
+    return url, took
 
+
+# --- the server and the load generators ----------------------------------------------------------
 
 SERVERS = []
+
+
+class ServerRejected(Exception):
+    """The server exited at start-up (e.g. a setting it does not accept)."""
 
 
 class Server:
@@ -119,13 +259,18 @@ class Server:
 
     def __init__(self, dsn, log_path, settings=None):
         self.port = free_port()
-        env = dict(os.environ, MYAPI_DATABASE__DSN=dsn, MYAPI_TOKEN_KEY=TOKEN_KEY,
+        env = dict(os.environ, MYAPI_DATABASE__DSN=dsn + "?sslmode=disable", MYAPI_TOKEN_KEY=TOKEN_KEY,
                    MYAPI_SERVER__PORT=str(self.port), RUST_LOG="info", **(settings or {}))
+        self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen([str(RELEASE / "myapi-web")], env=env, stdout=self.log, stderr=self.log)
         SERVERS.append(self)
         self.base = f"http://127.0.0.1:{self.port}"
-        for _ in range(100):
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                self.log.close()
+                tail = Path(log_path).read_text()[-600:].strip()
+                raise ServerRejected(f"exited with {self.proc.returncode}: {tail}")
             try:
                 urllib.request.urlopen(self.base + "/ready", timeout=1)
                 return
@@ -143,9 +288,7 @@ class Server:
         Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def token(self):
-        body = urllib.parse.urlencode({"grant_type": "password", "username": EMAIL, "password": PASSWORD}).encode()
-        with urllib.request.urlopen(self.base + "/token", data=body, timeout=10) as r:
-            return json.load(r)["access_token"]
+        return login(self.base, EMAIL, PASSWORD)
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -158,7 +301,19 @@ class Server:
         self.log.close()
 
 
-def oha(url, conns, seconds, extra=(), background=False):
+def login(base, username, password, path="/token"):
+    body = urllib.parse.urlencode({"grant_type": "password", "username": username, "password": password}).encode()
+    with urllib.request.urlopen(base + path, data=body, timeout=30) as r:
+        return json.load(r)["access_token"]
+
+
+def oha(base, path, conns, seconds, extra=(), background=False):
+    """oha on base+path for `seconds`; `<id>` in path becomes a random id 1..SMALL_N."""
+    if "<id>" in path:
+        url = base + re.escape(path).replace("<id>", ID_REGEX)
+        extra = ["--rand-regex-url", *extra]
+    else:
+        url = base + path
     cmd = ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(conns), *extra, url]
     if background:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -177,15 +332,209 @@ def parse_oha(text):
         "p50": (lat.get("p50") or 0) * 1000,
         "p99": (lat.get("p99") or 0) * 1000,
         "statuses": statuses,
+        "errors": sum(v for k, v in statuses.items() if not (k.startswith("2") or k == "304")),
     }
 
 
-def pgbench(url, conns, seconds):
-    out = run(["pgbench", "-S", "-n", "-c", str(conns), "-j", "2", "-T", str(seconds), url]).stdout
+def pgbench(url, conns, seconds, script=None):
+    """tps of `pgbench -S` (the classic select-only run, simple protocol) or of a script file
+    with -M prepared (the same SQL the app sends, as the app sends it)."""
+    cmd = ["pgbench", "-n", "-c", str(conns), "-j", str(min(conns, 2)), "-T", str(seconds)]
+    cmd += ["-M", "prepared", "-f", str(script)] if script else ["-S"]
+    out = run([*cmd, url], env=dict(os.environ, PGOPTIONS="-c search_path=myapi,public")).stdout
     for line in out.splitlines():
         if line.startswith("tps ="):
             return float(line.split()[2])
     raise RuntimeError(out)
+
+
+def auth_header(token):
+    return ["-H", f"Authorization: Bearer {token}"]
+
+
+def token_form():
+    return ["-m", "POST", "-T", "application/x-www-form-urlencoded",
+            "-d", urllib.parse.urlencode({"grant_type": "password", "username": EMAIL, "password": PASSWORD})]
+
+
+# --- the same SQL the app sends -----------------------------------------------------------------
+
+# What diesel generates (used when the server's log cannot be read: MYAPI_BENCH_POSTGRES_URL).
+FALLBACK_SQL = {
+    BY_ID: ('SELECT "movies"."movie_id", "movies"."title", "movies"."released", "movies"."rating", '
+            '"movies"."version" FROM "movies" WHERE ("movies"."movie_id" = $1) LIMIT $2', ["<id>", "1"]),
+    "listing": ('SELECT "movies"."movie_id", "movies"."title", "movies"."released", "movies"."rating" '
+                'FROM "movies" WHERE (("movies"."released" >= $1) AND ("movies"."rating" >= $2)) '
+                'ORDER BY "movies"."movie_id" LIMIT $3 OFFSET $4', None),
+}
+PROBE_ID = 777  # the id the capture requests; a parameter with this value becomes random
+
+
+def capture_statements(cluster, db_name, dsn, work):
+    """For each read, the statements the app sends for one request, with their parameters,
+    from PostgreSQL's log (log_statement = all on this database while a capture server runs).
+    Statements on users and refresh tokens (the token check, cached) are left out."""
+    if cluster is None:
+        return {}
+    psql(ADMIN_URL, f'ALTER DATABASE "{db_name}" SET log_statement = \'all\'')
+    captured = {}
+    try:
+        server = Server(dsn, work / "server-capture.log")
+        token = server.token()
+        for _, path in READS:
+            url = server.base + path.replace("<id>", str(PROBE_ID))
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+            for _ in range(3):  # every pooled connection may prepare first; capture a later one
+                urllib.request.urlopen(request, timeout=10).read()
+            offset = cluster.log_path.stat().st_size
+            urllib.request.urlopen(request, timeout=10).read()
+            time.sleep(0.3)
+            with open(cluster.log_path, errors="replace") as f:
+                f.seek(offset)
+                captured[path] = parse_statement_log(f.read())
+        server.stop()
+    finally:
+        psql(ADMIN_URL, f'ALTER DATABASE "{db_name}" RESET log_statement')
+    return captured
+
+
+def parse_statement_log(text):
+    statements = []
+    for line in text.splitlines():
+        found = re.search(r"LOG:\s+(?:execute [^:]*|statement): (.*)$", line)
+        if found:
+            statements.append([found.group(1), []])
+            continue
+        found = re.search(r"DETAIL:\s+parameters: (.*)$", line)
+        if found and statements:
+            statements[-1][1] = [None if v == "NULL" else v[1:-1].replace("''", "'")
+                                 for v in re.findall(r"\$\d+ = (NULL|'(?:[^']|'')*')", found.group(1))]
+    return [(sql, params) for sql, params in statements
+            if not re.search(r'"?(users|refresh_\w+)"?', sql)]
+
+
+def pgbench_script(statements, path):
+    """A pgbench script of `statements` [(sql with $n, [values])]: each $n becomes a variable
+    set to its value, and the probe id a random id 1..SMALL_N."""
+    lines = []
+    for k, (sql, params) in enumerate(statements):
+        def variable(match):
+            index = int(match.group(1)) - 1
+            value = params[index] if index < len(params) else None
+            name = f"s{k}p{index + 1}"
+            if value == str(PROBE_ID) or value == "<id>":
+                lines.append(f"\\set {name} random(1, {SMALL_N})")
+            elif value is not None and re.fullmatch(r"-?\d+(\.\d+)?", value):
+                lines.append(f"\\set {name} {value}")
+            else:
+                return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+            return f":{name}"
+        statements[k] = (re.sub(r"\$(\d+)", variable, sql), params)
+    lines += [sql + ";" for sql, _ in statements]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def listing_params(path):
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))
+    limit = int(query.get("limit", 100))
+    return [query["year"], query["rating"], str(limit + 1), "0"]
+
+
+def same_sql(captured, path):
+    """The statements of `path`'s request: captured, or the fallback."""
+    if captured.get(path):
+        return [tuple(s) for s in captured[path]], "captured from PostgreSQL's log"
+    if path == BY_ID:
+        sql, params = FALLBACK_SQL[BY_ID]
+    else:
+        sql, params = FALLBACK_SQL["listing"][0], listing_params(path)
+    return [(sql, list(params))], "built-in (diesel's SQL; not captured)"
+
+
+# --- measurements ---------------------------------------------------------------------------------
+
+def percentile(samples, p):
+    """Nearest rank: with 30 samples the p99 is the largest."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def grid_run(base, token, years, ratings, warmup, reps):
+    """Every grid point, without a cursor and with after=GRID_AFTER: `warmup` requests over
+    the points first, then `reps` sequential requests per point, on one keep-alive
+    connection; client-side latency (request sent to body read) in ms."""
+    host, port = urllib.parse.urlsplit(base).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def get(path):
+        start = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        return (time.perf_counter() - start) * 1000, response.status, body
+
+    points = [(y, r, a) for a in (None, GRID_AFTER) for y in years for r in ratings]
+
+    def path(point):
+        year, rating, after = point
+        return f"/movies/new?year={year}&rating={rating}&limit={GRID_LIMIT}" + (f"&after={after}" if after else "")
+
+    for i in range(warmup):
+        get(path(points[i % len(points)]))
+    results = {}
+    for point in points:
+        samples, statuses, rows = [], set(), None
+        for _ in range(reps):
+            ms, status, body = get(path(point))
+            samples.append(ms)
+            statuses.add(status)
+            if status == 200:
+                rows = len(json.loads(body))
+        results[point] = {"p50": statistics.median(samples), "p99": percentile(samples, 99),
+                          "statuses": sorted(statuses), "rows": rows}
+    conn.close()
+    return results
+
+
+def answers_again(url, token, limit_secs):
+    """Seconds until `url` answers (any status below 500) within 1 s; None past `limit_secs`."""
+    start = time.perf_counter()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    while time.perf_counter() - start < limit_secs:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=1).read()
+            return time.perf_counter() - start
+        except urllib.error.HTTPError as error:
+            if error.code < 500:
+                return time.perf_counter() - start
+        except Exception:
+            pass
+        time.sleep(0.1)
+    return None
+
+
+def sweep_run(base, token, paths, levels, seconds, probe, recover_secs):
+    results = {}
+    for path in paths:
+        for c in levels:
+            result = oha(base, path, c, seconds, auth_header(token) if token else [])
+            result["recovery"] = answers_again(base + probe, token, recover_secs)
+            results[(path, c)] = result
+            rec = "never" if result["recovery"] is None else f"{result['recovery']:.2f} s"
+            log(f"sweep {path} c={c}: {result['rps']:.0f} req/s p50 {result['p50']:.2f} p99 {result['p99']:.2f} ms "
+                f"errors {result['errors']} answers again after {rec}")
+    return results
+
+
+def setting_exists(key):
+    table = tomllib.loads((ROOT / "config" / "default.toml").read_text())
+    for part in key.split("."):
+        if not isinstance(table, dict) or part not in table:
+            return False
+        table = table[part]
+    return True
 
 
 def criterion(smoke):
@@ -206,237 +555,546 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, {platform.platform()}"
 
 
+# --- the run ---------------------------------------------------------------------------------------
+
+class Plan:
+    """Sizes: full, or tiny for --smoke (every row type still runs)."""
+
+    def __init__(self, smoke):
+        self.smoke = smoke
+        self.seconds = 1 if smoke else 10
+        self.levels = [16] if smoke else [4, 16, 64, 128]
+        self.big_n = 20_000 if smoke else 1_000_000
+        self.grid_years = [1990, 2025] if smoke else GRID_YEARS
+        self.grid_ratings = ["9"] if smoke else GRID_RATINGS
+        self.grid_warmup, self.grid_reps = (5, 5) if smoke else (50, 30)
+        self.sweep_levels = [1, 2, 4] if smoke else SWEEP_LEVELS
+        self.sweep_seconds = 1 if smoke else 10
+        self.recover_secs = 10 if smoke else 900
+
+
+def measure(args, plan, work, cluster):
+    R = {"notes": []}  # everything the report shows; what is missing renders as a placeholder
+    only = set(args.only)
+
+    def row(key, result, rss=None):
+        result = dict(result, rss=rss)
+        R[key] = result
+        log(f"{key}: {result['rps']:.0f}/s p50 {result['p50']:.2f} ms p99 {result['p99']:.2f} ms "
+            f"{fmt_statuses(result['statuses'])}" + (f" rss {rss:.1f} MiB" if rss else ""))
+
+    need_small = only & {"reads", "login", "fleet", "sweep"}
+    if need_small:
+        small = load_small("myapi_bench_small")
+        run(["pgbench", "-i", "-q", "-s", "10", small])
+
+    if "reads" in only:
+        R["sql"] = {}
+        captured = capture_statements(cluster, "myapi_bench_small", small, work)
+        scripts = {}
+        for _, path in READS:
+            statements, origin = same_sql(captured, path)
+            scripts[path] = pgbench_script(statements, work / f"ceiling-{len(scripts)}.sql")
+            R["sql"][path] = (scripts[path].read_text(), origin)
+        server = Server(small, work / "server-reads.log", UNTHROTTLED)
+        time.sleep(1)
+        R["idle_rss"] = server.status("VmRSS")
+        auth = auth_header(server.token())
+        for c in plan.levels:
+            server.reset_peak()
+            row(("health", c), oha(server.base, "/health", c, plan.seconds), server.status("VmHWM"))
+            R[("pgbench -S", c)] = pgbench(small, c, plan.seconds)
+            log(f"pgbench -S c={c}: {R[('pgbench -S', c)]:.0f} tps")
+            for _, path in READS:
+                R[("ceiling", path, c)] = pgbench(small, c, plan.seconds, scripts[path])
+                log(f"same SQL as {path} c={c}: {R[('ceiling', path, c)]:.0f} tps")
+                server.reset_peak()
+                row((path, c), oha(server.base, path, c, plan.seconds, auth), server.status("VmHWM"))
+        server.stop()
+
+    if "login" in only:
+        server = Server(small, work / "server-login.log", UNTHROTTLED)
+        auth = auth_header(server.token())
+        for c in plan.levels:
+            server.reset_peak()
+            row(("token", c), oha(server.base, "/token", c, plan.seconds, token_form()), server.status("VmHWM"))
+        # Login storm: 200 connections on /token while 16 read movies by id.
+        server.reset_peak()
+        storm = oha(server.base, "/token", 200, plan.seconds + 4, token_form(), background=True)
+        time.sleep(2)
+        during = oha(server.base, BY_ID, 16, plan.seconds, auth)
+        storm_result = parse_oha(storm.communicate()[0])
+        rss = server.status("VmHWM")
+        row(("storm read", 16), during, rss)
+        row(("storm token", 200), storm_result, rss)
+        server.stop()
+        # Tuning: with PostgreSQL on the same 2 cores, one async worker leaves it more CPU.
+        tuned = Server(small, work / "server-tuned.log", {"MYAPI_SERVER__WORKERS": "1"})
+        auth = auth_header(tuned.token())
+        for c in plan.levels:
+            tuned.reset_peak()
+            row(("tuned", c), oha(tuned.base, BY_ID, c, plan.seconds, auth), tuned.status("VmHWM"))
+        tuned.stop()
+
+    if "fleet" in only:
+        measure_fleet(R, plan, small, work, row)
+
+    if "big" in only or "grid" in only:
+        big, R["big_generated_secs"] = load_big(plan.big_n)
+        server = Server(big, work / "server-big.log")
+        token = server.token()
+        if "big" in only:
+            server.reset_peak()
+            row(("big listing", 16), oha(server.base, CURRENT_LISTING, 16, plan.seconds, auth_header(token)),
+                server.status("VmHWM"))
+            R["explain"] = run(["psql", big, "-qAtc", "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT movie_id, title, "
+                                "released, rating FROM myapi.movies WHERE released >= 1990 AND rating >= 9 "
+                                "ORDER BY movie_id LIMIT 51"]).stdout.strip()
+        if "grid" in only:
+            log(f"grid: {len(plan.grid_years) * len(plan.grid_ratings) * 2} points at {plan.big_n} rows")
+            R["grid"] = grid_run(server.base, token, plan.grid_years, plan.grid_ratings,
+                                 plan.grid_warmup, plan.grid_reps)
+            worst = max(R["grid"].values(), key=lambda v: v["p99"])
+            log(f"grid: worst p99 {worst['p99']:.1f} ms")
+        server.stop()
+
+    if "big" in only:
+        scratch = fresh_database("myapi_bench_import")
+        cli("migrate", dsn=scratch)
+        csv_big = work / "movies-big.csv"
+        write_random_csv(csv_big, plan.big_n)
+        start = time.perf_counter()
+        cli("import-movies", str(csv_big), dsn=scratch)
+        R["import_secs"] = time.perf_counter() - start
+        psql(scratch, "CREATE TABLE myapi.movies_copy (LIKE myapi.movies INCLUDING ALL)")
+        start = time.perf_counter()
+        run(["psql", scratch, "-v", "ON_ERROR_STOP=1", "-qc",
+             f"\\copy myapi.movies_copy(movie_id,title,released,rating) FROM '{csv_big}' CSV HEADER"])
+        R["copy_secs"] = time.perf_counter() - start
+        psql(ADMIN_URL, 'DROP DATABASE "myapi_bench_import" WITH (FORCE)')
+        log(f"import {plan.big_n} rows: myapi-cli {R['import_secs']:.2f} s, psql \\copy {R['copy_secs']:.2f} s")
+
+    if "sweep" in only:
+        server = Server(small, work / "server-sweep.log")
+        R["sweep"] = sweep_run(server.base, server.token(), SWEEP_PATHS, plan.sweep_levels, plan.sweep_seconds,
+                               "/health", plan.recover_secs)
+        server.stop()
+
+    if "micro" in only:
+        log("criterion micro-benchmarks")
+        R["micro"] = criterion(plan.smoke)
+    return R
+
+
+def measure_fleet(R, plan, small, work, row):
+    """Issue #14's costs: the login budget in PostgreSQL (shared by instances) against the
+    in-process one, and the metrics listener on against off."""
+    stores = [("shared", {})]
+    if setting_exists(LOGIN_BUDGET_KEY):
+        stores.append(("memory", {LOGIN_BUDGET_ENV: LOGIN_BUDGET_MEMORY}))
+    else:
+        R["notes"].append(f"In-process login budget rows skipped: config/default.toml has no `{LOGIN_BUDGET_KEY}` "
+                          f"(this build has one store, measured as the default).")
+    for store, settings in stores:
+        try:
+            server = Server(small, work / f"server-budget-{store}.log", {**UNTHROTTLED, **settings})
+        except ServerRejected as error:
+            R["notes"].append(f"Login budget `{store}` skipped: the server refused {settings}: {error}")
+            continue
+        auth = auth_header(server.token())
+        row(("budget token", store), oha(server.base, "/token", 16, plan.seconds, token_form()))
+        row(("budget read", store), oha(server.base, BY_ID, 16, plan.seconds, auth))
+        load = oha(server.base, "/token", 16, plan.seconds + 4, token_form(), background=True)
+        time.sleep(2)
+        row(("budget read during logins", store), oha(server.base, BY_ID, 16, plan.seconds, auth))
+        load.communicate()
+        server.stop()
+    variants = [("off", {})]
+    if setting_exists(METRICS_KEY):
+        variants.append(("on", {METRICS_ENV: f"127.0.0.1:{free_port()}"}))
+    else:
+        R["notes"].append(f"Metrics-on rows skipped: config/default.toml has no `{METRICS_KEY}`.")
+    for state, settings in variants:
+        try:
+            server = Server(small, work / f"server-metrics-{state}.log", settings)
+        except ServerRejected as error:
+            R["notes"].append(f"Metrics `{state}` skipped: the server refused {settings}: {error}")
+            continue
+        if settings:
+            try:
+                urllib.request.urlopen(f"http://{settings[METRICS_ENV]}/metrics", timeout=2).read()
+            except Exception as error:
+                R["notes"].append(f"Metrics-on rows skipped: nothing answers /metrics on {settings[METRICS_ENV]} ({error}).")
+                server.stop()
+                continue
+        auth = auth_header(server.token())
+        for _, path in READS[:2]:
+            row(("metrics", state, path), oha(server.base, path, 16, plan.seconds, auth))
+        server.stop()
+
+
+SWEEP_PATHS = [LISTING, "/movies/?movie_id=<id>"]  # the route the original service also has
+
+
+# --- the report --------------------------------------------------------------------------------------
+
 def fmt_statuses(statuses):
     return ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())) or "-"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="small N and short runs (for CI)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
-    args = parser.parse_args()
-    smoke = args.smoke
-    seconds = 1 if smoke else 10
-    big_n = 20_000 if smoke else 1_000_000
-    conn_levels = [16, 128]
-    for tool in ["cargo", "psql", "pgbench", "oha"]:
-        if not shutil.which(tool):
-            sys.exit(f"bench: `{tool}` not found (oha: cargo install oha)")
-
-    global ADMIN_URL
-    work = Path(tempfile.mkdtemp(prefix="myapi-bench-"))
-    cluster = None
-    if ADMIN_URL is None:
-        log("starting a throwaway PostgreSQL cluster")
-        cluster = Cluster(work)
-        ADMIN_URL = cluster.url
-    log("building release binaries")
-    run(["cargo", "build", "--release", "-q", "-p", "myapi-web", "-p", "myapi-cli"], cwd=ROOT)
-    try:
-        run_scenarios(args, smoke, seconds, big_n, conn_levels, work, cluster)
-    finally:
-        for server in SERVERS:
-            if server.proc.poll() is None:
-                server.proc.kill()
-        if cluster:
-            cluster.stop()
-        shutil.rmtree(work, ignore_errors=True)
+def n(value, spec=".0f"):
+    return "—" if value is None else format(value, spec)
 
 
-def run_scenarios(args, smoke, seconds, big_n, conn_levels, work, cluster):
-    cli = str(RELEASE / "myapi-cli")
-    rows = []
+def pct(a, b):
+    return "—" if a is None or not b else f"{a / b:.0%}"
 
-    def row(scenario, conns, result, rss=None, extra=""):
-        rows.append((scenario, conns, result, rss, extra))
-        log(f"{scenario} c={conns}: {result['rps']:.0f} req/s p50 {result['p50']:.2f} ms p99 {result['p99']:.2f} ms "
-            f"{fmt_statuses(result['statuses'])} rss {rss}")
 
-    # --- 1k movies: the HTTP and database ceilings, reads, login, and the storm -------------
-    small = fresh_database("myapi_bench_1k")
-    small_dsn = small + "?sslmode=disable"
-    csv_small = work / "movies-1k.csv"
-    write_csv(csv_small, 1000)
-    run([cli, "migrate"], env=cli_env(small_dsn))
-    run([cli, "import-movies", str(csv_small)], env=cli_env(small_dsn))
-    run([cli, "create-user", "--name", "Bench", "--email", EMAIL, "--password-stdin"], env=cli_env(small_dsn), input=PASSWORD + "\n")
-    run(["pgbench", "-i", "-q", "-s", "10", small])
+def verdict(ok):
+    return "—" if ok is None else ("met" if ok else "**missed**")
 
-    # Every client here is one address logging in to one account, and the throttle counts
-    # logins while they wait for a hashing thread: left at its defaults it would answer most
-    # of them 429, and the /token rows would measure the throttle instead of the hashing.
-    unthrottled = {"MYAPI_AUTH__IP_FAILURE_BURST": "1000000",
-                   "MYAPI_AUTH__ACCOUNT_FAILURE_BURST": "1000000"}
-    server = Server(small_dsn, work / "server-1k.log", unthrottled)
-    time.sleep(1)
-    idle_rss = server.status("VmRSS")
-    token = server.token()
-    auth = ["-H", f"Authorization: Bearer {token}"]
-    db_ceiling, by_id = {}, {}
-    for c in conn_levels:
-        server.reset_peak()
-        row("GET /health", c, oha(server.base + "/health", c, seconds), server.status("VmHWM"))
-        tps = pgbench(small, c, seconds)
-        db_ceiling[c] = tps
-        rows.append(("pgbench -S (database ceiling)", c, {"rps": tps, "p50": 0, "p99": 0, "statuses": {}}, None, "transactions/s"))
-        log(f"pgbench -S c={c}: {tps:.0f} tps")
-        server.reset_peak()
-        result = oha(server.base + "/movies/[1-9][0-9]{0,2}", c, seconds, ["--rand-regex-url", *auth])
-        by_id[c] = result
-        row("GET /movies/{id}", c, result, server.status("VmHWM"))
-        server.reset_peak()
-        row("GET /movies/new?year=1990&rating=9&limit=50 (1k rows)", c,
-            oha(server.base + "/movies/new?year=1990&rating=9&limit=50", c, seconds, auth), server.status("VmHWM"))
-    new_1k_p50 = next(r[2]["p50"] for r in rows if r[0].endswith("(1k rows)") and r[1] == 16)
-    read_peak_128 = max(r[3] or 0 for r in rows if r[1] == 128 and r[0].startswith("GET /movies"))
 
-    form = ["-m", "POST", "-T", "application/x-www-form-urlencoded",
-            "-d", urllib.parse.urlencode({"grant_type": "password", "username": EMAIL, "password": PASSWORD})]
-    token_results = {}
-    for c in conn_levels:
-        server.reset_peak()
-        token_results[c] = oha(server.base + "/token", c, seconds, form)
-        row("POST /token", c, token_results[c], server.status("VmHWM"))
+def get(R, key, field="rps"):
+    value = R.get(key)
+    if value is None:
+        return None
+    return value[field] if isinstance(value, dict) else value
 
-    # Login storm: 200 connections on /token while 16 read movies by id.
-    server.reset_peak()
-    storm = oha(server.base + "/token", 200, seconds + 4, form, background=True)
-    time.sleep(2)
-    during = oha(server.base + "/movies/[1-9][0-9]{0,2}", 16, seconds, ["--rand-regex-url", *auth])
-    storm_result = parse_oha(storm.communicate()[0])
-    storm_rss = server.status("VmHWM")
-    row("GET /movies/{id} during login storm", 16, during, storm_rss)
-    row("POST /token login storm (200 connections)", 200, storm_result, storm_rss)
-    server.stop()
 
-    # Tuning: with PostgreSQL on the same 2 cores, one async worker leaves it more CPU.
-    tuned = Server(small_dsn, work / "server-tuned.log", {"MYAPI_SERVER__WORKERS": "1"})
-    tuned_auth = ["-H", f"Authorization: Bearer {tuned.token()}"]
-    tuned_by_id = {}
-    for c in conn_levels:
-        tuned.reset_peak()
-        tuned_by_id[c] = oha(tuned.base + "/movies/[1-9][0-9]{0,2}", c, seconds, ["--rand-regex-url", *tuned_auth])
-        row("GET /movies/{id} with MYAPI_SERVER__WORKERS=1", c, tuned_by_id[c], tuned.status("VmHWM"))
-    tuned.stop()
-
-    # --- N movies: import speed and the listing at scale --------------------------------------
-    big = fresh_database("myapi_bench_big")
-    big_dsn = big + "?sslmode=disable"
-    csv_big = work / "movies-big.csv"
-    write_csv(csv_big, big_n)
-    run([cli, "migrate"], env=cli_env(big_dsn))
-    run([cli, "create-user", "--name", "Bench", "--email", EMAIL, "--password-stdin"], env=cli_env(big_dsn), input=PASSWORD + "\n")
-    import_secs = timed([cli, "import-movies", str(csv_big)], env=cli_env(big_dsn))
-    psql(big, "CREATE TABLE myapi.movies_copy (LIKE myapi.movies INCLUDING ALL)")
-    copy_secs = timed(["psql", big, "-v", "ON_ERROR_STOP=1", "-qc",
-                       f"\\copy myapi.movies_copy(movie_id,title,released,rating) FROM '{csv_big}' CSV HEADER"])
-    psql(big, "DROP TABLE myapi.movies_copy; ANALYZE myapi.movies")
-    log(f"import {big_n} rows: myapi-cli {import_secs:.2f} s, psql \\copy {copy_secs:.2f} s")
-    explain = run(["psql", big, "-qAtc", "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT movie_id, title, released, rating "
-                   "FROM myapi.movies WHERE released >= 1990 AND rating >= 9 ORDER BY movie_id LIMIT 51"]).stdout
-
-    server = Server(big_dsn, work / "server-big.log")
-    token = server.token()
-    auth = ["-H", f"Authorization: Bearer {token}"]
-    label = f"{big_n // 1000}k" if big_n < 1_000_000 else "1M"
-    server.reset_peak()
-    new_big = oha(server.base + "/movies/new?year=1990&rating=9&limit=50", 16, seconds, auth)
-    row(f"GET /movies/new?year=1990&rating=9&limit=50 ({label} rows)", 16, new_big, server.status("VmHWM"))
-    server.stop()
-
-    log("criterion micro-benchmarks")
-    micro = criterion(smoke)
-    argon2_ms = micro["argon2_verify"] / 1e6
-    argon2_ceiling = os.cpu_count() / (argon2_ms / 1000)
-
-    # --- report -------------------------------------------------------------------------------
-    def verdict(ok):
-        return "met" if ok else "**missed**"
-
-    storm_errors = {k: v for k, v in storm_result["statuses"].items() if k not in ("200", "429", "503")}
-    during_errors = {k: v for k, v in during["statuses"].items() if k != "200"}
-    targets = [
-        *[(f"GET /movies/{{id}} ≥ 40% of pgbench -S at {c} connections",
-           f"{by_id[c]['rps']:.0f} / {db_ceiling[c]:.0f} = {by_id[c]['rps'] / db_ceiling[c]:.0%}",
-           verdict(by_id[c]["rps"] >= 0.4 * db_ceiling[c])) for c in conn_levels],
-        *[(f"… the same with MYAPI_SERVER__WORKERS=1 (tuned for PostgreSQL on the same cores) at {c} connections",
-           f"{tuned_by_id[c]['rps']:.0f} / {db_ceiling[c]:.0f} = {tuned_by_id[c]['rps'] / db_ceiling[c]:.0%}",
-           verdict(tuned_by_id[c]["rps"] >= 0.4 * db_ceiling[c])) for c in conn_levels],
-        *[(f"POST /token ≥ 90% of argon2 ceiling ({os.cpu_count()} cores / {argon2_ms:.1f} ms = {argon2_ceiling:.0f}/s) at {c} connections",
-           f"{token_results[c]['rps']:.0f}/s = {token_results[c]['rps'] / argon2_ceiling:.0%}",
-           verdict(token_results[c]["rps"] >= 0.9 * argon2_ceiling)) for c in conn_levels],
-        ("Login storm: GET /movies/{id} p99 ≤ 50 ms", f"{during['p99']:.1f} ms", verdict(during["p99"] <= 50)),
-        ("Login storm: only 429/503 besides 200 on /token; reads all 200",
-         f"/token: {fmt_statuses(storm_result['statuses'])}; reads: {fmt_statuses(during['statuses'])}",
-         verdict(not storm_errors and not during_errors)),
-        ("Login storm: server RSS ≤ 256 MiB", f"{storm_rss:.0f} MiB", verdict(storm_rss <= 256)),
-        (f"/movies/new p50 at {label} rows within 2× of 1k rows", f"{new_big['p50']:.2f} ms vs {new_1k_p50:.2f} ms",
-         verdict(new_big["p50"] <= 2 * new_1k_p50)),
-        ("Server RSS idle ≤ 20 MiB", f"{idle_rss:.1f} MiB", verdict(idle_rss <= 20)),
-        ("Server RSS under 128 connections of reads ≤ 64 MiB", f"{read_peak_128:.1f} MiB", verdict(read_peak_128 <= 64)),
-        (f"Import {big_n} CSV rows ≤ 2× psql \\copy", f"{import_secs:.2f} s vs {copy_secs:.2f} s = {import_secs / copy_secs:.2f}×",
-         verdict(import_secs <= 2 * copy_secs)),
-    ]
+def report(R, plan, args, cluster):
+    big_label = f"{plan.big_n // 1000}k" if plan.big_n < 1_000_000 else "1M"
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    if args.template:
+        origin = "Structure only (`python3 bench/run.py --template`): every — is filled by a full run."
+    else:
+        origin = (f"Produced by `python3 bench/run.py{' --smoke' if plan.smoke else ''}"
+                  f"{' --only ' + ' '.join(args.only) if set(args.only) != set(SECTIONS) else ''}` on {when} "
+                  f"({'smoke mode: tiny sizes, 1 s runs — not representative' if plan.smoke else 'full run'}).")
+    pg_version = "—" if args.template else psql(ADMIN_URL, "SHOW server_version")
     lines = [
-        "# Benchmarks",
+        "# Benchmarks", "", origin, "",
+        f"- Machine: {'—' if args.template else machine()}; PostgreSQL {pg_version} on the same machine"
+        f"{' (the harness cluster: max_connections 300, shared_buffers 256MB, otherwise defaults)' if cluster or args.template else ''}.",
+        "- Server: release `myapi-web` with default settings (workers and blocking threads per worker = cores, pool 10, "
+        "hashing threads = cores, `RUST_LOG=info` access log to a file), PostgreSQL over TCP on 127.0.0.1 without TLS "
+        "(`sslmode=disable`, pgbench likewise). The service, PostgreSQL and the load generators share the machine's cores.",
+        f"- Load: `oha -z {plan.seconds}s -c C` from a separate process; `<id>` is a random id 1–{SMALL_N}. "
+        f"Reads run on {SMALL_N} movies of which exactly {SMALL_MATCHES} match `year=2000&rating=8`.",
+        f"- Ceilings: `pgbench -M prepared -c C -j 2 -T {plan.seconds}` running the statements the app sends for that "
+        "request (captured from PostgreSQL's log, with the same parameters; the id random), and the classic "
+        f"`pgbench -S -c C -j 2 -T {plan.seconds}` (simple protocol) on a scale-10 pgbench database.",
         "",
-        f"Produced by `python3 bench/run.py{' --smoke' if smoke else ''}` on {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} "
-        f"({'smoke mode: small N, 1 s runs — not representative' if smoke else 'full run'}).",
+        "## Targets", "",
+        "| target | measured | |", "|---|---|---|",
+    ]
+    for path, share in TARGETS_16.items():
+        label = next(lbl for lbl, p in READS if p == path)
+        rps, ceiling = get(R, (path, 16)), R.get(("ceiling", path, 16))
+        lines.append(f"| {label} ≥ {share:.0%} of the same SQL in pgbench at 16 connections | "
+                     f"{n(rps)} / {n(ceiling)} = {pct(rps, ceiling)} | "
+                     f"{verdict(None if rps is None or ceiling is None else rps >= share * ceiling)} |")
+    grid = R.get("grid")
+    if grid:
+        measured = [v for v in grid.values() if v["statuses"] == [200]]
+        over = [v for v in measured if v["p99"] > GRID_P99_MS]
+        worst = max((v["p99"] for v in measured), default=None)
+        skipped = len(grid) - len(measured)
+        lines.append(f"| {big_label} rows: every grid point's p99 ≤ {GRID_P99_MS:.0f} ms | "
+                     f"{len(measured) - len(over)} of {len(grid)} points within; worst p99 {n(worst, '.1f')} ms"
+                     f"{f'; {skipped} points not answered 200' if skipped else ''} | {verdict(not over and not skipped)} |")
+    else:
+        lines.append(f"| {big_label} rows: every grid point's p99 ≤ {GRID_P99_MS:.0f} ms | — | — |")
+    by16, db16 = get(R, (BY_ID, 16)), R.get(("pgbench -S", 16))
+    by128, db128 = get(R, (BY_ID, 128)), R.get(("pgbench -S", 128))
+    tuned16, tuned128 = get(R, ("tuned", 16)), get(R, ("tuned", 128))
+    micro = R.get("micro")
+    argon2_ms = micro["argon2_verify"] / 1e6 if micro else None
+    argon2_ceiling = os.cpu_count() / (argon2_ms / 1000) if argon2_ms else None
+    storm_token, storm_read = R.get(("storm token", 200)), R.get(("storm read", 16))
+    storm_rss = storm_read["rss"] if storm_read else None
+    new_small, new_big = get(R, (CURRENT_LISTING, 16), "p50"), get(R, ("big listing", 16), "p50")
+    read_peak = max((R[(p, 128)]["rss"] or 0 for _, p in READS if (p, 128) in R), default=None)
+    lines += [
+        f"| GET /movies/{{id}} ≥ 40% of pgbench -S at {c} connections | {n(r)} / {n(d)} = {pct(r, d)} | "
+        f"{verdict(None if r is None or d is None else r >= 0.4 * d)} |"
+        for c, r, d in [(16, by16, db16), (128, by128, db128)]
+    ]
+    lines += [
+        f"| … the same with MYAPI_SERVER__WORKERS=1 (tuned for PostgreSQL on the same cores) at {c} connections | "
+        f"{n(r)} / {n(d)} = {pct(r, d)} | {verdict(None if r is None or d is None else r >= 0.4 * d)} |"
+        for c, r, d in [(16, tuned16, db16), (128, tuned128, db128)]
+    ]
+    for c in (16, 128):
+        t = get(R, ("token", c))
+        lines.append(f"| POST /token ≥ 90% of argon2 ceiling ({os.cpu_count()} cores / {n(argon2_ms, '.1f')} ms = "
+                     f"{n(argon2_ceiling)}/s) at {c} connections | {n(t)}/s = {pct(t, argon2_ceiling)} | "
+                     f"{verdict(None if t is None or argon2_ceiling is None else t >= 0.9 * argon2_ceiling)} |")
+    storm_ok = None
+    if storm_token and storm_read:
+        storm_ok = (not [k for k in storm_token["statuses"] if k not in ("200", "429", "503")]
+                    and not [k for k in storm_read["statuses"] if k != "200"])
+    lines += [
+        f"| Login storm: GET /movies/{{id}} p99 ≤ 50 ms | {n(get(R, ('storm read', 16), 'p99'), '.1f')} ms | "
+        f"{verdict(None if not storm_read else storm_read['p99'] <= 50)} |",
+        f"| Login storm: only 429/503 besides 200 on /token; reads all 200 | "
+        f"{'/token: ' + fmt_statuses(storm_token['statuses']) + '; reads: ' + fmt_statuses(storm_read['statuses']) if storm_ok is not None else '—'} | "
+        f"{verdict(storm_ok)} |",
+        f"| Login storm: server RSS ≤ 256 MiB | {n(storm_rss)} MiB | {verdict(None if storm_rss is None else storm_rss <= 256)} |",
+        f"| /movies/new p50 at {big_label} rows within 2× of {SMALL_N} rows | {n(new_big, '.2f')} ms vs {n(new_small, '.2f')} ms | "
+        f"{verdict(None if new_big is None or new_small is None else new_big <= 2 * new_small)} |",
+        f"| Server RSS idle ≤ 20 MiB | {n(R.get('idle_rss'), '.1f')} MiB | "
+        f"{verdict(None if R.get('idle_rss') is None else R['idle_rss'] <= 20)} |",
+        f"| Server RSS under 128 connections of reads ≤ 64 MiB | {n(read_peak, '.1f')} MiB | "
+        f"{verdict(None if read_peak is None else read_peak <= 64)} |",
+        f"| Import {plan.big_n} CSV rows ≤ 2× psql \\copy | {n(R.get('import_secs'), '.2f')} s vs "
+        f"{n(R.get('copy_secs'), '.2f')} s | {verdict(None if 'import_secs' not in R else R['import_secs'] <= 2 * R['copy_secs'])} |",
         "",
-        f"- Machine: {machine()}; PostgreSQL {psql(ADMIN_URL, 'SHOW server_version')} on the same machine"
-        f"{' (a throwaway cluster: max_connections 300, shared_buffers 256MB, otherwise defaults)' if cluster else ''}.",
-        f"- Server: release `myapi-web` with default settings (workers and blocking threads per worker = cores, pool 10, "
-        "hashing threads = cores, `RUST_LOG=info` access log to a file), "
-        "PostgreSQL over TCP on 127.0.0.1 without TLS (`sslmode=disable`, pgbench likewise).",
-        f"- Load: `oha -z {seconds}s -c C` from a separate process; `GET /movies/{{id}}` picks random ids 1–999; "
-        f"`pgbench -S -c C -j 2 -T {seconds}` on a scale-10 pgbench database; {big_n} synthetic movies for the large case.",
-        "",
+    ]
+
+    lines += [
+        "## Reads against their ceilings", "",
+        "Each read beside the same SQL in pgbench (its own ceiling) and beside `pgbench -S`.", "",
+        "| read | connections | myapi req/s | p50 ms | p99 ms | non-2xx/errors | same SQL in pgbench, tps | myapi / same SQL | pgbench -S, tps | myapi / pgbench -S |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in plan.levels:
+        db = R.get(("pgbench -S", c))
+        health = get(R, ("health", c))
+        lines.append(f"| GET /health (HTTP ceiling) | {c} | {n(health)} | {n(get(R, ('health', c), 'p50'), '.2f')} | "
+                     f"{n(get(R, ('health', c), 'p99'), '.2f')} | {n(get(R, ('health', c), 'errors'), 'd')} | | | {n(db)} | |")
+        for label, path in READS:
+            rps, ceiling = get(R, (path, c)), R.get(("ceiling", path, c))
+            lines.append(f"| {label} | {c} | {n(rps)} | {n(get(R, (path, c), 'p50'), '.2f')} | "
+                         f"{n(get(R, (path, c), 'p99'), '.2f')} | {n(get(R, (path, c), 'errors'), 'd')} | {n(ceiling)} | "
+                         f"{pct(rps, ceiling)} | {n(db)} | {pct(rps, db)} |")
+    lines += ["", "The statements each ceiling runs (`pgbench -M prepared -f`):", ""]
+    for label, path in READS:
+        script, origin = R.get("sql", {}).get(path, ("—", "—"))
+        lines += [f"- {label} ({origin}):", "", "  ```", *["  " + l for l in script.strip().splitlines()], "  ```", ""]
+
+    lines += [
+        "## Login and other scenarios", "",
         "| scenario | connections | requests/s | p50 ms | p99 ms | responses | server peak RSS MiB |",
         "|---|---|---|---|---|---|---|",
     ]
-    for scenario, conns, result, rss, extra in rows:
-        if extra == "transactions/s":
-            lines.append(f"| {scenario} | {conns} | {result['rps']:.0f} tps | | | | |")
-        else:
-            lines.append(f"| {scenario} | {conns} | {result['rps']:.0f} | {result['p50']:.2f} | {result['p99']:.2f} | "
-                         f"{fmt_statuses(result['statuses'])} | {rss:.1f} |")
+    others = ([(f"POST /token", ("token", c)) for c in plan.levels]
+              + [("GET /movies/{id} during login storm", ("storm read", 16)),
+                 ("POST /token login storm (200 connections)", ("storm token", 200))]
+              + [("GET /movies/{id} with MYAPI_SERVER__WORKERS=1", ("tuned", c)) for c in plan.levels]
+              + [(f"GET {CURRENT_LISTING} ({big_label} rows)", ("big listing", 16))])
+    for label, key in others:
+        r = R.get(key)
+        lines.append(f"| {label} | {key[1]} | {n(get(R, key))} | {n(get(R, key, 'p50'), '.2f')} | "
+                     f"{n(get(R, key, 'p99'), '.2f')} | {fmt_statuses(r['statuses']) if r else '—'} | "
+                     f"{n(r['rss'] if r else None, '.1f')} |")
+    lines += ["", f"Idle server RSS after start-up: {n(R.get('idle_rss'), '.1f')} MiB.", ""]
+
     lines += [
-        "",
-        f"Idle server RSS after start-up: {idle_rss:.1f} MiB.",
-        "",
-        "## Micro-benchmarks (criterion, `cargo bench -p myapi-services --bench micro`)",
-        "",
-        "| benchmark | mean |",
-        "|---|---|",
-        f"| token sign (HS256) | {micro['token_sign'] / 1000:.2f} µs |",
-        f"| token verify (HS256) | {micro['token_verify'] / 1000:.2f} µs |",
-        f"| argon2id verify (m=19456 KiB, t=2, p=1) | {argon2_ms:.2f} ms |",
-        f"| movies query on SQLite (1k rows, 50-row page) | {micro['movies_query_sqlite_1k'] / 1000:.1f} µs |",
-        "",
-        "## Targets",
-        "",
-        "| target | measured | |",
-        "|---|---|---|",
-        *[f"| {t} | {m} | {v} |" for t, m, v in targets],
-        "",
-        f"## Import of {big_n} rows",
-        "",
-        f"`myapi-cli import-movies` took {import_secs:.2f} s; `psql \\copy` of the same file into a copy of the table "
-        f"took {copy_secs:.2f} s.",
-        "",
-        f"## Query plan of the listing at {label} rows",
-        "",
-        "```",
-        explain.strip(),
-        "```",
-        "",
+        f"## Plans at {big_label} rows: the grid over HTTP", "",
+        f"`GET /movies/new?year=Y&rating=R&limit={GRID_LIMIT}`, without a cursor and with `after={GRID_AFTER}`, on "
+        f"{plan.big_n} movies (ids 1..{plan.big_n}, years 1900–2025, ratings 0.0–10.0 in tenths, spread evenly). "
+        f"After {plan.grid_warmup} warm-up requests over the grid, {plan.grid_reps} sequential requests per point on "
+        f"one keep-alive connection (Python http.client), latency measured by the client. "
+        f"p50 / p99 in ms; target p99 ≤ {GRID_P99_MS:.0f} ms (over it in bold). `rows`: movies in the last answer.", "",
+        "| year | rating | no cursor p50 / p99 ms | rows | after=500000 p50 / p99 ms | rows |",
+        "|---|---|---|---|---|---|",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    log(f"wrote {args.out}")
-    if not cluster:
-        for name in ["myapi_bench_1k", "myapi_bench_big"]:
-            psql(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for year in plan.grid_years:
+        for rating in plan.grid_ratings:
+            cells = []
+            for after in (None, GRID_AFTER):
+                v = (grid or {}).get((year, rating, after))
+                if v is None:
+                    cells += ["— / —", "—"]
+                elif v["statuses"] != [200]:
+                    cells += [f"status {', '.join(map(str, v['statuses']))}", "—"]
+                else:
+                    p99 = f"{v['p99']:.1f}"
+                    cells += [f"{v['p50']:.1f} / {'**' + p99 + '**' if v['p99'] > GRID_P99_MS else p99}", str(v["rows"])]
+            lines.append(f"| {year} | {rating} | {' | '.join(cells)} |")
+    lines += ["", f"Query plan of `{CURRENT_LISTING}`'s SQL at {big_label} rows (psql, literal values):", "",
+              "```", R.get("explain", "—"), "```", ""]
+
+    lines += [
+        "## Fleet costs (issue #14)", "",
+        "At 16 connections. The login budget in PostgreSQL (shared by every instance, the default on PostgreSQL) "
+        f"against the in-process one (`{LOGIN_BUDGET_ENV}={LOGIN_BUDGET_MEMORY}`); reads with the metrics listener "
+        f"on (`{METRICS_ENV}=127.0.0.1:PORT`) against off (empty, the default).", "",
+        "| scenario | shared store (PostgreSQL) | in-process store |", "|---|---|---|",
+        f"| POST /token req/s | {n(get(R, ('budget token', 'shared')))} | {n(get(R, ('budget token', 'memory')))} |",
+        f"| GET /movies/{{id}} p99 ms | {n(get(R, ('budget read', 'shared'), 'p99'), '.2f')} | "
+        f"{n(get(R, ('budget read', 'memory'), 'p99'), '.2f')} |",
+        f"| GET /movies/{{id}} p99 ms while 16 connections log in | "
+        f"{n(get(R, ('budget read during logins', 'shared'), 'p99'), '.2f')} | "
+        f"{n(get(R, ('budget read during logins', 'memory'), 'p99'), '.2f')} |",
+        "", "| read req/s | metrics off | metrics on | on / off |", "|---|---|---|---|",
+    ]
+    for label, path in READS[:2]:
+        off, on = get(R, ("metrics", "off", path)), get(R, ("metrics", "on", path))
+        lines.append(f"| {label} | {n(off)} | {n(on)} | {pct(on, off)} |")
+    lines += [""] + [f"- {note}" for note in R["notes"]] + ([""] if R["notes"] else [])
+
+    lines += sweep_table(R.get("sweep"), plan.sweep_levels, SWEEP_PATHS, "this service", plan.sweep_seconds)
+
+    micro = R.get("micro") or {}
+    lines += [
+        "## Micro-benchmarks (criterion, `cargo bench -p myapi-services --bench micro`)", "",
+        "| benchmark | mean |", "|---|---|",
+        f"| token sign (HS256) | {n(micro.get('token_sign', 0) / 1000 if micro else None, '.2f')} µs |",
+        f"| token verify (HS256) | {n(micro.get('token_verify', 0) / 1000 if micro else None, '.2f')} µs |",
+        f"| argon2id verify (m=19456 KiB, t=2, p=1) | {n(argon2_ms, '.2f')} ms |",
+        f"| movies query on SQLite (1k rows, 50-row page) | "
+        f"{n(micro.get('movies_query_sqlite_1k', 0) / 1000 if micro else None, '.1f')} µs |",
+        "",
+        f"## Import of {plan.big_n} rows", "",
+        f"`myapi-cli import-movies` took {n(R.get('import_secs'), '.2f')} s; `psql \\copy` of the same file into a copy "
+        f"of the table took {n(R.get('copy_secs'), '.2f')} s.", "",
+    ]
+    return "\n".join(lines)
+
+
+def sweep_table(results, levels, paths, who, seconds):
+    lines = [
+        f"## Sweep: {who}, 1 to {levels[-1]} connections", "",
+        f"`oha -z {seconds}s -c C` per step on the {SMALL_N} movies; after each step, the time until the server "
+        "answers again (a request answered within 1 s). Errors: responses other than 2xx, and failed connections. "
+        "To hold another implementation against this one, see bench/README.md.", "",
+        "| read | connections | req/s | p50 ms | p99 ms | errors | answers again after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        for c in levels:
+            r = (results or {}).get((path, c))
+            if r is None:
+                lines.append(f"| GET {path} | {c} | — | — | — | — | — |")
+                continue
+            rec = f"> limit (never)" if r["recovery"] is None else f"{r['recovery']:.2f} s"
+            lines.append(f"| GET {path} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | {rec} |")
+    peaks = []
+    for path in paths:
+        best = max((results or {}).get((path, c), {}).get("rps", 0) for c in levels)
+        if best:
+            peaks.append(f"GET {path}: {best:.0f} req/s")
+    if peaks:
+        lines += ["", "Peaks: " + "; ".join(peaks) + "."]
+    return lines + [""]
+
+
+# --- entry points ----------------------------------------------------------------------------------
+
+def start_postgres(args, work):
+    global ADMIN_URL
+    if ADMIN_URL is None:
+        log("starting the harness's PostgreSQL cluster")
+        cluster = Cluster(args.fresh)
+        ADMIN_URL = cluster.url
+        return cluster
+    return None
+
+
+def build():
+    log("building release binaries")
+    run(["cargo", "build", "--release", "-q", "-p", "myapi-web", "-p", "myapi-cli"], cwd=ROOT)
+
+
+def cleanup(cluster, work):
+    for server in SERVERS:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+    if cluster:
+        cluster.stop()
+    elif ADMIN_URL:
+        for name in ["myapi_bench_small", "myapi_bench_import"]:
+            subprocess.run(["psql", ADMIN_URL, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+                           capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep_main(args):
+    """--sweep: this service (started here) or another at --base-url."""
+    levels = [int(c) for c in args.levels.split(",")] if args.levels else (
+        [1, 2, 4] if args.smoke else SWEEP_LEVELS)
+    seconds = args.seconds or (1 if args.smoke else 10)
+    paths = args.path or SWEEP_PATHS
+    work = Path(tempfile.mkdtemp(prefix="myapi-bench-"))
+    cluster = None
+    csv_path = Path(args.data) if args.data else work / "movies-1010.csv"
+    if not args.data:
+        write_small_csv(csv_path)
+    try:
+        if args.base_url:
+            base = args.base_url.rstrip("/")
+            if args.load_dsn:
+                log(f"loading {csv_path} into {args.load_table}")
+                run(["psql", args.load_dsn, "-v", "ON_ERROR_STOP=1", "-qc", f"TRUNCATE {args.load_table}"])
+                run(["psql", args.load_dsn, "-v", "ON_ERROR_STOP=1", "-qc",
+                     f"\\copy {args.load_table}(movie_id,title,released,rating) FROM '{csv_path}' CSV HEADER"])
+            token = args.token or (login(base, args.username, args.password, args.token_path)
+                                   if args.username else None)
+            probe = args.probe or paths[0].replace("<id>", "1")
+            who = base
+        else:
+            cluster = start_postgres(args, work)
+            build()
+            small = load_small("myapi_bench_small", csv_path if args.data else None)
+            server = Server(small, work / "server-sweep.log")
+            base, token, probe, who = server.base, server.token(), args.probe or "/health", "this service"
+        results = sweep_run(base, token, paths, levels, seconds, probe, args.recover_secs or (10 if args.smoke else 900))
+        text = "\n".join(sweep_table(results, levels, paths, who, seconds))
+        if args.out:
+            Path(args.out).write_text(text)
+            log(f"wrote {args.out}")
+        print(text)
+    finally:
+        cleanup(cluster, work)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and 1 s runs (for CI)")
+    parser.add_argument("--out", help="report path (default docs/BENCHMARKS.md; --sweep: stdout only)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="sections to run")
+    parser.add_argument("--template", action="store_true", help="write the report's structure, run nothing")
+    parser.add_argument("--fresh", action="store_true", help="wipe the harness's cluster (and cached tables) first")
+    sweep = parser.add_argument_group("--sweep")
+    sweep.add_argument("--sweep", action="store_true", help="sweep connections against one service")
+    sweep.add_argument("--data", help="CSV (movie_id,title,released,rating) to load; default the 1,010 movies")
+    sweep.add_argument("--base-url", help="another implementation, e.g. http://127.0.0.1:8001 (default: start this one)")
+    sweep.add_argument("--token", help="bearer token for --base-url")
+    sweep.add_argument("--username", help="log in at --base-url with the OAuth2 password grant")
+    sweep.add_argument("--password")
+    sweep.add_argument("--token-path", default="/token")
+    sweep.add_argument("--load-dsn", help="PostgreSQL URL of --base-url's database: TRUNCATE --load-table, COPY --data")
+    sweep.add_argument("--load-table", default="myapi.movies")
+    sweep.add_argument("--path", action="append", help=f"path to load, repeatable; <id> = random id (default {SWEEP_PATHS})")
+    sweep.add_argument("--probe", help="path polled after each step (default /health here, else the first --path)")
+    sweep.add_argument("--levels", help="connections, comma-separated (default 1,2,4,…,256)")
+    sweep.add_argument("--seconds", type=int, help="per step (default 10)")
+    sweep.add_argument("--recover-secs", type=int, help="give up waiting for an answer after a step (default 900)")
+    args = parser.parse_args()
+    for tool in [] if args.template else ["cargo", "psql", "pgbench", "oha"]:
+        if not shutil.which(tool):
+            sys.exit(f"bench: `{tool}` not found (oha: cargo install oha)")
+    if args.sweep:
+        return sweep_main(args)
+    plan = Plan(args.smoke)
+    out = Path(args.out or ROOT / "docs" / "BENCHMARKS.md")
+    if args.template:
+        text = report({"notes": []}, plan, args, None)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="myapi-bench-"))
+        os.chmod(work, 0o755)
+        cluster = start_postgres(args, work)
+        try:
+            build()
+            R = measure(args, plan, work, cluster)
+            text = report(R, plan, args, cluster)
+        finally:
+            cleanup(cluster, work)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    log(f"wrote {out}")
 
 
 if __name__ == "__main__":
