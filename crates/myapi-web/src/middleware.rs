@@ -74,11 +74,11 @@ pub async fn observe(
             BodySize::Stream,
         ),
     };
-    if let Some(active) = active {
-        active.finish(&route, status, elapsed.as_secs_f64());
-    }
     if let Some(logged) = logged {
         logged.write(&id, &route, status, bytes, elapsed);
+    }
+    if let Some(active) = active {
+        active.finish(route, status, elapsed.as_secs_f64());
     }
     match (result, header) {
         (Ok(mut response), Some(header)) => {
@@ -143,11 +143,11 @@ impl ActiveRequest {
         Self { method }
     }
 
-    fn finish(self, route: &str, status: StatusCode, seconds: f64) {
+    fn finish(self, route: String, status: StatusCode, seconds: f64) {
         ::metrics::histogram!(
             metrics::REQUEST_DURATION,
             "http_request_method" => self.method,
-            "http_route" => route.to_owned(),
+            "http_route" => route,
             "http_response_status_code" => status.as_str().to_owned(),
         )
         .record(seconds);
