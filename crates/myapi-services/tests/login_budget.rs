@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use myapi_services::auth::{BudgetError, BudgetKeys, LoginBudget, LoginThrottle, PostgresBudget};
-use myapi_services::config::AuthSettings;
+use myapi_services::config::{AuthSettings, LoginBudgetStore};
 use myapi_services::{Database, ServiceError};
 use support::{Backend, TestDb};
 
@@ -399,8 +399,39 @@ fn the_cost_of_a_login_on_the_shared_store() {
         budget.check_client(&f.keys.network(ATTACKER)).unwrap();
     }
     let check = started.elapsed() / LOGINS;
+    // A round trip that does nothing, for scale.
     println!(
-        "shared login budget on one connection: reserve + release {pair:?} per login, check_client {check:?}"
+        "shared login budget on one connection: reserve + release {pair:?} per login, \
+         check_client {check:?}; an empty round trip {:?}",
+        round_trip(&f.db.as_ref().unwrap().0.dsn)
     );
     assert!(pair < Duration::from_millis(20), "{pair:?}");
+}
+
+/// "database" names the shared store, which only PostgreSQL has: on SQLite start-up stops
+/// and names the key.
+#[test]
+fn the_database_store_needs_postgresql() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let mut settings = db.settings();
+    settings.auth.login_budget = LoginBudgetStore::Database;
+    match myapi_services::Services::build(&settings, true) {
+        Err(error) => assert!(error.to_string().contains("auth.login_budget"), "{error}"),
+        Ok(_) => panic!("a database login budget on SQLite was accepted"),
+    }
+}
+
+/// The time of one `SELECT 1` on its own connection: a round trip to the database.
+fn round_trip(dsn: &str) -> Duration {
+    use myapi_models::diesel::prelude::*;
+    use myapi_models::diesel::{PgConnection, dsl::sql, sql_types::Integer};
+    let mut conn = PgConnection::establish(dsn).unwrap();
+    const TRIPS: u32 = 2000;
+    let started = Instant::now();
+    for _ in 0..TRIPS {
+        myapi_models::diesel::select(sql::<Integer>("1"))
+            .get_result::<i32>(&mut conn)
+            .unwrap();
+    }
+    started.elapsed() / TRIPS
 }

@@ -94,8 +94,8 @@ END $$;
 
 -- Gives a reservation back and returns how many buckets it found (0 to 2; a bucket that
 -- leaked empty may have been pruned). With `stamp`, the password matched: the client
--- network is trusted for the account from now, and up to 16 trusts older than
--- `trusted_secs` go.
+-- network is trusted for the account from now (refreshed at most daily), and up to 16
+-- trusts older than `trusted_secs` go.
 CREATE FUNCTION myapi.login_budget_release(
     account_key BYTEA, account_leak FLOAT8,
     client_key BYTEA, client_leak FLOAT8,
@@ -116,7 +116,11 @@ BEGIN
     WHERE key = client_key;
     GET DIAGNOSTICS n = ROW_COUNT;
     refunded := refunded + n;
-    IF stamp IS NOT NULL THEN
+    -- A daily refresh is enough for a 30-day trust, and spares most logins a write.
+    IF stamp IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM myapi.login_trusted_networks
+        WHERE stamp_digest = stamp AND network = client_key AND since > t - interval '1 day')
+    THEN
         INSERT INTO myapi.login_trusted_networks (stamp_digest, network, since)
         VALUES (stamp, client_key, t)
         ON CONFLICT (stamp_digest, network) DO UPDATE SET since = excluded.since;
@@ -128,22 +132,30 @@ BEGIN
     RETURN refunded;
 END $$;
 
+-- (PL/pgSQL rather than SQL functions: PostgreSQL keeps their plans per connection.)
+
 -- Seconds the client network `k` must wait, if positive: (level + 1 - burst) * leak. NULL
 -- when it has no bucket.
 CREATE FUNCTION myapi.login_budget_client_wait(k BYTEA, burst FLOAT8, leak FLOAT8)
 RETURNS FLOAT8
-LANGUAGE sql STABLE AS $$
-    SELECT extract(epoch FROM greatest(empty_at, now()) - now())::float8 + leak * (1 - burst)
-    FROM myapi.login_budgets WHERE key = k
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT extract(epoch FROM greatest(empty_at, now()) - now())::float8
+                   + leak * (1 - burst)
+            FROM myapi.login_budgets WHERE key = k);
+END $$;
 
 -- Charges one failure to the client network `k` alone (a bad refresh or revocation token)
 -- and returns its level after the charge.
 CREATE FUNCTION myapi.login_budget_charge_client(k BYTEA, leak FLOAT8) RETURNS FLOAT8
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+DECLARE
+    level FLOAT8;
+BEGIN
     INSERT INTO myapi.login_budgets AS b (key, empty_at)
     VALUES (k, now() + leak * interval '1 second')
     ON CONFLICT (key) DO UPDATE
     SET empty_at = greatest(b.empty_at, now()) + leak * interval '1 second'
-    RETURNING extract(epoch FROM b.empty_at - now())::float8 / leak
-$$;
+    RETURNING extract(epoch FROM b.empty_at - now())::float8 / leak INTO level;
+    RETURN level;
+END $$;

@@ -12,7 +12,6 @@
 //! password was wrong.
 
 use diesel::prelude::*;
-use diesel::sql_types::{Bytea, Double, Nullable};
 use ipnet::IpNet;
 use myapi_models::{DbConnection, DbError};
 
@@ -23,26 +22,35 @@ use crate::database::Database;
 
 // The migration's functions (found through the connection's `search_path`). Called through
 // the query builder, so each connection prepares each call once and reuses it.
-diesel::define_sql_function! {
-    fn login_budget_reserve(
-        account_key: Bytea, account_burst: Double, account_leak: Double,
-        client_key: Bytea, client_burst: Double, client_leak: Double,
-        stamp: Nullable<Bytea>, trusted_secs: Double
-    ) -> Nullable<Double>;
+#[allow(clippy::too_many_arguments)] // a reservation's eight parameters
+mod sql {
+    use diesel::sql_types::{Bytea, Double, Nullable};
+
+    diesel::define_sql_function! {
+        fn login_budget_reserve(
+            account_key: Bytea, account_burst: Double, account_leak: Double,
+            client_key: Bytea, client_burst: Double, client_leak: Double,
+            stamp: Nullable<Bytea>, trusted_secs: Double
+        ) -> Nullable<Double>;
+    }
+    diesel::define_sql_function! {
+        fn login_budget_release(
+            account_key: Bytea, account_leak: Double,
+            client_key: Bytea, client_leak: Double,
+            stamp: Nullable<Bytea>, trusted_secs: Double
+        ) -> Integer;
+    }
+    diesel::define_sql_function! {
+        fn login_budget_client_wait(key: Bytea, burst: Double, leak: Double) -> Nullable<Double>;
+    }
+    diesel::define_sql_function! {
+        fn login_budget_charge_client(key: Bytea, leak: Double) -> Double;
+    }
 }
-diesel::define_sql_function! {
-    fn login_budget_release(
-        account_key: Bytea, account_leak: Double,
-        client_key: Bytea, client_leak: Double,
-        stamp: Nullable<Bytea>, trusted_secs: Double
-    ) -> Integer;
-}
-diesel::define_sql_function! {
-    fn login_budget_client_wait(key: Bytea, burst: Double, leak: Double) -> Nullable<Double>;
-}
-diesel::define_sql_function! {
-    fn login_budget_charge_client(key: Bytea, leak: Double) -> Double;
-}
+use sql::{
+    login_budget_charge_client, login_budget_client_wait, login_budget_release,
+    login_budget_reserve,
+};
 
 /// The login budget of every instance on this PostgreSQL database.
 #[derive(Debug, Clone)]

@@ -1,0 +1,103 @@
+//! Several instances on one PostgreSQL database spend one login budget (`auth.login_budget`
+//! = "auto" means the database there); with "memory" each instance has its own.
+
+use myapi_services::Settings;
+use myapi_services::config::LoginBudgetStore;
+use myapi_web::Application;
+
+use crate::support::{Backend, TestDb};
+use crate::{TestApp, spawn_app_configured};
+
+const EMAIL: &str = "fleet@example.com";
+const PASSWORD: &str = "correct-horse-battery";
+
+/// Starts another instance on `app`'s database with its settings, as a fleet would.
+async fn start_instance(app: &TestApp) -> String {
+    let mut settings = app.settings.clone();
+    settings.database.run_migrations = false;
+    settings.database.pool_size = 2.try_into().unwrap();
+    let server = app.server.clone();
+    let instance = tokio::task::spawn_blocking(move || Application::build(&server, &settings))
+        .await
+        .unwrap()
+        .unwrap();
+    let address = format!("http://127.0.0.1:{}", instance.port());
+    tokio::spawn(instance.run_until_stopped());
+    address
+}
+
+/// Three instances; `guesses` wrong passwords for one account (`same_client`: from one
+/// address, else each from its own) sent to them in turn. Returns how many were checked
+/// (400) before the first 429, and checks that every later one is a 429.
+async fn spread_guesses(store: LoginBudgetStore, same_client: bool) -> Option<usize> {
+    let db = TestDb::new(Backend::Postgres)?;
+    // Clients are told apart by X-Forwarded-For, as behind the fleet's proxy.
+    let app = spawn_app_configured(
+        db,
+        |server| server.trusted_proxies = "127.0.0.1".parse().unwrap(),
+        |s: &mut Settings| {
+            s.auth.login_budget = store;
+            s.auth.account_failure_burst = 3.try_into().unwrap();
+            s.auth.ip_failure_burst = if same_client { 3 } else { 1000 }.try_into().unwrap();
+            s.auth.account_failure_refill_secs = 600;
+            s.auth.ip_failure_refill_secs = 600;
+        },
+    )
+    .await;
+    app.create_user(EMAIL, PASSWORD).await;
+    let instances = [
+        app.address.clone(),
+        start_instance(&app).await,
+        start_instance(&app).await,
+    ];
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        // Each guess names another account when the client budget is under test.
+        let username = if same_client {
+            format!("user{i}@example.com")
+        } else {
+            EMAIL.to_owned()
+        };
+        let response = app
+            .client
+            .post(format!("{}/token", instances[i % 3]))
+            .form(&[("username", username.as_str()), ("password", "wrong-guess")])
+            .header(
+                "X-Forwarded-For",
+                format!("203.0.113.{}", if same_client { 1 } else { i + 1 }),
+            )
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    let checked = statuses.iter().take_while(|s| **s == 400).count();
+    assert!(
+        statuses[checked..].iter().all(|s| *s == 429),
+        "{store:?}: {statuses:?}"
+    );
+    Some(checked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_guesses_across_instances_stop_at_one_account_budget() {
+    if let Some(checked) = spread_guesses(LoginBudgetStore::Auto, false).await {
+        assert_eq!(checked, 3, "one budget of 3 for the fleet");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_across_instances_spends_one_client_budget() {
+    if let Some(checked) = spread_guesses(LoginBudgetStore::Database, true).await {
+        assert_eq!(checked, 3, "one budget of 3 for the fleet");
+    }
+}
+
+/// The in-process store, chosen on PostgreSQL (as the benchmarks do to compare): each
+/// instance counts alone, so three instances allow three budgets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_budgets_are_per_instance() {
+    if let Some(checked) = spread_guesses(LoginBudgetStore::Memory, false).await {
+        assert_eq!(checked, 9, "3 instances x a budget of 3");
+    }
+}
