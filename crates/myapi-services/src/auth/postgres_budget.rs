@@ -5,7 +5,8 @@
 //! functions: a reservation calls `login_budget_reserve`, which locks the account's and the client's rows (account first,
 //! so steps never deadlock), and charges both or neither, so racing reservations from any
 //! number of instances queue on the rows and cannot over-admit. Time is the database's.
-//! Rows are UNLOGGED; fully leaked ones are pruned by reservations, at most 16 each.
+//! Rows are UNLOGGED; each reservation deletes the fully leaked ones among 32 rows from a
+//! random key on, so stale rows stay a small share of the table.
 //!
 //! Any failure of the store is [`ServiceError::Unavailable`]: an attempt the budget could
 //! not count must not go ahead, and the client is told to come back, not that its
