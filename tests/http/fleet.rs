@@ -1,5 +1,6 @@
 //! Several instances on one PostgreSQL database spend one login budget (`auth.login_budget`
-//! = "auto" means the database there); with "memory" each instance has its own.
+//! = "auto" means the database there); with "memory" each instance has its own. A budget
+//! the database cannot answer is a 503.
 
 use myapi_services::Settings;
 use myapi_services::config::LoginBudgetStore;
@@ -100,4 +101,31 @@ async fn in_process_budgets_are_per_instance() {
     if let Some(checked) = spread_guesses(LoginBudgetStore::Memory, false).await {
         assert_eq!(checked, 9, "3 instances x a budget of 3");
     }
+}
+
+/// A budget the database cannot answer stops the login with 503 and `Retry-After`: the
+/// guess is neither let through uncounted nor answered as a wrong password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_the_database_cannot_answer_is_a_503() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let app = spawn_app_configured(db, |_| {}, |_| {}).await;
+    app.create_user(EMAIL, PASSWORD).await;
+    let dropped = std::process::Command::new("psql")
+        .args([
+            app.db.dsn.as_str(),
+            "-qc",
+            "DROP FUNCTION myapi.login_budget_reserve",
+        ])
+        .status()
+        .unwrap();
+    assert!(dropped.success());
+    let response = app
+        .post_token(&[("username", EMAIL), ("password", PASSWORD)])
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
 }
