@@ -248,24 +248,24 @@ pub fn wait_ok(
     limit: Duration,
 ) -> Result<Duration, String> {
     let started = Instant::now();
+    let mut last;
     loop {
-        if let Ok(response) = http::get(addr, path, &[])
-            && response.status == 200
-        {
-            return Ok(started.elapsed());
+        match http::get(addr, path, &[]) {
+            Ok(response) if response.status == 200 => return Ok(started.elapsed()),
+            Ok(response) => last = format!("{} {}", response.status, response.text()),
+            Err(e) => last = e.to_string(),
         }
         if let Some(status) = process.exited() {
             return Err(format!(
                 "{} exited ({status}) before {path} answered 200; its log ends:\n{}",
                 process.name,
-                process.log_tail(20)
+                process.log_tail(10)
             ));
         }
         if started.elapsed() > limit {
             return Err(format!(
-                "{} did not answer 200 on http://{addr}{path} within {limit:?}; its log ends:\n{}",
+                "{} did not answer 200 on http://{addr}{path} within {limit:?} (last: {last})",
                 process.name,
-                process.log_tail(20)
             ));
         }
         std::thread::sleep(Duration::from_millis(50));
