@@ -475,14 +475,12 @@ impl AuthService {
             self.users.clone(),
             self.sessions.clone(),
         );
-        let (stamp, user_id, old_hash) = (
-            user.security_stamp.clone(),
-            user.user_id,
-            user.hashed_password.clone(),
-        );
+        let stamp = user.security_stamp.clone();
+        let upgrade =
+            upgraded_hash.map(|new_hash| (user.user_id, user.hashed_password.clone(), new_hash));
         blocking(move || {
             budget.release(&attempt, Some(&stamp))?;
-            if let Some(new_hash) = upgraded_hash {
+            if let Some((user_id, old_hash, new_hash)) = upgrade {
                 users.upgrade_hash(user_id, &old_hash, &new_hash)?;
             }
             if let Some((family, first)) = session {
