@@ -1,0 +1,1 @@
+DROP INDEX myapi.movies_rating_released_idx;
