@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::blocking::block;
 use crate::error::ApiError;
 use crate::extract::{Authorized, MoviesRead, MoviesWrite, query_pairs};
 use crate::openapi::{ConditionalWriteErrors, GuardedErrors};
@@ -107,7 +108,7 @@ async fn find_movie(
     services: web::Data<Services>,
     movie_id: MovieId,
 ) -> Result<HttpResponse, ApiError> {
-    let found = web::block(move || services.movies.get(movie_id)).await??;
+    let found = block(move || services.movies.get(movie_id)).await??;
     let etag = etag(found.version);
     if none_match(req.headers(), found.version) {
         return Ok(HttpResponse::NotModified()
@@ -148,7 +149,7 @@ pub async fn create_movie(
 ) -> Result<HttpResponse, ApiError> {
     require_media_type(req.headers(), JSON)?;
     let input = read_movie(&body)?;
-    let created = web::block(move || services.movies.create(&input)).await??;
+    let created = block(move || services.movies.create(&input)).await??;
     let location = format!("/movies/{}", created.movie.movie_id);
     Ok(with_etag(HttpResponse::Created(), &created)
         .insert_header((header::LOCATION, location))
@@ -187,7 +188,7 @@ pub async fn replace_movie(
     let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
     let condition = if_match(req.headers());
     let media_type = require_media_type(req.headers(), JSON);
-    let replaced = web::block(move || {
+    let replaced = block(move || {
         services
             .movies
             .update(movie_id, condition.as_ref(), |_current| {
@@ -233,7 +234,7 @@ pub async fn patch_movie(
     let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
     let condition = if_match(req.headers());
     let media_type = require_media_type(req.headers(), MERGE_PATCH_JSON);
-    let patched = web::block(move || {
+    let patched = block(move || {
         services
             .movies
             .update(movie_id, condition.as_ref(), |current| {
@@ -271,7 +272,7 @@ pub async fn delete_movie(
 ) -> Result<HttpResponse, ApiError> {
     let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
     let condition = if_match(req.headers());
-    web::block(move || services.movies.delete(movie_id, condition.as_ref())).await??;
+    block(move || services.movies.delete(movie_id, condition.as_ref())).await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -310,7 +311,7 @@ pub async fn new_movies(
     let query = NewMoviesQuery::parse(&query_pairs(&req)?, services.movies.settings())?;
     let page = {
         let query = query.clone();
-        web::block(move || services.movies.released_since(&query)).await??
+        block(move || services.movies.released_since(&query)).await??
     };
     let mut response = HttpResponse::Ok();
     if let Some(after) = page.next_after {
