@@ -5,7 +5,7 @@
 //! `config/default.toml` is the one place a default is written: no Rust restates one, and a
 //! field missing from every layer is a start-up error. Each tier deserialises only its own
 //! sections from a [`SettingsSource`]: the services read `database`, `auth`, `movies` and
-//! `token_key` or `token_keys` ([`Settings`]); the web tier reads `server`.
+//! `token_key` or `token_keys` ([`Settings`]); the web tier reads `server`, `log` and `metrics`.
 //!
 //! Environment variables are `MYAPI_` followed by the key path joined with `__`:
 //! `MYAPI_DATABASE__DSN`, `MYAPI_SERVER__PORT`, `MYAPI_TOKEN_KEY`, `MYAPI_TOKEN_KEYS`.
