@@ -104,7 +104,7 @@ cat >/dev/null
 dir=$1; shift
 [ -d "$dir" ] || exit 0
 if [ -f "$dir/pgids" ]; then
-    while read -r group; do kill -KILL -- "-$group" 2>/dev/null; done <"$dir/pgids"
+    while read -r group; do kill -s KILL -- "-$group" 2>/dev/null; done <"$dir/pgids"
 fi
 [ -f "$dir/pg/data/postmaster.pid" ] && "$@" >/dev/null 2>&1
 rm -rf "$dir"
