@@ -19,8 +19,9 @@ const MIGRATION_LOCK_KEY: i64 = 0x6d79_6170_695f_6d69; // "myapi_mi"
 /// Applies pending migrations on `conn` and returns the versions applied (empty when up to
 /// date).
 ///
-/// On PostgreSQL the statement timeout is lifted for the duration and an advisory lock is
-/// held, so instances starting together migrate one at a time; `restore_timeout` is the
+/// Instances starting together migrate one at a time: on PostgreSQL under an advisory lock
+/// (with the statement timeout lifted for the duration), on SQLite in one exclusive
+/// transaction; `restore_timeout` is the
 /// session's `statement_timeout` to put back afterwards.
 pub fn run_pending_migrations(
     conn: &mut DbConnection,
@@ -43,12 +44,18 @@ pub fn run_pending_migrations(
             unlocked?;
             Ok(applied)
         }
-        DbConnection::Sqlite(conn) => apply(conn, || SQLITE_MIGRATIONS),
+        // SQLite has no advisory lock: the whole run holds the database's write lock, so a
+        // second migrator waits (busy_timeout) and then finds nothing pending, instead of
+        // racing the first one migration by migration.
+        DbConnection::Sqlite(conn) => {
+            conn.exclusive_transaction(|conn| apply(conn, || SQLITE_MIGRATIONS))
+        }
     }
 }
 
 /// Applies pending migrations. If that fails because another process applied them
-/// meanwhile (SQLite has no advisory lock), nothing is left pending and that is success.
+/// meanwhile (a migrator that does not take our lock, such as the diesel CLI), nothing is
+/// left pending and that is success.
 fn apply<C>(conn: &mut C, migrations: fn() -> EmbeddedMigrations) -> Result<Vec<String>, DbError>
 where
     C: MigrationHarness<C::Backend> + Connection,
