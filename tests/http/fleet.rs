@@ -4,28 +4,12 @@
 
 use myapi_services::Settings;
 use myapi_services::config::LoginBudgetStore;
-use myapi_web::Application;
 
+use crate::spawn_app_configured;
 use crate::support::{Backend, TestDb};
-use crate::{TestApp, spawn_app_configured};
 
 const EMAIL: &str = "fleet@example.com";
 const PASSWORD: &str = "correct-horse-battery";
-
-/// Starts another instance on `app`'s database with its settings, as a fleet would.
-async fn start_instance(app: &TestApp) -> String {
-    let mut settings = app.settings.clone();
-    settings.database.run_migrations = false;
-    settings.database.pool_size = 2.try_into().unwrap();
-    let server = app.server.clone();
-    let instance = tokio::task::spawn_blocking(move || Application::build(&server, &settings))
-        .await
-        .unwrap()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", instance.port());
-    tokio::spawn(instance.run_until_stopped());
-    address
-}
 
 /// Three instances; `guesses` wrong passwords for one account (`same_client`: from one
 /// address, else each from its own) sent to them in turn. Returns how many were checked
@@ -48,8 +32,8 @@ async fn spread_guesses(store: LoginBudgetStore, same_client: bool) -> Option<us
     app.create_user(EMAIL, PASSWORD).await;
     let instances = [
         app.address.clone(),
-        start_instance(&app).await,
-        start_instance(&app).await,
+        app.start_instance(|_| {}).await,
+        app.start_instance(|_| {}).await,
     ];
     let mut statuses = Vec::new();
     for i in 0..12 {

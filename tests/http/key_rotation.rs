@@ -4,7 +4,6 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use myapi_services::config::{TokenKey, TokenKeys};
-use myapi_web::Application;
 
 use crate::support::{TEST_TOKEN_KEY, TestDb};
 use crate::{TestApp, both_backends, json_body, spawn_app};
@@ -13,22 +12,6 @@ const NEW_KEY: &str = "new-token-key-fedcba9876543210-fedcba9876";
 const NEW_KID: &str = "2025-06";
 const EMAIL: &str = "rotate@example.com";
 const PASSWORD: &str = "correct-horse-battery";
-
-/// Starts another instance on `app`'s database signing with `keys`; returns its address.
-async fn start_instance(app: &TestApp, keys: &TokenKeys) -> String {
-    let mut settings = app.settings.clone();
-    settings.database.run_migrations = false;
-    settings.database.pool_size = 2.try_into().unwrap();
-    settings.token_key = Some(keys.clone());
-    let server = app.server.clone();
-    let instance = tokio::task::spawn_blocking(move || Application::build(&server, &settings))
-        .await
-        .unwrap()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", instance.port());
-    tokio::spawn(instance.run_until_stopped());
-    address
-}
 
 async fn login(app: &TestApp, address: &str) -> String {
     let response = app
@@ -97,7 +80,11 @@ async fn rotation_across_instances_rejects_no_valid_token(db: TestDb) {
     let single = TokenKeys::from(old_key);
     let mut instances = [
         (app.address.clone(), single.clone()),
-        (start_instance(&app, &single).await, single),
+        (
+            app.start_instance(|s| s.token_key = Some(single.clone()))
+                .await,
+            single,
+        ),
     ];
     let first = login(&app, &instances[0].0).await;
     let mut previous = vec![first.clone(), login(&app, &instances[1].0).await];
@@ -116,7 +103,11 @@ async fn rotation_across_instances_rejects_no_valid_token(db: TestDb) {
     for (step, keys) in steps.iter().enumerate() {
         let keys: TokenKeys = keys.parse().unwrap();
         for restarted in 0..instances.len() {
-            instances[restarted] = (start_instance(&app, &keys).await, keys.clone());
+            instances[restarted] = (
+                app.start_instance(|s| s.token_key = Some(keys.clone()))
+                    .await,
+                keys.clone(),
+            );
             let mut issued = Vec::new();
             for (address, keys) in &instances {
                 let token = login(&app, address).await;

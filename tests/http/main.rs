@@ -117,6 +117,28 @@ impl TestApp {
             .await
             .unwrap()
     }
+
+    /// Starts another instance on this app's database, as a fleet would: its settings with
+    /// migrations off, a pool of 2, then `tweak`. Returns the new instance's address.
+    pub async fn start_instance(&self, tweak: impl FnOnce(&mut Settings)) -> String {
+        let mut settings = self.settings.clone();
+        settings.database.run_migrations = false;
+        settings.database.pool_size = 2.try_into().unwrap();
+        tweak(&mut settings);
+        serve(self.server.clone(), settings).await
+    }
+}
+
+/// Builds the app (on a blocking thread: it connects and migrates) and runs it in the
+/// background; returns its address.
+async fn serve(server: ServerSettings, settings: Settings) -> String {
+    let app = tokio::task::spawn_blocking(move || Application::build(&server, &settings))
+        .await
+        .unwrap()
+        .unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    address
 }
 
 /// Server settings for tests: a free port, two workers.
@@ -148,13 +170,7 @@ pub async fn spawn_app_configured(
     tweak(&mut settings);
     let mut server = test_server();
     tweak_server(&mut server);
-    let (app_server, app_settings) = (server.clone(), settings.clone());
-    let app = tokio::task::spawn_blocking(move || Application::build(&app_server, &app_settings))
-        .await
-        .unwrap()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let address = serve(server.clone(), settings.clone()).await;
     let services = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || Services::build(&settings, false))

@@ -1,14 +1,12 @@
 //! Races, scale-out, CORS and a real database outage.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use myapi_services::ServiceError;
 use myapi_services::auth::Role;
 use myapi_web::Application;
 
-use crate::support::{Backend, TestDb, in_ci};
+use crate::support::{Backend, TestCluster, TestDb};
 use crate::{both_backends, json_body, spawn_app, spawn_app_with, spawn_app_with_server};
 
 async fn fifty_concurrent_create_user_calls_make_one_row(db: TestDb) {
@@ -78,15 +76,7 @@ both_backends!(two_instances_start_at_once_on_a_fresh_database);
 
 async fn tokens_and_revocation_hold_across_instances(db: TestDb) {
     let a = spawn_app_with(db, |s| s.auth.revocation_cache_ms = 300).await;
-    let mut settings = a.settings.clone();
-    settings.database.run_migrations = false;
-    let a_server = a.server.clone();
-    let b = tokio::task::spawn_blocking(move || Application::build(&a_server, &settings))
-        .await
-        .unwrap()
-        .unwrap();
-    let b_url = format!("http://127.0.0.1:{}", b.port());
-    tokio::spawn(b.run_until_stopped());
+    let b_url = a.start_instance(|_| {}).await;
 
     let token = a.login_new_user("shared@example.com").await;
     let on_b = a
@@ -162,135 +152,14 @@ async fn cors_is_off_by_default_and_follows_the_allow_list() {
     assert!(refused.status().is_client_error());
 }
 
-/// A PostgreSQL cluster of the test's own, in a temp dir on a free port.
-struct Cluster {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Cluster {
-    fn create() -> Option<Self> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .and_then(|dirs| {
-                dirs.filter_map(Result::ok)
-                    .map(|d| d.path().join("bin"))
-                    .filter(|b| b.join("initdb").exists())
-                    .max()
-            });
-        let Some(bin) = bin else {
-            assert!(
-                !in_ci(),
-                "CI=true needs PostgreSQL server binaries (initdb, pg_ctl)"
-            );
-            eprintln!("SKIPPED outage test: no PostgreSQL server binaries");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = Self { bin, dir, port };
-        let data = cluster.data();
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        );
-        cluster.start();
-        Some(cluster)
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    /// Runs a server binary as the `postgres` user when we are root (PostgreSQL refuses root).
-    fn run(&self, program: &str, args: &[&str]) {
-        let program = self.bin.join(program);
-        let is_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0"));
-        let status = if is_root {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        }
-        .unwrap();
-        assert!(
-            status.status.success(),
-            "{} {args:?}: {}",
-            program.display(),
-            String::from_utf8_lossy(&status.stderr)
-        );
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("server.log").display().to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-l",
-                &log,
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        );
-    }
-
-    fn stop(&self) {
-        self.run(
-            "pg_ctl",
-            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
-        );
-    }
-
-    fn dsn(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if Path::new(&self.data()).join("postmaster.pid").exists() {
-            self.stop();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_fails_fast_with_503_and_recovers() {
-    let Some(cluster) = tokio::task::spawn_blocking(Cluster::create).await.unwrap() else {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let cluster = TestCluster::new("the outage test", &[])?;
+        cluster.start().unwrap();
+        Some(cluster)
+    });
+    let Some(cluster) = cluster.await.unwrap() else {
         return;
     };
     let mut db = TestDb::new(Backend::Sqlite).unwrap();
@@ -305,7 +174,7 @@ async fn database_outage_fails_fast_with_503_and_recovers() {
     assert_eq!(app.get_authed("/movies/1", &token).await.status(), 200);
 
     let cluster = tokio::task::spawn_blocking(move || {
-        cluster.stop();
+        cluster.stop().unwrap();
         cluster
     })
     .await
@@ -340,7 +209,7 @@ async fn database_outage_fails_fast_with_503_and_recovers() {
     assert_eq!(health.status(), 200, "the process stays up");
 
     let cluster = tokio::task::spawn_blocking(move || {
-        cluster.start();
+        cluster.start().unwrap();
         cluster
     })
     .await

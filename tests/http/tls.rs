@@ -19,19 +19,7 @@ use std::time::Duration;
 use myapi_services::config::Secret;
 use myapi_services::{Database, Settings, error_chain};
 
-use crate::support::{TEST_TOKEN_KEY, in_ci};
-
-/// The PostgreSQL server binaries (`initdb`, `pg_ctl`) of the newest installed version.
-fn server_binaries() -> Option<PathBuf> {
-    std::fs::read_dir("/usr/lib/postgresql")
-        .ok()
-        .and_then(|dirs| {
-            dirs.filter_map(Result::ok)
-                .map(|d| d.path().join("bin"))
-                .filter(|b| b.join("initdb").exists())
-                .max()
-        })
-}
+use crate::support::{TEST_TOKEN_KEY, TestCluster, in_ci, pg_cluster};
 
 fn have_openssl() -> bool {
     Command::new("openssl")
@@ -40,25 +28,8 @@ fn have_openssl() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-/// Runs `program`, panicking with its stderr if it fails.
-fn run(command: &mut Command) {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 fn openssl(dir: &Path, args: &[&str]) {
-    run(Command::new("openssl").current_dir(dir).args(args));
+    pg_cluster::run(Command::new("openssl").current_dir(dir).args(args)).unwrap();
 }
 
 /// A self-signed CA: `NAME.crt`, `NAME.key` in `dir`.
@@ -139,46 +110,26 @@ fn make_server_cert(dir: &Path, ca: &str) {
     );
 }
 
-/// A PostgreSQL cluster of the test's own that speaks TLS only, in a temp dir.
-struct TlsCluster {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    as_postgres: bool,
-}
+/// A PostgreSQL cluster of the test's own that speaks TLS only, its CAs in `certs/`.
+struct TlsCluster(TestCluster);
 
 impl TlsCluster {
     /// `None` (after a notice) when the tools are missing outside CI.
     fn create() -> Option<Self> {
-        let bin = server_binaries();
-        let missing = match (&bin, have_openssl()) {
-            (None, _) => Some("PostgreSQL server binaries (initdb, pg_ctl)"),
-            (_, false) => Some("the openssl CLI"),
-            _ => None,
-        };
-        if let Some(missing) = missing {
-            assert!(!in_ci(), "CI=true needs {missing} for the TLS test");
-            eprintln!("SKIPPED TLS test: no {missing}");
+        if !have_openssl() {
+            assert!(!in_ci(), "CI=true needs the openssl CLI for the TLS test");
+            eprintln!("SKIPPED TLS test: no openssl CLI");
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        // The server runs as `postgres` when we are root: let it into the temp dir.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = Self {
-            bin: bin.unwrap(),
-            dir,
-            port,
-            as_postgres: is_root(),
-        };
+        let cluster = TestCluster::new(
+            "the TLS test",
+            &[
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ],
+        )?;
+        let cluster = Self(cluster);
 
         let certs = cluster.certs();
         std::fs::create_dir(&certs).unwrap();
@@ -186,34 +137,15 @@ impl TlsCluster {
         make_ca(&certs, "other-ca");
         make_server_cert(&certs, "ca");
 
-        let data = cluster.data();
-        cluster.server(
-            "initdb",
-            &[
-                "-D",
-                &data.display().to_string(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        );
+        let data = cluster.0.data();
         // The server's key must belong to the server's user and be private to it.
         for file in ["server.crt", "server.key"] {
             let to = data.join(file);
             std::fs::copy(certs.join(file), &to).unwrap();
             std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .unwrap();
-            if cluster.as_postgres {
-                run(Command::new("chown").arg("postgres:").arg(&to));
-            }
+            cluster.0.hand_over(&to).unwrap();
         }
-        append(
-            &data.join("postgresql.conf"),
-            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
-        );
         // TLS or nothing: a plain TCP connection is rejected, so every success below was
         // made over TLS.
         std::fs::write(
@@ -223,53 +155,20 @@ impl TlsCluster {
              hostnossl all all 127.0.0.1/32 reject\n",
         )
         .unwrap();
-
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            cluster.port,
-            cluster.dir.path().display()
-        );
-        let log = cluster.dir.path().join("server.log").display().to_string();
-        cluster.server(
-            "pg_ctl",
-            &[
-                "-D",
-                &data.display().to_string(),
-                "-l",
-                &log,
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        );
+        cluster.0.start().unwrap();
         Some(cluster)
     }
 
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
     fn certs(&self) -> PathBuf {
-        self.dir.path().join("certs")
-    }
-
-    /// Runs a server binary, as `postgres` when we are root (PostgreSQL refuses root).
-    fn server(&self, program: &str, args: &[&str]) {
-        let program = self.bin.join(program);
-        if self.as_postgres {
-            run(Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args));
-        } else {
-            run(Command::new(&program).args(args));
-        }
+        self.0.dir.path().join("certs")
     }
 
     /// A DSN for this cluster with `query` (libpq parameters) appended.
     fn dsn(&self, host: &str, query: &str) -> String {
-        format!("postgres://postgres@{host}:{}/postgres?{query}", self.port)
+        format!(
+            "postgres://postgres@{host}:{}/postgres?{query}",
+            self.0.port
+        )
     }
 
     fn ca(&self, name: &str) -> String {
@@ -278,21 +177,6 @@ impl TlsCluster {
             .display()
             .to_string()
     }
-}
-
-impl Drop for TlsCluster {
-    fn drop(&mut self) {
-        if self.data().join("postmaster.pid").exists() {
-            let data = self.data().display().to_string();
-            self.server("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
-        }
-    }
-}
-
-fn append(path: &Path, text: &str) {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    file.write_all(text.as_bytes()).unwrap();
 }
 
 /// Opens the service tier's pool on `dsn`, as the binaries do at start-up.

@@ -7,6 +7,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod pg_cluster;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -98,6 +100,54 @@ pub const TEST_TOKEN_KEY: &str = "test-token-key-0123456789abcdef-0123456789";
 /// Whether we run under CI (`CI=true`), where skipping PostgreSQL is a failure.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A PostgreSQL cluster of the test's own ([`pg_cluster`]) in a temp dir, initialised but not
+/// started, for tests that change the server (TLS) or stop it (an outage).
+pub struct TestCluster {
+    /// Declared before `dir`, so the server stops before its directory is removed.
+    cluster: pg_cluster::PgCluster,
+    /// Free for the test's own files besides the cluster's `pg/`.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// `None` after a notice on stderr when the PostgreSQL server binaries are missing, except
+    /// under `CI=true`, where that fails `test` (named in the messages). `settings`: the
+    /// server's `name=value` settings beyond [`pg_cluster::PgCluster::start`]'s own.
+    pub fn new(test: &str, settings: &[&str]) -> Option<Self> {
+        let Some(bin) = pg_cluster::binaries() else {
+            assert!(
+                !in_ci(),
+                "CI=true needs PostgreSQL server binaries (initdb, pg_ctl) for {test}"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: no PostgreSQL server binaries"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // The server runs as `postgres` when we are root: let it through to its `pg/`.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let cluster = pg_cluster::PgCluster::new(bin, dir.path().join("pg"))
+            .unwrap()
+            .with_settings(settings);
+        cluster.init().unwrap();
+        Some(Self { cluster, dir })
+    }
+}
+
+impl std::ops::Deref for TestCluster {
+    type Target = pg_cluster::PgCluster;
+
+    fn deref(&self) -> &Self::Target {
+        &self.cluster
+    }
 }
 
 /// `MYAPI_TEST_POSTGRES_URL` or the local default.

@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use stack::{Cluster, Proc, TempDir, Watchdog, free_port, loopback, read, substitute, write};
+use stack::pg_cluster::{self, PgCluster};
+use stack::{Proc, TempDir, Watchdog, free_port, loopback, read, substitute, write};
 
 const INSTANCES: usize = 3;
 /// Connections of reads during the rolling restart.
@@ -137,7 +138,7 @@ fn preflight() -> Result<(), String> {
             ));
         }
     }
-    if Cluster::binaries().is_none() {
+    if pg_cluster::binaries().is_none() {
         return Err(
             "deploy-check needs the PostgreSQL server binaries (Debian package postgresql)"
                 .to_owned(),
@@ -190,7 +191,7 @@ struct Stack {
     nginx: Option<Proc>,
     prometheus: Option<Proc>,
     instances: Vec<Instance>,
-    cluster: Cluster,
+    cluster: PgCluster,
     temp: TempDir,
     _watchdog: Watchdog,
     logs_to: PathBuf,
@@ -243,9 +244,14 @@ struct Deployment {
 
 impl Deployment {
     fn start(root: &Path, bin: &Path, logs_to: PathBuf) -> Result<Self, String> {
-        let pg_bin = Cluster::binaries().ok_or("no PostgreSQL server binaries")?;
+        let pg_bin = pg_cluster::binaries().ok_or("no PostgreSQL server binaries")?;
         let temp = TempDir::create()?;
-        let cluster = Cluster::new(pg_bin, &temp.path)?;
+        // Its own port and socket dir, as `postgres` when root; tuned for a throwaway load.
+        let cluster = PgCluster::new(pg_bin, temp.path.join("pg"))?.with_settings(&[
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "max_connections=60",
+        ]);
         let watchdog = Watchdog::spawn(&temp.path, &cluster.stop_command())?;
         let mut stack = Stack {
             nginx: None,
@@ -257,6 +263,7 @@ impl Deployment {
             logs_to,
         };
         let dir = stack.temp.path.clone();
+        stack.cluster.init()?;
         stack.cluster.start()?;
         let dsn = stack.cluster.dsn();
 

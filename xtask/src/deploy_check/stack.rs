@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -19,41 +19,15 @@ use std::time::{Duration, Instant};
 
 use super::http;
 
-/// A free loopback port (bound then released: another process could take it in between,
-/// which on a CI machine does not happen).
-pub fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
-}
+/// The cluster code the TLS and resilience tests use too (std only, hence includable here).
+#[allow(dead_code)] // what only the tests call, such as `PgCluster::stop`
+#[path = "../../../tests/support/pg_cluster.rs"]
+pub mod pg_cluster;
+
+pub use pg_cluster::{free_port, run};
 
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-/// Runs a command to completion; a failure names it and quotes its stderr.
-pub fn run(command: &mut Command) -> Result<String, String> {
-    let output = command
-        .output()
-        .map_err(|e| format!("cannot run {:?}: {e}", command.get_program()))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{:?} failed ({}): {}",
-            command.get_program(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }
 
 /// The check's temp dir; removed on drop. World-traversable (0755) so PostgreSQL, running
@@ -269,122 +243,6 @@ pub fn wait_ok(
             ));
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A throwaway PostgreSQL cluster in `DIR/pg`, on its own port and socket directory, run as
-/// `postgres` when the check is root (PostgreSQL refuses to run as root), as the TLS and
-/// resilience tests do.
-pub struct Cluster {
-    bin: PathBuf,
-    pub dir: PathBuf,
-    pub port: u16,
-    as_postgres: bool,
-    started: bool,
-}
-
-impl Cluster {
-    /// The newest installed server binaries (Debian: /usr/lib/postgresql/VERSION/bin).
-    pub fn binaries() -> Option<PathBuf> {
-        std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .and_then(|dirs| {
-                dirs.filter_map(Result::ok)
-                    .map(|d| d.path().join("bin"))
-                    .filter(|b| b.join("initdb").exists())
-                    .max()
-            })
-    }
-
-    pub fn new(bin: PathBuf, temp: &Path) -> Result<Self, String> {
-        let dir = temp.join("pg");
-        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let as_postgres = is_root();
-        if as_postgres {
-            run(Command::new("chown").arg("postgres:").arg(&dir))?;
-        }
-        Ok(Self {
-            bin,
-            dir,
-            port: free_port()?,
-            as_postgres,
-            started: false,
-        })
-    }
-
-    /// The command line that runs server binary `program` with `args`.
-    fn command_line(&self, program: &str, args: &[&str]) -> Vec<String> {
-        let mut line = Vec::new();
-        if self.as_postgres {
-            line.extend(["runuser", "-u", "postgres", "--"].map(String::from));
-        }
-        line.push(self.bin.join(program).display().to_string());
-        line.extend(args.iter().map(|a| (*a).to_owned()));
-        line
-    }
-
-    fn server(&self, program: &str, args: &[&str]) -> Result<String, String> {
-        let line = self.command_line(program, args);
-        run(Command::new(&line[0]).args(&line[1..]))
-    }
-
-    fn data(&self) -> String {
-        self.dir.join("data").display().to_string()
-    }
-
-    /// What the watchdog runs to stop the cluster.
-    pub fn stop_command(&self) -> Vec<String> {
-        self.command_line(
-            "pg_ctl",
-            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
-        )
-    }
-
-    pub fn start(&mut self) -> Result<(), String> {
-        let data = self.data();
-        self.server(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        )?;
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=60",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("server.log").display().to_string();
-        self.started = true;
-        self.server(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
-        )?;
-        Ok(())
-    }
-
-    pub fn dsn(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.started && self.dir.join("data").join("postmaster.pid").exists() {
-            let line = self.stop_command();
-            let _ = Command::new(&line[0])
-                .args(&line[1..])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
     }
 }
 
