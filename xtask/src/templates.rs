@@ -239,6 +239,7 @@ use myapi_services::{ServiceError, Services};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::blocking::block;
 use crate::error::ApiError;
 use crate::extract::{Authorized, __SCOPE_MARKER__, query_pairs};
 use crate::openapi::GuardedErrors;
@@ -272,7 +273,7 @@ pub async fn list___NAME__(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let query = __TYPE__ListQuery::parse(&query_pairs(&req)?)?;
-    let page = web::block(move || services.__NAME__.list(query)).await??;
+    let page = block(move || services.__NAME__.list(query)).await??;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -295,7 +296,7 @@ pub async fn get___SINGULAR__(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let id = __TYPE__Id::parse(&id).map_err(ServiceError::from)?;
-    let found = web::block(move || services.__NAME__.get(id)).await??;
+    let found = block(move || services.__NAME__.get(id)).await??;
     Ok(HttpResponse::Ok().json(found))
 }
 ";
