@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use myapi_services::SettingsSource;
 use myapi_web::{Application, LogSettings, MetricsSettings, ServerSettings, logging};
 
-/// mimalloc: its per-thread free lists serve a request's many small, short-lived allocations
-/// (rows, strings, JSON buffers, header maps) with fewer instructions than glibc's malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let settings = SettingsSource::load().and_then(|source| {
         let log = LogSettings::from_source(&source)?;
