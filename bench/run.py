@@ -9,7 +9,7 @@ from separate processes, and writes docs/BENCHMARKS.md.
     python3 bench/run.py --sweep [--base-url URL --token T | --username U --password P]
                                          # 1..256 connections against this or another service
 
-Needs: cargo, psql and pgbench (PostgreSQL client), oha (`cargo install oha`), python3 (stdlib).
+Needs: cargo, psql and pgbench (PostgreSQL client), oha (`cargo install oha`), wrk (Debian package), python3 (stdlib).
 PostgreSQL: by default a cluster of the harness's own in target/bench-pg (initdb once, on a
 free port each run; max_connections = 300 so pgbench can open 128 clients beside the server's
 pool), using the machine's PostgreSQL server binaries, run as user `postgres` when we are root.
@@ -336,6 +336,49 @@ def parse_oha(text):
     }
 
 
+def wrk(base, path, conns, seconds, token):
+    """wrk on base+path for `seconds`, as the issue's figures were taken: a C load generator
+    about as light as pgbench, so the reads and their ceilings compete with the same client
+    cost for the shared cores (oha, a tokio client, takes several times more CPU per
+    request). `<id>` becomes a random id 1..SMALL_N."""
+    target = path.replace("<id>", '" .. math.random(1, %d) .. "' % SMALL_N)
+    script = (f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+              f'request = function() return wrk.format("GET", "{target}") end\n')
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        out = run(["wrk", "--latency", "-t", "2", "-c", str(conns), "-d", f"{seconds}s", "-s", f.name,
+                   base]).stdout
+    finally:
+        os.unlink(f.name)
+    return parse_wrk(out)
+
+
+def parse_wrk(text):
+    def millis(label):
+        match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\b", text, re.M)
+        if not match:
+            return 0.0
+        return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+
+    total = int(re.search(r"(\d+) requests in", text).group(1))
+    non_2xx = int((re.search(r"Non-2xx or 3xx responses: (\d+)", text) or [0, 0])[1])
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    transport = sum(map(int, socket.groups())) if socket else 0
+    statuses = {"2xx": total - non_2xx}
+    if non_2xx:
+        statuses["non-2xx"] = non_2xx
+    if transport:
+        statuses["error: socket"] = transport
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+        "p50": millis("50%"),
+        "p99": millis("99%"),
+        "statuses": statuses,
+        "errors": non_2xx + transport,
+    }
+
+
 def pgbench(url, conns, seconds, script=None):
     """tps of `pgbench -S` (the classic select-only run, simple protocol) or of a script file
     with -M prepared (the same SQL the app sends, as the app sends it)."""
@@ -599,7 +642,7 @@ def measure(args, plan, work, cluster):
         server = Server(small, work / "server-reads.log", UNTHROTTLED)
         time.sleep(1)
         R["idle_rss"] = server.status("VmRSS")
-        auth = auth_header(server.token())
+        token = server.token()
         for c in plan.levels:
             server.reset_peak()
             row(("health", c), oha(server.base, "/health", c, plan.seconds), server.status("VmHWM"))
@@ -609,7 +652,7 @@ def measure(args, plan, work, cluster):
                 R[("ceiling", path, c)] = pgbench(small, c, plan.seconds, scripts[path])
                 log(f"same SQL as {path} c={c}: {R[('ceiling', path, c)]:.0f} tps")
                 server.reset_peak()
-                row((path, c), oha(server.base, path, c, plan.seconds, auth), server.status("VmHWM"))
+                row((path, c), wrk(server.base, path, c, plan.seconds, token), server.status("VmHWM"))
         server.stop()
 
     if "login" in only:
@@ -775,10 +818,12 @@ def report(R, plan, args, cluster):
         "# Benchmarks", "", origin, "",
         f"- Machine: {'—' if args.template else machine()}; PostgreSQL {pg_version} on the same machine"
         f"{' (the harness cluster: max_connections 300, shared_buffers 256MB, otherwise defaults)' if cluster or args.template else ''}.",
-        "- Server: release `myapi-web` with default settings (workers and blocking threads per worker = cores, pool 10, "
+        "- Server: release `myapi-web` with default settings (workers = cores, blocking threads per worker = pool / workers, pool 10, "
         "hashing threads = cores, `RUST_LOG=info` access log to a file), PostgreSQL over TCP on 127.0.0.1 without TLS "
         "(`sslmode=disable`, pgbench likewise). The service, PostgreSQL and the load generators share the machine's cores.",
-        f"- Load: `oha -z {plan.seconds}s -c C` from a separate process; `<id>` is a random id 1–{SMALL_N}. "
+        f"- Load: the reads compared with a ceiling run under `wrk --latency -t 2 -c C -d {plan.seconds}s` (as the issue "
+        "measured them: a C client about as light as pgbench); every other row under "
+        f"`oha -z {plan.seconds}s -c C`; each from a separate process; `<id>` is a random id 1–{SMALL_N}. "
         f"Reads run on {SMALL_N} movies of which exactly {SMALL_MATCHES} match `year=2000&rating=8`.",
         f"- Ceilings: `pgbench -M prepared -c C -j 2 -T {plan.seconds}` running the statements the app sends for that "
         "request (captured from PostgreSQL's log, with the same parameters; the id random), and the classic "
@@ -1073,7 +1118,7 @@ def main():
     sweep.add_argument("--seconds", type=int, help="per step (default 10)")
     sweep.add_argument("--recover-secs", type=int, help="give up waiting for an answer after a step (default 900)")
     args = parser.parse_args()
-    for tool in [] if args.template else ["cargo", "psql", "pgbench", "oha"]:
+    for tool in [] if args.template else ["cargo", "psql", "pgbench", "oha", "wrk"]:
         if not shutil.which(tool):
             sys.exit(f"bench: `{tool}` not found (oha: cargo install oha)")
     if args.sweep:
