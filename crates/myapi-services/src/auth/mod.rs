@@ -13,14 +13,13 @@ mod throttle;
 mod tokens;
 
 use std::net::IpAddr;
-
-use ipnet::IpNet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget};
