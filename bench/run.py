@@ -255,12 +255,15 @@ class ServerRejected(Exception):
 
 
 class Server:
-    """A release myapi-web on a free port; RSS read from /proc."""
+    """A release myapi-web on a free port; RSS read from /proc.
+
+    Always with raised login bursts: on PostgreSQL the login budget lives in the database and
+    outlives each server, so a storm run by one server would throttle the next one's login."""
 
     def __init__(self, dsn, log_path, settings=None):
         self.port = free_port()
         env = dict(os.environ, MYAPI_DATABASE__DSN=dsn + "?sslmode=disable", MYAPI_TOKEN_KEY=TOKEN_KEY,
-                   MYAPI_SERVER__PORT=str(self.port), RUST_LOG="info", **(settings or {}))
+                   MYAPI_SERVER__PORT=str(self.port), RUST_LOG="info", **{**UNTHROTTLED, **(settings or {})})
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen([str(RELEASE / "myapi-web")], env=env, stdout=self.log, stderr=self.log)
@@ -639,7 +642,7 @@ def measure(args, plan, work, cluster):
             statements, origin = same_sql(captured, path)
             scripts[path] = pgbench_script(statements, work / f"ceiling-{len(scripts)}.sql")
             R["sql"][path] = (scripts[path].read_text(), origin)
-        server = Server(small, work / "server-reads.log", UNTHROTTLED)
+        server = Server(small, work / "server-reads.log")
         time.sleep(1)
         R["idle_rss"] = server.status("VmRSS")
         token = server.token()
@@ -656,7 +659,7 @@ def measure(args, plan, work, cluster):
         server.stop()
 
     if "login" in only:
-        server = Server(small, work / "server-login.log", UNTHROTTLED)
+        server = Server(small, work / "server-login.log")
         auth = auth_header(server.token())
         for c in plan.levels:
             server.reset_peak()
@@ -740,7 +743,7 @@ def measure_fleet(R, plan, small, work, row):
                           f"(this build has one store, measured as the default).")
     for store, settings in stores:
         try:
-            server = Server(small, work / f"server-budget-{store}.log", {**UNTHROTTLED, **settings})
+            server = Server(small, work / f"server-budget-{store}.log", settings)
         except ServerRejected as error:
             R["notes"].append(f"Login budget `{store}` skipped: the server refused {settings}: {error}")
             continue
