@@ -25,7 +25,7 @@ mod sessions;
 mod tls;
 // [xtask] test modules
 
-use myapi_services::auth::Role;
+use myapi_services::auth::{Hooks, Role};
 use myapi_services::{Services, Settings};
 use myapi_web::{Application, ServerSettings};
 use support::TestDb;
@@ -35,6 +35,9 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub services: Services,
+    /// Where the server's own login and refresh can be paused (its services, not
+    /// `services`, which is another instance on the same database, as the CLI would be).
+    pub hooks: Hooks,
     pub settings: Settings,
     pub server: ServerSettings,
     pub db: TestDb,
@@ -125,20 +128,21 @@ impl TestApp {
         settings.database.run_migrations = false;
         settings.database.pool_size = 2.try_into().unwrap();
         tweak(&mut settings);
-        serve(self.server.clone(), settings).await
+        serve(self.server.clone(), settings).await.0
     }
 }
 
 /// Builds the app (on a blocking thread: it connects and migrates) and runs it in the
-/// background; returns its address.
-async fn serve(server: ServerSettings, settings: Settings) -> String {
+/// background; returns its address and its hooks.
+async fn serve(server: ServerSettings, settings: Settings) -> (String, Hooks) {
     let app = tokio::task::spawn_blocking(move || Application::build(&server, &settings))
         .await
         .unwrap()
         .unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
+    let hooks = app.services().auth.hooks().clone();
     tokio::spawn(app.run_until_stopped());
-    address
+    (address, hooks)
 }
 
 /// Server settings for tests: a free port, two workers.
@@ -170,7 +174,7 @@ pub async fn spawn_app_configured(
     tweak(&mut settings);
     let mut server = test_server();
     tweak_server(&mut server);
-    let address = serve(server.clone(), settings.clone()).await;
+    let (address, hooks) = serve(server.clone(), settings.clone()).await;
     let services = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || Services::build(&settings, false))
@@ -186,6 +190,7 @@ pub async fn spawn_app_configured(
         address,
         client,
         services,
+        hooks,
         settings,
         server,
         db,

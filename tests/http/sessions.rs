@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use myapi_services::Services;
+use myapi_services::auth::{Point, Role};
+
 use crate::support::TestDb;
 use crate::{TestApp, both_backends, json_body, spawn_app, spawn_app_with};
 
@@ -58,27 +61,136 @@ async fn refresh_rotates_and_reuse_revokes_the_family(db: TestDb) {
 }
 both_backends!(refresh_rotates_and_reuse_revokes_the_family);
 
-/// Two refreshes of one token in flight at once: exactly one wins. Within the grace period
-/// the loser does not revoke the family, so the winner's token goes on working.
-async fn racing_refreshes_have_one_winner(db: TestDb) {
-    let app = spawn_app(db).await;
+/// Two refreshes of one token in flight at once (a double submit): exactly one rotates,
+/// and within the grace period the other gets the same new refresh token, so both answers
+/// work. Once that token was used, the old one shown again is reuse.
+async fn racing_refreshes_get_the_same_successor(db: TestDb) {
+    let app = spawn_app_with(db, |s| s.auth.refresh_reuse_grace_secs = 30).await;
     app.create_user(EMAIL, PASSWORD).await;
     for _ in 0..5 {
         let (_, token) = login(&app).await;
         let (a, b) = tokio::join!(refresh(&app, &token), refresh(&app, &token));
-        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
-        statuses.sort_unstable();
-        assert_eq!(statuses, [200, 400]);
-        let winner = if a.status() == 200 { a } else { b };
-        let (_, next) = tokens(winner.json().await.unwrap());
+        let a = tokens(json_body(a, 200, "application/json").await);
+        let b = tokens(json_body(b, 200, "application/json").await);
+        assert_eq!(a.1, b.1, "one successor for both");
+        assert_ne!(a.1, token);
+        for access in [&a.0, &b.0] {
+            assert_eq!(app.get_authed("/users/me", access).await.status(), 200);
+        }
         assert_eq!(
-            refresh(&app, &next).await.status(),
+            refresh(&app, &a.1).await.status(),
             200,
             "the family lives on"
         );
+        assert_invalid_grant(refresh(&app, &token).await).await;
+    }
+    let (_, token) = login(&app).await;
+    let (_, next) = tokens(json_body(refresh(&app, &token).await, 200, "application/json").await);
+    let (_, after) = tokens(json_body(refresh(&app, &next).await, 200, "application/json").await);
+    assert_invalid_grant(refresh(&app, &token).await).await;
+    assert_invalid_grant(refresh(&app, &after).await).await;
+}
+both_backends!(racing_refreshes_get_the_same_successor);
+
+/// Runs `change` (a password change or `revoke-sessions`, through the service tier as the
+/// CLI does) once, at `point` of the server's own login or refresh.
+fn once_at(app: &TestApp, point: Point, change: impl FnOnce(&Services) + Send + 'static) {
+    let services = app.services.clone();
+    let change = std::sync::Mutex::new(Some(change));
+    app.hooks.set(point, move || {
+        if let Some(change) = change.lock().unwrap().take() {
+            change(&services);
+        }
+    });
+}
+
+fn change_password(services: &Services) {
+    services
+        .auth
+        .set_password(EMAIL, "a-new-password".into())
+        .unwrap();
+}
+
+fn revoke_sessions(services: &Services) {
+    services.auth.revoke_sessions(EMAIL).unwrap();
+}
+
+/// A login whose password was checked against the old password, and which would start its
+/// session after the change, gets nothing: neither tokens nor a family that refreshes.
+async fn a_login_in_flight_ends_with_a_password_change(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.create_user(EMAIL, PASSWORD).await;
+    for change in [change_password, revoke_sessions] {
+        once_at(&app, Point::LoginVerified, change);
+        let response = app
+            .post_token(&[("username", EMAIL), ("password", PASSWORD)])
+            .await;
+        assert_invalid_grant(response).await;
+        app.hooks.clear(Point::LoginVerified);
+        // Back to the password in use for the next round.
+        let services = app.services.clone();
+        tokio::task::spawn_blocking(move || services.auth.set_password(EMAIL, PASSWORD.into()))
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
-both_backends!(racing_refreshes_have_one_winner);
+both_backends!(a_login_in_flight_ends_with_a_password_change);
+
+/// A refresh that used its token just before a password change answers, but with tokens
+/// of the old stamp: the access token is refused and the refresh token refreshes nothing.
+async fn a_refresh_in_flight_ends_with_a_password_change(db: TestDb) {
+    let app = spawn_app_with(db, |s| s.auth.revocation_cache_ms = 0).await;
+    app.create_user(EMAIL, PASSWORD).await;
+    for change in [change_password, revoke_sessions] {
+        let (_, token) = login(&app).await;
+        once_at(&app, Point::RefreshRotated, change);
+        let (access, next) =
+            tokens(json_body(refresh(&app, &token).await, 200, "application/json").await);
+        app.hooks.clear(Point::RefreshRotated);
+        assert_eq!(app.get_authed("/users/me", &access).await.status(), 401);
+        assert_invalid_grant(refresh(&app, &next).await).await;
+        let services = app.services.clone();
+        tokio::task::spawn_blocking(move || services.auth.set_password(EMAIL, PASSWORD.into()))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+both_backends!(a_refresh_in_flight_ends_with_a_password_change);
+
+/// A refresh refused for its scopes leaves its token current: the retry is not taken for
+/// theft.
+async fn a_refused_refresh_leaves_its_token_current(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.create_user_with_role(EMAIL, PASSWORD, Role::Editor)
+        .await;
+    let response = app
+        .post_token(&[
+            ("username", EMAIL),
+            ("password", PASSWORD),
+            ("scope", "movies:read movies:write"),
+        ])
+        .await;
+    let (_, token) = tokens(json_body(response, 200, "application/json").await);
+    let services = app.services.clone();
+    tokio::task::spawn_blocking(move || services.auth.set_role(EMAIL, Role::Reader))
+        .await
+        .unwrap()
+        .unwrap();
+    let narrowed = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &token),
+            ("scope", "movies:write"),
+        ])
+        .await;
+    let body = json_body(narrowed, 400, "application/json").await;
+    assert_eq!(body["error"], "invalid_scope", "{body}");
+    let retried = json_body(refresh(&app, &token).await, 200, "application/json").await;
+    assert_eq!(retried["scope"], "movies:read", "{retried}");
+}
+both_backends!(a_refused_refresh_leaves_its_token_current);
 
 async fn password_change_and_revoke_sessions_end_refreshing(db: TestDb) {
     let app = spawn_app(db).await;

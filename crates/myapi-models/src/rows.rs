@@ -63,6 +63,7 @@ pub struct RefreshFamilyRow {
     pub scope: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    pub security_stamp: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
@@ -73,6 +74,8 @@ pub struct RefreshTokenRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    pub successor_hash: Option<String>,
+    pub successor_sealed: Option<String>,
 }
 
 // [xtask] row structs

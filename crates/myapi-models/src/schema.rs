@@ -44,6 +44,9 @@ diesel::table! {
         /// Unix seconds, as every time in these two tables.
         created_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
+        /// The user's security stamp when the family started; it refreshes only while the
+        /// user still has it.
+        security_stamp -> Text,
     }
 }
 
@@ -56,6 +59,11 @@ diesel::table! {
         expires_at -> BigInt,
         /// When the token was rotated; presenting it again after that is reuse.
         used_at -> Nullable<BigInt>,
+        /// The hash of the token that replaced it.
+        successor_hash -> Nullable<Text>,
+        /// That token, encrypted under a key derived from this one (which is not stored),
+        /// so a double submit within the reuse grace gets the same answer.
+        successor_sealed -> Nullable<Text>,
     }
 }
 

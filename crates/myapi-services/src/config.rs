@@ -68,6 +68,9 @@ pub struct AuthSettings {
     pub token_lifetime_minutes: NonZeroU64,
     /// How long a refresh token lives; each refresh issues a new one.
     pub refresh_token_lifetime_days: NonZeroU64,
+    /// How long a login's session (its refresh-token family) can be kept alive by
+    /// refreshing; then the user logs in again. At least `refresh_token_lifetime_days`.
+    pub session_max_days: NonZeroU64,
     /// A used refresh token presented again within this many seconds of its rotation is
     /// refused without revoking its family: two tabs refreshing at once must not log the
     /// user out. Later, it is taken for theft and revokes the family.
@@ -478,6 +481,12 @@ impl Settings {
             return invalid(
                 "auth.password_max_chars",
                 "must be between auth.password_min_chars and 4096",
+            );
+        }
+        if auth.session_max_days < auth.refresh_token_lifetime_days {
+            return invalid(
+                "auth.session_max_days",
+                "must be at least auth.refresh_token_lifetime_days",
             );
         }
         if auth.ipv4_prefix_len > 32 {

@@ -84,8 +84,8 @@ impl Fixture {
 
     fn succeed(&self, account: &str, client: IpAddr, stamp: &str) {
         let attempt = self.keys.attempt(account, client);
-        self.budget.reserve(&attempt, Some(stamp)).unwrap();
-        self.budget.release(&attempt, Some(stamp)).unwrap();
+        let reservation = self.budget.reserve(&attempt, Some(stamp)).unwrap();
+        self.budget.release(&reservation, Some(stamp)).unwrap();
     }
 
     fn client_admitted(&self, client: IpAddr) -> bool {
@@ -105,7 +105,7 @@ fn reserve(
     stamp: Option<&str>,
 ) -> Result<(), u64> {
     match budget.reserve(&keys.attempt(account, client), stamp) {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err(BudgetError::Exhausted { retry_after_secs }) => Err(retry_after_secs),
         Err(error) => panic!("store failed: {error}"),
     }
@@ -141,6 +141,7 @@ both_stores!(
     a_client_network_is_throttled_across_accounts,
     one_ipv6_slash_64_is_one_client_and_mapped_ipv4_is_ipv4,
     a_trusted_network_passes_until_the_password_changes,
+    a_trusted_network_cannot_lock_the_account_for_others,
     a_success_refunds_one_attempt_and_no_more,
     a_bad_token_counts_against_the_client_alone,
     failures_leak_away_over_time,
@@ -165,13 +166,15 @@ fn reservations_in_flight_count_and_cancelling_refunds(store: Store) {
     let Some(f) = Fixture::new(store, |_| {}) else {
         return;
     };
-    let pending: Vec<_> = (0..3).map(|_| f.keys.attempt("a@x.io", ATTACKER)).collect();
-    for attempt in &pending {
-        f.budget.reserve(attempt, None).unwrap();
-    }
+    let pending: Vec<_> = (0..3)
+        .map(|_| {
+            let attempt = f.keys.attempt("a@x.io", ATTACKER);
+            f.budget.reserve(&attempt, None).unwrap()
+        })
+        .collect();
     assert!(f.fail("a@x.io", OWNER, None).is_err(), "in flight counts");
-    for attempt in &pending {
-        f.budget.release(attempt, None).unwrap();
+    for reservation in &pending {
+        f.budget.release(reservation, None).unwrap();
     }
     f.fail("a@x.io", OWNER, None).unwrap();
     // The cancelled three gave the client's budget back too: all 5 are left.
@@ -229,8 +232,12 @@ fn a_trusted_network_passes_until_the_password_changes(store: Store) {
     }
     assert!(f.fail("a@x.io", ATTACKER, Some("stamp-1")).is_err());
     let attempt = f.keys.attempt("a@x.io", OWNER);
-    f.budget.reserve(&attempt, Some("stamp-1")).unwrap();
-    f.budget.release(&attempt, None).unwrap();
+    let reservation = f.budget.reserve(&attempt, Some("stamp-1")).unwrap();
+    assert!(
+        !reservation.account_charged,
+        "a trusted network is charged alone"
+    );
+    f.budget.release(&reservation, None).unwrap();
     assert!(
         f.fail("a@x.io", OWNER, Some("stamp-2")).is_err(),
         "a new stamp (password change) forgets the trusted networks"
@@ -238,6 +245,31 @@ fn a_trusted_network_passes_until_the_password_changes(store: Store) {
     assert!(
         f.fail("a@x.io", OWNER, None).is_err(),
         "no stamp (unknown user) is never trusted"
+    );
+}
+
+/// An old app at home retrying a stale password, from a network that logged in before:
+/// its failures are its own (its client bucket still bounds them), and the account stays
+/// open to a login from elsewhere.
+fn a_trusted_network_cannot_lock_the_account_for_others(store: Store) {
+    let Some(f) = Fixture::new(store, |auth| {
+        auth.ip_failure_burst = 50.try_into().unwrap();
+    }) else {
+        return;
+    };
+    f.succeed("a@x.io", OWNER, "stamp-1");
+    for _ in 0..30 {
+        f.fail("a@x.io", OWNER, Some("stamp-1")).unwrap();
+    }
+    let elsewhere: IpAddr = Ipv4Addr::new(10, 7, 7, 7).into();
+    f.fail("a@x.io", elsewhere, Some("stamp-1"))
+        .expect("the account's budget is untouched by the trusted network's failures");
+    for _ in 0..20 {
+        let _ = f.fail("a@x.io", OWNER, Some("stamp-1"));
+    }
+    assert!(
+        f.fail("a@x.io", OWNER, Some("stamp-1")).is_err(),
+        "the trusted network's own bucket still bounds it"
     );
 }
 
@@ -391,8 +423,8 @@ fn the_cost_of_a_login_on_the_shared_store() {
     let started = Instant::now();
     for i in 0..LOGINS {
         let attempt = f.keys.attempt(&format!("user{}@x.io", i % 50), OWNER);
-        budget.reserve(&attempt, Some("stamp")).unwrap();
-        budget.release(&attempt, Some("stamp")).unwrap();
+        let reservation = budget.reserve(&attempt, Some("stamp")).unwrap();
+        budget.release(&reservation, Some("stamp")).unwrap();
     }
     let pair = started.elapsed() / LOGINS;
     let started = Instant::now();
@@ -457,8 +489,10 @@ fn all_steps_race_without_failing(store: Store) {
                     let n = steps.wrapping_mul(7).wrapping_add(thread);
                     let attempt = keys.attempt(&format!("u{}@x.io", n % 3), ip(n % 4));
                     match budget.reserve(&attempt, Some("stamp")) {
-                        Ok(()) if n % 2 == 0 => budget.release(&attempt, Some("stamp")).unwrap(),
-                        Ok(()) => budget.release(&attempt, None).unwrap(),
+                        Ok(reservation) if n % 2 == 0 => {
+                            budget.release(&reservation, Some("stamp")).unwrap()
+                        }
+                        Ok(reservation) => budget.release(&reservation, None).unwrap(),
                         Err(BudgetError::Exhausted { .. }) => {
                             budget.count_client_failure(&attempt.client).unwrap();
                         }

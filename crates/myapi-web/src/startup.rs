@@ -108,6 +108,7 @@ pub enum StartupError {
 /// A server bound to its port, with its services built, ready to run.
 pub struct Application {
     port: u16,
+    services: Services,
     server: Server,
     metrics: Option<MetricsServer>,
 }
@@ -188,7 +189,7 @@ impl Application {
             }
             _ => None,
         };
-        let http = run(listener, services, server).map_err(bind_error)?;
+        let http = run(listener, services.clone(), server).map_err(bind_error)?;
         if !server.trusted_proxies.is_empty() {
             log::info!(
                 "trusted proxies: {} (their Forwarded / X-Forwarded-For name the client)",
@@ -201,6 +202,7 @@ impl Application {
         log::info!("listening on http://{}:{port}", server.host);
         Ok(Self {
             port,
+            services,
             server: http,
             metrics,
         })
@@ -209,6 +211,11 @@ impl Application {
     /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The services this server answers with (tests reach its hooks through them).
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// The metrics listener's address, when enabled (useful with port 0).

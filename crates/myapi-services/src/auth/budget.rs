@@ -9,8 +9,9 @@
 //! Each is a pair of leaky buckets of failed logins, one per client network and one per
 //! account: `burst` failures, one leaking out every `refill_secs`. An attempt is reserved
 //! against both before its password is checked, and given back on success. A client network
-//! that logged in to an account (under its current security stamp) passes that account's
-//! full budget, though never its own. Keys are the same on every instance: a 128-bit
+//! that logged in to an account (under its current security stamp) is trusted for it: its
+//! failures are charged to its own bucket only, never the account's, so it passes a
+//! throttled account and cannot throttle it for others (a device retrying a stale password). Keys are the same on every instance: a 128-bit
 //! SHA-256 prefix of the normalised email, and the client's network.
 
 use std::fmt;
@@ -42,6 +43,14 @@ pub struct Attempt {
     pub client: IpNet,
 }
 
+/// What a reservation charged, for [`LoginBudget::release`] to give back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub attempt: Attempt,
+    /// `false` when the client network is trusted for the account, and so was charged alone.
+    pub account_charged: bool,
+}
+
 /// A budget refused, or the store could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
@@ -64,17 +73,22 @@ pub trait LoginBudget: Send + Sync + fmt::Debug {
     /// `Err(Exhausted)` when the client's network has used up its budget. Charges nothing.
     fn check_client(&self, client: &IpNet) -> Result<(), BudgetError>;
 
-    /// Charges one failure to the client network and to the account, both or neither. A
-    /// full client budget refuses; a full account budget refuses unless the client
-    /// network logged in to the account under `security_stamp` (the account's current
-    /// one) within [`TRUSTED_FOR`]. Until [`LoginBudget::release`], the attempt counts
-    /// as a failure, so guesses still waiting for a hashing thread already count.
-    fn reserve(&self, attempt: &Attempt, security_stamp: Option<&str>) -> Result<(), BudgetError>;
+    /// Charges one failure to the client network and to the account, both or neither; or,
+    /// when the client network logged in to the account under `security_stamp` (the
+    /// account's current one) within [`TRUSTED_FOR`], to the client network alone. A full
+    /// client budget refuses, and so does a full account budget for an untrusted client.
+    /// Until [`LoginBudget::release`], the attempt counts as a failure, so guesses still
+    /// waiting for a hashing thread already count.
+    fn reserve(
+        &self,
+        attempt: &Attempt,
+        security_stamp: Option<&str>,
+    ) -> Result<Reservation, BudgetError>;
 
     /// Gives a reservation back. With `trust`, the password matched: the client network
     /// is also trusted for the account while its security stamp stays `trust`. Without,
     /// the attempt failed through no doing of the client (the database was down).
-    fn release(&self, attempt: &Attempt, trust: Option<&str>) -> Result<(), ServiceError>;
+    fn release(&self, reservation: &Reservation, trust: Option<&str>) -> Result<(), ServiceError>;
 
     /// Charges a failure to the client network alone: a refresh or revocation with a
     /// token that is no good, where there is no account to charge.

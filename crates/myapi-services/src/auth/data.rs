@@ -2,6 +2,7 @@
 //! refresh-token families ([`SessionDataManager`]).
 
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
 use myapi_models::schema::{refresh_families, refresh_tokens, users};
 
@@ -135,19 +136,51 @@ impl UserDataManager {
     }
 }
 
-/// What presenting a refresh token did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rotation {
-    /// The token was current: it is now used, and `next` joined its family.
-    Rotated { user_id: i32, scope: String },
-    /// The token was rotated before, at `used_at`.
-    Reused {
+/// What presenting a refresh token did. `decided` is what the caller's check returned for
+/// the token's user and family, inside the transaction that used the token.
+#[derive(Debug, Clone)]
+pub enum Rotation<T> {
+    /// The token was current: it is now used, and its successor joined the family.
+    Rotated { user: UserRow, decided: T },
+    /// The token was rotated before, at `used_at`, and the successor it got then is still
+    /// unused: the same request again, if it comes within the reuse grace.
+    Repeated {
         family_id: String,
-        user_id: i32,
+        user: UserRow,
+        decided: T,
         used_at: i64,
+        successor_sealed: String,
     },
-    /// Unknown, expired, or of a revoked family.
+    /// The token was rotated before and its successor was used too: reuse.
+    Reused { family_id: String, user_id: i32 },
+    /// Unknown, expired, of a revoked family, of a session past its lifetime, or of a
+    /// family whose user has another security stamp since.
     Refused,
+}
+
+/// The token a rotation hands out: its hash, itself sealed under the used token, and the
+/// times that bound it.
+#[derive(Debug, Clone)]
+pub struct Successor {
+    pub hash: String,
+    pub sealed: String,
+    /// Unix seconds now, as the whole rotation sees it.
+    pub now: i64,
+    pub lifetime_secs: i64,
+    /// No token of a family lives past the family's start plus this.
+    pub session_max_secs: i64,
+}
+
+/// Ends a transaction early and rolls it back: the caller's check refused, or a query failed.
+enum Abort<E> {
+    Refused(E),
+    Query(diesel::result::Error),
+}
+
+impl<E> From<diesel::result::Error> for Abort<E> {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Query(error)
+    }
 }
 
 /// Queries on `refresh_families` and `refresh_tokens`. Times are Unix seconds.
@@ -161,39 +194,68 @@ impl SessionDataManager {
         Self { db }
     }
 
-    /// Starts a family with its first token.
+    /// Starts a family with its first token, unless its user's security stamp is no
+    /// longer `family.security_stamp` (`false`: the password changed while the login
+    /// checked it). One statement checks and inserts, so no change slips in between.
     pub fn start(
         &self,
         family: &RefreshFamilyRow,
         token: &RefreshTokenRow,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
         conn.transaction(|conn| {
-            diesel::insert_into(refresh_families::table)
-                .values(family)
+            let started = diesel::insert_into(refresh_families::table)
+                .values(
+                    users::table
+                        .filter(users::user_id.eq(family.user_id))
+                        .filter(users::security_stamp.eq(&family.security_stamp))
+                        .select((
+                            family.family_id.as_str().into_sql::<Text>(),
+                            users::user_id,
+                            family.scope.as_str().into_sql::<Text>(),
+                            family.created_at.into_sql::<BigInt>(),
+                            users::security_stamp,
+                        )),
+                )
+                .into_columns((
+                    refresh_families::family_id,
+                    refresh_families::user_id,
+                    refresh_families::scope,
+                    refresh_families::created_at,
+                    refresh_families::security_stamp,
+                ))
                 .execute(conn)?;
+            if started == 0 {
+                return Ok(false);
+            }
             diesel::insert_into(refresh_tokens::table)
                 .values(token)
                 .execute(conn)?;
-            Ok(())
+            Ok(true)
         })
     }
 
-    /// Marks the token `token_hash` used and adds `next` to its family, if the token is
+    /// Uses the token `token_hash` and adds `next` to its family, if the token is current
+    /// and `decide` (given the user and family as this transaction sees them) agrees. A
+    /// refusal by `decide`, or any failed query, rolls everything back: the token stays
     /// current. Of two rotations of one token racing each other, exactly one sees
     /// [`Rotation::Rotated`]: the first statement is a conditional update, which both
-    /// backends serialise.
-    pub fn rotate(
+    /// backends serialise, and the loser then sees [`Rotation::Repeated`].
+    pub fn rotate<T, E: From<ServiceError>>(
         &self,
         token_hash: &str,
-        next_hash: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<Rotation, ServiceError> {
+        next: &Successor,
+        decide: impl Fn(&UserRow, &RefreshFamilyRow) -> Result<T, E>,
+    ) -> Result<Rotation<T>, E> {
+        let now = next.now;
+        let oldest_live = now - next.session_max_secs;
         let mut conn = self.db.conn()?;
-        conn.transaction(|conn| {
+        let rotated = conn.transaction(|conn| {
             let live_families = refresh_families::table
+                .inner_join(users::table)
                 .filter(refresh_families::revoked_at.is_null())
+                .filter(refresh_families::security_stamp.eq(users::security_stamp))
+                .filter(refresh_families::created_at.gt(oldest_live))
                 .select(refresh_families::family_id);
             let claimed = diesel::update(
                 refresh_tokens::table
@@ -202,52 +264,80 @@ impl SessionDataManager {
                     .filter(refresh_tokens::expires_at.gt(now))
                     .filter(refresh_tokens::family_id.eq_any(live_families)),
             )
-            .set(refresh_tokens::used_at.eq(now))
+            .set((
+                refresh_tokens::used_at.eq(now),
+                refresh_tokens::successor_hash.eq(&next.hash),
+                refresh_tokens::successor_sealed.eq(&next.sealed),
+            ))
             .execute(conn)?;
-            let found: Option<(RefreshTokenRow, RefreshFamilyRow)> = refresh_tokens::table
-                .inner_join(refresh_families::table)
+            let found: Option<(RefreshTokenRow, RefreshFamilyRow, UserRow)> = refresh_tokens::table
+                .inner_join(refresh_families::table.inner_join(users::table))
                 .filter(refresh_tokens::token_hash.eq(token_hash))
-                .select((RefreshTokenRow::as_select(), RefreshFamilyRow::as_select()))
+                .select((
+                    RefreshTokenRow::as_select(),
+                    RefreshFamilyRow::as_select(),
+                    UserRow::as_select(),
+                ))
                 .first(conn)
                 .optional()?;
-            let Some((token, family)) = found else {
+            let Some((token, family, user)) = found else {
                 return Ok(Rotation::Refused);
             };
             if claimed == 1 {
+                let decided = decide(&user, &family).map_err(Abort::Refused)?;
                 diesel::insert_into(refresh_tokens::table)
                     .values(&RefreshTokenRow {
-                        token_hash: next_hash.to_owned(),
+                        token_hash: next.hash.clone(),
                         family_id: family.family_id,
                         created_at: now,
-                        expires_at,
+                        expires_at: (now + next.lifetime_secs)
+                            .min(family.created_at + next.session_max_secs),
                         used_at: None,
+                        successor_hash: None,
+                        successor_sealed: None,
                     })
                     .execute(conn)?;
-                return Ok(Rotation::Rotated {
-                    user_id: family.user_id,
-                    scope: family.scope,
-                });
+                return Ok(Rotation::Rotated { user, decided });
             }
-            Ok(match (token.used_at, family.revoked_at) {
-                (Some(used_at), None) => Rotation::Reused {
+            let live = family.revoked_at.is_none()
+                && family.security_stamp == user.security_stamp
+                && family.created_at > oldest_live;
+            let (Some(used_at), true) = (token.used_at, live) else {
+                return Ok(Rotation::Refused);
+            };
+            let successor_current = match &token.successor_hash {
+                Some(successor) => {
+                    refresh_tokens::table
+                        .filter(refresh_tokens::token_hash.eq(successor))
+                        .filter(refresh_tokens::used_at.is_null())
+                        .filter(refresh_tokens::expires_at.gt(now))
+                        .count()
+                        .get_result::<i64>(conn)?
+                        > 0
+                }
+                None => false,
+            };
+            match (successor_current, token.successor_sealed) {
+                (true, Some(successor_sealed)) => {
+                    let decided = decide(&user, &family).map_err(Abort::Refused)?;
+                    Ok(Rotation::Repeated {
+                        family_id: family.family_id,
+                        user,
+                        decided,
+                        used_at,
+                        successor_sealed,
+                    })
+                }
+                _ => Ok(Rotation::Reused {
                     family_id: family.family_id,
-                    user_id: family.user_id,
-                    used_at,
-                },
-                _ => Rotation::Refused,
-            })
+                    user_id: user.user_id,
+                }),
+            }
+        });
+        rotated.map_err(|abort| match abort {
+            Abort::Refused(refusal) => refusal,
+            Abort::Query(error) => E::from(ServiceError::from(error)),
         })
-    }
-
-    /// The scope granted to the family of the token `token_hash` (it never changes).
-    pub fn family_scope(&self, token_hash: &str) -> Result<Option<String>, ServiceError> {
-        let mut conn = self.db.conn()?;
-        Ok(refresh_tokens::table
-            .inner_join(refresh_families::table)
-            .filter(refresh_tokens::token_hash.eq(token_hash))
-            .select(refresh_families::scope)
-            .first(&mut conn)
-            .optional()?)
     }
 
     /// The family of the token `token_hash`, if the token is known.
@@ -272,17 +362,22 @@ impl SessionDataManager {
         Ok(())
     }
 
-    /// Revokes every family of the user with this email; `false` when there is no such user.
-    pub fn revoke_user(&self, email: &str, now: i64) -> Result<bool, ServiceError> {
+    /// Revokes every family of the user with this email and gives the user `new_stamp`,
+    /// which ends their access tokens and any login or refresh still in flight; `false`
+    /// when there is no such user.
+    pub fn revoke_user(
+        &self,
+        email: &str,
+        new_stamp: &str,
+        now: i64,
+    ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
         conn.transaction(|conn| {
-            let exists = users::table
-                .filter(users::email.eq(email))
-                .count()
-                .get_result::<i64>(conn)?
-                > 0;
+            let updated = diesel::update(users::table.filter(users::email.eq(email)))
+                .set(users::security_stamp.eq(new_stamp))
+                .execute(conn)?;
             revoke_families_of(conn, email, now)?;
-            Ok(exists)
+            Ok(updated > 0)
         })
     }
 

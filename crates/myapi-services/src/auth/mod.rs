@@ -6,8 +6,10 @@
 
 mod budget;
 mod data;
+pub mod hooks;
 mod password;
 mod postgres_budget;
+mod refresh_secret;
 mod roles;
 mod throttle;
 mod tokens;
@@ -16,14 +18,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ipnet::IpNet;
-use sha2::{Digest, Sha256};
 
-pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget};
-pub use data::{Rotation, SessionDataManager, UserDataManager};
+pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
+pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
+pub use hooks::{Hooks, Point};
 pub use password::{HashPool, PasswordHasher};
 pub use postgres_budget::PostgresBudget;
 pub use roles::{Role, SCOPES, Scopes};
@@ -38,6 +37,7 @@ use crate::config::{LoginBudgetStore, Settings};
 use crate::database::Database;
 use crate::query::{Page, PageSizes, QueryPairs};
 use crate::{InvalidField, ServiceError, blocking};
+use refresh_secret::{hash_secret, open_successor, random_secret, seal_successor};
 use tokens::random_id;
 
 /// Seconds a client should wait when hashing is saturated.
@@ -202,8 +202,13 @@ pub struct AuthService {
     users: UserDataManager,
     sessions: SessionDataManager,
     refresh_lifetime_secs: i64,
+    session_max_secs: i64,
     reuse_grace_secs: i64,
     hasher: PasswordHasher,
+    /// Microseconds a password check with the current parameters takes, on average: a
+    /// check against an older hash is padded to it ([`AuthService::login`]).
+    check_micros: Arc<std::sync::atomic::AtomicU64>,
+    hooks: Hooks,
     hashing: Arc<HashPool>,
     budget: Arc<dyn LoginBudget>,
     budget_keys: BudgetKeys,
@@ -263,8 +268,11 @@ impl AuthService {
                     .get()
                     .saturating_mul(86_400),
             ),
+            session_max_secs: secs(auth.session_max_days.get().saturating_mul(86_400)),
             reuse_grace_secs: secs(auth.refresh_reuse_grace_secs),
             hasher,
+            check_micros: Arc::default(),
+            hooks: Hooks::default(),
             hashing: HashPool::new(auth.hash_concurrency.get(), auth.hash_queue),
             budget,
             budget_keys: BudgetKeys::new(auth),
@@ -278,6 +286,11 @@ impl AuthService {
             revocation_cache: Arc::new(Mutex::new(BoundedMap::new(MAX_CACHED_USERS))),
             revocation_ttl: Duration::from_millis(auth.revocation_cache_ms),
         })
+    }
+
+    /// Where tests pause a login or a refresh (see [`hooks`]); inert in a release build.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
     }
 
     fn parse_password(&self, raw: String) -> Result<Password, InvalidField> {
@@ -401,11 +414,11 @@ impl AuthService {
             .flatten();
         let account = normalise_email(&credentials.username);
         let attempt = self.budget_keys.attempt(&account, client);
-        // In process, a throttled client is turned away before anything else; a shared
-        // budget would spend a round trip on it, and the reservation checks it first anyway.
-        if !self.budget.blocks() {
-            self.budget.check_client(&attempt.client)?;
-        }
+        // A throttled client is turned away before it takes a hashing place or a lookup,
+        // and before any account's bucket is written: one read that takes no lock.
+        let network = attempt.client;
+        self.budget_step(move |budget| budget.check_client(&network))
+            .await?;
         let ticket = self.hashing.try_admit().ok_or(LoginError::Saturated {
             retry_after_secs: BUSY_RETRY_AFTER_SECS,
         })?;
@@ -419,36 +432,27 @@ impl AuthService {
             return Err(LoginError::InvalidGrant);
         }
         let (users, budget) = (self.users.clone(), Arc::clone(&self.budget));
-        let user = blocking(move || {
+        let (user, reservation) = blocking(move || {
             let user = users.find_by_email(&account)?;
             let stamp = user.as_ref().map(|u| u.security_stamp.as_str());
-            Ok(budget.reserve(&attempt, stamp).map(|()| user))
+            Ok(budget
+                .reserve(&attempt, stamp)
+                .map(|charged| (user, charged)))
         })
         .await??;
 
-        let (hasher, dummy_hash) = (self.hasher.clone(), Arc::clone(&self.dummy_hash));
-        let password = credentials.password;
         let checked = ticket
-            .run(move || {
-                let stored = user
-                    .as_ref()
-                    .map_or(&*dummy_hash, |u| u.hashed_password.as_str());
-                if !hasher.verify(&password, stored) {
-                    return (None, None);
-                }
-                let upgraded_hash = hasher
-                    .needs_rehash(stored)
-                    .then(|| hasher.hash(&password).ok())
-                    .flatten();
-                (user, upgraded_hash)
-            })
+            .run(self.password_check(user, credentials.password))
             .await;
         let (user, upgraded_hash) = match checked {
-            Ok(checked) => checked,
+            Ok((checked, pad)) => {
+                tokio::time::sleep(pad).await;
+                checked
+            }
             Err(error) => {
                 // Not the client's doing: the attempt does not count.
                 let cancelled = self
-                    .budget_step(move |budget| Ok(budget.release(&attempt, None)?))
+                    .budget_step(move |budget| Ok(budget.release(&reservation, None)?))
                     .await;
                 if let Err(cancel_error) = cancelled {
                     log::warn!("login budget: a cancelled attempt stays counted: {cancel_error}");
@@ -464,32 +468,91 @@ impl AuthService {
         let granted = grant_scopes(&user, asked.as_ref(), None);
         let (refresh_token, session) = match &granted {
             Ok(granted) => {
-                let (token, rows) = self.new_session(user.user_id, granted);
+                let (token, rows) = self.new_session(&user, granted);
                 (token, Some(rows))
             }
             Err(_) => (String::new(), None),
         };
-        let (budget, users, sessions) = (
+        let (budget, users, sessions, hooks) = (
             Arc::clone(&self.budget),
             self.users.clone(),
             self.sessions.clone(),
+            self.hooks.clone(),
         );
         let stamp = user.security_stamp.clone();
         let upgrade =
             upgraded_hash.map(|new_hash| (user.user_id, user.hashed_password.clone(), new_hash));
-        blocking(move || {
-            budget.release(&attempt, Some(&stamp))?;
+        let current = blocking(move || {
+            hooks.reach(Point::LoginVerified);
+            // The session starts only under the stamp the password was checked against:
+            // a password change meanwhile ends this login too (its reservation stays).
+            if let Some((family, first)) = session
+                && !sessions.start(&family, &first)?
+            {
+                return Ok(false);
+            }
+            budget.release(&reservation, Some(&stamp))?;
             if let Some((user_id, old_hash, new_hash)) = upgrade {
                 users.upgrade_hash(user_id, &old_hash, &new_hash)?;
             }
-            if let Some((family, first)) = session {
-                sessions.start(&family, &first)?;
-            }
-            Ok(())
+            Ok(true)
         })
         .await?;
+        if !current {
+            return Err(LoginError::InvalidGrant);
+        }
         let granted = granted?;
         Ok(self.grant(&user, asked.as_ref(), &granted, refresh_token)?)
+    }
+
+    /// The password check a login runs on a hashing thread: against the user's hash, or a
+    /// dummy one for an unknown user, and a new hash when the stored one has outdated
+    /// parameters and matched. Also returns how long the caller must wait before it
+    /// answers, so that a check against an older (cheaper) hash takes as long as one
+    /// against a current hash: how long an answer took must not tell which accounts have
+    /// old hashes, that is, which exist.
+    fn password_check(
+        &self,
+        user: Option<UserRow>,
+        password: String,
+    ) -> impl FnOnce() -> ((Option<UserRow>, Option<String>), Duration) + Send + 'static {
+        let (hasher, dummy_hash) = (self.hasher.clone(), Arc::clone(&self.dummy_hash));
+        let check_micros = Arc::clone(&self.check_micros);
+        move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            let stored = user
+                .as_ref()
+                .map_or(&*dummy_hash, |u| u.hashed_password.as_str());
+            let outdated = hasher.needs_rehash(stored);
+            if outdated && check_micros.load(Relaxed) == 0 {
+                // No check with the current parameters to compare with yet: time one.
+                let started = Instant::now();
+                hasher.verify(&password, &dummy_hash);
+                check_micros.store(micros(started.elapsed()), Relaxed);
+            }
+            let started = Instant::now();
+            let matched = hasher.verify(&password, stored);
+            let took = started.elapsed();
+            let pad = if outdated {
+                Duration::from_micros(check_micros.load(Relaxed)).saturating_sub(took)
+            } else {
+                // A moving average over about 16 checks.
+                let average = check_micros.load(Relaxed);
+                let sample = micros(took);
+                let next = if average == 0 {
+                    sample
+                } else {
+                    average - average / 16 + sample / 16
+                };
+                check_micros.store(next, Relaxed);
+                Duration::ZERO
+            };
+            if !matched {
+                return ((None, None), pad);
+            }
+            let upgraded_hash = outdated.then(|| hasher.hash(&password).ok()).flatten();
+            ((user, upgraded_hash), pad)
+        }
     }
 
     /// Runs one step against the login budget: in place for an in-process store, on a
@@ -506,9 +569,14 @@ impl AuthService {
     }
 
     /// The refresh grant (RFC 6749 §6): a new access token and a new refresh token for a
-    /// current one, which is used up. A used token presented again revokes its whole family
-    /// (RFC 9700 §4.14.2) unless it was rotated less than `refresh_reuse_grace_secs` ago,
-    /// which is what two racing refreshes look like.
+    /// current one, which is used up.
+    ///
+    /// Everything that can refuse (the family's stamp and lifetime, the scopes asked for
+    /// against the role now) is decided in the transaction that uses the token, so a
+    /// refusal or a failure leaves the token current. A used token presented again within
+    /// `refresh_reuse_grace_secs` of its rotation, while the refresh token it got is still
+    /// unused, gets that same refresh token again (a double submit). Otherwise it is reuse
+    /// and revokes its whole family (RFC 9700 §4.14.2).
     pub async fn refresh(
         &self,
         refresh_token: String,
@@ -524,59 +592,79 @@ impl AuthService {
         let client = self.budget_keys.network(client);
         self.budget_step(move |budget| budget.check_client(&client))
             .await?;
-        if let Some(asked) = &asked {
-            // Checked before the token is used up: a refused narrowing must not cost the
-            // session. A family's scope never changes, so reading it first is safe.
-            let (sessions, presented) = (self.sessions.clone(), hash_secret(&refresh_token));
-            let family_scope = blocking(move || sessions.family_scope(&presented)).await?;
-            if let Some(family_scope) = family_scope.filter(|scope| !scope.is_empty())
-                && !asked.is_subset(&Scopes::from_claim(&family_scope))
-            {
-                return Err(LoginError::InvalidScope(
-                    "a refresh may only narrow the scopes of the login".into(),
-                ));
-            }
-        }
         let now = unix_now();
-        let (next_token, expires_at) = (random_secret(), now + self.refresh_lifetime_secs);
-        let (sessions, presented, next) = (
+        let next_token = random_secret();
+        let next = Successor {
+            hash: hash_secret(&next_token),
+            sealed: seal_successor(&refresh_token, &next_token).ok_or_else(|| {
+                ServiceError::internal("sealing a refresh token failed", "encryption error")
+            })?,
+            now,
+            lifetime_secs: self.refresh_lifetime_secs,
+            session_max_secs: self.session_max_secs,
+        };
+        let (sessions, presented, decide_asked) = (
             self.sessions.clone(),
             hash_secret(&refresh_token),
-            hash_secret(&next_token),
+            asked.clone(),
         );
-        let rotation =
-            blocking(move || sessions.rotate(&presented, &next, expires_at, now)).await?;
-        let (user_id, family_scope) = match rotation {
-            Rotation::Rotated { user_id, scope } => (user_id, Scopes::from_claim(&scope)),
-            Rotation::Reused {
-                family_id,
-                user_id,
-                used_at,
-            } => {
-                if now - used_at > self.reuse_grace_secs {
-                    log::warn!(
-                        "refresh token reused {}s after its rotation: family {family_id} of user {user_id} revoked",
-                        now - used_at
-                    );
-                    let sessions = self.sessions.clone();
-                    blocking(move || sessions.revoke_family(&family_id, now)).await?;
+        let rotation = blocking(move || {
+            Ok(sessions.rotate(&presented, &next, |user, family| {
+                let within = family_scopes(family);
+                if let (Some(asked), Some(within)) = (&decide_asked, &within)
+                    && !asked.is_subset(within)
+                {
+                    return Err(LoginError::InvalidScope(
+                        "a refresh may only narrow the scopes of the login".into(),
+                    ));
                 }
-                self.count_client_failure(client).await?;
-                return Err(LoginError::InvalidRefreshToken);
+                grant_scopes(user, decide_asked.as_ref(), within.as_ref())
+            }))
+        })
+        .await??;
+        match rotation {
+            Rotation::Rotated { user, decided } => {
+                self.hooks.reach(Point::RefreshRotated);
+                Ok(self.grant(&user, asked.as_ref(), &decided, next_token)?)
+            }
+            Rotation::Repeated {
+                user,
+                decided,
+                used_at,
+                successor_sealed,
+                ..
+            } if now - used_at <= self.reuse_grace_secs => {
+                let successor = open_successor(&refresh_token, &successor_sealed)
+                    .ok_or(LoginError::InvalidRefreshToken)?;
+                Ok(self.grant(&user, asked.as_ref(), &decided, successor)?)
+            }
+            Rotation::Repeated {
+                family_id, user, ..
+            } => self.reused(family_id, user.user_id, now, client).await,
+            Rotation::Reused { family_id, user_id } => {
+                self.reused(family_id, user_id, now, client).await
             }
             Rotation::Refused => {
                 self.count_client_failure(client).await?;
-                return Err(LoginError::InvalidRefreshToken);
+                Err(LoginError::InvalidRefreshToken)
             }
-        };
-        let users = self.users.clone();
-        let user = blocking(move || users.find_by_id(user_id))
-            .await?
-            .ok_or(LoginError::InvalidRefreshToken)?;
-        // Families from before scopes existed hold none: they get what the role allows.
-        let within = (!family_scope.is_empty()).then_some(&family_scope);
-        let granted = grant_scopes(&user, asked.as_ref(), within)?;
-        Ok(self.grant(&user, asked.as_ref(), &granted, next_token)?)
+        }
+    }
+
+    /// A used refresh token came back (past the grace, or after its successor was used):
+    /// taken for theft, its family is revoked, so thief and victim both lose the session.
+    async fn reused(
+        &self,
+        family_id: String,
+        user_id: i32,
+        now: i64,
+        client: IpNet,
+    ) -> Result<TokenResponse, LoginError> {
+        log::warn!("refresh token reused: family {family_id} of user {user_id} revoked");
+        let sessions = self.sessions.clone();
+        blocking(move || sessions.revoke_family(&family_id, now)).await?;
+        self.count_client_failure(client).await?;
+        Err(LoginError::InvalidRefreshToken)
     }
 
     /// RFC 7009 revocation: a refresh token revokes its family; an unknown or already
@@ -608,10 +696,15 @@ impl AuthService {
             .await
     }
 
-    /// Revokes every refresh-token family of the user (blocking).
+    /// Ends every session of the user (blocking): revokes their refresh-token families and
+    /// gives them a new security stamp, which ends their access tokens and any login or
+    /// refresh still in flight.
     pub fn revoke_sessions(&self, email: &str) -> Result<String, ServiceError> {
         let email = normalise_email(email);
-        if self.sessions.revoke_user(&email, unix_now())? {
+        if self
+            .sessions
+            .revoke_user(&email, &random_id(), unix_now())?
+        {
             Ok(email)
         } else {
             Err(no_such_user(&email))
@@ -624,20 +717,21 @@ impl AuthService {
         self.sessions.purge(unix_now())
     }
 
-    /// A new family with its first refresh token: the token in the clear (only its hash
-    /// is stored) and the rows to insert.
+    /// A new family with its first refresh token, bound to the user's security stamp: the
+    /// token in the clear (only its hash is stored) and the rows to insert.
     fn new_session(
         &self,
-        user_id: i32,
+        user: &UserRow,
         granted: &Scopes,
     ) -> (String, (RefreshFamilyRow, RefreshTokenRow)) {
         let (token, now) = (random_secret(), unix_now());
         let family = RefreshFamilyRow {
             family_id: random_id(),
-            user_id,
+            user_id: user.user_id,
             scope: granted.to_string(),
             created_at: now,
             revoked_at: None,
+            security_stamp: user.security_stamp.clone(),
         };
         let first = RefreshTokenRow {
             token_hash: hash_secret(&token),
@@ -645,6 +739,8 @@ impl AuthService {
             created_at: now,
             expires_at: now + self.refresh_lifetime_secs,
             used_at: None,
+            successor_hash: None,
+            successor_sealed: None,
         };
         (token, (family, first))
     }
@@ -739,18 +835,6 @@ fn accept(
     }
 }
 
-/// 256 random bits, base64url: a refresh token.
-fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// What is stored of a refresh token: its SHA-256, base64url.
-fn hash_secret(secret: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
-}
-
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -759,6 +843,17 @@ fn unix_now() -> i64 {
 
 fn secs(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The scopes a family was granted; `None` for a family from before scopes were stored
+/// (an empty string), which gets what the role allows. A family whose every scope has
+/// since been removed from the list is `Some` of nothing, and refreshes to nothing.
+fn family_scopes(family: &RefreshFamilyRow) -> Option<Scopes> {
+    (!family.scope.is_empty()).then(|| Scopes::from_claim(&family.scope))
 }
 
 fn no_such_user(email: &str) -> ServiceError {

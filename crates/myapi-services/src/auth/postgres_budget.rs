@@ -16,7 +16,9 @@ use diesel::prelude::*;
 use ipnet::IpNet;
 use myapi_models::{DbConnection, DbError};
 
-use super::budget::{Attempt, BudgetError, Limit, LoginBudget, TRUSTED_FOR, digest, retry_after};
+use super::budget::{
+    Attempt, BudgetError, Limit, LoginBudget, Reservation, TRUSTED_FOR, digest, retry_after,
+};
 use crate::ServiceError;
 use crate::config::AuthSettings;
 use crate::database::Database;
@@ -134,7 +136,11 @@ impl LoginBudget for PostgresBudget {
         }
     }
 
-    fn reserve(&self, attempt: &Attempt, security_stamp: Option<&str>) -> Result<(), BudgetError> {
+    fn reserve(
+        &self,
+        attempt: &Attempt,
+        security_stamp: Option<&str>,
+    ) -> Result<Reservation, BudgetError> {
         let (account, client) = (self.account_limit, self.client_limit);
         let wait = self.with_pg(|pg| {
             diesel::select(login_budget_reserve(
@@ -149,18 +155,29 @@ impl LoginBudget for PostgresBudget {
             ))
             .get_result::<Option<f64>>(pg)
         })?;
+        // NULL: both charged; 0: the client alone (trusted); else the seconds to wait.
         match wait {
-            Some(wait) => Err(retry_after(wait)),
-            None => Ok(()),
+            Some(wait) if wait > 0.0 => Err(retry_after(wait)),
+            charged => Ok(Reservation {
+                attempt: *attempt,
+                account_charged: charged.is_none(),
+            }),
         }
     }
 
-    fn release(&self, attempt: &Attempt, trust: Option<&str>) -> Result<(), ServiceError> {
+    fn release(&self, reservation: &Reservation, trust: Option<&str>) -> Result<(), ServiceError> {
         let (account, client) = (self.account_limit, self.client_limit);
+        let attempt = &reservation.attempt;
+        // A leak of 0 refunds nothing: an account the reservation did not charge.
+        let account_refund = if reservation.account_charged {
+            secs(&account)
+        } else {
+            0.0
+        };
         self.with_pg(|pg| {
             diesel::select(login_budget_release(
                 account_key(attempt),
-                secs(&account),
+                account_refund,
                 client_key(&attempt.client),
                 secs(&client),
                 trust.map(|stamp| digest(stamp).to_vec()),

@@ -12,7 +12,8 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 use super::budget::{
-    Attempt, BudgetError, Digest128, Limit, LoginBudget, TRUSTED_FOR, digest, retry_after,
+    Attempt, BudgetError, Digest128, Limit, LoginBudget, Reservation, TRUSTED_FOR, digest,
+    retry_after,
 };
 use crate::ServiceError;
 use crate::bounded::{BoundedMap, Retention};
@@ -124,44 +125,52 @@ impl LoginBudget for LoginThrottle {
         self.client_limit.admit(level)
     }
 
-    fn reserve(&self, attempt: &Attempt, security_stamp: Option<&str>) -> Result<(), BudgetError> {
+    fn reserve(
+        &self,
+        attempt: &Attempt,
+        security_stamp: Option<&str>,
+    ) -> Result<Reservation, BudgetError> {
         let now = Instant::now();
         let Attempt { account, client } = *attempt;
         let mut state = self.lock();
         let client_level = self.client_limit.level(state.per_client.get(&client), now);
         self.client_limit.admit(client_level)?;
+        let trusted = security_stamp.is_some_and(|stamp| {
+            state
+                .trusted
+                .get(&(digest(stamp), client))
+                .is_some_and(|since| now.saturating_duration_since(*since) < TRUSTED_FOR)
+        });
         let account_level = self
             .account_limit
             .level(state.per_account.get(&account), now);
-        if let Err(refused) = self.account_limit.admit(account_level) {
-            let trusted = security_stamp.is_some_and(|stamp| {
-                state
-                    .trusted
-                    .get(&(digest(stamp), client))
-                    .is_some_and(|since| now.saturating_duration_since(*since) < TRUSTED_FOR)
-            });
-            if !trusted {
-                return Err(refused);
-            }
+        if !trusted {
+            self.account_limit.admit(account_level)?;
         }
         self.charge_client(&mut state, client, client_level, now);
-        let limit = self.account_limit;
-        state.per_account.insert(
-            account,
-            Bucket {
-                level: account_level + 1.0,
-                at: now,
-            },
-            now,
-            |b| limit.retention(b, now),
-        );
-        Ok(())
+        if !trusted {
+            let limit = self.account_limit;
+            state.per_account.insert(
+                account,
+                Bucket {
+                    level: account_level + 1.0,
+                    at: now,
+                },
+                now,
+                |b| limit.retention(b, now),
+            );
+        }
+        Ok(Reservation {
+            attempt: *attempt,
+            account_charged: !trusted,
+        })
     }
 
     /// The network's other failures stay: logging in to one's own account buys no fresh
     /// guesses against others.
-    fn release(&self, attempt: &Attempt, trust: Option<&str>) -> Result<(), ServiceError> {
+    fn release(&self, reservation: &Reservation, trust: Option<&str>) -> Result<(), ServiceError> {
         let now = Instant::now();
+        let attempt = &reservation.attempt;
         let mut state = self.lock();
         let refund = |limit: &Limit, bucket: Option<&mut Bucket>| {
             if let Some(bucket) = bucket {
@@ -175,10 +184,12 @@ impl LoginBudget for LoginThrottle {
             &self.client_limit,
             state.per_client.get_mut(&attempt.client),
         );
-        refund(
-            &self.account_limit,
-            state.per_account.get_mut(&attempt.account),
-        );
+        if reservation.account_charged {
+            refund(
+                &self.account_limit,
+                state.per_account.get_mut(&attempt.account),
+            );
+        }
         if let Some(stamp) = trust {
             state.trusted.insert(
                 (digest(stamp), attempt.client),
