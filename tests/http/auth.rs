@@ -591,3 +591,60 @@ async fn a_password_change_forgets_trusted_networks(db: TestDb) {
     );
 }
 both_backends!(a_password_change_forgets_trusted_networks);
+
+/// An account whose hash predates a parameter change (cheaper) must not answer a wrong
+/// password faster than an unknown account does: the difference would tell which
+/// accounts exist. Medians of several tries, against a difference of 20x unpadded.
+async fn outdated_hashes_answer_as_slowly_as_unknown_accounts(db: TestDb) {
+    let app = spawn_app_with(db, |settings| {
+        settings.auth.argon2_iterations = 4;
+        settings.auth.account_failure_burst = 100.try_into().unwrap();
+        settings.auth.ip_failure_burst = 100.try_into().unwrap();
+    })
+    .await;
+    let mut weak = app.settings.clone();
+    weak.auth.argon2_memory_kib = 1024;
+    weak.auth.argon2_iterations = 1;
+    tokio::task::spawn_blocking(move || {
+        myapi_services::Services::build(&weak, false)
+            .unwrap()
+            .auth
+            .create_user(
+                "Old",
+                "old@example.com",
+                PASSWORD.into(),
+                myapi_services::auth::Role::Reader,
+            )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let median_millis = |username: &'static str| {
+        let app = &app;
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..7 {
+                let started = std::time::Instant::now();
+                let response = app
+                    .post_token(&[("username", username), ("password", "not-the-password")])
+                    .await;
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(response.status(), 400);
+            }
+            times.sort_by(f64::total_cmp);
+            times[3]
+        }
+    };
+    // A current-parameters check first, as the server's moving average starts from it.
+    median_millis("nobody@example.com").await;
+    let (old, unknown) = (
+        median_millis("old@example.com").await,
+        median_millis("nobody@example.com").await,
+    );
+    println!("wrong password: outdated hash {old:.1} ms, unknown account {unknown:.1} ms");
+    assert!(
+        old >= unknown * 0.5,
+        "outdated hash {old:.1} ms vs unknown {unknown:.1} ms"
+    );
+}
+both_backends!(outdated_hashes_answer_as_slowly_as_unknown_accounts);

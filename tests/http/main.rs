@@ -13,6 +13,7 @@ mod fuzz;
 mod health;
 mod hostile;
 mod key_rotation;
+mod login_flood;
 mod movie_writes;
 mod movies;
 mod oauth_clients;
