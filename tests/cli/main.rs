@@ -525,6 +525,19 @@ fn large_import_is_not_cut_short_by_the_statement_timeout() {
             .output()
             .unwrap();
         assert!(stdout(&out).contains("20000 inserted"), "{}", stderr(&out));
+        if db.dsn.starts_with("postgres") {
+            // Vacuumed (the visibility map, for index-only scans) and analysed (statistics).
+            let catalog = Command::new("psql")
+                .args([
+                    db.dsn.as_str(),
+                    "-Atc",
+                    "SELECT relallvisible > 0, reltuples >= 20000 FROM pg_class \
+                     WHERE oid = 'myapi.movies'::regclass",
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&catalog.stdout).trim(), "t|t");
+        }
     });
 }
 

@@ -159,10 +159,35 @@ async fn a_refresh_in_flight_ends_with_a_password_change(db: TestDb) {
 }
 both_backends!(a_refresh_in_flight_ends_with_a_password_change);
 
+/// On PostgreSQL a password change does not wait for a refresh that has marked its token
+/// used: the change commits between that update and the refresh's read of the user, and
+/// the refresh must see it and refuse (on SQLite the refresh holds the write lock, so the
+/// change waits for it, which the test above covers).
+#[tokio::test]
+async fn a_password_change_inside_a_refresh_ends_it() {
+    let Some(db) = TestDb::new(crate::support::Backend::Postgres) else {
+        return;
+    };
+    let app = spawn_app_with(db, |s| s.auth.revocation_cache_ms = 0).await;
+    app.create_user(EMAIL, PASSWORD).await;
+    for change in [change_password, revoke_sessions] {
+        let (_, token) = login(&app).await;
+        once_at(&app, Point::RefreshClaimed, change);
+        assert_invalid_grant(refresh(&app, &token).await).await;
+        app.hooks.clear(Point::RefreshClaimed);
+        let services = app.services.clone();
+        tokio::task::spawn_blocking(move || services.auth.set_password(EMAIL, PASSWORD.into()))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 /// A refresh refused for its scopes leaves its token current: the retry is not taken for
 /// theft.
 async fn a_refused_refresh_leaves_its_token_current(db: TestDb) {
-    let app = spawn_app(db).await;
+    // No grace: a token used up by the refusal would answer the retry as reuse.
+    let app = spawn_app_with(db, |s| s.auth.refresh_reuse_grace_secs = 0).await;
     app.create_user_with_role(EMAIL, PASSWORD, Role::Editor)
         .await;
     let response = app

@@ -48,6 +48,11 @@ impl Database {
         })
     }
 
+    /// The PostgreSQL `statement_timeout` every pooled connection has.
+    pub(crate) fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+
     pub fn backend_name(&self) -> &'static str {
         self.url.backend_name()
     }

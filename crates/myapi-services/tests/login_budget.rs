@@ -395,7 +395,7 @@ fn a_failing_shared_store_is_unavailable_and_admits_nothing() {
         .args([
             test_db.dsn.as_str(),
             "-qc",
-            "DROP FUNCTION myapi.login_budget_reserve",
+            "DROP FUNCTION myapi.login_budget_reserve_v2",
         ])
         .status()
         .ok()

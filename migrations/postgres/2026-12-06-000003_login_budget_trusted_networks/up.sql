@@ -1,9 +1,11 @@
--- A client network trusted for an account (it logged in under the account's current
--- security stamp) is charged its own failures only, never the account's: a device at
--- home retrying a stale password must not lock the account for everyone else. Its own
--- bucket still bounds its guessing. Returns NULL when both buckets were charged, 0 when
--- only the client's was (trusted), or else the seconds to wait.
-CREATE OR REPLACE FUNCTION myapi.login_budget_reserve(
+-- login_budget_reserve, except that a client network trusted for an account (it logged in
+-- under the account's current security stamp) is charged its own failures only, never the
+-- account's: a device at home retrying a stale password must not lock the account for
+-- everyone else. Its own bucket still bounds its guessing. Returns NULL when both buckets
+-- were charged, 0 when only the client's was (trusted), or else the seconds to wait.
+-- A new name, so instances of the previous release keep calling the old function during
+-- a rolling upgrade; a later migration can drop that one.
+CREATE FUNCTION myapi.login_budget_reserve_v2(
     account_key BYTEA, account_burst FLOAT8, account_leak FLOAT8,
     client_key BYTEA, client_burst FLOAT8, client_leak FLOAT8,
     stamp BYTEA, trusted_secs FLOAT8

@@ -6,6 +6,7 @@ use diesel::sql_types::{BigInt, Text};
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
 use myapi_models::schema::{refresh_families, refresh_tokens, users};
 
+use super::hooks::{Hooks, Point};
 use crate::ServiceError;
 use crate::database::Database;
 use crate::error::is_unique_violation;
@@ -142,16 +143,15 @@ impl UserDataManager {
 pub enum Rotation<T> {
     /// The token was current: it is now used, and its successor joined the family.
     Rotated { user: UserRow, decided: T },
-    /// The token was rotated before, at `used_at`, and the successor it got then is still
-    /// unused: the same request again, if it comes within the reuse grace.
+    /// The token was rotated less than the reuse grace ago, and the successor it got then
+    /// is still unused: the same request again (a double submit).
     Repeated {
-        family_id: String,
         user: UserRow,
         decided: T,
-        used_at: i64,
+        successor_hash: String,
         successor_sealed: String,
     },
-    /// The token was rotated before and its successor was used too: reuse.
+    /// The token was rotated before, past the grace or with its successor used since.
     Reused { family_id: String, user_id: i32 },
     /// Unknown, expired, of a revoked family, of a session past its lifetime, or of a
     /// family whose user has another security stamp since.
@@ -169,11 +169,16 @@ pub struct Successor {
     pub lifetime_secs: i64,
     /// No token of a family lives past the family's start plus this.
     pub session_max_secs: i64,
+    /// A used token shown again less than this long after its rotation is a double
+    /// submit, not reuse.
+    pub grace_secs: i64,
 }
 
-/// Ends a transaction early and rolls it back: the caller's check refused, or a query failed.
+/// Ends a transaction early and rolls it back: the token is no good, the caller's check
+/// refused, or a query failed.
 enum Abort<E> {
-    Refused(E),
+    Refused,
+    Decided(E),
     Query(diesel::result::Error),
 }
 
@@ -187,16 +192,18 @@ impl<E> From<diesel::result::Error> for Abort<E> {
 #[derive(Debug, Clone)]
 pub struct SessionDataManager {
     db: Database,
+    hooks: Hooks,
 }
 
 impl SessionDataManager {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    pub fn new(db: Database, hooks: Hooks) -> Self {
+        Self { db, hooks }
     }
 
     /// Starts a family with its first token, unless its user's security stamp is no
     /// longer `family.security_stamp` (`false`: the password changed while the login
-    /// checked it). One statement checks and inserts, so no change slips in between.
+    /// checked it). A change that commits after this statement read the user leaves a
+    /// family bound to the old stamp, which [`SessionDataManager::rotate`] refuses.
     pub fn start(
         &self,
         family: &RefreshFamilyRow,
@@ -237,10 +244,11 @@ impl SessionDataManager {
 
     /// Uses the token `token_hash` and adds `next` to its family, if the token is current
     /// and `decide` (given the user and family as this transaction sees them) agrees. A
-    /// refusal by `decide`, or any failed query, rolls everything back: the token stays
-    /// current. Of two rotations of one token racing each other, exactly one sees
-    /// [`Rotation::Rotated`]: the first statement is a conditional update, which both
-    /// backends serialise, and the loser then sees [`Rotation::Repeated`].
+    /// refusal by `decide`, a stamp changed meanwhile, or any failed query rolls
+    /// everything back: the token stays current. Of two rotations of one token racing each
+    /// other, exactly one sees [`Rotation::Rotated`]: the first statement is a conditional
+    /// update, which both backends serialise, and the loser then sees
+    /// [`Rotation::Repeated`] (within `next.grace_secs`) or [`Rotation::Reused`].
     pub fn rotate<T, E: From<ServiceError>>(
         &self,
         token_hash: &str,
@@ -248,7 +256,7 @@ impl SessionDataManager {
         decide: impl Fn(&UserRow, &RefreshFamilyRow) -> Result<T, E>,
     ) -> Result<Rotation<T>, E> {
         let now = next.now;
-        let oldest_live = now - next.session_max_secs;
+        let oldest_live = now.saturating_sub(next.session_max_secs);
         let mut conn = self.db.conn()?;
         let rotated = conn.transaction(|conn| {
             let live_families = refresh_families::table
@@ -270,6 +278,9 @@ impl SessionDataManager {
                 refresh_tokens::successor_sealed.eq(&next.sealed),
             ))
             .execute(conn)?;
+            self.hooks.reach(Point::RefreshClaimed);
+            // On PostgreSQL this statement sees what committed since the update: a password
+            // change in between shows here, and `live` turns the rotation down.
             let found: Option<(RefreshTokenRow, RefreshFamilyRow, UserRow)> = refresh_tokens::table
                 .inner_join(refresh_families::table.inner_join(users::table))
                 .filter(refresh_tokens::token_hash.eq(token_hash))
@@ -281,32 +292,43 @@ impl SessionDataManager {
                 .first(conn)
                 .optional()?;
             let Some((token, family, user)) = found else {
-                return Ok(Rotation::Refused);
+                return Err(Abort::Refused);
             };
+            let live = family.revoked_at.is_none()
+                && family.security_stamp == user.security_stamp
+                && family.created_at > oldest_live;
+            if !live {
+                return Err(Abort::Refused);
+            }
             if claimed == 1 {
-                let decided = decide(&user, &family).map_err(Abort::Refused)?;
+                let decided = decide(&user, &family).map_err(Abort::Decided)?;
                 diesel::insert_into(refresh_tokens::table)
                     .values(&RefreshTokenRow {
                         token_hash: next.hash.clone(),
                         family_id: family.family_id,
                         created_at: now,
-                        expires_at: (now + next.lifetime_secs)
-                            .min(family.created_at + next.session_max_secs),
+                        expires_at: now
+                            .saturating_add(next.lifetime_secs)
+                            .min(family.created_at.saturating_add(next.session_max_secs)),
                         used_at: None,
                         successor_hash: None,
                         successor_sealed: None,
                     })
                     .execute(conn)?;
+                // The token before this one no longer needs to answer a double submit.
+                diesel::update(
+                    refresh_tokens::table.filter(refresh_tokens::successor_hash.eq(token_hash)),
+                )
+                .set(refresh_tokens::successor_sealed.eq(None::<String>))
+                .execute(conn)?;
                 return Ok(Rotation::Rotated { user, decided });
             }
-            let live = family.revoked_at.is_none()
-                && family.security_stamp == user.security_stamp
-                && family.created_at > oldest_live;
-            let (Some(used_at), true) = (token.used_at, live) else {
-                return Ok(Rotation::Refused);
+            let Some(used_at) = token.used_at else {
+                return Err(Abort::Refused);
             };
-            let successor_current = match &token.successor_hash {
-                Some(successor) => {
+            let within_grace = now.saturating_sub(used_at) < next.grace_secs;
+            let successor_current = match (&token.successor_hash, within_grace) {
+                (Some(successor), true) => {
                     refresh_tokens::table
                         .filter(refresh_tokens::token_hash.eq(successor))
                         .filter(refresh_tokens::used_at.is_null())
@@ -315,16 +337,19 @@ impl SessionDataManager {
                         .get_result::<i64>(conn)?
                         > 0
                 }
-                None => false,
+                _ => false,
             };
-            match (successor_current, token.successor_sealed) {
-                (true, Some(successor_sealed)) => {
-                    let decided = decide(&user, &family).map_err(Abort::Refused)?;
+            match (
+                successor_current,
+                token.successor_hash,
+                token.successor_sealed,
+            ) {
+                (true, Some(successor_hash), Some(successor_sealed)) => {
+                    let decided = decide(&user, &family).map_err(Abort::Decided)?;
                     Ok(Rotation::Repeated {
-                        family_id: family.family_id,
                         user,
                         decided,
-                        used_at,
+                        successor_hash,
                         successor_sealed,
                     })
                 }
@@ -334,10 +359,12 @@ impl SessionDataManager {
                 }),
             }
         });
-        rotated.map_err(|abort| match abort {
-            Abort::Refused(refusal) => refusal,
-            Abort::Query(error) => E::from(ServiceError::from(error)),
-        })
+        match rotated {
+            Ok(rotation) => Ok(rotation),
+            Err(Abort::Refused) => Ok(Rotation::Refused),
+            Err(Abort::Decided(refusal)) => Err(refusal),
+            Err(Abort::Query(error)) => Err(E::from(ServiceError::from(error))),
+        }
     }
 
     /// The family of the token `token_hash`, if the token is known.
@@ -383,7 +410,9 @@ impl SessionDataManager {
 
     /// Deletes the families whose every token has expired, and the revoked ones. A used
     /// token stays as long as its family does, or reuse detection would forget it.
-    pub fn purge(&self, now: i64) -> Result<usize, ServiceError> {
+    /// Also forgets the sealed successors older than `grace_secs`, which can no longer
+    /// answer a double submit.
+    pub fn purge(&self, now: i64, grace_secs: i64) -> Result<usize, ServiceError> {
         let mut conn = self.db.conn()?;
         let live = refresh_tokens::table
             .filter(refresh_tokens::expires_at.gt(now))
@@ -399,6 +428,13 @@ impl SessionDataManager {
                 .load(conn)?;
             diesel::delete(refresh_tokens::table.filter(refresh_tokens::family_id.eq_any(&doomed)))
                 .execute(conn)?;
+            diesel::update(
+                refresh_tokens::table
+                    .filter(refresh_tokens::successor_sealed.is_not_null())
+                    .filter(refresh_tokens::used_at.lt(now.saturating_sub(grace_secs))),
+            )
+            .set(refresh_tokens::successor_sealed.eq(None::<String>))
+            .execute(conn)?;
             Ok(diesel::delete(
                 refresh_families::table.filter(refresh_families::family_id.eq_any(&doomed)),
             )

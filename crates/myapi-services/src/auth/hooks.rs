@@ -10,6 +10,8 @@
 pub enum Point {
     /// A login's password matched; its session has not started yet.
     LoginVerified,
+    /// A refresh marked its token used; its transaction has not read the user yet.
+    RefreshClaimed,
     /// A refresh used its token and committed; its access token is not signed yet.
     RefreshRotated,
 }
@@ -67,7 +69,9 @@ pub use enabled::Hooks;
 
 #[cfg(not(feature = "test-hooks"))]
 #[derive(Debug, Clone, Default)]
-pub struct Hooks;
+pub struct Hooks {
+    _none: (),
+}
 
 #[cfg(not(feature = "test-hooks"))]
 impl Hooks {

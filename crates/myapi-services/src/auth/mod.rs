@@ -18,12 +18,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use argon2::password_hash::rand_core::{OsRng, RngCore};
 use ipnet::IpNet;
 
 pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
 pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
 pub use hooks::{Hooks, Point};
-pub use password::{HashPool, PasswordHasher};
+pub use password::{CheckTimes, HashPool, PasswordHasher};
 pub use postgres_budget::PostgresBudget;
 pub use roles::{Role, SCOPES, Scopes};
 pub use throttle::{LoginThrottle, MAX_TRACKED_KEYS};
@@ -205,9 +206,7 @@ pub struct AuthService {
     session_max_secs: i64,
     reuse_grace_secs: i64,
     hasher: PasswordHasher,
-    /// Microseconds a password check with the current parameters takes, on average: a
-    /// check against an older hash is padded to it ([`AuthService::login`]).
-    check_micros: Arc<std::sync::atomic::AtomicU64>,
+    check_times: Arc<CheckTimes>,
     hooks: Hooks,
     hashing: Arc<HashPool>,
     budget: Arc<dyn LoginBudget>,
@@ -260,9 +259,10 @@ impl AuthService {
         } else {
             Arc::new(LoginThrottle::new(auth))
         };
+        let hooks = Hooks::default();
         Ok(Self {
             users: UserDataManager::new(db.clone()),
-            sessions: SessionDataManager::new(db),
+            sessions: SessionDataManager::new(db, hooks.clone()),
             refresh_lifetime_secs: secs(
                 auth.refresh_token_lifetime_days
                     .get()
@@ -271,8 +271,8 @@ impl AuthService {
             session_max_secs: secs(auth.session_max_days.get().saturating_mul(86_400)),
             reuse_grace_secs: secs(auth.refresh_reuse_grace_secs),
             hasher,
-            check_micros: Arc::default(),
-            hooks: Hooks::default(),
+            check_times: Arc::default(),
+            hooks,
             hashing: HashPool::new(auth.hash_concurrency.get(), auth.hash_queue),
             budget,
             budget_keys: BudgetKeys::new(auth),
@@ -508,43 +508,43 @@ impl AuthService {
     /// The password check a login runs on a hashing thread: against the user's hash, or a
     /// dummy one for an unknown user, and a new hash when the stored one has outdated
     /// parameters and matched. Also returns how long the caller must wait before it
-    /// answers, so that a check against an older (cheaper) hash takes as long as one
+    /// answers, so that a check against an older (cheaper) hash takes about as long as one
     /// against a current hash: how long an answer took must not tell which accounts have
-    /// old hashes, that is, which exist.
+    /// old hashes, that is, which exist. (A hash made with costlier parameters than today's
+    /// cannot be padded down: lower the parameters only with that in mind.)
     fn password_check(
         &self,
         user: Option<UserRow>,
         password: String,
     ) -> impl FnOnce() -> ((Option<UserRow>, Option<String>), Duration) + Send + 'static {
         let (hasher, dummy_hash) = (self.hasher.clone(), Arc::clone(&self.dummy_hash));
-        let check_micros = Arc::clone(&self.check_micros);
+        let check_times = Arc::clone(&self.check_times);
         move || {
-            use std::sync::atomic::Ordering::Relaxed;
             let stored = user
                 .as_ref()
                 .map_or(&*dummy_hash, |u| u.hashed_password.as_str());
             let outdated = hasher.needs_rehash(stored);
-            if outdated && check_micros.load(Relaxed) == 0 {
-                // No check with the current parameters to compare with yet: time one.
+            let timed = |phc: &str| {
                 let started = Instant::now();
-                hasher.verify(&password, &dummy_hash);
-                check_micros.store(micros(started.elapsed()), Relaxed);
-            }
-            let started = Instant::now();
-            let matched = hasher.verify(&password, stored);
-            let took = started.elapsed();
+                let matched = hasher.verify(&password, phc);
+                (matched, started.elapsed())
+            };
+            let (matched, took) = timed(stored);
             let pad = if outdated {
-                Duration::from_micros(check_micros.load(Relaxed)).saturating_sub(took)
+                // With nothing to compare with yet, time a current check now.
+                let typical = check_times.median().unwrap_or_else(|| {
+                    let (_, took) = timed(&dummy_hash);
+                    check_times.record(took);
+                    took
+                });
+                // Within 5% either way, as a real check's time varies too.
+                let spread = u64::try_from(typical.as_micros() / 10).unwrap_or(u64::MAX);
+                let jitter = Duration::from_micros(u64::from(OsRng.next_u32()) % (spread + 1));
+                (typical + jitter)
+                    .saturating_sub(Duration::from_micros(spread / 2))
+                    .saturating_sub(took)
             } else {
-                // A moving average over about 16 checks.
-                let average = check_micros.load(Relaxed);
-                let sample = micros(took);
-                let next = if average == 0 {
-                    sample
-                } else {
-                    average - average / 16 + sample / 16
-                };
-                check_micros.store(next, Relaxed);
+                check_times.record(took);
                 Duration::ZERO
             };
             if !matched {
@@ -573,10 +573,10 @@ impl AuthService {
     ///
     /// Everything that can refuse (the family's stamp and lifetime, the scopes asked for
     /// against the role now) is decided in the transaction that uses the token, so a
-    /// refusal or a failure leaves the token current. A used token presented again within
-    /// `refresh_reuse_grace_secs` of its rotation, while the refresh token it got is still
-    /// unused, gets that same refresh token again (a double submit). Otherwise it is reuse
-    /// and revokes its whole family (RFC 9700 §4.14.2).
+    /// refusal or a failure leaves the token current. A used token presented again less
+    /// than `refresh_reuse_grace_secs` after its rotation, while the refresh token it got
+    /// is still unused, gets that same refresh token again (a double submit). Otherwise it
+    /// is reuse, and revokes its whole family (RFC 9700 §4.14.2).
     pub async fn refresh(
         &self,
         refresh_token: String,
@@ -602,6 +602,7 @@ impl AuthService {
             now,
             lifetime_secs: self.refresh_lifetime_secs,
             session_max_secs: self.session_max_secs,
+            grace_secs: self.reuse_grace_secs,
         };
         let (sessions, presented, decide_asked) = (
             self.sessions.clone(),
@@ -630,41 +631,25 @@ impl AuthService {
             Rotation::Repeated {
                 user,
                 decided,
-                used_at,
+                successor_hash,
                 successor_sealed,
-                ..
-            } if now - used_at <= self.reuse_grace_secs => {
-                let successor = open_successor(&refresh_token, &successor_sealed)
+            } => {
+                let successor = open_successor(&refresh_token, &successor_hash, &successor_sealed)
                     .ok_or(LoginError::InvalidRefreshToken)?;
                 Ok(self.grant(&user, asked.as_ref(), &decided, successor)?)
             }
-            Rotation::Repeated {
-                family_id, user, ..
-            } => self.reused(family_id, user.user_id, now, client).await,
             Rotation::Reused { family_id, user_id } => {
-                self.reused(family_id, user_id, now, client).await
+                log::warn!("refresh token reused: family {family_id} of user {user_id} revoked");
+                let sessions = self.sessions.clone();
+                blocking(move || sessions.revoke_family(&family_id, now)).await?;
+                self.count_client_failure(client).await?;
+                Err(LoginError::InvalidRefreshToken)
             }
             Rotation::Refused => {
                 self.count_client_failure(client).await?;
                 Err(LoginError::InvalidRefreshToken)
             }
         }
-    }
-
-    /// A used refresh token came back (past the grace, or after its successor was used):
-    /// taken for theft, its family is revoked, so thief and victim both lose the session.
-    async fn reused(
-        &self,
-        family_id: String,
-        user_id: i32,
-        now: i64,
-        client: IpNet,
-    ) -> Result<TokenResponse, LoginError> {
-        log::warn!("refresh token reused: family {family_id} of user {user_id} revoked");
-        let sessions = self.sessions.clone();
-        blocking(move || sessions.revoke_family(&family_id, now)).await?;
-        self.count_client_failure(client).await?;
-        Err(LoginError::InvalidRefreshToken)
     }
 
     /// RFC 7009 revocation: a refresh token revokes its family; an unknown or already
@@ -714,7 +699,7 @@ impl AuthService {
     /// Deletes the families that can no longer refresh: every token expired, or revoked
     /// (blocking). Returns how many went.
     pub fn purge_sessions(&self) -> Result<usize, ServiceError> {
-        self.sessions.purge(unix_now())
+        self.sessions.purge(unix_now(), self.reuse_grace_secs)
     }
 
     /// A new family with its first refresh token, bound to the user's security stamp: the
@@ -843,10 +828,6 @@ fn unix_now() -> i64 {
 
 fn secs(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The scopes a family was granted; `None` for a family from before scopes were stored

@@ -2,8 +2,10 @@
 //! hashes run at once (each holds `argon2_memory_kib` of memory).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -152,6 +154,37 @@ impl PasswordHasher {
             || params.m_cost() != self.params.m_cost()
             || params.t_cost() != self.params.t_cost()
             || params.p_cost() != self.params.p_cost()
+    }
+}
+
+/// How long the last few password checks with the current parameters took. A check
+/// against an older, cheaper hash is padded to their median, so that how long a wrong
+/// password takes does not tell which accounts have old hashes (that is, exist). A median,
+/// so that a first check on a cold thread or one slowed by a burst does not skew it.
+#[derive(Debug, Default)]
+pub struct CheckTimes(Mutex<VecDeque<Duration>>);
+
+impl CheckTimes {
+    const KEPT: usize = 15;
+
+    pub fn record(&self, took: Duration) {
+        let mut times = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if times.len() == Self::KEPT {
+            times.pop_front();
+        }
+        times.push_back(took);
+    }
+
+    pub fn median(&self) -> Option<Duration> {
+        let mut times: Vec<Duration> = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        times.sort_unstable();
+        times.get(times.len() / 2).copied()
     }
 }
 

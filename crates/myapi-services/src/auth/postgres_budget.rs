@@ -2,7 +2,7 @@
 //! in [`super::budget`]; the tables and functions in the `login_budgets` migration).
 //!
 //! Each step is one statement on one pooled connection, a call of one of the migration's
-//! functions: a reservation calls `login_budget_reserve`, which locks the account's and the client's rows (account first,
+//! functions: a reservation calls `login_budget_reserve_v2`, which locks the account's and the client's rows (account first,
 //! so steps never deadlock), and charges both or neither, so racing reservations from any
 //! number of instances queue on the rows and cannot over-admit. Time is the database's.
 //! Rows are UNLOGGED; each reservation deletes the fully leaked ones among 32 rows from a
@@ -30,7 +30,7 @@ mod sql {
     use diesel::sql_types::{Bytea, Double, Nullable};
 
     diesel::define_sql_function! {
-        fn login_budget_reserve(
+        fn login_budget_reserve_v2(
             account_key: Bytea, account_burst: Double, account_leak: Double,
             client_key: Bytea, client_burst: Double, client_leak: Double,
             stamp: Nullable<Bytea>, trusted_secs: Double
@@ -52,7 +52,7 @@ mod sql {
 }
 use sql::{
     login_budget_charge_client, login_budget_client_wait, login_budget_release,
-    login_budget_reserve,
+    login_budget_reserve_v2,
 };
 
 /// The login budget of every instance on this PostgreSQL database.
@@ -143,7 +143,7 @@ impl LoginBudget for PostgresBudget {
     ) -> Result<Reservation, BudgetError> {
         let (account, client) = (self.account_limit, self.client_limit);
         let wait = self.with_pg(|pg| {
-            diesel::select(login_budget_reserve(
+            diesel::select(login_budget_reserve_v2(
                 account_key(attempt),
                 account.burst,
                 secs(&account),

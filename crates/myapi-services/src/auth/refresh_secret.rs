@@ -2,9 +2,10 @@
 //! rotation's successor is kept for a double submit without storing a usable token.
 //!
 //! A successor is sealed with ChaCha20-Poly1305 under a key derived (HKDF-SHA256) from the
-//! token it replaced. Only the holder of that token can open it; the database holds the
-//! token's SHA-256, from which the key cannot be derived. Each key seals exactly one
-//! message, so a fixed nonce is safe.
+//! token it replaced and the successor's hash. Only the holder of that token can open it;
+//! the database holds the token's SHA-256, from which the key cannot be derived. Each key
+//! seals exactly one message (a retried rotation seals another successor under another
+//! key), so a fixed nonce is safe.
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
@@ -26,27 +27,28 @@ pub(crate) fn hash_secret(secret: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
 }
 
-fn cipher_for(used: &str) -> Option<ChaCha20Poly1305> {
+fn cipher_for(used: &str, successor_hash: &str) -> Option<ChaCha20Poly1305> {
     let mut key = [0u8; 32];
+    let info = [b"myapi refresh successor v1 ", successor_hash.as_bytes()].concat();
     Hkdf::<Sha256>::new(None, used.as_bytes())
-        .expand(b"myapi refresh successor v1", &mut key)
+        .expand(&info, &mut key)
         .ok()?;
     ChaCha20Poly1305::new_from_slice(&key).ok()
 }
 
 /// `successor` sealed under a key derived from `used`, base64url.
 pub(crate) fn seal_successor(used: &str, successor: &str) -> Option<String> {
-    cipher_for(used)?
+    cipher_for(used, &hash_secret(successor))?
         .encrypt(&Nonce::default(), successor.as_bytes())
         .ok()
         .map(|sealed| URL_SAFE_NO_PAD.encode(sealed))
 }
 
-/// The successor sealed by [`seal_successor`] with the same `used` token; `None` for any
-/// other token or a damaged seal.
-pub(crate) fn open_successor(used: &str, sealed: &str) -> Option<String> {
+/// The successor (whose hash is `successor_hash`) sealed by [`seal_successor`] with the
+/// same `used` token; `None` for any other token or a damaged seal.
+pub(crate) fn open_successor(used: &str, successor_hash: &str, sealed: &str) -> Option<String> {
     let sealed = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-    let opened = cipher_for(used)?
+    let opened = cipher_for(used, successor_hash)?
         .decrypt(&Nonce::default(), sealed.as_slice())
         .ok()?;
     String::from_utf8(opened).ok()
@@ -60,12 +62,17 @@ mod tests {
     fn only_the_used_token_opens_its_successor() {
         let (used, successor) = (random_secret(), random_secret());
         let sealed = seal_successor(&used, &successor).unwrap();
+        let hash = hash_secret(&successor);
         assert!(!sealed.contains(&successor));
-        assert_eq!(open_successor(&used, &sealed).as_deref(), Some(&*successor));
-        assert_eq!(open_successor(&random_secret(), &sealed), None);
-        assert_eq!(open_successor(&hash_secret(&used), &sealed), None);
+        assert_eq!(
+            open_successor(&used, &hash, &sealed).as_deref(),
+            Some(&*successor)
+        );
+        assert_eq!(open_successor(&random_secret(), &hash, &sealed), None);
+        assert_eq!(open_successor(&hash_secret(&used), &hash, &sealed), None);
+        assert_eq!(open_successor(&used, &hash_secret(&used), &sealed), None);
         let mut damaged = sealed.clone();
         damaged.replace_range(0..1, if sealed.starts_with('A') { "B" } else { "A" });
-        assert_eq!(open_successor(&used, &damaged), None);
+        assert_eq!(open_successor(&used, &hash, &damaged), None);
     }
 }

@@ -219,6 +219,11 @@ impl MovieDataManager {
     /// Rows whose id exists are handled per `on_existing`; with [`OnExisting::Fail`] the
     /// error names the existing ids. New rows go in with `COPY` on PostgreSQL and with
     /// multi-row `INSERT`s on SQLite.
+    ///
+    /// On PostgreSQL the table is then vacuumed and analysed: the planner needs fresh
+    /// statistics to choose between the filter indexes, and an index-only scan needs the
+    /// visibility map that only VACUUM sets, so until autovacuum got there, listings right
+    /// after a bulk load would pay several times their cost.
     pub fn import(
         &self,
         rows: &[MovieRow],
@@ -227,7 +232,7 @@ impl MovieDataManager {
         let mut conn = self.db.conn()?;
         // Under the write lock, no other writer adds an id between the look-up of the
         // existing ids and the insert.
-        write_locked(&mut conn, |conn| {
+        let counts = write_locked(&mut conn, |conn| {
             if let DbConnection::Pg(pg) = &mut *conn {
                 // A bulk import is an admin job: the request-sized statement timeout would cut
                 // a large COPY short. SET LOCAL ends with the transaction.
@@ -264,7 +269,23 @@ impl MovieDataManager {
             let new: Vec<MovieRow> = new.into_iter().cloned().collect();
             counts.inserted = insert_new(conn, &new)?;
             Ok(counts)
-        })
+        })?;
+        if let DbConnection::Pg(pg) = &mut *conn
+            && counts.inserted + counts.updated > 0
+        {
+            // One statement per call (several in one run as a transaction block, where VACUUM
+            // cannot), without the request-sized timeout. The rows are in either way: a
+            // failure here only leaves the table to autovacuum.
+            let timeout = self.db.statement_timeout().as_millis();
+            let vacuumed = pg
+                .batch_execute("SET statement_timeout = 0")
+                .and_then(|()| pg.batch_execute("VACUUM (ANALYZE) movies"))
+                .and_then(|()| pg.batch_execute(&format!("SET statement_timeout = {timeout}")));
+            if let Err(error) = vacuumed {
+                log::warn!("import: VACUUM (ANALYZE) movies failed, left to autovacuum: {error}");
+            }
+        }
+        Ok(counts)
     }
 }
 
