@@ -22,6 +22,17 @@ pub(crate) fn server(db: &TestDb) -> Command {
     command
 }
 
+/// [`server`] with a database it cannot reach: a setting refused at start stops it (exit 2)
+/// before any connection, while one wrongly accepted fails within a second (exit 1)
+/// instead of serving forever.
+pub(crate) fn server_without_database(db: &TestDb) -> Command {
+    let mut command = server(db);
+    command
+        .env("MYAPI_DATABASE__DSN", "postgres://127.0.0.1:1/none")
+        .env("MYAPI_DATABASE__CONNECT_TIMEOUT_SECS", "1");
+    command
+}
+
 /// Runs `command`, expecting it to fail with `expected_code` and one error line containing
 /// `needle`; returns stderr.
 pub(crate) fn one_line_failure(command: &mut Command, expected_code: i32, needle: &str) -> String {
@@ -53,6 +64,11 @@ fn bad_settings_fail_with_one_line() {
         server(&db).env("MYAPI_TOKEN_KEY", "too-short"),
         2,
         "token_key",
+    );
+    one_line_failure(
+        server_without_database(&db).env("MYAPI_SERVER__CLIENT_IP_HEADER", "x-real-ip"),
+        2,
+        "server.client_ip_header",
     );
     one_line_failure(
         server(&db)

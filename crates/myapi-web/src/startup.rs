@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::client::TrustedProxies;
+use crate::client::{ClientIpHeader, TrustedProxies};
 use crate::metrics::{self, MetricsError, MetricsSettings};
 use crate::middleware::{HeaderLimit, finish_errors, limit_header_size, observe};
 use crate::openapi::ApiDoc;
@@ -49,9 +49,11 @@ pub struct ServerSettings {
     /// environment: a comma-separated list.
     #[serde(deserialize_with = "allowed_origins")]
     pub cors_allowed_origins: Vec<String>,
-    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client. In the
-    /// environment: a comma-separated list.
+    /// Reverse proxies whose `client_ip_header` names the client. In the environment: a
+    /// comma-separated list.
     pub trusted_proxies: TrustedProxies,
+    /// The one forwarding header read from `trusted_proxies`.
+    pub client_ip_header: ClientIpHeader,
 }
 
 impl ServerSettings {
@@ -191,8 +193,9 @@ impl Application {
         let http = run(listener, services, server).map_err(bind_error)?;
         if !server.trusted_proxies.is_empty() {
             log::info!(
-                "trusted proxies: {} (their Forwarded / X-Forwarded-For name the client)",
-                server.trusted_proxies
+                "trusted proxies: {} (their {} names the client)",
+                server.trusted_proxies,
+                server.client_ip_header
             );
         }
         if let Some(metrics) = &metrics {
@@ -272,6 +275,7 @@ pub fn run(
             .app_data(web::PayloadConfig::new(server_settings.max_body_bytes))
             .app_data(HeaderLimit(server_settings.max_header_bytes))
             .app_data(server_settings.trusted_proxies.clone())
+            .app_data(server_settings.client_ip_header)
             .service(web::resource("/docs").route(web::get().to(redirect_to_docs)))
             .default_service(routes::unrouted(&api))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
