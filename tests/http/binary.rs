@@ -162,6 +162,29 @@ async fn the_token_keys_in_use_are_logged_by_kid_only() {
     }
 }
 
+/// The start-up line naming the database masks the secrets libpq reads from a DSN (the
+/// forms and cases libpq itself refuses are covered by `myapi-models`' unit tests).
+#[tokio::test]
+async fn the_database_line_masks_every_secret_of_the_dsn() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let separator = if db.dsn.contains('?') { '&' } else { '?' };
+    // libpq reads `sslpassword` only to decrypt a client key, so the connection ignores it.
+    let dsn = format!("{}{separator}sslpassword=hunter2-ssl", db.dsn);
+    let mut command = server(&db);
+    command.env("MYAPI_DATABASE__DSN", &dsn);
+    let (mut child, port, log) = start_command(command);
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(terminate(&mut child).success());
+    let all = log.try_iter().collect::<Vec<_>>().join("\n");
+    assert!(all.contains("sslpassword=***)"), "{all}");
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
 #[test]
 fn bad_proxy_and_cors_settings_fail_with_one_line() {
     let db = TestDb::new(Backend::Sqlite).unwrap();

@@ -19,11 +19,10 @@ use std::time::Duration;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use myapi_models::connection::one_line;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
-
-use crate::error::one_line;
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
