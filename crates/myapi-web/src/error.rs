@@ -17,6 +17,11 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// `Retry-After` sent while the database is unreachable.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
+/// Most offending fields a 422 names, in `errors` and in `detail`; the rest are counted in
+/// `more_errors`. Without a cap, a body of many short unknown members would be answered
+/// with many times its size.
+pub const MAX_LISTED_ERRORS: usize = 20;
+
 /// An error on any route but `/token`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -94,6 +99,7 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let mut response = HttpResponse::build(status);
         let mut fields = Vec::new();
+        let mut more_errors = 0;
         match self {
             Self::MissingCredentials => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -125,11 +131,13 @@ impl ResponseError for ApiError {
             Self::Service(ServiceError::Invalid(invalid)) => {
                 fields = invalid
                     .iter()
+                    .take(MAX_LISTED_ERRORS)
                     .map(|f| FieldError {
                         field: f.field.clone(),
                         message: f.message.clone(),
                     })
                     .collect();
+                more_errors = invalid.len().saturating_sub(MAX_LISTED_ERRORS);
             }
             Self::Service(_)
             | Self::HeadersTooLarge { .. }
@@ -140,9 +148,13 @@ impl ResponseError for ApiError {
             Self::Service(error) => client_detail(error),
             other => other.to_string(),
         };
-        response
-            .content_type(PROBLEM_JSON)
-            .body(problem_json(status, detail, None, fields))
+        response.content_type(PROBLEM_JSON).body(problem_json(
+            status,
+            detail,
+            None,
+            fields,
+            more_errors,
+        ))
     }
 }
 
@@ -245,21 +257,29 @@ fn retry_after(response: &mut HttpResponseBuilder, secs: u64) {
     response.insert_header((header::RETRY_AFTER, secs.to_string()));
 }
 
-/// What a client may be told: internal and database details stay in the log.
+/// What a client may be told: internal and database details stay in the log, and invalid
+/// fields past [`MAX_LISTED_ERRORS`] are counted, not named.
 fn client_detail(error: &ServiceError) -> String {
     match error {
+        ServiceError::Invalid(invalid) if invalid.len() > MAX_LISTED_ERRORS => {
+            let listed = ServiceError::Invalid(invalid[..MAX_LISTED_ERRORS].to_vec());
+            let more = invalid.len() - MAX_LISTED_ERRORS;
+            format!("{listed}; and {more} more")
+        }
         ServiceError::Unavailable(_) => "the database is unavailable; try again shortly".into(),
         ServiceError::Internal { .. } => "internal server error".into(),
         other => other.to_string(),
     }
 }
 
-/// The body of every problem+json response.
+/// The body of every problem+json response; `more_errors` counts the offending fields
+/// `errors` leaves out.
 pub fn problem_json(
     status: StatusCode,
     detail: String,
     request_id: Option<String>,
     errors: Vec<FieldError>,
+    more_errors: usize,
 ) -> String {
     let problem = Problem {
         problem_type: "about:blank".into(),
@@ -268,7 +288,38 @@ pub fn problem_json(
         detail,
         request_id,
         errors,
+        more_errors: (more_errors > 0).then(|| u64::try_from(more_errors).unwrap_or(u64::MAX)),
     };
     serde_json::to_string(&problem)
         .unwrap_or_else(|_| format!(r#"{{"status":{}}}"#, status.as_u16()))
+}
+
+#[cfg(test)]
+mod tests {
+    use myapi_services::InvalidField;
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn a_422_names_fields_up_to_the_cap_and_counts_the_rest() {
+        for (count, more) in [
+            (1, None),
+            (MAX_LISTED_ERRORS, None),
+            (MAX_LISTED_ERRORS + 1, Some(1)),
+        ] {
+            let fields = (0..count)
+                .map(|index| InvalidField::new(format!("f{index}"), "is not a field of a movie"))
+                .collect();
+            let response = ApiError::from(ServiceError::Invalid(fields)).error_response();
+            let body = actix_web::body::to_bytes(response.into_body())
+                .await
+                .unwrap();
+            let problem: Problem = serde_json::from_slice(&body).unwrap();
+            assert_eq!(problem.errors.len(), count.min(MAX_LISTED_ERRORS));
+            assert_eq!(problem.more_errors, more);
+            let named = problem.detail.matches("is not a field").count();
+            assert_eq!(named, count.min(MAX_LISTED_ERRORS), "{}", problem.detail);
+            assert_eq!(problem.detail.ends_with("; and 1 more"), more.is_some());
+        }
+    }
 }

@@ -216,6 +216,7 @@ pub fn finish_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
             "internal server error".into(),
             request_id,
             Vec::new(),
+            0,
         );
         return Ok(ErrorHandlerResponse::Response(replace_body(res, body)));
     }
@@ -231,7 +232,7 @@ pub fn finish_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
         Some(error) if status.is_client_error() => rejection_detail(status, &error.to_string()),
         _ => rejection_detail(status, ""),
     };
-    let body = problem_json(status, detail, None, Vec::new());
+    let body = problem_json(status, detail, None, Vec::new(), 0);
     Ok(ErrorHandlerResponse::Response(replace_body(res, body)))
 }
 
