@@ -248,9 +248,30 @@ impl ResponseError for TokenError {
             .insert_header((header::PRAGMA, "no-cache"))
             .json(OAuthErrorResponse {
                 error: code.into(),
-                error_description: description,
+                error_description: error_description(&description),
             })
     }
+}
+
+/// Longest `error_description`, in bytes (all ASCII).
+pub const MAX_ERROR_DESCRIPTION_LEN: usize = 200;
+
+/// `text` as an RFC 6749 §5.2 `error_description` may carry it: only `%x20-21 / %x23-5B /
+/// %x5D-7E` (printable ASCII but `"` and `\`), each other character replaced by `?`, and at
+/// most [`MAX_ERROR_DESCRIPTION_LEN`] bytes, a cut one ending in `...`. Descriptions echo
+/// request input (an unknown scope), so every one goes through here.
+pub fn error_description(text: &str) -> String {
+    let allowed = |c: char| matches!(c, '\x20'..='\x7e') && c != '"' && c != '\\';
+    let mut description: String = text
+        .chars()
+        .map(|c| if allowed(c) { c } else { '?' })
+        .take(MAX_ERROR_DESCRIPTION_LEN + 1)
+        .collect();
+    if description.len() > MAX_ERROR_DESCRIPTION_LEN {
+        description.truncate(MAX_ERROR_DESCRIPTION_LEN - 3);
+        description.push_str("...");
+    }
+    description
 }
 
 fn retry_after(response: &mut HttpResponseBuilder, secs: u64) {
@@ -297,8 +318,79 @@ pub fn problem_json(
 #[cfg(test)]
 mod tests {
     use myapi_services::InvalidField;
+    use proptest::prelude::*;
 
     use super::*;
+
+    fn is_rfc_6749_description(text: &str) -> bool {
+        text.bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+    }
+
+    #[test]
+    fn error_descriptions_keep_only_what_rfc_6749_allows() {
+        let long = "x".repeat(MAX_ERROR_DESCRIPTION_LEN + 1);
+        let fits = "y".repeat(MAX_ERROR_DESCRIPTION_LEN);
+        let cut = format!("{}...", "x".repeat(MAX_ERROR_DESCRIPTION_LEN - 3));
+        for (text, expected) in [
+            ("", ""),
+            ("unknown scope `a:b`", "unknown scope `a:b`"),
+            (
+                r#"unknown scope `movies:ünknown"\x`"#,
+                "unknown scope `movies:?nknown??x`",
+            ),
+            ("tab\there\r\n\u{0}\u{7f}", "tab?here????"),
+            ("\u{1F600}\u{200B}\u{FEFF}", "???"),
+            ("!#[]~ ", "!#[]~ "),
+            (long.as_str(), cut.as_str()),
+            (fits.as_str(), fits.as_str()),
+        ] {
+            assert_eq!(error_description(text), expected, "{text:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_becomes_a_valid_error_description(text in any::<String>()) {
+            let description = error_description(&text);
+            prop_assert!(is_rfc_6749_description(&description), "{description:?}");
+            prop_assert!(description.len() <= MAX_ERROR_DESCRIPTION_LEN);
+            if is_rfc_6749_description(&text) && text.len() <= MAX_ERROR_DESCRIPTION_LEN {
+                prop_assert_eq!(description, text);
+            }
+        }
+
+        #[test]
+        fn mostly_printable_text_keeps_its_allowed_characters(text in "[ -~\\PC\\t\\x00]{0,300}") {
+            let description = error_description(&text);
+            prop_assert!(is_rfc_6749_description(&description), "{description:?}");
+            prop_assert!(description.len() <= MAX_ERROR_DESCRIPTION_LEN);
+            let kept = description.trim_end_matches("...");
+            for (given, shown) in text.chars().zip(kept.chars()) {
+                prop_assert!(shown == given || shown == '?', "{given:?} -> {shown:?}");
+            }
+        }
+    }
+
+    #[actix_web::test]
+    async fn every_token_error_answers_a_valid_description() {
+        let errors = [
+            TokenError::InvalidRequest("field `username` \"x\\y\" é".into()),
+            TokenError::Login(LoginError::InvalidScope("unknown scope `a:\u{0}\"`".into())),
+            TokenError::Login(LoginError::Service(ServiceError::invalid("ü", "\"\\"))),
+        ];
+        for error in errors {
+            let response = error.error_response();
+            let body = actix_web::body::to_bytes(response.into_body())
+                .await
+                .unwrap();
+            let answer: OAuthErrorResponse = serde_json::from_slice(&body).unwrap();
+            assert!(
+                is_rfc_6749_description(&answer.error_description),
+                "{answer:?}"
+            );
+        }
+    }
 
     #[actix_web::test]
     async fn a_422_names_fields_up_to_the_cap_and_counts_the_rest() {
