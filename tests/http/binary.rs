@@ -87,10 +87,28 @@ fn bad_settings_fail_with_one_line() {
     );
 }
 
+/// The signing keys of `deploy/myapi.env.example`, as an instance copied from it would
+/// read them.
+fn example_token_keys() -> String {
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/myapi.env.example"),
+    )
+    .unwrap();
+    example
+        .lines()
+        .find_map(|line| line.strip_prefix("MYAPI_TOKEN_KEYS="))
+        .unwrap()
+        .trim_matches('\'')
+        .to_owned()
+}
+
 #[test]
 fn bad_token_keys_fail_with_one_line_naming_the_variable() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
-    let (key, other) = ("k".repeat(32), "o".repeat(32));
+    let (key, other) = (
+        "k-0123456789abcdefghijklmnopqrstuv",
+        "o-0123456789abcdefghijklmnopqrstuv",
+    );
     for (keys, message) in [
         (
             format!("old:{key},new:{other},old:{other}"),
@@ -101,18 +119,28 @@ fn bad_token_keys_fail_with_one_line_naming_the_variable() {
             format!("old:{key},new:short"),
             "entry 2: the key must be at least 32 bytes",
         ),
-        (key.clone(), "entry 1 is not kid:key"),
+        (
+            format!("old:{key},new:{}", "k".repeat(40)),
+            "entry 2: the key is too predictable",
+        ),
+        (
+            example_token_keys(),
+            "entry 1: the key is the placeholder of deploy/myapi.env.example",
+        ),
+        (key.to_owned(), "entry 1 is not kid:key"),
         (" , ".to_owned(), "lists no kid:key entry"),
     ] {
         let stderr = one_line_failure(
-            server(&db)
+            server_without_database(&db)
                 .env_remove("MYAPI_TOKEN_KEY")
                 .env("MYAPI_TOKEN_KEYS", keys),
             2,
             &format!("token_keys (MYAPI_TOKEN_KEYS): {message}"),
         );
         assert!(
-            !stderr.contains("kkkk") && !stderr.contains("oooo"),
+            !stderr.contains("0123456789abcdef")
+                && !stderr.contains("kkkk")
+                && !stderr.contains("CHANGE-ME"),
             "{stderr}"
         );
     }
@@ -122,15 +150,28 @@ fn bad_token_keys_fail_with_one_line_naming_the_variable() {
         "token_keys (MYAPI_TOKEN_KEYS): cannot be combined with token_key (MYAPI_TOKEN_KEY)",
     );
     assert!(
-        !stderr.contains(TEST_TOKEN_KEY) && !stderr.contains("kkkk"),
+        !stderr.contains(TEST_TOKEN_KEY) && !stderr.contains(key),
         "{stderr}"
     );
+    let placeholder = example_token_keys();
+    let (_, placeholder) = placeholder.split_once(':').unwrap();
+    for (single, message) in [
+        (placeholder.to_owned(), "is the placeholder"),
+        ("k".repeat(40), "is too predictable"),
+    ] {
+        let stderr = one_line_failure(
+            server_without_database(&db).env("MYAPI_TOKEN_KEY", &single),
+            2,
+            &format!("token_key (MYAPI_TOKEN_KEY): {message}"),
+        );
+        assert!(!stderr.contains(&single), "{stderr}");
+    }
 }
 
 #[tokio::test]
 async fn the_token_keys_in_use_are_logged_by_kid_only() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
-    let new_key = "n".repeat(32);
+    let new_key = "n-0123456789abcdefghijklmnopqrstuv";
     let listed = format!("2025-06:{new_key},old:{TEST_TOKEN_KEY}");
     for (token_keys, expected) in [
         (
@@ -156,7 +197,7 @@ async fn the_token_keys_in_use_are_logged_by_kid_only() {
         let all = log.try_iter().collect::<Vec<_>>().join("\n");
         assert!(all.contains(expected), "{all}");
         assert!(
-            !all.contains(&new_key) && !all.contains(TEST_TOKEN_KEY),
+            !all.contains(new_key) && !all.contains(TEST_TOKEN_KEY),
             "{all}"
         );
     }

@@ -153,7 +153,10 @@ mod tests {
     use super::*;
 
     fn test_signer() -> myapi_services::auth::TokenSigner {
-        let key = myapi_services::config::TokenKey::try_from("k".repeat(32)).unwrap();
+        let key = myapi_services::config::TokenKey::try_from(
+            "k-0123456789abcdefghijklmnopqrstuv".to_owned(),
+        )
+        .unwrap();
         let auth = myapi_services::Settings::defaults().unwrap().auth;
         myapi_services::auth::TokenSigner::new(Some(&key.into()), &auth)
     }
