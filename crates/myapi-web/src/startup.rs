@@ -16,11 +16,13 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::client::{ClientIpHeader, TrustedProxies};
 use crate::metrics::{self, MetricsError, MetricsSettings};
-use crate::middleware::{HeaderLimit, finish_errors, limit_header_size, observe};
+use crate::middleware::{
+    HeaderLimit, docs_security_policy, finish_errors, limit_header_size, observe,
+};
 use crate::openapi::ApiDoc;
 use crate::routes;
 
@@ -278,7 +280,14 @@ pub fn run(
             .app_data(server_settings.client_ip_header)
             .service(web::resource("/docs").route(web::get().to(redirect_to_docs)))
             .default_service(routes::unrouted(&api))
-            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+            .service(
+                SwaggerUi::new("/docs/{_:.*}")
+                    .url("/openapi.json", api)
+                    // Its badge would load an image from swagger.io naming this server's
+                    // document, which the CSP refuses anyway.
+                    .config(Config::default().validator_url("none")),
+            )
+            .wrap(from_fn(docs_security_policy))
             .wrap(from_fn(limit_header_size))
             .wrap(ErrorHandlers::new().default_handler(finish_errors))
             .wrap(Condition::new(
