@@ -226,6 +226,50 @@ async fn the_database_line_masks_every_secret_of_the_dsn() {
     assert!(!all.contains("hunter2"), "{all}");
 }
 
+/// A `.env` its group or others may read is warned about at start, by path and mode and
+/// never by contents; one only its owner may read is not.
+#[tokio::test]
+async fn a_dotenv_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let dotenv = db.dir.path().join(".env");
+    std::fs::write(
+        &dotenv,
+        "MYAPI_AUTH__TOKEN_AUDIENCE=dotenv-marker-audience\n",
+    )
+    .unwrap();
+    for (mode, warned) in [(0o644, true), (0o640, true), (0o600, false)] {
+        std::fs::set_permissions(&dotenv, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (mut child, port, log) = start_command(server(&db));
+        let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        assert!(terminate(&mut child).success());
+        let lines: Vec<String> = log.try_iter().collect();
+        let warnings: Vec<&String> = lines
+            .iter()
+            .filter(|line| line.contains("WARN") && line.contains(".env is readable"))
+            .collect();
+        if warned {
+            assert_eq!(warnings.len(), 1, "{lines:#?}");
+            assert!(
+                warnings[0].contains(&format!(
+                    ".env is readable by its group or others (mode 0{mode:o})"
+                )),
+                "{}",
+                warnings[0]
+            );
+        } else {
+            assert!(warnings.is_empty(), "{lines:#?}");
+        }
+        assert!(
+            !lines.iter().any(|line| line.contains("dotenv-marker")),
+            "{lines:#?}"
+        );
+    }
+}
+
 #[test]
 fn bad_proxy_and_cors_settings_fail_with_one_line() {
     let db = TestDb::new(Backend::Sqlite).unwrap();

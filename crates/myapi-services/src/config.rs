@@ -443,19 +443,33 @@ pub enum ConfigError {
 
 /// The layered configuration, from which each tier takes its own sections.
 #[derive(Debug, Clone)]
-pub struct SettingsSource(config::Config);
+pub struct SettingsSource {
+    config: config::Config,
+    exposed_dotenv: Option<ExposedFile>,
+}
+
+/// The `.env` file [`SettingsSource::load`] reads, in the working directory only.
+const DOTENV: &str = ".env";
 
 impl SettingsSource {
     /// Every layer: the compiled-in defaults, `$MYAPI_CONFIG_DIR` (default `./config`),
     /// `./.env` and the environment.
     pub fn load() -> Result<Self, ConfigError> {
-        match dotenvy::from_path(".env") {
+        match dotenvy::from_path(DOTENV) {
             Err(error) if !error.not_found() => return Err(ConfigError::DotEnv(error)),
             _ => {}
         }
         let dir = std::env::var_os("MYAPI_CONFIG_DIR")
             .map_or_else(|| PathBuf::from("config"), PathBuf::from);
-        Self::load_from(&dir)
+        let mut source = Self::load_from(&dir)?;
+        source.exposed_dotenv = ExposedFile::check(Path::new(DOTENV));
+        Ok(source)
+    }
+
+    /// The `.env` that [`Self::load`] read, when its group or others may read it too. It is
+    /// told here rather than logged, because settings are read before logging is set up.
+    pub fn exposed_dotenv(&self) -> Option<&ExposedFile> {
+        self.exposed_dotenv.as_ref()
     }
 
     /// The compiled-in defaults, files in `dir` and the environment (no `.env`).
@@ -471,12 +485,12 @@ impl SettingsSource {
         let environment = config::Environment::with_prefix("MYAPI")
             .prefix_separator("_")
             .separator("__");
-        Ok(Self(builder.add_source(environment).build()?))
+        Ok(Self::from(builder.add_source(environment).build()?))
     }
 
     /// The compiled-in defaults alone, untouched by files or the environment (tests, tools).
     pub fn defaults() -> Result<Self, ConfigError> {
-        Ok(Self(Self::defaults_builder().build()?))
+        Ok(Self::from(Self::defaults_builder().build()?))
     }
 
     fn defaults_builder() -> config::ConfigBuilder<config::builder::DefaultState> {
@@ -487,7 +501,7 @@ impl SettingsSource {
     /// The sections `T` has fields for (the rest are ignored). Errors name the full key,
     /// e.g. `server.port`.
     pub fn read<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        Ok(self.0.clone().try_deserialize()?)
+        Ok(self.config.clone().try_deserialize()?)
     }
 
     /// The services' sections, checked.
@@ -495,6 +509,57 @@ impl SettingsSource {
         let settings: Settings = self.read()?;
         settings.validate()?;
         Ok(settings)
+    }
+}
+
+impl From<config::Config> for SettingsSource {
+    fn from(config: config::Config) -> Self {
+        Self {
+            config,
+            exposed_dotenv: None,
+        }
+    }
+}
+
+/// A settings file that others than its owner may read: it may hold the DSN's password or
+/// the token key. `Display` is the warning, naming the file and its mode, never its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExposedFile {
+    pub path: PathBuf,
+    /// The permission bits (`0o644`).
+    pub mode: u32,
+}
+
+impl ExposedFile {
+    /// `path`, when it exists and its group or others may read it. Symbolic links are
+    /// followed, as reading the file does. Off Unix there are no such bits: never.
+    pub fn check(path: &Path) -> Option<Self> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+            (mode & 0o044 != 0).then(|| Self {
+                path: path.to_owned(),
+                mode,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            None
+        }
+    }
+}
+
+impl fmt::Display for ExposedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        write!(
+            f,
+            "{path} is readable by its group or others (mode {:04o}) and may hold secrets; \
+             `chmod 600 {path}`",
+            self.mode
+        )
     }
 }
 
@@ -698,7 +763,7 @@ mod tests {
             SettingsSource::defaults_builder(),
             |builder, (key, value)| builder.set_override(*key, *value).unwrap(),
         );
-        SettingsSource(builder.build()?).services()
+        SettingsSource::from(builder.build()?).services()
     }
 
     fn kids(keys: &TokenKeys) -> Vec<&str> {
@@ -834,6 +899,42 @@ mod tests {
         assert_eq!(kid.len(), 8);
         assert!(key.as_bytes().len() >= MIN_TOKEN_KEY_BYTES);
         assert_eq!(first.iter().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_settings_file_others_may_read_is_told_by_path_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "MYAPI_TOKEN_KEY=k-0123456789abcdefghijklmnopqrstuv\n",
+        )
+        .unwrap();
+        for (mode, exposed) in [
+            (0o644, true),
+            (0o640, true),
+            (0o604, true),
+            (0o600, false),
+            (0o400, false),
+            (0o700, false),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let found = ExposedFile::check(&path);
+            assert_eq!(found.is_some(), exposed, "{mode:o}");
+            if let Some(found) = found {
+                assert_eq!(found.mode, mode);
+                let warning = found.to_string();
+                assert!(
+                    warning.contains(&format!("{} is readable", path.display()))
+                        && warning.contains(&format!("(mode 0{mode:o})")),
+                    "{warning}"
+                );
+                assert!(!warning.contains("0123456789"), "{warning}");
+            }
+        }
+        assert_eq!(ExposedFile::check(&dir.path().join("missing")), None);
     }
 
     #[test]
