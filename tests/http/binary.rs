@@ -22,6 +22,17 @@ pub(crate) fn server(db: &TestDb) -> Command {
     command
 }
 
+/// [`server`] with a database it cannot reach: a setting refused at start stops it (exit 2)
+/// before any connection, while one wrongly accepted fails within a second (exit 1)
+/// instead of serving forever.
+pub(crate) fn server_without_database(db: &TestDb) -> Command {
+    let mut command = server(db);
+    command
+        .env("MYAPI_DATABASE__DSN", "postgres://127.0.0.1:1/none")
+        .env("MYAPI_DATABASE__CONNECT_TIMEOUT_SECS", "1");
+    command
+}
+
 /// Runs `command`, expecting it to fail with `expected_code` and one error line containing
 /// `needle`; returns stderr.
 pub(crate) fn one_line_failure(command: &mut Command, expected_code: i32, needle: &str) -> String {
@@ -55,6 +66,11 @@ fn bad_settings_fail_with_one_line() {
         "token_key",
     );
     one_line_failure(
+        server_without_database(&db).env("MYAPI_SERVER__CLIENT_IP_HEADER", "x-real-ip"),
+        2,
+        "server.client_ip_header",
+    );
+    one_line_failure(
         server(&db)
             .env(
                 "MYAPI_DATABASE__DSN",
@@ -71,10 +87,28 @@ fn bad_settings_fail_with_one_line() {
     );
 }
 
+/// The signing keys of `deploy/myapi.env.example`, as an instance copied from it would
+/// read them.
+fn example_token_keys() -> String {
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/myapi.env.example"),
+    )
+    .unwrap();
+    example
+        .lines()
+        .find_map(|line| line.strip_prefix("MYAPI_TOKEN_KEYS="))
+        .unwrap()
+        .trim_matches('\'')
+        .to_owned()
+}
+
 #[test]
 fn bad_token_keys_fail_with_one_line_naming_the_variable() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
-    let (key, other) = ("k".repeat(32), "o".repeat(32));
+    let (key, other) = (
+        "k-0123456789abcdefghijklmnopqrstuv",
+        "o-0123456789abcdefghijklmnopqrstuv",
+    );
     for (keys, message) in [
         (
             format!("old:{key},new:{other},old:{other}"),
@@ -85,18 +119,28 @@ fn bad_token_keys_fail_with_one_line_naming_the_variable() {
             format!("old:{key},new:short"),
             "entry 2: the key must be at least 32 bytes",
         ),
-        (key.clone(), "entry 1 is not kid:key"),
+        (
+            format!("old:{key},new:{}", "k".repeat(40)),
+            "entry 2: the key is too predictable",
+        ),
+        (
+            example_token_keys(),
+            "entry 1: the key is the placeholder of deploy/myapi.env.example",
+        ),
+        (key.to_owned(), "entry 1 is not kid:key"),
         (" , ".to_owned(), "lists no kid:key entry"),
     ] {
         let stderr = one_line_failure(
-            server(&db)
+            server_without_database(&db)
                 .env_remove("MYAPI_TOKEN_KEY")
                 .env("MYAPI_TOKEN_KEYS", keys),
             2,
             &format!("token_keys (MYAPI_TOKEN_KEYS): {message}"),
         );
         assert!(
-            !stderr.contains("kkkk") && !stderr.contains("oooo"),
+            !stderr.contains("0123456789abcdef")
+                && !stderr.contains("kkkk")
+                && !stderr.contains("CHANGE-ME"),
             "{stderr}"
         );
     }
@@ -106,15 +150,28 @@ fn bad_token_keys_fail_with_one_line_naming_the_variable() {
         "token_keys (MYAPI_TOKEN_KEYS): cannot be combined with token_key (MYAPI_TOKEN_KEY)",
     );
     assert!(
-        !stderr.contains(TEST_TOKEN_KEY) && !stderr.contains("kkkk"),
+        !stderr.contains(TEST_TOKEN_KEY) && !stderr.contains(key),
         "{stderr}"
     );
+    let placeholder = example_token_keys();
+    let (_, placeholder) = placeholder.split_once(':').unwrap();
+    for (single, message) in [
+        (placeholder.to_owned(), "is the placeholder"),
+        ("k".repeat(40), "is too predictable"),
+    ] {
+        let stderr = one_line_failure(
+            server_without_database(&db).env("MYAPI_TOKEN_KEY", &single),
+            2,
+            &format!("token_key (MYAPI_TOKEN_KEY): {message}"),
+        );
+        assert!(!stderr.contains(&single), "{stderr}");
+    }
 }
 
 #[tokio::test]
 async fn the_token_keys_in_use_are_logged_by_kid_only() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
-    let new_key = "n".repeat(32);
+    let new_key = "n-0123456789abcdefghijklmnopqrstuv";
     let listed = format!("2025-06:{new_key},old:{TEST_TOKEN_KEY}");
     for (token_keys, expected) in [
         (
@@ -140,8 +197,75 @@ async fn the_token_keys_in_use_are_logged_by_kid_only() {
         let all = log.try_iter().collect::<Vec<_>>().join("\n");
         assert!(all.contains(expected), "{all}");
         assert!(
-            !all.contains(&new_key) && !all.contains(TEST_TOKEN_KEY),
+            !all.contains(new_key) && !all.contains(TEST_TOKEN_KEY),
             "{all}"
+        );
+    }
+}
+
+/// The start-up line naming the database masks the secrets libpq reads from a DSN (the
+/// forms and cases libpq itself refuses are covered by `myapi-models`' unit tests).
+#[tokio::test]
+async fn the_database_line_masks_every_secret_of_the_dsn() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let separator = if db.dsn.contains('?') { '&' } else { '?' };
+    // libpq reads `sslpassword` only to decrypt a client key, so the connection ignores it.
+    let dsn = format!("{}{separator}sslpassword=hunter2-ssl", db.dsn);
+    let mut command = server(&db);
+    command.env("MYAPI_DATABASE__DSN", &dsn);
+    let (mut child, port, log) = start_command(command);
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(terminate(&mut child).success());
+    let all = log.try_iter().collect::<Vec<_>>().join("\n");
+    assert!(all.contains("sslpassword=***)"), "{all}");
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
+/// A `.env` its group or others may read is warned about at start, by path and mode and
+/// never by contents; one only its owner may read is not.
+#[tokio::test]
+async fn a_dotenv_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let dotenv = db.dir.path().join(".env");
+    std::fs::write(
+        &dotenv,
+        "MYAPI_AUTH__TOKEN_AUDIENCE=dotenv-marker-audience\n",
+    )
+    .unwrap();
+    for (mode, warned) in [(0o644, true), (0o640, true), (0o600, false)] {
+        std::fs::set_permissions(&dotenv, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (mut child, port, log) = start_command(server(&db));
+        let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        assert!(terminate(&mut child).success());
+        let lines: Vec<String> = log.try_iter().collect();
+        let warnings: Vec<&String> = lines
+            .iter()
+            .filter(|line| line.contains("WARN") && line.contains(".env is readable"))
+            .collect();
+        if warned {
+            assert_eq!(warnings.len(), 1, "{lines:#?}");
+            assert!(
+                warnings[0].contains(&format!(
+                    ".env is readable by its group or others (mode 0{mode:o})"
+                )),
+                "{}",
+                warnings[0]
+            );
+        } else {
+            assert!(warnings.is_empty(), "{lines:#?}");
+        }
+        assert!(
+            !lines.iter().any(|line| line.contains("dotenv-marker")),
+            "{lines:#?}"
         );
     }
 }

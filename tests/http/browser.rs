@@ -9,6 +9,9 @@
 //!    new rating and a new ETag. The screenshot `target/artifacts/swagger-patched.png` is
 //!    taken here. Then the same PATCH again, now with a stale tag: 412.
 //!
+//! Every `/docs/` response carries the Content-Security-Policy, and the browser logs no
+//! violation of it all along: Swagger UI works under it.
+//!
 //! On failure the page as it was is saved to `target/artifacts/swagger-failure.{png,html}`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them
@@ -19,8 +22,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use myapi_services::auth::Role;
+use myapi_web::middleware::DOCS_CONTENT_SECURITY_POLICY;
 
 use crate::spawn_app;
 use crate::support::{Backend, TestDb, in_ci};
@@ -52,6 +57,27 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swagger_ui_authorizes_reads_and_patches_with_if_match() {
+    let app = spawn_app(TestDb::new(Backend::Sqlite).unwrap()).await;
+    app.import_sample().await;
+    app.create_user_with_role(EMAIL, PASSWORD, Role::Editor)
+        .await;
+    // The policy is on Swagger UI's responses only; this part needs no browser.
+    for path in [
+        "/docs/",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-initializer.js",
+    ] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-security-policy"],
+            DOCS_CONTENT_SECURITY_POLICY,
+            "{path}"
+        );
+    }
+    let api = app.client.get(app.url("/health")).send().await.unwrap();
+    assert!(!api.headers().contains_key("content-security-policy"));
+
     if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
         assert!(
             !in_ci(),
@@ -60,10 +86,6 @@ async fn swagger_ui_authorizes_reads_and_patches_with_if_match() {
         eprintln!("SKIPPED browser test: install Debian packages chromium and chromium-driver");
         return;
     }
-    let app = spawn_app(TestDb::new(Backend::Sqlite).unwrap()).await;
-    app.import_sample().await;
-    app.create_user_with_role(EMAIL, PASSWORD, Role::Editor)
-        .await;
 
     let port = free_port();
     let _driver = Driver(
@@ -83,7 +105,8 @@ async fn swagger_ui_authorizes_reads_and_patches_with_if_match() {
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
                 "--window-size=1280,2200", format!("--user-data-dir={}", profile.path().display()),
             ],
-        }
+        },
+        "goog:loggingPrefs": { "browser": "ALL" },
     });
     let mut client = None;
     for _ in 0..50 {
@@ -103,7 +126,10 @@ async fn swagger_ui_authorizes_reads_and_patches_with_if_match() {
         let _ = std::fs::remove_file(format!("{ARTIFACTS}/{stale}"));
     }
     let page = Page(&browser);
-    let result = drive(&page, &app.url("/docs/")).await;
+    let mut result = drive(&page, &app.url("/docs/")).await;
+    if result.is_ok() {
+        result = no_csp_violation(&browser).await;
+    }
     if result.is_err() {
         page.screenshot("swagger-failure.png").await;
         if let Ok(html) = browser.source().await {
@@ -138,6 +164,49 @@ async fn drive(page: &Page<'_>, docs_url: &str) -> Result<(), String> {
     movies_new(page).await?;
     page.screenshot("swagger-authorized.png").await;
     patch_with_if_match(page).await
+}
+
+/// chromedriver's log of the browser console (`goog:loggingPrefs`), drained by each read.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (reqwest::Method, Option<String>) {
+        (reqwest::Method::POST, Some(r#"{"type":"browser"}"#.into()))
+    }
+}
+
+/// Every console line since the page first loaded: none may report a refused resource or
+/// script (Chromium logs each CSP violation as `Refused to …`).
+async fn no_csp_violation(browser: &Client) -> Result<(), String> {
+    let log = browser
+        .issue_cmd(BrowserLog)
+        .await
+        .map_err(|e| format!("browser log: {e}"))?;
+    let entries = log.as_array().ok_or(format!("browser log: {log}"))?;
+    let refused: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|entry| {
+            let message = entry["message"].as_str().unwrap_or_default();
+            message.contains("Refused to") || message.contains("Content Security Policy")
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("CSP violations: {refused:#?}"))
+    }
 }
 
 /// The password flow as an editor, with the scopes `movies:read` and `movies:write` ticked.

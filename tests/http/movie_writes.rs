@@ -562,6 +562,61 @@ async fn bodies_are_validated_field_by_field(db: TestDb) {
 }
 both_backends!(bodies_are_validated_field_by_field);
 
+/// A body of thousands of unknown members gets a small 422: the first 20 are named, the rest
+/// counted in `more_errors`, so an answer is never many times the size of its request.
+async fn a_422_names_at_most_20_fields_and_counts_the_rest(db: TestDb) {
+    let (app, token) = app_with_editor(db).await;
+    let unknown = 6000;
+    let mut body = serde_json::Map::new();
+    body.insert("title".into(), json!("A"));
+    body.insert("released".into(), json!(1994));
+    body.insert("rating".into(), json!(9));
+    for index in 0..unknown {
+        body.insert(format!("k{index:x}"), json!(0));
+    }
+    let body = serde_json::Value::Object(body).to_string();
+    assert!(body.len() > 50_000, "{}", body.len());
+    let response = send(write(
+        &app,
+        &token,
+        Method::POST,
+        "/movies/",
+        None,
+        Some((JSON, body.clone())),
+    ))
+    .await;
+    assert_eq!(response.status(), 422);
+    let answer = response.bytes().await.unwrap();
+    assert!(answer.len() < 4096, "{} bytes", answer.len());
+    let problem: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    let errors = problem["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 20);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["message"] == "is not a field of a movie"),
+        "{problem}"
+    );
+    assert_eq!(problem["more_errors"], unknown - 20);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.ends_with("; and 5980 more"), "{detail}");
+
+    // Within the cap, every field is named and nothing is counted.
+    let response = send(write(
+        &app,
+        &token,
+        Method::POST,
+        "/movies/",
+        None,
+        Some((JSON, r#"{"a": 1, "b": 2}"#.to_owned())),
+    ))
+    .await;
+    let problem = json_body(response, 422, PROBLEM).await;
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 5, "{problem}");
+    assert!(problem.get("more_errors").is_none(), "{problem}");
+}
+both_backends!(a_422_names_at_most_20_fields_and_counts_the_rest);
+
 async fn conditional_reads_answer_304(db: TestDb) {
     let (app, token) = app_with_editor(db).await;
     let etag = current_etag(&app, &token, "/movies/1").await;

@@ -1,7 +1,10 @@
-//! Behind a reverse proxy: `server.trusted_proxies` decides whose forwarding headers name
-//! the client, and so whose failed logins the throttle counts together.
+//! Behind a reverse proxy: `server.trusted_proxies` decides whose forwarding header
+//! (`server.client_ip_header`) names the client, and so whose failed logins the throttle
+//! counts together.
 //!
 //! The test client connects from 127.0.0.1, which stands in for the proxy.
+
+use myapi_web::client::ClientIpHeader;
 
 use crate::support::{Backend, TestDb};
 use crate::{TestApp, both_backends, json_body, spawn_app_configured};
@@ -9,11 +12,23 @@ use crate::{TestApp, both_backends, json_body, spawn_app_configured};
 /// Failed logins one client may make before it is throttled, in these tests.
 const IP_BURST: u32 = 3;
 
-/// An app whose throttle has only the per-IP budget in play, trusting `trusted_proxies`.
+/// An app whose throttle has only the per-IP budget in play, trusting `trusted_proxies`
+/// with the default `server.client_ip_header`.
 async fn spawn_behind(db: TestDb, trusted_proxies: &str) -> TestApp {
+    spawn_behind_with(db, trusted_proxies, |_| {}).await
+}
+
+async fn spawn_behind_with(
+    db: TestDb,
+    trusted_proxies: &str,
+    tweak_server: impl FnOnce(&mut myapi_web::ServerSettings),
+) -> TestApp {
     spawn_app_configured(
         db,
-        |server| server.trusted_proxies = trusted_proxies.parse().unwrap(),
+        |server| {
+            server.trusted_proxies = trusted_proxies.parse().unwrap();
+            tweak_server(server);
+        },
         |settings| {
             settings.auth.ip_failure_burst = IP_BURST.try_into().unwrap();
             settings.auth.ip_failure_refill_secs = 600;
@@ -82,20 +97,56 @@ async fn a_trusted_proxy_keeps_clients_apart(db: TestDb) {
     exhaust(&app, &[("X-Forwarded-For", "203.0.113.7, unknown")]).await;
     assert_throttled(&app, &[("X-Forwarded-For", "_hidden")]).await;
     assert_throttled(&app, &[]).await;
+}
+both_backends!(a_trusted_proxy_keeps_clients_apart);
 
-    // RFC 7239 `Forwarded`, quoted, bracketed, with a port; it wins over X-Forwarded-For.
+/// The default reads `X-Forwarded-For` only: behind a proxy that appends to it and passes
+/// `Forwarded` on untouched (HAProxy, cloud load balancers), a client writing its own
+/// `Forwarded` cannot pick its address.
+async fn a_spoofed_forwarded_header_is_ignored_by_default(db: TestDb) {
+    let app = spawn_behind(db, "127.0.0.1/32").await;
+    exhaust(&app, &[("X-Forwarded-For", "203.0.113.7")]).await;
+    for spoofed in [
+        "for=198.51.100.1",
+        r#"for="[2001:db8::1]:4711";proto=https"#,
+    ] {
+        assert_throttled(
+            &app,
+            &[("Forwarded", spoofed), ("X-Forwarded-For", "203.0.113.7")],
+        )
+        .await;
+    }
+    // Alone, it names nobody: the proxy is the client, with a budget of its own.
+    exhaust(&app, &[("Forwarded", "for=198.51.100.2")]).await;
+    assert_throttled(&app, &[("Forwarded", "for=198.51.100.3")]).await;
+    assert_throttled(&app, &[]).await;
+}
+both_backends!(a_spoofed_forwarded_header_is_ignored_by_default);
+
+/// `client_ip_header = "forwarded"` reads RFC 7239 `Forwarded` (quoted, bracketed, with a
+/// port) and ignores `X-Forwarded-For`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_is_read_when_it_is_the_configured_header() {
+    let app = spawn_behind_with(
+        TestDb::new(Backend::Sqlite).unwrap(),
+        "127.0.0.1/32",
+        |server| server.client_ip_header = ClientIpHeader::Forwarded,
+    )
+    .await;
     exhaust(&app, &[("Forwarded", r#"for="[2001:db8::1]:4711""#)]).await;
     assert_invalid_grant(&app, &[("Forwarded", r#"for="[2001:db8:1::1]""#)]).await;
-    assert_invalid_grant(
+    assert_throttled(
         &app,
         &[
-            ("Forwarded", "for=203.0.113.9;proto=https"),
-            ("X-Forwarded-For", "203.0.113.7"),
+            ("Forwarded", r#"for="[2001:db8::1]""#),
+            ("X-Forwarded-For", "203.0.113.9"),
         ],
     )
     .await;
+    // X-Forwarded-For names nobody: the proxy is the client.
+    exhaust(&app, &[]).await;
+    assert_throttled(&app, &[("X-Forwarded-For", "203.0.113.9")]).await;
 }
-both_backends!(a_trusted_proxy_keeps_clients_apart);
 
 async fn without_trusted_proxies_forwarding_headers_are_ignored(db: TestDb) {
     let app = spawn_behind(db, "").await;

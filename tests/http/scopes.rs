@@ -52,6 +52,26 @@ async fn scope_requests_are_granted_what_the_role_allows(db: TestDb) {
 }
 both_backends!(scope_requests_are_granted_what_the_role_allows);
 
+/// RFC 6749 §5.2: `error_description` holds printable ASCII without `"` and `\`, so an
+/// unknown scope is echoed with every other character as `?`.
+async fn an_unknown_scope_is_echoed_only_as_rfc_6749_allows(db: TestDb) {
+    let app = spawn_app_with(db, |_| {}).await;
+    app.create_user("reader@example.com", PASSWORD).await;
+    let response = ask(
+        &app,
+        "reader@example.com",
+        Some("movies:\u{fc}nknown\"\\x\u{1}"),
+    )
+    .await;
+    let body = json_body(response, 400, "application/json").await;
+    assert_eq!(body["error"], "invalid_scope");
+    assert_eq!(
+        body["error_description"],
+        "unknown scope `movies:?nknown??x?`"
+    );
+}
+both_backends!(an_unknown_scope_is_echoed_only_as_rfc_6749_allows);
+
 async fn routes_require_their_scope(db: TestDb) {
     let app = spawn_app_with(db, |_| {}).await;
     app.create_user("reader@example.com", PASSWORD).await;

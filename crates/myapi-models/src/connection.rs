@@ -70,12 +70,18 @@ impl DatabaseUrl {
     }
 }
 
-/// Shows the DSN with any password replaced by `***`, safe for logs.
+/// Shows the DSN with its secrets replaced by `***` ([`redacted_dsn`]), safe for logs.
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Self::Postgres(url) => f.write_str(&redact_url_password(url)),
+            // A libpq keyword/value DSN is not recognised and parses as a file path, so a
+            // path is masked like one.
+            Self::Sqlite(path) => write!(
+                f,
+                "sqlite://{}",
+                redacted_keyword_values(&path.display().to_string())
+            ),
+            Self::Postgres(url) => f.write_str(&redacted_dsn(url)),
         }
     }
 }
@@ -86,30 +92,134 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// The URL with its password (in the userinfo or a `password=` parameter) replaced by
-/// `***`; a DSN that is not a URL is hidden whole, since its parts cannot be told apart.
-fn redact_url_password(dsn: &str) -> String {
-    let Ok(mut url) = url::Url::parse(dsn) else {
-        return "postgres://***".into();
-    };
-    if url.password().is_some() {
-        let _ = url.set_password(Some("***"));
+/// The connection parameters libpq reads a secret from: the server password and the
+/// passphrase of the client's TLS key. The others (`passfile` and `sslkey` included) name
+/// files or options and are shown.
+const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// Compared in any case: libpq itself refuses `PASSWORD`, but a log must not show it either.
+fn is_secret(keyword: &str) -> bool {
+    SECRET_PARAMETERS
+        .iter()
+        .any(|secret| keyword.trim().eq_ignore_ascii_case(secret))
+}
+
+/// `dsn` as a log may show it, with `***` for the password of a URL's user info and for the
+/// value of every [secret parameter](SECRET_PARAMETERS), whether in a URL's query string or
+/// in libpq's `keyword=value` form. What starts with `scheme://` is a URL; one that does not
+/// parse is hidden after its scheme, since its parts cannot be told apart.
+pub fn redacted_dsn(dsn: &str) -> String {
+    match url_scheme(dsn) {
+        Some(scheme) => redacted_url(dsn).unwrap_or_else(|| format!("{scheme}://***")),
+        None => redacted_keyword_values(dsn),
     }
-    if url.query_pairs().any(|(key, _)| key == "password") {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(key, value)| {
-                let value = if key == "password" {
-                    "***".into()
+}
+
+/// The scheme of `dsn` if it starts with one (RFC 3986 §3.1) and `://`. A `://` elsewhere,
+/// inside a keyword/value password say, does not make a URL.
+fn url_scheme(dsn: &str) -> Option<&str> {
+    let (scheme, _) = dsn.trim_start().split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
+/// `None` when `dsn` is not a URL. Secret query values are replaced where they are written
+/// and the rest of the query is kept as it was; keys are compared percent-decoded, as libpq
+/// reads them. Returns `dsn` itself when nothing is secret.
+fn redacted_url(dsn: &str) -> Option<String> {
+    let mut url = url::Url::parse(dsn.trim()).ok()?;
+    let mut redacted = false;
+    if url.password().is_some() {
+        url.set_password(Some("***")).ok()?;
+        redacted = true;
+    }
+    if let Some(query) = url.query() {
+        let mut masked = false;
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+                let decoded = url::form_urlencoded::parse(key.as_bytes()).next();
+                if decoded.is_some_and(|(key, _)| is_secret(&key)) {
+                    masked = true;
+                    format!("{key}=***")
                 } else {
-                    value.into_owned()
-                };
-                (key.into_owned(), value)
+                    pair.to_owned()
+                }
             })
             .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
+        if masked {
+            url.set_query(Some(&pairs.join("&")));
+            redacted = true;
+        }
     }
-    url.to_string()
+    Some(if redacted {
+        url.to_string()
+    } else {
+        dsn.to_owned()
+    })
+}
+
+/// libpq's `keyword = value` form, with every secret value (quoted or not, escapes
+/// included) replaced by `***`. Whatever does not fit the form is kept as it is: a value
+/// runs to the next blank, or a quoted one to its closing quote or the end.
+fn redacted_keyword_values(dsn: &str) -> String {
+    let bytes = dsn.as_bytes();
+    let blank_from = |mut at: usize| {
+        while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
+            at += 1;
+        }
+        at
+    };
+    let mut secrets = Vec::new();
+    let mut at = blank_from(0);
+    while at < bytes.len() {
+        let keyword_start = at;
+        while bytes
+            .get(at)
+            .is_some_and(|&b| b != b'=' && !b.is_ascii_whitespace())
+        {
+            at += 1;
+        }
+        let keyword = &dsn[keyword_start..at];
+        at = blank_from(at);
+        if bytes.get(at) != Some(&b'=') {
+            continue;
+        }
+        at = blank_from(at + 1);
+        let value_start = at;
+        if bytes.get(at) == Some(&b'\'') {
+            at += 1;
+            while let Some(&byte) = bytes.get(at) {
+                at += if byte == b'\\' { 2 } else { 1 };
+                if byte == b'\'' {
+                    break;
+                }
+            }
+        } else {
+            while let Some(&byte) = bytes.get(at).filter(|b| !b.is_ascii_whitespace()) {
+                at += if byte == b'\\' { 2 } else { 1 };
+            }
+        }
+        // An escape may step past the end, or into a multibyte character, whose other bytes
+        // are never ASCII: every stop but the end is at an ASCII byte, a character boundary.
+        at = at.min(bytes.len());
+        if is_secret(keyword) && at > value_start {
+            secrets.push(value_start..at);
+        }
+        at = blank_from(at);
+    }
+    let mut shown = String::with_capacity(dsn.len());
+    let mut from = 0;
+    for secret in secrets {
+        shown.push_str(&dsn[from..secret.start]);
+        shown.push_str("***");
+        from = secret.end;
+    }
+    shown.push_str(&dsn[from..]);
+    shown
 }
 
 /// Per-connection settings applied right after connecting.
@@ -396,7 +506,8 @@ impl r2d2::HandleError<diesel::r2d2::Error> for LogErrorHandler {
     }
 }
 
-/// Joins a multi-line driver message into one line.
+/// Joins a multi-line message (drivers and parsers write them) into one line. The one copy:
+/// the services tier uses it too.
 pub fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -437,22 +548,101 @@ mod tests {
         );
         let url = DatabaseUrl::parse("postgres://db/myapi?user=a&password=s3cret&x=1").unwrap();
         assert!(!format!("{url:?}").contains("s3cret"));
+        let url = DatabaseUrl::parse("host=db password=s3cret sslpassword='a b'").unwrap();
+        assert_eq!(
+            url.to_string(),
+            "sqlite://host=db password=*** sslpassword=***"
+        );
     }
 
     #[test]
-    fn connect_timeout_is_added_once() {
-        let t = Duration::from_secs(3);
-        assert_eq!(
-            with_connect_timeout("postgres://h/db", t),
-            "postgres://h/db?connect_timeout=3"
-        );
-        assert_eq!(
-            with_connect_timeout("postgres://h/db?a=b", t),
-            "postgres://h/db?a=b&connect_timeout=3"
-        );
-        assert_eq!(
-            with_connect_timeout("postgres://h/db?connect_timeout=9", t),
-            "postgres://h/db?connect_timeout=9"
-        );
+    fn every_secret_of_a_url_is_masked() {
+        for (dsn, shown) in [
+            (
+                "postgres://app:s3cret@db/myapi?sslmode=verify-full&sslpassword=k3y&sslkey=/k.pem",
+                "postgres://app:***@db/myapi?sslmode=verify-full&sslpassword=***&sslkey=/k.pem",
+            ),
+            (
+                "postgresql://db/myapi?PASSWORD=s3cret&SslPassword=k3y&passfile=/p",
+                "postgresql://db/myapi?PASSWORD=***&SslPassword=***&passfile=/p",
+            ),
+            (
+                "postgres://db/myapi?pass%77ord=s3cret&ssl%70assword=k%33y",
+                "postgres://db/myapi?pass%77ord=***&ssl%70assword=***",
+            ),
+            (
+                "postgres://app:p@ss@db/myapi",
+                "postgres://app:***@db/myapi",
+            ),
+            ("POSTGRES://app:s3cret@db", "postgres://app:***@db"),
+            (
+                "postgres://app@db:5432/myapi?sslmode=require",
+                "postgres://app@db:5432/myapi?sslmode=require",
+            ),
+            (
+                "postgres://app:s3cret@db:5432,db2:5433/myapi",
+                "postgres://***",
+            ),
+            ("sqlite:///var/lib/my app.db", "sqlite:///var/lib/my app.db"),
+        ] {
+            assert_eq!(redacted_dsn(dsn), shown, "{dsn}");
+        }
+    }
+
+    #[test]
+    fn every_secret_of_a_keyword_value_dsn_is_masked() {
+        for (dsn, shown) in [
+            (
+                "host=db user=app password=s3cret dbname=myapi",
+                "host=db user=app password=*** dbname=myapi",
+            ),
+            (
+                "host = db  password = s3cret\tsslpassword=k3y sslkey=/k.pem",
+                "host = db  password = ***\tsslpassword=*** sslkey=/k.pem",
+            ),
+            (
+                r"password='it\'s a secret' sslpassword='k\\' host=db",
+                "password=*** sslpassword=*** host=db",
+            ),
+            (
+                r"PASSWORD=s\ 3cret SSLPASSWORD=k3y",
+                "PASSWORD=*** SSLPASSWORD=***",
+            ),
+            ("password='never closed host=db", "password=***"),
+            ("host=db password=a://b", "host=db password=***"),
+            ("password=://x", "password=***"),
+            // libpq skips blanks after `=`: the password is `host=db`.
+            ("password= host=db", "password= ***"),
+            ("password=", "password="),
+            ("data/app.db", "data/app.db"),
+            ("", ""),
+            ("password=caf\u{e9}\\\u{e9} x=\\", "password=*** x=\\"),
+        ] {
+            assert_eq!(redacted_dsn(dsn), shown, "{dsn}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_secret_never_shows_whatever_surrounds_it(
+            before in "[ -~\u{e9}\t]{0,30}",
+            after in "[ -~\u{e9}\t]{0,30}",
+            keyword in "([sS][sS][lL])?[pP][aA][sS][sS][wW][oO][rR][dD]",
+            quoted in proptest::bool::ANY,
+        ) {
+            // What libpq would read as part of another value, or as a URL, is not a secret
+            // parameter here.
+            proptest::prop_assume!(!before.contains(['\'', '\\', '=']) && !before.contains("://"));
+            let secret = "Zq7Xw9Vy";
+            let value = if quoted { format!("'{secret}'") } else { secret.to_owned() };
+            let dsn = format!("{before} {keyword}={value} {after}");
+            let shown = redacted_dsn(&dsn);
+            proptest::prop_assert!(!shown.contains(secret), "{dsn:?} -> {shown:?}");
+        }
+
+        #[test]
+        fn any_dsn_is_redacted_without_panicking(dsn in "\\PC{0,80}") {
+            redacted_dsn(&dsn);
+        }
     }
 }

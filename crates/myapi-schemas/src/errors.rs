@@ -20,9 +20,14 @@ pub struct Problem {
     /// Id of the request in the server log (always present on 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// The offending fields, for validation errors.
+    /// The offending fields, for validation errors; at most the first 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// How many offending fields there were beyond those `errors` lists; absent when it
+    /// lists them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 8296)]
+    pub more_errors: Option<u64>,
 }
 
 /// One invalid request field.

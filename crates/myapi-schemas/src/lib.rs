@@ -37,6 +37,7 @@ mod tests {
             detail: "movie 9 not found".into(),
             request_id: None,
             errors: Vec::new(),
+            more_errors: None,
         };
         let json = serde_json::to_value(&problem).unwrap();
         assert_eq!(

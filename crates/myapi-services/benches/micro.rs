@@ -14,7 +14,7 @@ use myapi_services::config::{Secret, Settings, TokenKey};
 use myapi_services::movies::{NewMoviesQuery, OnExisting};
 
 fn tokens(c: &mut Criterion) {
-    let key = TokenKey::try_from("k".repeat(32)).unwrap();
+    let key = TokenKey::try_from("bench-0123456789abcdefghijklmnopqrstuv".to_owned()).unwrap();
     let signer = TokenSigner::new(Some(&key.into()), &Settings::defaults().unwrap().auth);
     c.bench_function("token_sign", |b| {
         b.iter(|| {

@@ -19,11 +19,10 @@ use std::time::Duration;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use myapi_models::connection::one_line;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
-
-use crate::error::one_line;
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
@@ -200,9 +199,33 @@ impl fmt::Debug for Secret {
 /// Shortest accepted HS256 key: the hash size (RFC 7518 §3.2).
 const MIN_TOKEN_KEY_BYTES: usize = 32;
 
-/// One HS256 key of at least 32 bytes.
+/// Least a key's [entropy bound](entropy_bound_bits) may be, in bits.
+const MIN_TOKEN_KEY_BITS: f64 = 128.0;
+
+/// The key `deploy/myapi.env.example` ships (a test checks that they agree): long and varied
+/// enough to pass the other checks, and public.
+const PLACEHOLDER_TOKEN_KEY: &str = "CHANGE-ME-to-32-or-more-random-bytes";
+
+/// How the README makes a key; error messages suggest it.
+const KEY_RECIPE: &str = "head -c 32 /dev/urandom | base64";
+
+/// One HS256 key of at least 32 bytes, whose [entropy bound](entropy_bound_bits) reaches
+/// 128 bits, and which is not the shipped placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenKey(Secret);
+
+/// `key.len() × log2(distinct bytes of key)`: the entropy of the key had each byte been drawn
+/// at random from the bytes it uses. A key below the floor surely carries less than that; one
+/// above may still be guessable (a phrase), so this refuses only the plainly weak: repeats,
+/// short alphabets, short keys. Random bytes in base64 or hex pass with a wide margin.
+fn entropy_bound_bits(key: &[u8]) -> f64 {
+    let mut seen = [false; 256];
+    for &byte in key {
+        seen[usize::from(byte)] = true;
+    }
+    let distinct = seen.iter().filter(|&&seen| seen).count();
+    key.len() as f64 * (distinct as f64).log2()
+}
 
 impl TokenKey {
     pub fn as_bytes(&self) -> &[u8] {
@@ -218,11 +241,17 @@ impl TokenKey {
 }
 
 impl TryFrom<String> for TokenKey {
-    type Error = TokenKeyError;
+    type Error = KeyError;
 
-    fn try_from(key: String) -> Result<Self, TokenKeyError> {
+    fn try_from(key: String) -> Result<Self, KeyError> {
         if key.len() < MIN_TOKEN_KEY_BYTES {
-            return Err(TokenKeyError::TooShort);
+            return Err(KeyError::TooShort);
+        }
+        if key == PLACEHOLDER_TOKEN_KEY {
+            return Err(KeyError::Placeholder);
+        }
+        if entropy_bound_bits(key.as_bytes()) < MIN_TOKEN_KEY_BITS {
+            return Err(KeyError::Predictable);
         }
         Ok(Self(Secret(key)))
     }
@@ -348,10 +377,12 @@ impl FromStr for TokenKeys {
                 let (kid, key) = entry.split_once(':').ok_or(TokenKeyError::NotKidKey {
                     entry: entry_number,
                 })?;
-                let key =
-                    TokenKey::try_from(key.to_owned()).map_err(|_| TokenKeyError::KeyTooShort {
+                let key = TokenKey::try_from(key.to_owned()).map_err(|problem| {
+                    TokenKeyError::BadKey {
                         entry: entry_number,
-                    })?;
+                        problem,
+                    }
+                })?;
                 Ok((kid.to_owned(), key))
             })
             .collect::<Result<Vec<_>, TokenKeyError>>()?;
@@ -359,20 +390,41 @@ impl FromStr for TokenKeys {
     }
 }
 
+/// Why one key was refused; the key is never quoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("must be at least 32 bytes")]
+    TooShort,
+    #[error(
+        "is too predictable: its length times log2 of its number of distinct bytes must be at \
+         least 128; make one with `{KEY_RECIPE}`"
+    )]
+    Predictable,
+    #[error(
+        "is the placeholder of deploy/myapi.env.example, which is public; make one with \
+         `{KEY_RECIPE}`"
+    )]
+    Placeholder,
+}
+
 /// Why a token key setting was refused. Entries are numbered from 1 and never quoted: a
 /// malformed one may well be a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenKeyError {
-    #[error("must be at least 32 bytes")]
-    TooShort,
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error("lists no kid:key entry")]
     NoKeys,
     #[error("entry {entry} is not kid:key")]
     NotKidKey { entry: usize },
     #[error("entry {entry} has an empty kid")]
     EmptyKid { entry: usize },
-    #[error("entry {entry}: the key must be at least 32 bytes")]
-    KeyTooShort { entry: usize },
+    #[error("entry {entry}: the key {problem}")]
+    BadKey {
+        entry: usize,
+        #[source]
+        problem: KeyError,
+    },
     #[error("entry {entry} repeats the kid of entry {first}")]
     RepeatedKid { entry: usize, first: usize },
 }
@@ -394,19 +446,33 @@ pub enum ConfigError {
 
 /// The layered configuration, from which each tier takes its own sections.
 #[derive(Debug, Clone)]
-pub struct SettingsSource(config::Config);
+pub struct SettingsSource {
+    config: config::Config,
+    exposed_dotenv: Option<ExposedFile>,
+}
+
+/// The `.env` file [`SettingsSource::load`] reads, in the working directory only.
+const DOTENV: &str = ".env";
 
 impl SettingsSource {
     /// Every layer: the compiled-in defaults, `$MYAPI_CONFIG_DIR` (default `./config`),
     /// `./.env` and the environment.
     pub fn load() -> Result<Self, ConfigError> {
-        match dotenvy::from_path(".env") {
+        match dotenvy::from_path(DOTENV) {
             Err(error) if !error.not_found() => return Err(ConfigError::DotEnv(error)),
             _ => {}
         }
         let dir = std::env::var_os("MYAPI_CONFIG_DIR")
             .map_or_else(|| PathBuf::from("config"), PathBuf::from);
-        Self::load_from(&dir)
+        let mut source = Self::load_from(&dir)?;
+        source.exposed_dotenv = ExposedFile::check(Path::new(DOTENV));
+        Ok(source)
+    }
+
+    /// The `.env` that [`Self::load`] read, when its group or others may read it too. It is
+    /// told here rather than logged, because settings are read before logging is set up.
+    pub fn exposed_dotenv(&self) -> Option<&ExposedFile> {
+        self.exposed_dotenv.as_ref()
     }
 
     /// The compiled-in defaults, files in `dir` and the environment (no `.env`).
@@ -422,12 +488,12 @@ impl SettingsSource {
         let environment = config::Environment::with_prefix("MYAPI")
             .prefix_separator("_")
             .separator("__");
-        Ok(Self(builder.add_source(environment).build()?))
+        Ok(Self::from(builder.add_source(environment).build()?))
     }
 
     /// The compiled-in defaults alone, untouched by files or the environment (tests, tools).
     pub fn defaults() -> Result<Self, ConfigError> {
-        Ok(Self(Self::defaults_builder().build()?))
+        Ok(Self::from(Self::defaults_builder().build()?))
     }
 
     fn defaults_builder() -> config::ConfigBuilder<config::builder::DefaultState> {
@@ -438,7 +504,7 @@ impl SettingsSource {
     /// The sections `T` has fields for (the rest are ignored). Errors name the full key,
     /// e.g. `server.port`.
     pub fn read<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        Ok(self.0.clone().try_deserialize()?)
+        Ok(self.config.clone().try_deserialize()?)
     }
 
     /// The services' sections, checked.
@@ -446,6 +512,57 @@ impl SettingsSource {
         let settings: Settings = self.read()?;
         settings.validate()?;
         Ok(settings)
+    }
+}
+
+impl From<config::Config> for SettingsSource {
+    fn from(config: config::Config) -> Self {
+        Self {
+            config,
+            exposed_dotenv: None,
+        }
+    }
+}
+
+/// A settings file that others than its owner may read: it may hold the DSN's password or
+/// the token key. `Display` is the warning, naming the file and its mode, never its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExposedFile {
+    pub path: PathBuf,
+    /// The permission bits (`0o644`).
+    pub mode: u32,
+}
+
+impl ExposedFile {
+    /// `path`, when it exists and its group or others may read it. Symbolic links are
+    /// followed, as reading the file does. Off Unix there are no such bits: never.
+    pub fn check(path: &Path) -> Option<Self> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+            (mode & 0o044 != 0).then(|| Self {
+                path: path.to_owned(),
+                mode,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            None
+        }
+    }
+}
+
+impl fmt::Display for ExposedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        write!(
+            f,
+            "{path} is readable by its group or others (mode {:04o}) and may hold secrets; \
+             `chmod 600 {path}`",
+            self.mode
+        )
     }
 }
 
@@ -538,6 +655,11 @@ pub fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
 mod tests {
     use super::*;
 
+    /// A key that passes every check, told apart from others by its first character.
+    fn good_key(tag: char) -> String {
+        format!("{tag}-0123456789abcdefghijklmnopqrstuv")
+    }
+
     #[test]
     fn the_compiled_in_defaults_are_complete_and_valid() {
         let settings = Settings::defaults().unwrap();
@@ -548,14 +670,11 @@ mod tests {
     #[test]
     fn secrets_are_redacted_in_debug() {
         let mut settings = Settings::defaults().unwrap();
-        let keys = format!("old:{},new:{}", "a".repeat(40), "b".repeat(40));
+        let keys = format!("old:{},new:{}", good_key('a'), good_key('b'));
         settings.token_key = Some(keys.parse().unwrap());
         settings.database.dsn = Secret::new("postgres://u:pw@h/db");
         let debug = format!("{settings:?}");
-        assert!(
-            !debug.contains("aaaa") && !debug.contains("bbbb"),
-            "{debug}"
-        );
+        assert!(!debug.contains("0123456789"), "{debug}");
         assert!(!debug.contains("pw@"), "{debug}");
         assert!(
             debug.contains("\"old\"") && debug.contains("\"new\""),
@@ -565,11 +684,86 @@ mod tests {
 
     #[test]
     fn short_token_key_is_refused() {
+        let key = good_key('k');
         assert_eq!(
-            TokenKey::try_from("k".repeat(31)),
-            Err(TokenKeyError::TooShort)
+            TokenKey::try_from(key[..31].to_owned()),
+            Err(KeyError::TooShort)
         );
-        assert!(TokenKey::try_from("k".repeat(32)).is_ok());
+        assert!(TokenKey::try_from(key[..32].to_owned()).is_ok());
+    }
+
+    #[test]
+    fn a_key_needs_an_entropy_bound_of_128_bits() {
+        for (key, bits) in [
+            ("k".repeat(64), 0.0),
+            ("ab".repeat(64), 128.0),
+            ("ab".repeat(63) + "a", 127.0),
+            ("0123456789abcdef".repeat(2), 128.0),
+            ("0123456789abcde".repeat(3)[..32].to_owned(), 125.02),
+        ] {
+            let bound = entropy_bound_bits(key.as_bytes());
+            assert!((bound - bits).abs() < 0.01, "{key}: {bound}");
+            let expected = if bits >= 128.0 {
+                Ok(())
+            } else {
+                Err(KeyError::Predictable)
+            };
+            assert_eq!(TokenKey::try_from(key.clone()).map(drop), expected, "{key}");
+        }
+        for weak in ["password".repeat(4), "1234".repeat(10), "aAaA".repeat(16)] {
+            assert_eq!(
+                TokenKey::try_from(weak.clone()),
+                Err(KeyError::Predictable),
+                "{weak}"
+            );
+        }
+    }
+
+    /// The recipes the README and the deployment kit give, and the keys the tests use.
+    #[test]
+    fn generated_keys_pass() {
+        for _ in 0..2000 {
+            let mut bytes = [0u8; 48];
+            OsRng.fill_bytes(&mut bytes);
+            let standard = base64::engine::general_purpose::STANDARD;
+            for key in [
+                standard.encode(&bytes[..32]),
+                standard.encode(bytes),
+                hex(&bytes[..32]),
+            ] {
+                assert!(TokenKey::try_from(key.clone()).is_ok(), "{key}");
+            }
+        }
+        for key in [
+            "test-token-key-0123456789abcdef-0123456789",
+            "new-token-key-fedcba9876543210-fedcba9876",
+            "bench-token-key-0123456789abcdef-0123456789",
+        ] {
+            assert!(TokenKey::try_from(key.to_owned()).is_ok(), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_placeholder_of_the_example_environment_is_refused() {
+        let example = include_str!("../../../deploy/myapi.env.example");
+        let keys = example
+            .lines()
+            .find_map(|line| line.strip_prefix("MYAPI_TOKEN_KEYS="))
+            .unwrap()
+            .trim_matches('\'');
+        let (_, key) = keys.split_once(':').unwrap();
+        assert_eq!(key, PLACEHOLDER_TOKEN_KEY);
+        assert_eq!(
+            keys.parse::<TokenKeys>(),
+            Err(TokenKeyError::BadKey {
+                entry: 1,
+                problem: KeyError::Placeholder
+            })
+        );
+        assert_eq!(
+            TokenKey::try_from(key.to_owned()),
+            Err(KeyError::Placeholder)
+        );
     }
 
     /// The services' settings from the defaults with `overrides` (key path, value) on top.
@@ -578,7 +772,7 @@ mod tests {
             SettingsSource::defaults_builder(),
             |builder, (key, value)| builder.set_override(*key, *value).unwrap(),
         );
-        SettingsSource(builder.build()?).services()
+        SettingsSource::from(builder.build()?).services()
     }
 
     fn kids(keys: &TokenKeys) -> Vec<&str> {
@@ -587,18 +781,18 @@ mod tests {
 
     #[test]
     fn a_single_key_signs_under_the_start_of_its_sha256() {
-        // printf %s kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk | sha256sum | cut -c1-8
-        let key = TokenKey::try_from("k".repeat(32)).unwrap();
-        assert_eq!(key.derived_kid(), "5e318f8c");
+        // printf %s k-0123456789abcdefghijklmnopqrstuv | sha256sum | cut -c1-8
+        let key = TokenKey::try_from(good_key('k')).unwrap();
+        assert_eq!(key.derived_kid(), "e2411d63");
         let keys = TokenKeys::from(key);
-        assert_eq!(kids(&keys), ["5e318f8c"]);
-        assert_eq!(keys.signing().1.as_bytes(), "k".repeat(32).as_bytes());
+        assert_eq!(kids(&keys), ["e2411d63"]);
+        assert_eq!(keys.signing().1.as_bytes(), good_key('k').as_bytes());
     }
 
     #[test]
     fn token_keys_entries_split_at_their_first_colon_and_the_first_signs() {
-        let with_colons = format!("a:b:{}", "c".repeat(30));
-        let keys: TokenKeys = format!(" 2025-06:{}, old:{with_colons} ,", "n".repeat(32))
+        let with_colons = format!("a:b:{}", good_key('c'));
+        let keys: TokenKeys = format!(" 2025-06:{}, old:{with_colons} ,", good_key('n'))
             .parse()
             .unwrap();
         assert_eq!(kids(&keys), ["2025-06", "old"]);
@@ -609,8 +803,8 @@ mod tests {
 
     #[test]
     fn bad_token_keys_entries_are_refused_without_quoting_them() {
-        let key = "k".repeat(32);
-        let other = "o".repeat(32);
+        let key = good_key('k');
+        let other = good_key('o');
         for (list, expected) in [
             (String::new(), TokenKeyError::NoKeys),
             (" , ".to_owned(), TokenKeyError::NoKeys),
@@ -621,10 +815,26 @@ mod tests {
             ),
             (
                 format!("a:{key},b:short"),
-                TokenKeyError::KeyTooShort { entry: 2 },
+                TokenKeyError::BadKey {
+                    entry: 2,
+                    problem: KeyError::TooShort,
+                },
+            ),
+            (
+                format!("a:{key},b:{}", "b".repeat(40)),
+                TokenKeyError::BadKey {
+                    entry: 2,
+                    problem: KeyError::Predictable,
+                },
             ),
             // A key written before its kid: the kid is the key, and neither is quoted.
-            (format!("{key}:a"), TokenKeyError::KeyTooShort { entry: 1 }),
+            (
+                format!("{key}:a"),
+                TokenKeyError::BadKey {
+                    entry: 1,
+                    problem: KeyError::TooShort,
+                },
+            ),
             (
                 format!("a:{key},b:{other},a:{other}"),
                 TokenKeyError::RepeatedKid { entry: 3, first: 1 },
@@ -633,24 +843,21 @@ mod tests {
             let error = list.parse::<TokenKeys>().unwrap_err();
             assert_eq!(error, expected, "{list}");
             let message = error.to_string();
-            assert!(
-                !message.contains("kkkk") && !message.contains("oooo"),
-                "{message}"
-            );
+            assert!(!message.contains("0123456789"), "{message}");
         }
     }
 
     #[test]
     fn either_variable_gives_the_key_set_and_neither_gives_none() {
-        let key = "k".repeat(32);
+        let key = good_key('k');
         let single = services_with(&[("token_key", &key)]).unwrap();
-        assert_eq!(kids(single.token_key.as_ref().unwrap()), ["5e318f8c"]);
+        assert_eq!(kids(single.token_key.as_ref().unwrap()), ["e2411d63"]);
 
-        let list = format!("new:{},5e318f8c:{key}", "n".repeat(32));
+        let list = format!("new:{},e2411d63:{key}", good_key('n'));
         let listed = services_with(&[("token_keys", &list)]).unwrap();
         assert_eq!(
             kids(listed.token_key.as_ref().unwrap()),
-            ["new", "5e318f8c"]
+            ["new", "e2411d63"]
         );
 
         assert!(services_with(&[]).unwrap().token_key.is_none());
@@ -658,20 +865,33 @@ mod tests {
 
     #[test]
     fn both_variables_or_a_bad_entry_stop_with_one_line_naming_the_variable() {
-        let key = "k".repeat(32);
-        let list = format!("5e318f8c:{key}");
+        let key = good_key('k');
+        let list = format!("e2411d63:{key}");
+        let empty_kid = format!(":{key}");
+        let repeated = "k".repeat(40);
         for (overrides, expected) in [
             (
                 vec![("token_key", key.as_str()), ("token_keys", list.as_str())],
                 "token_keys (MYAPI_TOKEN_KEYS): cannot be combined with token_key \
-                 (MYAPI_TOKEN_KEY); set only one (that key's kid is 5e318f8c)",
+                 (MYAPI_TOKEN_KEY); set only one (that key's kid is e2411d63)",
             ),
             (
                 vec![("token_key", "short")],
                 "token_key (MYAPI_TOKEN_KEY): must be at least 32 bytes",
             ),
             (
-                vec![("token_keys", ":kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk")],
+                vec![("token_key", repeated.as_str())],
+                "token_key (MYAPI_TOKEN_KEY): is too predictable: its length times log2 of its \
+                 number of distinct bytes must be at least 128; make one with \
+                 `head -c 32 /dev/urandom | base64`",
+            ),
+            (
+                vec![("token_key", PLACEHOLDER_TOKEN_KEY)],
+                "token_key (MYAPI_TOKEN_KEY): is the placeholder of deploy/myapi.env.example, \
+                 which is public; make one with `head -c 32 /dev/urandom | base64`",
+            ),
+            (
+                vec![("token_keys", empty_kid.as_str())],
                 "token_keys (MYAPI_TOKEN_KEYS): entry 1 has an empty kid",
             ),
         ] {
@@ -688,6 +908,42 @@ mod tests {
         assert_eq!(kid.len(), 8);
         assert!(key.as_bytes().len() >= MIN_TOKEN_KEY_BYTES);
         assert_eq!(first.iter().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_settings_file_others_may_read_is_told_by_path_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "MYAPI_TOKEN_KEY=k-0123456789abcdefghijklmnopqrstuv\n",
+        )
+        .unwrap();
+        for (mode, exposed) in [
+            (0o644, true),
+            (0o640, true),
+            (0o604, true),
+            (0o600, false),
+            (0o400, false),
+            (0o700, false),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let found = ExposedFile::check(&path);
+            assert_eq!(found.is_some(), exposed, "{mode:o}");
+            if let Some(found) = found {
+                assert_eq!(found.mode, mode);
+                let warning = found.to_string();
+                assert!(
+                    warning.contains(&format!("{} is readable", path.display()))
+                        && warning.contains(&format!("(mode 0{mode:o})")),
+                    "{warning}"
+                );
+                assert!(!warning.contains("0123456789"), "{warning}");
+            }
+        }
+        assert_eq!(ExposedFile::check(&dir.path().join("missing")), None);
     }
 
     #[test]

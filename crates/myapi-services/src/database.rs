@@ -116,10 +116,7 @@ pub struct PoolState {
     pub max: u32,
 }
 
-/// `dsn` as a log may show it: any password masked.
-pub fn redacted_dsn(dsn: &str) -> String {
-    DatabaseUrl::parse(dsn).map_or_else(|_| "***".into(), |url| url.to_string())
-}
+pub use myapi_models::connection::redacted_dsn;
 
 /// Creates a PostgreSQL database on the server at `admin_url` (tests and benchmarks).
 pub fn create_postgres_database(admin_url: &str, name: &str) -> Result<(), ServiceError> {

@@ -6,6 +6,7 @@ use std::fmt;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use myapi_models::DbError;
+use myapi_models::connection::one_line;
 
 /// Any underlying cause, kept for the log.
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -142,11 +143,6 @@ pub fn error_chain(error: &dyn Error) -> String {
         cause = error.source();
     }
     line
-}
-
-/// Joins a multi-line message (drivers and parsers write them) into one line.
-pub(crate) fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

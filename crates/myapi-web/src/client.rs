@@ -1,7 +1,8 @@
-//! The client's address behind reverse proxies (`server.trusted_proxies`).
+//! The client's address behind reverse proxies (`server.trusted_proxies`,
+//! `server.client_ip_header`).
 //!
-//! Only the TCP peer is certain. When it is a trusted proxy, the forwarding header is read
-//! from the right — the entries our own proxies appended — up to the first address that is
+//! Only the TCP peer is certain. When it is a trusted proxy, the one forwarding header the
+//! proxies set is read from the right — the entries our own proxies appended — up to the first address that is
 //! not a trusted proxy: that is the client. Whatever lies further left was written by the
 //! client and is never read, so prepending entries cannot choose the result.
 
@@ -14,7 +15,7 @@ use ipnet::{IpNet, Ipv4Net};
 use myapi_services::config::comma_list;
 use serde::{Deserialize, Deserializer};
 
-/// The proxies whose `Forwarded` / `X-Forwarded-For` headers are believed: networks and
+/// The proxies whose [`ClientIpHeader`] is believed: networks and
 /// single addresses. Empty believes no header. Registered as app data by `startup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);
@@ -73,6 +74,36 @@ impl<'de> Deserialize<'de> for TrustedProxies {
     }
 }
 
+/// `server.client_ip_header`: the one forwarding header read from trusted proxies.
+///
+/// Only one is read because a proxy passes on whatever it does not set itself: behind one
+/// that appends to `X-Forwarded-For` only, a `Forwarded` header is entirely the client's
+/// own, so reading it would let the client pick its address. Registered as app data by
+/// `startup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`, as nginx, HAProxy and most load balancers set it.
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=…`.
+    Forwarded,
+}
+
+impl ClientIpHeader {
+    fn name(self) -> HeaderName {
+        match self {
+            Self::XForwardedFor => header::X_FORWARDED_FOR,
+            Self::Forwarded => header::FORWARDED,
+        }
+    }
+}
+
+impl fmt::Display for ClientIpHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name().as_str())
+    }
+}
+
 /// A network, or a single address as a /32 or /128.
 fn parse_network(entry: &str) -> Result<IpNet, InvalidProxy> {
     let network = entry
@@ -97,21 +128,26 @@ fn canonical_network(network: IpNet) -> IpNet {
 /// The client of a request that came from `peer` with `headers`.
 ///
 /// An untrusted peer is the client, whatever its headers say. From a trusted peer, the hops
-/// of `Forwarded` (which wins when both are present) or else `X-Forwarded-For` are walked
-/// from the right: the first untrusted address is the client. A hop without an address
+/// of the `forwarding` header (the other is never read) are walked from the right: the
+/// first untrusted address is the client. A hop without an address
 /// (`unknown`, obfuscated, malformed) ends the walk at the trusted hop that reported it, so
 /// garbage cannot buy a fresh throttle key. If every hop is trusted, the left-most counts.
 /// IPv4-mapped IPv6 addresses count as IPv4.
-pub fn resolve_client(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+pub fn resolve_client(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &TrustedProxies,
+    forwarding: ClientIpHeader,
+) -> IpAddr {
     let peer = peer.to_canonical();
     if !trusted.contains(peer) {
         return peer;
     }
-    let hops = if headers.contains_key(header::FORWARDED) {
-        forwarding_hops(headers, header::FORWARDED, forwarded_for)
-    } else {
-        forwarding_hops(headers, header::X_FORWARDED_FOR, parse_node)
+    let parse_hop = match forwarding {
+        ClientIpHeader::Forwarded => forwarded_for,
+        ClientIpHeader::XForwardedFor => parse_node,
     };
+    let hops = forwarding_hops(headers, forwarding.name(), parse_hop);
     let mut reporter = peer;
     for hop in hops.into_iter().rev() {
         match hop {
@@ -240,9 +276,24 @@ mod tests {
         map
     }
 
-    /// The client resolved for a request from `PROXY`, which is trusted with `10.0.0.0/8`.
+    /// The client resolved for a request from `PROXY`, which is trusted with `10.0.0.0/8`
+    /// and sets `X-Forwarded-For` (the default).
     fn via_proxy(lines: &[(&str, &str)]) -> IpAddr {
-        resolve_client(ip(PROXY), &headers(lines), &trusted("10.0.0.0/8"))
+        via(ClientIpHeader::XForwardedFor, lines)
+    }
+
+    /// The same from a proxy that sets `Forwarded`.
+    fn via_forwarding_proxy(lines: &[(&str, &str)]) -> IpAddr {
+        via(ClientIpHeader::Forwarded, lines)
+    }
+
+    fn via(forwarding: ClientIpHeader, lines: &[(&str, &str)]) -> IpAddr {
+        resolve_client(
+            ip(PROXY),
+            &headers(lines),
+            &trusted("10.0.0.0/8"),
+            forwarding,
+        )
     }
 
     #[test]
@@ -285,7 +336,12 @@ mod tests {
         assert!(trusted("::ffff:192.0.2.1").contains(ip("192.0.2.1")));
         let none = trusted("");
         assert_eq!(
-            resolve_client(ip("::ffff:192.0.2.9"), &HeaderMap::new(), &none),
+            resolve_client(
+                ip("::ffff:192.0.2.9"),
+                &HeaderMap::new(),
+                &none,
+                ClientIpHeader::XForwardedFor
+            ),
             ip("192.0.2.9")
         );
         assert_eq!(
@@ -296,6 +352,7 @@ mod tests {
             ip("::ffff:10.0.0.1"),
             &headers(&[("x-forwarded-for", "203.0.113.7")]),
             &trusted("10.0.0.0/8"),
+            ClientIpHeader::XForwardedFor,
         );
         assert_eq!(mapped_proxy, ip("203.0.113.7"));
     }
@@ -307,11 +364,12 @@ mod tests {
             ("forwarded", "for=203.0.113.8"),
         ];
         let peer = ip("198.51.100.1");
-        assert_eq!(
-            resolve_client(peer, &headers(&lines), &trusted("10.0.0.0/8")),
-            peer
-        );
-        assert_eq!(resolve_client(peer, &headers(&lines), &trusted("")), peer);
+        for forwarding in [ClientIpHeader::XForwardedFor, ClientIpHeader::Forwarded] {
+            for networks in ["10.0.0.0/8", ""] {
+                let client = resolve_client(peer, &headers(&lines), &trusted(networks), forwarding);
+                assert_eq!(client, peer);
+            }
+        }
     }
 
     #[test]
@@ -338,12 +396,37 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_wins_over_x_forwarded_for() {
+    fn only_the_configured_header_is_read() {
         let lines = [
             ("x-forwarded-for", "203.0.113.7"),
             ("forwarded", "for=203.0.113.8;proto=https"),
         ];
-        assert_eq!(via_proxy(&lines), ip("203.0.113.8"));
+        assert_eq!(via_proxy(&lines), ip("203.0.113.7"));
+        assert_eq!(via_forwarding_proxy(&lines), ip("203.0.113.8"));
+        // The other header alone names nobody: the proxy is the client.
+        assert_eq!(via_proxy(&lines[1..]), ip(PROXY));
+        assert_eq!(via_forwarding_proxy(&lines[..1]), ip(PROXY));
+    }
+
+    #[test]
+    fn the_header_setting_reads_its_two_names_and_nothing_else() {
+        #[derive(Deserialize)]
+        struct Server {
+            client_ip_header: ClientIpHeader,
+        }
+        let read = |value: &str| {
+            serde_json::from_value::<Server>(serde_json::json!({ "client_ip_header": value }))
+                .map(|server| server.client_ip_header)
+        };
+        assert_eq!(
+            read("x-forwarded-for").unwrap(),
+            ClientIpHeader::XForwardedFor
+        );
+        assert_eq!(read("forwarded").unwrap(), ClientIpHeader::Forwarded);
+        for bad in ["X-Forwarded-For", "x_forwarded_for", "both", ""] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        assert_eq!(ClientIpHeader::Forwarded.to_string(), "forwarded");
     }
 
     #[test]
@@ -356,7 +439,11 @@ mod tests {
             ("for=198.51.100.1, for=192.0.2.60;proto=http", "192.0.2.60"),
             ("proto=https; for=192.0.2.61", "192.0.2.61"),
         ] {
-            assert_eq!(via_proxy(&[("forwarded", value)]), ip(client), "{value}");
+            assert_eq!(
+                via_forwarding_proxy(&[("forwarded", value)]),
+                ip(client),
+                "{value}"
+            );
         }
     }
 
@@ -395,14 +482,23 @@ mod tests {
             "proto=https",
             "for=1.2.3.4;for=5.6.7.8",
         ] {
-            assert_eq!(via_proxy(&[("forwarded", value)]), ip(PROXY), "{value}");
+            assert_eq!(
+                via_forwarding_proxy(&[("forwarded", value)]),
+                ip(PROXY),
+                "{value}"
+            );
         }
         let mut map = headers(&[("x-forwarded-for", "203.0.113.7")]);
         map.append(
             header::X_FORWARDED_FOR,
             HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
         );
-        let client = resolve_client(ip(PROXY), &map, &trusted("10.0.0.0/8"));
+        let client = resolve_client(
+            ip(PROXY),
+            &map,
+            &trusted("10.0.0.0/8"),
+            ClientIpHeader::XForwardedFor,
+        );
         assert_eq!(client, ip(PROXY));
     }
 
@@ -460,7 +556,10 @@ mod tests {
     #[test]
     fn an_unclosed_quote_cannot_swallow_the_entries_after_it() {
         let value = r#"for="198.51.100.1, for=203.0.113.7"#;
-        assert_eq!(via_proxy(&[("forwarded", value)]), ip("203.0.113.7"));
+        assert_eq!(
+            via_forwarding_proxy(&[("forwarded", value)]),
+            ip("203.0.113.7")
+        );
     }
 
     /// One forwarding-header element: trusted and untrusted addresses (with and without
@@ -481,37 +580,40 @@ mod tests {
         proptest::collection::vec(element(), 0..6)
     }
 
-    /// A header value from `elements`, in the syntax of `name`.
-    fn header_value(name: &HeaderName, elements: &[String]) -> String {
-        let elements: Vec<String> = if *name == header::FORWARDED {
-            elements.iter().map(|e| format!("for=\"{e}\"")).collect()
-        } else {
-            elements.to_vec()
+    /// A header value from `elements`, in the syntax of `forwarding`.
+    fn header_value(forwarding: ClientIpHeader, elements: &[String]) -> String {
+        let elements: Vec<String> = match forwarding {
+            ClientIpHeader::Forwarded => elements.iter().map(|e| format!("for=\"{e}\"")).collect(),
+            ClientIpHeader::XForwardedFor => elements.to_vec(),
         };
         elements.join(", ")
     }
 
-    fn header_name() -> impl Strategy<Value = HeaderName> {
-        prop_oneof![Just(header::FORWARDED), Just(header::X_FORWARDED_FOR)]
+    fn forwarding() -> impl Strategy<Value = ClientIpHeader> {
+        prop_oneof![
+            Just(ClientIpHeader::Forwarded),
+            Just(ClientIpHeader::XForwardedFor)
+        ]
     }
 
     proptest! {
         #[test]
         fn no_header_from_an_untrusted_peer_changes_the_client(
             host in 0u8..=255,
-            lines in proptest::collection::vec((header_name(), "[ -~]{0,60}"), 0..4),
+            read in forwarding(),
+            lines in proptest::collection::vec((forwarding(), "[ -~]{0,60}"), 0..4),
         ) {
             let peer = IpAddr::from([198, 51, 100, host]);
             let mut map = HeaderMap::new();
-            for (name, value) in &lines {
-                map.append(name.clone(), HeaderValue::from_str(value).unwrap());
+            for (header, value) in &lines {
+                map.append(header.name(), HeaderValue::from_str(value).unwrap());
             }
-            prop_assert_eq!(resolve_client(peer, &map, &trusted("10.0.0.0/8")), peer);
+            prop_assert_eq!(resolve_client(peer, &map, &trusted("10.0.0.0/8"), read), peer);
         }
 
         #[test]
         fn a_client_cannot_choose_its_address_by_prepending(
-            name in header_name(),
+            header in forwarding(),
             prefix in chain(),
             appended in chain(),
             client in 0u8..=255,
@@ -520,14 +622,15 @@ mod tests {
             // What trusted proxies appended after the client's own entries: the client's
             // address, then any hops up to the peer.
             let real = [vec![format!("198.51.100.{client}")], appended].concat();
-            let alone = resolve_client(ip(PROXY), &headers(&[(name.as_str(), &header_value(&name, &real))]), &trusted("10.0.0.0/8"));
+            let name = header.name();
+            let alone = via(header, &[(name.as_str(), &header_value(header, &real))]);
             let prefixed_lines = if separate_line || prefix.is_empty() {
-                vec![header_value(&name, &prefix), header_value(&name, &real)]
+                vec![header_value(header, &prefix), header_value(header, &real)]
             } else {
-                vec![header_value(&name, &[prefix, real].concat())]
+                vec![header_value(header, &[prefix, real].concat())]
             };
             let lines: Vec<(&str, &str)> = prefixed_lines.iter().map(|v| (name.as_str(), v.as_str())).collect();
-            let prefixed = resolve_client(ip(PROXY), &headers(&lines), &trusted("10.0.0.0/8"));
+            let prefixed = via(header, &lines);
             prop_assert_eq!(prefixed, alone);
         }
 
@@ -538,11 +641,15 @@ mod tests {
         ) {
             let real = format!("198.51.100.{client}, 10.0.0.2");
             let forwarded_real = format!("for=198.51.100.{client}, for=\"10.0.0.2\"");
-            for (name, value) in [("x-forwarded-for", real), ("forwarded", forwarded_real)] {
+            for (header, value) in [
+                (ClientIpHeader::XForwardedFor, real),
+                (ClientIpHeader::Forwarded, forwarded_real),
+            ] {
+                let name = header.name();
                 let joined = format!("{prefix}, {value}");
                 let client_ip = IpAddr::from([198, 51, 100, client]);
-                prop_assert_eq!(via_proxy(&[(name, &joined)]), client_ip);
-                prop_assert_eq!(via_proxy(&[(name, &prefix), (name, &value)]), client_ip);
+                prop_assert_eq!(via(header, &[(name.as_str(), &joined)]), client_ip);
+                prop_assert_eq!(via(header, &[(name.as_str(), &prefix), (name.as_str(), &value)]), client_ip);
             }
         }
     }

@@ -17,6 +17,11 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// `Retry-After` sent while the database is unreachable.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
+/// Most offending fields a 422 names, in `errors` and in `detail`; the rest are counted in
+/// `more_errors`. Without a cap, a body of many short unknown members would be answered
+/// with many times its size.
+pub const MAX_LISTED_ERRORS: usize = 20;
+
 /// An error on any route but `/token`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -94,6 +99,7 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let mut response = HttpResponse::build(status);
         let mut fields = Vec::new();
+        let mut more_errors = 0;
         match self {
             Self::MissingCredentials => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -125,11 +131,13 @@ impl ResponseError for ApiError {
             Self::Service(ServiceError::Invalid(invalid)) => {
                 fields = invalid
                     .iter()
+                    .take(MAX_LISTED_ERRORS)
                     .map(|f| FieldError {
                         field: f.field.clone(),
                         message: f.message.clone(),
                     })
                     .collect();
+                more_errors = invalid.len().saturating_sub(MAX_LISTED_ERRORS);
             }
             Self::Service(_)
             | Self::HeadersTooLarge { .. }
@@ -140,9 +148,13 @@ impl ResponseError for ApiError {
             Self::Service(error) => client_detail(error),
             other => other.to_string(),
         };
-        response
-            .content_type(PROBLEM_JSON)
-            .body(problem_json(status, detail, None, fields))
+        response.content_type(PROBLEM_JSON).body(problem_json(
+            status,
+            detail,
+            None,
+            fields,
+            more_errors,
+        ))
     }
 }
 
@@ -236,30 +248,59 @@ impl ResponseError for TokenError {
             .insert_header((header::PRAGMA, "no-cache"))
             .json(OAuthErrorResponse {
                 error: code.into(),
-                error_description: description,
+                error_description: error_description(&description),
             })
     }
+}
+
+/// Longest `error_description`, in bytes (all ASCII).
+pub const MAX_ERROR_DESCRIPTION_LEN: usize = 200;
+
+/// `text` as an RFC 6749 §5.2 `error_description` may carry it: only `%x20-21 / %x23-5B /
+/// %x5D-7E` (printable ASCII but `"` and `\`), each other character replaced by `?`, and at
+/// most [`MAX_ERROR_DESCRIPTION_LEN`] bytes, a cut one ending in `...`. Descriptions echo
+/// request input (an unknown scope), so every one goes through here.
+pub fn error_description(text: &str) -> String {
+    let allowed = |c: char| matches!(c, '\x20'..='\x7e') && c != '"' && c != '\\';
+    let mut description: String = text
+        .chars()
+        .map(|c| if allowed(c) { c } else { '?' })
+        .take(MAX_ERROR_DESCRIPTION_LEN + 1)
+        .collect();
+    if description.len() > MAX_ERROR_DESCRIPTION_LEN {
+        description.truncate(MAX_ERROR_DESCRIPTION_LEN - 3);
+        description.push_str("...");
+    }
+    description
 }
 
 fn retry_after(response: &mut HttpResponseBuilder, secs: u64) {
     response.insert_header((header::RETRY_AFTER, secs.to_string()));
 }
 
-/// What a client may be told: internal and database details stay in the log.
+/// What a client may be told: internal and database details stay in the log, and invalid
+/// fields past [`MAX_LISTED_ERRORS`] are counted, not named.
 fn client_detail(error: &ServiceError) -> String {
     match error {
+        ServiceError::Invalid(invalid) if invalid.len() > MAX_LISTED_ERRORS => {
+            let listed = ServiceError::Invalid(invalid[..MAX_LISTED_ERRORS].to_vec());
+            let more = invalid.len() - MAX_LISTED_ERRORS;
+            format!("{listed}; and {more} more")
+        }
         ServiceError::Unavailable(_) => "the database is unavailable; try again shortly".into(),
         ServiceError::Internal { .. } => "internal server error".into(),
         other => other.to_string(),
     }
 }
 
-/// The body of every problem+json response.
+/// The body of every problem+json response; `more_errors` counts the offending fields
+/// `errors` leaves out.
 pub fn problem_json(
     status: StatusCode,
     detail: String,
     request_id: Option<String>,
     errors: Vec<FieldError>,
+    more_errors: usize,
 ) -> String {
     let problem = Problem {
         problem_type: "about:blank".into(),
@@ -268,7 +309,109 @@ pub fn problem_json(
         detail,
         request_id,
         errors,
+        more_errors: (more_errors > 0).then(|| u64::try_from(more_errors).unwrap_or(u64::MAX)),
     };
     serde_json::to_string(&problem)
         .unwrap_or_else(|_| format!(r#"{{"status":{}}}"#, status.as_u16()))
+}
+
+#[cfg(test)]
+mod tests {
+    use myapi_services::InvalidField;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn is_rfc_6749_description(text: &str) -> bool {
+        text.bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+    }
+
+    #[test]
+    fn error_descriptions_keep_only_what_rfc_6749_allows() {
+        let long = "x".repeat(MAX_ERROR_DESCRIPTION_LEN + 1);
+        let fits = "y".repeat(MAX_ERROR_DESCRIPTION_LEN);
+        let cut = format!("{}...", "x".repeat(MAX_ERROR_DESCRIPTION_LEN - 3));
+        for (text, expected) in [
+            ("", ""),
+            ("unknown scope `a:b`", "unknown scope `a:b`"),
+            (
+                r#"unknown scope `movies:ünknown"\x`"#,
+                "unknown scope `movies:?nknown??x`",
+            ),
+            ("tab\there\r\n\u{0}\u{7f}", "tab?here????"),
+            ("\u{1F600}\u{200B}\u{FEFF}", "???"),
+            ("!#[]~ ", "!#[]~ "),
+            (long.as_str(), cut.as_str()),
+            (fits.as_str(), fits.as_str()),
+        ] {
+            assert_eq!(error_description(text), expected, "{text:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_becomes_a_valid_error_description(text in any::<String>()) {
+            let description = error_description(&text);
+            prop_assert!(is_rfc_6749_description(&description), "{description:?}");
+            prop_assert!(description.len() <= MAX_ERROR_DESCRIPTION_LEN);
+            if is_rfc_6749_description(&text) && text.len() <= MAX_ERROR_DESCRIPTION_LEN {
+                prop_assert_eq!(description, text);
+            }
+        }
+
+        #[test]
+        fn mostly_printable_text_keeps_its_allowed_characters(text in "[ -~\\PC\\t\\x00]{0,300}") {
+            let description = error_description(&text);
+            prop_assert!(is_rfc_6749_description(&description), "{description:?}");
+            prop_assert!(description.len() <= MAX_ERROR_DESCRIPTION_LEN);
+            let kept = description.trim_end_matches("...");
+            for (given, shown) in text.chars().zip(kept.chars()) {
+                prop_assert!(shown == given || shown == '?', "{given:?} -> {shown:?}");
+            }
+        }
+    }
+
+    #[actix_web::test]
+    async fn every_token_error_answers_a_valid_description() {
+        let errors = [
+            TokenError::InvalidRequest("field `username` \"x\\y\" é".into()),
+            TokenError::Login(LoginError::InvalidScope("unknown scope `a:\u{0}\"`".into())),
+            TokenError::Login(LoginError::Service(ServiceError::invalid("ü", "\"\\"))),
+        ];
+        for error in errors {
+            let response = error.error_response();
+            let body = actix_web::body::to_bytes(response.into_body())
+                .await
+                .unwrap();
+            let answer: OAuthErrorResponse = serde_json::from_slice(&body).unwrap();
+            assert!(
+                is_rfc_6749_description(&answer.error_description),
+                "{answer:?}"
+            );
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_422_names_fields_up_to_the_cap_and_counts_the_rest() {
+        for (count, more) in [
+            (1, None),
+            (MAX_LISTED_ERRORS, None),
+            (MAX_LISTED_ERRORS + 1, Some(1)),
+        ] {
+            let fields = (0..count)
+                .map(|index| InvalidField::new(format!("f{index}"), "is not a field of a movie"))
+                .collect();
+            let response = ApiError::from(ServiceError::Invalid(fields)).error_response();
+            let body = actix_web::body::to_bytes(response.into_body())
+                .await
+                .unwrap();
+            let problem: Problem = serde_json::from_slice(&body).unwrap();
+            assert_eq!(problem.errors.len(), count.min(MAX_LISTED_ERRORS));
+            assert_eq!(problem.more_errors, more);
+            let named = problem.detail.matches("is not a field").count();
+            assert_eq!(named, count.min(MAX_LISTED_ERRORS), "{}", problem.detail);
+            assert_eq!(problem.detail.ends_with("; and 1 more"), more.is_some());
+        }
+    }
 }

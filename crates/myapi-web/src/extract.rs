@@ -11,7 +11,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use myapi_services::auth::AuthenticatedUser;
 use myapi_services::{ServiceError, Services};
 
-use crate::client::{TrustedProxies, resolve_client};
+use crate::client::{ClientIpHeader, TrustedProxies, resolve_client};
 use crate::error::ApiError;
 
 /// The user of a valid, unrevoked bearer token, whatever its scopes (`/users/me`).
@@ -111,14 +111,20 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
 }
 
 /// The client's address: the socket peer, or the address trusted proxies report for it
-/// (`server.trusted_proxies`, see [`resolve_client`]). Unspecified when there is no socket.
+/// (`server.trusted_proxies` and `server.client_ip_header`, see [`resolve_client`]).
+/// Unspecified when there is no socket.
 pub fn client_ip(req: &HttpRequest) -> IpAddr {
     let Some(peer) = req.peer_addr() else {
         return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     };
-    match req.app_data::<TrustedProxies>() {
-        Some(trusted) => resolve_client(peer.ip(), req.headers(), trusted),
-        None => peer.ip().to_canonical(),
+    match (
+        req.app_data::<TrustedProxies>(),
+        req.app_data::<ClientIpHeader>(),
+    ) {
+        (Some(trusted), Some(forwarding)) => {
+            resolve_client(peer.ip(), req.headers(), trusted, *forwarding)
+        }
+        _ => peer.ip().to_canonical(),
     }
 }
 
@@ -147,7 +153,10 @@ mod tests {
     use super::*;
 
     fn test_signer() -> myapi_services::auth::TokenSigner {
-        let key = myapi_services::config::TokenKey::try_from("k".repeat(32)).unwrap();
+        let key = myapi_services::config::TokenKey::try_from(
+            "k-0123456789abcdefghijklmnopqrstuv".to_owned(),
+        )
+        .unwrap();
         let auth = myapi_services::Settings::defaults().unwrap().auth;
         myapi_services::auth::TokenSigner::new(Some(&key.into()), &auth)
     }
@@ -208,7 +217,9 @@ mod tests {
                 .peer_addr("10.0.0.1:5000".parse().unwrap())
                 .insert_header(("x-forwarded-for", "203.0.113.7"));
             if let Some(list) = trusted {
-                request = request.app_data(list.parse::<TrustedProxies>().unwrap());
+                request = request
+                    .app_data(list.parse::<TrustedProxies>().unwrap())
+                    .app_data(ClientIpHeader::XForwardedFor);
             }
             client_ip(&request.to_http_request()).to_string()
         };

@@ -15,9 +15,10 @@ fn main() -> ExitCode {
             ServerSettings::from_source(&source)?,
             metrics,
             source.services()?,
+            source.exposed_dotenv().cloned(),
         ))
     });
-    let (log, server, metrics, settings) = match settings {
+    let (log, server, metrics, settings, exposed_dotenv) = match settings {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("myapi-web: configuration error: {error}");
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(log.format);
+    if let Some(exposed) = exposed_dotenv {
+        log::warn!("{exposed}");
+    }
     let app = match Application::build_with_metrics(&server, &settings, &metrics) {
         Ok(app) => app,
         Err(error) => {

@@ -188,6 +188,36 @@ pub async fn limit_header_size(
         .map(ServiceResponse::map_into_left_body)
 }
 
+/// The Content-Security-Policy of Swagger UI's pages. Its page loads every script and
+/// stylesheet from files of its own (no inline script; the styles it sets at run time go
+/// through the DOM, which CSP does not govern), so `'self'` covers them, plus one hash: the
+/// `<style>` element of the logo in its top bar (`.logo_small_svg__cls-2{fill:#fff}…`, from
+/// the vendored `swagger-ui-standalone-preset.js`). Images include the `data:` URIs its CSS
+/// uses; it fetches the OpenAPI document and calls the API on this origin only, and is never
+/// framed. The browser test fails on any violation, so a Swagger UI upgrade that changes
+/// the logo's style shows there.
+pub const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; \
+     base-uri 'none'; form-action 'self'";
+
+/// Sets [`DOCS_CONTENT_SECURITY_POLICY`] on every response under `/docs/`, and on no other:
+/// the API answers JSON, which no browser renders as a page.
+pub async fn docs_security_policy(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let docs = req.path().starts_with("/docs/");
+    let mut response = next.call(req).await?;
+    if docs {
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CONTENT_SECURITY_POLICY),
+        );
+    }
+    Ok(response)
+}
+
 /// Makes every error response problem+json: bodies the app already wrote as JSON pass
 /// through; actix's plain-text rejections are replaced. A 500 is logged with its whole
 /// cause chain and the request id, and its body names only the request id.
@@ -216,6 +246,7 @@ pub fn finish_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
             "internal server error".into(),
             request_id,
             Vec::new(),
+            0,
         );
         return Ok(ErrorHandlerResponse::Response(replace_body(res, body)));
     }
@@ -231,7 +262,7 @@ pub fn finish_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandl
         Some(error) if status.is_client_error() => rejection_detail(status, &error.to_string()),
         _ => rejection_detail(status, ""),
     };
-    let body = problem_json(status, detail, None, Vec::new());
+    let body = problem_json(status, detail, None, Vec::new(), 0);
     Ok(ErrorHandlerResponse::Response(replace_body(res, body)))
 }
 

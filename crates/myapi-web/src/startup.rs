@@ -16,11 +16,13 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::client::TrustedProxies;
+use crate::client::{ClientIpHeader, TrustedProxies};
 use crate::metrics::{self, MetricsError, MetricsSettings};
-use crate::middleware::{HeaderLimit, finish_errors, limit_header_size, observe};
+use crate::middleware::{
+    HeaderLimit, docs_security_policy, finish_errors, limit_header_size, observe,
+};
 use crate::openapi::ApiDoc;
 use crate::routes;
 
@@ -49,9 +51,11 @@ pub struct ServerSettings {
     /// environment: a comma-separated list.
     #[serde(deserialize_with = "allowed_origins")]
     pub cors_allowed_origins: Vec<String>,
-    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client. In the
-    /// environment: a comma-separated list.
+    /// Reverse proxies whose `client_ip_header` names the client. In the environment: a
+    /// comma-separated list.
     pub trusted_proxies: TrustedProxies,
+    /// The one forwarding header read from `trusted_proxies`.
+    pub client_ip_header: ClientIpHeader,
 }
 
 impl ServerSettings {
@@ -192,8 +196,9 @@ impl Application {
         let http = run(listener, services.clone(), server).map_err(bind_error)?;
         if !server.trusted_proxies.is_empty() {
             log::info!(
-                "trusted proxies: {} (their Forwarded / X-Forwarded-For name the client)",
-                server.trusted_proxies
+                "trusted proxies: {} (their {} names the client)",
+                server.trusted_proxies,
+                server.client_ip_header
             );
         }
         if let Some(metrics) = &metrics {
@@ -279,9 +284,17 @@ pub fn run(
             .app_data(web::PayloadConfig::new(server_settings.max_body_bytes))
             .app_data(HeaderLimit(server_settings.max_header_bytes))
             .app_data(server_settings.trusted_proxies.clone())
+            .app_data(server_settings.client_ip_header)
             .service(web::resource("/docs").route(web::get().to(redirect_to_docs)))
             .default_service(routes::unrouted(&api))
-            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+            .service(
+                SwaggerUi::new("/docs/{_:.*}")
+                    .url("/openapi.json", api)
+                    // Its badge would load an image from swagger.io naming this server's
+                    // document, which the CSP refuses anyway.
+                    .config(Config::default().validator_url("none")),
+            )
+            .wrap(from_fn(docs_security_policy))
             .wrap(from_fn(limit_header_size))
             .wrap(ErrorHandlers::new().default_handler(finish_errors))
             .wrap(Condition::new(

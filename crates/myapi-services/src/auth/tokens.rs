@@ -201,8 +201,9 @@ mod tests {
         URL_SAFE_NO_PAD.encode(data)
     }
 
-    fn key(byte: &str) -> TokenKey {
-        TokenKey::try_from(byte.repeat(32)).unwrap()
+    /// A key that passes every check, told apart from others by `tag`.
+    fn key(tag: &str) -> TokenKey {
+        TokenKey::try_from(format!("{tag}-0123456789abcdefghijklmnopqrstuv")).unwrap()
     }
 
     fn defaults() -> AuthSettings {
