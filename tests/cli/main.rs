@@ -313,6 +313,47 @@ fn unreachable_database_and_bad_config_fail_cleanly() {
     );
 }
 
+/// A libpq keyword/value DSN is PostgreSQL; a string with `=` that is not one is refused
+/// (exit 2 naming the setting), never taken for a SQLite file name.
+#[test]
+fn keyword_value_dsns_are_postgres_and_ambiguous_ones_refused() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let url = url::Url::parse(&db.dsn).unwrap();
+    let keyword_value = format!(
+        "host={} port={} user={} dbname={} target_session_attrs=read-write",
+        url.host_str().unwrap(),
+        url.port().unwrap_or(5432),
+        url.username(),
+        url.path().trim_start_matches('/'),
+    );
+    let run = |dsn: &str| {
+        Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+            .arg("migrate")
+            .current_dir(db.dir.path())
+            .env("MYAPI_DATABASE__DSN", dsn)
+            .output()
+            .unwrap()
+    };
+    let migrated = run(&keyword_value);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let again = run(&keyword_value);
+    assert!(stdout(&again).contains("up to date"), "{}", stdout(&again));
+    let ambiguous = run("host=db nonsense=1");
+    assert_eq!(ambiguous.status.code(), Some(2));
+    assert!(
+        stderr(&ambiguous).contains("database.dsn"),
+        "{}",
+        stderr(&ambiguous)
+    );
+    assert_eq!(
+        std::fs::read_dir(db.dir.path()).unwrap().count(),
+        0,
+        "no SQLite file was made"
+    );
+}
+
 /// `.env` is read from the working directory only: one in a parent directory (another
 /// checkout's, say) is never picked up.
 #[test]

@@ -37,8 +37,11 @@ pub enum DatabaseUrl {
 pub const DEFAULT_SQLITE_FILE: &str = "myapi.db";
 
 impl DatabaseUrl {
-    /// Parses a DSN: `postgres://`/`postgresql://` → PostgreSQL; `sqlite://PATH` or a plain
-    /// path → SQLite; empty → `myapi.db` in the working directory. Other schemes are refused.
+    /// Parses a DSN: `postgres://`/`postgresql://` or a libpq keyword/value string
+    /// (`host=a,b dbname=myapi target_session_attrs=read-write`) → PostgreSQL, passed to
+    /// libpq as is; `sqlite://PATH` or a plain path → SQLite; empty → `myapi.db` in the
+    /// working directory. Other schemes, and a string with `=` that is not a keyword/value
+    /// string, are refused rather than taken for a file name.
     pub fn parse(dsn: &str) -> Result<Self, DbError> {
         let dsn = dsn.trim();
         if dsn.is_empty() {
@@ -58,6 +61,17 @@ impl DatabaseUrl {
                 "unsupported scheme `{scheme}://` (use postgres://, postgresql:// or sqlite://)"
             )));
         }
+        if is_keyword_value_dsn(dsn) {
+            return Ok(Self::Postgres(dsn.to_owned()));
+        }
+        if dsn.contains('=') {
+            return Err(DbError::InvalidDsn(
+                "neither a URL nor a libpq keyword/value string such as `host=db dbname=myapi` \
+                 (every keyword one libpq knows, quoted values closed); a SQLite file whose \
+                 name holds `=` is written sqlite://PATH"
+                    .into(),
+            ));
+        }
         Ok(Self::Sqlite(PathBuf::from(dsn)))
     }
 
@@ -74,13 +88,7 @@ impl DatabaseUrl {
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            // A libpq keyword/value DSN is not recognised and parses as a file path, so a
-            // path is masked like one.
-            Self::Sqlite(path) => write!(
-                f,
-                "sqlite://{}",
-                redacted_keyword_values(&path.display().to_string())
-            ),
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
             Self::Postgres(url) => f.write_str(&redacted_dsn(url)),
         }
     }
@@ -163,9 +171,25 @@ fn redacted_url(dsn: &str) -> Option<String> {
 }
 
 /// libpq's `keyword = value` form, with every secret value (quoted or not, escapes
-/// included) replaced by `***`. Whatever does not fit the form is kept as it is: a value
-/// runs to the next blank, or a quoted one to its closing quote or the end.
+/// included) replaced by `***`. Whatever does not fit the form is kept as it is.
 fn redacted_keyword_values(dsn: &str) -> String {
+    let mut shown = String::with_capacity(dsn.len());
+    let mut from = 0;
+    for (keyword, value) in keyword_values(dsn).0 {
+        if is_secret(keyword) && !value.is_empty() {
+            shown.push_str(&dsn[from..value.start]);
+            shown.push_str("***");
+            from = value.end;
+        }
+    }
+    shown.push_str(&dsn[from..]);
+    shown
+}
+
+/// The `keyword = value` entries of a libpq connection string, each value as a byte range
+/// of `dsn`, and whether all of `dsn` fits that form. A value runs to the next blank, or a
+/// quoted one to its closing quote or the end; a backslash escapes the next byte.
+fn keyword_values(dsn: &str) -> (Vec<(&str, std::ops::Range<usize>)>, bool) {
     let bytes = dsn.as_bytes();
     let blank_from = |mut at: usize| {
         while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
@@ -173,7 +197,8 @@ fn redacted_keyword_values(dsn: &str) -> String {
         }
         at
     };
-    let mut secrets = Vec::new();
+    let mut entries = Vec::new();
+    let mut well_formed = true;
     let mut at = blank_from(0);
     while at < bytes.len() {
         let keyword_start = at;
@@ -185,19 +210,24 @@ fn redacted_keyword_values(dsn: &str) -> String {
         }
         let keyword = &dsn[keyword_start..at];
         at = blank_from(at);
-        if bytes.get(at) != Some(&b'=') {
+        if bytes.get(at) != Some(&b'=') || keyword.is_empty() {
+            well_formed = false;
+            at += usize::from(keyword.is_empty());
             continue;
         }
         at = blank_from(at + 1);
         let value_start = at;
         if bytes.get(at) == Some(&b'\'') {
             at += 1;
+            let mut closed = false;
             while let Some(&byte) = bytes.get(at) {
                 at += if byte == b'\\' { 2 } else { 1 };
                 if byte == b'\'' {
+                    closed = true;
                     break;
                 }
             }
+            well_formed &= closed;
         } else {
             while let Some(&byte) = bytes.get(at).filter(|b| !b.is_ascii_whitespace()) {
                 at += if byte == b'\\' { 2 } else { 1 };
@@ -206,20 +236,62 @@ fn redacted_keyword_values(dsn: &str) -> String {
         // An escape may step past the end, or into a multibyte character, whose other bytes
         // are never ASCII: every stop but the end is at an ASCII byte, a character boundary.
         at = at.min(bytes.len());
-        if is_secret(keyword) && at > value_start {
-            secrets.push(value_start..at);
-        }
+        entries.push((keyword, value_start..at));
         at = blank_from(at);
     }
-    let mut shown = String::with_capacity(dsn.len());
-    let mut from = 0;
-    for secret in secrets {
-        shown.push_str(&dsn[from..secret.start]);
-        shown.push_str("***");
-        from = secret.end;
-    }
-    shown.push_str(&dsn[from..]);
-    shown
+    (entries, well_formed)
+}
+
+/// Every keyword libpq 15 accepts in a connection string.
+const LIBPQ_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "requiressl",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "service",
+    "target_session_attrs",
+];
+
+/// Whether `dsn` is a libpq keyword/value string: all of it `keyword = value` entries,
+/// every keyword one libpq knows.
+fn is_keyword_value_dsn(dsn: &str) -> bool {
+    let (entries, well_formed) = keyword_values(dsn);
+    well_formed
+        && !entries.is_empty()
+        && entries
+            .iter()
+            .all(|(keyword, _)| LIBPQ_KEYWORDS.contains(keyword))
 }
 
 /// Per-connection settings applied right after connecting.
@@ -294,10 +366,14 @@ fn create_private(path: &std::path::Path) -> std::io::Result<()> {
 
 /// Adds libpq's `connect_timeout` so an unreachable host fails in seconds, not minutes.
 fn with_connect_timeout(dsn: &str, timeout: Duration) -> String {
-    if dsn.contains("connect_timeout=") {
+    if dsn.contains("connect_timeout") {
         return dsn.to_owned();
     }
-    let separator = if dsn.contains('?') { '&' } else { '?' };
+    let separator = match url_scheme(dsn) {
+        None => ' ',
+        Some(_) if dsn.contains('?') => '&',
+        Some(_) => '?',
+    };
     format!(
         "{dsn}{separator}connect_timeout={}",
         timeout.as_secs().max(1)
@@ -536,6 +612,49 @@ mod tests {
         ));
         assert!(DatabaseUrl::parse("mysql://u@h/db").is_err());
         assert!(DatabaseUrl::parse("sqlite://").is_err());
+        for keyword_value in [
+            "host=a,b dbname=myapi target_session_attrs=read-write",
+            "host = db port=5432 user=app password='it\\'s x' sslmode=require",
+            "dbname=myapi",
+        ] {
+            assert!(
+                matches!(
+                    DatabaseUrl::parse(keyword_value).unwrap(),
+                    DatabaseUrl::Postgres(_)
+                ),
+                "{keyword_value}"
+            );
+        }
+        for ambiguous in [
+            "host=db nonsense=1",
+            "host=db dbname",
+            "host='db",
+            "data/a=b.db",
+            "=x",
+        ] {
+            assert!(DatabaseUrl::parse(ambiguous).is_err(), "{ambiguous}");
+        }
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/a=b.db").unwrap(),
+            DatabaseUrl::Sqlite("data/a=b.db".into())
+        );
+    }
+
+    #[test]
+    fn connect_timeout_is_added_in_the_dsn_s_own_form() {
+        let five = Duration::from_secs(5);
+        assert_eq!(
+            with_connect_timeout("host=db dbname=x", five),
+            "host=db dbname=x connect_timeout=5"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db", five),
+            "postgres://h/db?connect_timeout=5"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db?sslmode=require", five),
+            "postgres://h/db?sslmode=require&connect_timeout=5"
+        );
     }
 
     #[test]
@@ -549,10 +668,7 @@ mod tests {
         let url = DatabaseUrl::parse("postgres://db/myapi?user=a&password=s3cret&x=1").unwrap();
         assert!(!format!("{url:?}").contains("s3cret"));
         let url = DatabaseUrl::parse("host=db password=s3cret sslpassword='a b'").unwrap();
-        assert_eq!(
-            url.to_string(),
-            "sqlite://host=db password=*** sslpassword=***"
-        );
+        assert_eq!(url.to_string(), "host=db password=*** sslpassword=***");
     }
 
     #[test]

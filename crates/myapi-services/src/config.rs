@@ -591,6 +591,11 @@ impl Settings {
                 message: message.into(),
             })
         };
+        // Which backend the DSN names is a setting's meaning: decided here, so an ambiguous
+        // one stops start-up like any bad setting.
+        if let Err(error) = myapi_models::DatabaseUrl::parse(self.database.dsn.expose()) {
+            return invalid("database.dsn", &error.to_string());
+        }
         let auth = &self.auth;
         if auth.password_min_chars.get() > auth.password_max_chars
             || auth.password_max_chars > MAX_PASSWORD_CHARS
