@@ -3,11 +3,13 @@
 //! This crate knows nothing of diesel or actix: services build these shapes and web
 //! serialises them. No shape here ever carries a password hash.
 
+mod audit;
 mod auth;
 mod errors;
 mod movies;
 // [xtask] schema modules
 
+pub use audit::AuditEventSchema;
 pub use auth::{RefreshTokenForm, RevokeForm, TokenForm, TokenRequest, TokenResponse, UserSchema};
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
 pub use movies::{MovieInput, MoviePatch, MovieSchema, integral};
