@@ -554,12 +554,23 @@ impl AuditService {
     /// Deletes the events older than `audit.retention_days` and returns how many went;
     /// `None` when the setting is 0, which keeps every event (blocking).
     pub fn purge(&self) -> Result<Option<usize>, ServiceError> {
-        if self.settings.retention_days == 0 {
-            return Ok(None);
+        match retention_cutoff(self.settings.retention_days, unix_now()) {
+            Some(before) => self.purge_before(before).map(Some),
+            None => Ok(None),
         }
-        let keep_secs = i64::from(self.settings.retention_days) * 86_400;
-        self.data.purge(unix_now() - keep_secs).map(Some)
     }
+
+    /// Deletes the events before `before` (Unix seconds) and returns how many went
+    /// (blocking).
+    pub fn purge_before(&self, before: i64) -> Result<usize, ServiceError> {
+        self.data.purge(before)
+    }
+}
+
+/// The Unix seconds before which events are older than `retention_days` at `now`; `None`
+/// for 0, which keeps them all.
+fn retention_cutoff(retention_days: u32, now: i64) -> Option<i64> {
+    (retention_days > 0).then(|| now - i64::from(retention_days) * 86_400)
 }
 
 /// When `--since` starts, as Unix seconds: an RFC 3339 time (`2026-12-06T00:00:00Z`), Unix
@@ -659,6 +670,16 @@ mod tests {
         assert_eq!(counts.len(), MAX_THROTTLED_KEYS + 1);
         let total: u32 = counts.values().sum();
         assert_eq!(total as usize, 2 * (MAX_THROTTLED_KEYS + 50));
+    }
+
+    #[test]
+    fn retention_is_counted_in_whole_days() {
+        assert_eq!(retention_cutoff(0, 1_000_000), None);
+        assert_eq!(retention_cutoff(1, 1_000_000), Some(1_000_000 - 86_400));
+        assert_eq!(
+            retention_cutoff(365, 100_000_000),
+            Some(100_000_000 - 365 * 86_400)
+        );
     }
 
     #[test]
