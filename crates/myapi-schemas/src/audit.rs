@@ -1,5 +1,85 @@
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// What happened. The names are stable: stored, filtered on and printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// A password login issued tokens.
+    LoginSucceeded,
+    /// A password login was refused: unknown account or wrong password.
+    LoginFailed,
+    /// Logins, refreshes or revocations answered 429 or 503, counted per network and minute.
+    LoginThrottled,
+    /// A rotated refresh token was presented again after the grace period.
+    RefreshReuseDetected,
+    /// A refresh-token family was revoked (by `/revoke` or reuse detection).
+    FamilyRevoked,
+    /// `/revoke` was given a known refresh token.
+    TokenRevoked,
+    PasswordChanged,
+    RoleChanged,
+    UserCreated,
+    UserDeleted,
+    /// Every refresh-token family of a user was revoked (`myapi-cli revoke-sessions`).
+    SessionsRevoked,
+}
+
+impl AuditEvent {
+    pub const ALL: [Self; 11] = [
+        Self::LoginSucceeded,
+        Self::LoginFailed,
+        Self::LoginThrottled,
+        Self::RefreshReuseDetected,
+        Self::FamilyRevoked,
+        Self::TokenRevoked,
+        Self::PasswordChanged,
+        Self::RoleChanged,
+        Self::UserCreated,
+        Self::UserDeleted,
+        Self::SessionsRevoked,
+    ];
+
+    /// The name serde writes, too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginSucceeded => "login_succeeded",
+            Self::LoginFailed => "login_failed",
+            Self::LoginThrottled => "login_throttled",
+            Self::RefreshReuseDetected => "refresh_reuse_detected",
+            Self::FamilyRevoked => "family_revoked",
+            Self::TokenRevoked => "token_revoked",
+            Self::PasswordChanged => "password_changed",
+            Self::RoleChanged => "role_changed",
+            Self::UserCreated => "user_created",
+            Self::UserDeleted => "user_deleted",
+            Self::SessionsRevoked => "sessions_revoked",
+        }
+    }
+}
+
+impl FromStr for AuditEvent {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|event| event.as_str() == raw)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|e| e.as_str()).collect();
+                format!("unknown event; one of {}", names.join(", "))
+            })
+    }
+}
+
+impl fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One event of the audit trail, as `GET /audit/` returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

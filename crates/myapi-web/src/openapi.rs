@@ -11,6 +11,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "myapi", description = "A three-tier REST API: movies behind OAuth2 password login."),
     components(schemas(
+        myapi_schemas::AuditEvent,
         myapi_schemas::AuditEventSchema,
         myapi_schemas::HealthStatus,
         myapi_schemas::MovieSchema,

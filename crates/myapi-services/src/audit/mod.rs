@@ -17,12 +17,12 @@ mod data;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub(crate) use data::user_id_of;
 pub use data::{AuditDataManager, AuditFilter};
+pub use myapi_schemas::AuditEvent;
 
 use ipnet::IpNet;
 use myapi_models::DbConnection;
@@ -34,81 +34,6 @@ use crate::config::{AuditSettings, Settings};
 use crate::database::Database;
 use crate::query::{QueryPairs, integer, optional};
 use crate::{InvalidField, ServiceError, request_context};
-
-/// What happened. The names are stable: stored, filtered on and printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuditEvent {
-    /// A password login issued tokens.
-    LoginSucceeded,
-    /// A password login was refused: unknown account or wrong password.
-    LoginFailed,
-    /// Logins, refreshes or revocations answered 429 or 503, counted per network and minute.
-    LoginThrottled,
-    /// A rotated refresh token was presented again after the grace period.
-    RefreshReuseDetected,
-    /// A refresh-token family was revoked (by `/revoke` or reuse detection).
-    FamilyRevoked,
-    /// `/revoke` was given a known refresh token.
-    TokenRevoked,
-    PasswordChanged,
-    RoleChanged,
-    UserCreated,
-    UserDeleted,
-    /// Every refresh-token family of a user was revoked (`myapi-cli revoke-sessions`).
-    SessionsRevoked,
-}
-
-impl AuditEvent {
-    pub const ALL: [Self; 11] = [
-        Self::LoginSucceeded,
-        Self::LoginFailed,
-        Self::LoginThrottled,
-        Self::RefreshReuseDetected,
-        Self::FamilyRevoked,
-        Self::TokenRevoked,
-        Self::PasswordChanged,
-        Self::RoleChanged,
-        Self::UserCreated,
-        Self::UserDeleted,
-        Self::SessionsRevoked,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::LoginSucceeded => "login_succeeded",
-            Self::LoginFailed => "login_failed",
-            Self::LoginThrottled => "login_throttled",
-            Self::RefreshReuseDetected => "refresh_reuse_detected",
-            Self::FamilyRevoked => "family_revoked",
-            Self::TokenRevoked => "token_revoked",
-            Self::PasswordChanged => "password_changed",
-            Self::RoleChanged => "role_changed",
-            Self::UserCreated => "user_created",
-            Self::UserDeleted => "user_deleted",
-            Self::SessionsRevoked => "sessions_revoked",
-        }
-    }
-}
-
-impl FromStr for AuditEvent {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|event| event.as_str() == raw)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|e| e.as_str()).collect();
-                format!("unknown event; one of {}", names.join(", "))
-            })
-    }
-}
-
-impl fmt::Display for AuditEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Who acted: stored as the user's id, `cli` or `anonymous`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -630,14 +555,6 @@ fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn event_names_round_trip() {
-        for event in AuditEvent::ALL {
-            assert_eq!(event.as_str().parse(), Ok(event));
-        }
-        assert!("login".parse::<AuditEvent>().is_err());
-    }
 
     #[test]
     fn since_takes_times_seconds_and_durations() {

@@ -2,7 +2,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, web};
-use myapi_schemas::{AuditEventSchema, Problem};
+use myapi_schemas::{AuditEvent, AuditEventSchema, Problem};
 use myapi_services::Services;
 use myapi_services::audit::AuditQuery;
 use utoipa_actix_web::scope;
@@ -30,7 +30,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     params(
         ("after" = Option<i64>, Query, description = "Cursor: the page holds events with ids above this one, as the `Link` header gives it (default 0: from the first)", minimum = 0),
         ("user" = Option<i64>, Query, description = "Only events about this user id (kept after the user is deleted)", minimum = 1, maximum = 2_147_483_647),
-        ("event" = Option<String>, Query, description = "Only events of this kind: `login_succeeded`, `login_failed`, `login_throttled`, `refresh_reuse_detected`, `family_revoked`, `token_revoked`, `password_changed`, `role_changed`, `user_created`, `user_deleted` or `sessions_revoked`"),
+        ("event" = Option<AuditEvent>, Query, description = "Only events of this kind"),
         ("limit" = Option<i64>, Query, description = "Page size (default `audit.default_page_size`, 100)", minimum = 1, maximum = 1000),
     ),
     responses(
