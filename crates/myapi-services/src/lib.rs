@@ -49,7 +49,7 @@ impl Services {
         Ok(Self {
             auth: AuthService::new(database.clone(), settings)?,
             movies: MovieService::new(database.clone(), &settings.movies),
-            audit: AuditService::new(database.clone(), settings),
+            audit: AuditService::new(database.clone(), &settings.audit),
             // [xtask] service constructors
             database,
         })

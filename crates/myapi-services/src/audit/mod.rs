@@ -29,8 +29,7 @@ use myapi_models::DbConnection;
 use myapi_models::rows::{AuditEventRow, NewAuditEventRow};
 use myapi_schemas::AuditEventSchema;
 
-use crate::auth::BudgetKeys;
-use crate::config::{AuditSettings, Settings};
+use crate::config::AuditSettings;
 use crate::database::Database;
 use crate::query::{QueryPairs, integer, optional};
 use crate::{InvalidField, ServiceError, request_context};
@@ -367,13 +366,12 @@ pub struct AuditPage {
 pub struct AuditService {
     data: AuditDataManager,
     settings: AuditSettings,
-    budget_keys: BudgetKeys,
     throttled: Arc<Tally>,
 }
 
 impl AuditService {
     /// Also starts the thread that writes throttled answers' counts.
-    pub fn new(db: Database, settings: &Settings) -> Self {
+    pub fn new(db: Database, settings: &AuditSettings) -> Self {
         let data = AuditDataManager::new(db);
         let throttled = Arc::new(Tally::default());
         let flusher = (Arc::clone(&throttled), data.clone());
@@ -385,8 +383,7 @@ impl AuditService {
         }
         Self {
             data,
-            settings: settings.audit.clone(),
-            budget_keys: BudgetKeys::new(&settings.auth),
+            settings: settings.clone(),
             throttled,
         }
     }
@@ -395,11 +392,11 @@ impl AuditService {
         &self.settings
     }
 
-    /// Counts a throttled answer to `client` (in memory: call it anywhere).
-    pub fn count_throttled(&self, answer: ThrottledAnswer, client: IpAddr) {
+    /// Counts a throttled answer to the client network `network` (the login budget's:
+    /// [`crate::auth::AuthService::client_network`]). In memory: call it anywhere.
+    pub fn count_throttled(&self, answer: ThrottledAnswer, network: IpNet) {
         let minute = minute_of(unix_now());
-        self.throttled
-            .add(minute, answer, self.budget_keys.network(client), 1);
+        self.throttled.add(minute, answer, network, 1);
     }
 
     /// Writes every throttled answer counted so far (blocking).

@@ -646,6 +646,12 @@ impl AuthService {
         Ok(())
     }
 
+    /// The network `client` counts as in the login budget (`auth.ipv4_prefix_len`,
+    /// `auth.ipv6_prefix_len`).
+    pub fn client_network(&self, client: IpAddr) -> IpNet {
+        self.budget_keys.network(client)
+    }
+
     async fn count_client_failure(&self, client: IpNet) -> Result<(), BudgetError> {
         self.budget_step(move |budget| Ok(budget.count_client_failure(&client)?))
             .await

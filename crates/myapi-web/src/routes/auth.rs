@@ -157,7 +157,9 @@ fn count_throttled(
         Err(TokenError::Login(LoginError::Saturated { .. })) => ThrottledAnswer::TokenBusy,
         _ => return,
     };
-    services.audit.count_throttled(throttled, client);
+    services
+        .audit
+        .count_throttled(throttled, services.auth.client_network(client));
 }
 
 /// An `application/x-www-form-urlencoded` body as RFC 6749 §3.2 reads it: no parameter may
