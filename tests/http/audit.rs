@@ -157,7 +157,10 @@ async fn every_web_event_is_recorded(db: TestDb) {
     assert_eq!(success["client"], "127.0.0.1");
     assert_eq!(success["request_id"], succeeded_id.as_str());
     assert_eq!(success["count"], 1);
-    assert_eq!(success["detail"], "movies:read");
+    assert_eq!(
+        success["detail"],
+        Role::Reader.scopes().to_string().as_str()
+    );
     assert!(success["at"].as_str().unwrap().ends_with('Z'), "{success}");
 
     let failed = of_kind(&events, "login_failed");

@@ -161,15 +161,33 @@ mod tests {
             assert!(Role::Admin.allows(scope));
         }
         assert_eq!(SCOPES.len(), SCOPE_GRANTS.len());
-        assert_eq!(Role::Reader.scopes().to_string(), "movies:read");
-        assert_eq!(
-            Role::Editor.scopes().to_string(),
-            "movies:read movies:write"
-        );
-        assert_eq!(
-            Role::Admin.scopes().to_string(),
-            "audit:read movies:read movies:write users:read"
-        );
+        for (role, granted, refused) in [
+            (
+                Role::Reader,
+                &["movies:read"][..],
+                &["movies:write", "users:read", "audit:read"][..],
+            ),
+            (
+                Role::Editor,
+                &["movies:read", "movies:write"],
+                &["users:read", "audit:read"],
+            ),
+            (
+                Role::Admin,
+                &["movies:read", "movies:write", "users:read", "audit:read"],
+                &[],
+            ),
+        ] {
+            let scopes = role.scopes();
+            assert!(
+                granted.iter().all(|s| scopes.contains(s)),
+                "{role}: {scopes}"
+            );
+            assert!(
+                !refused.iter().any(|s| scopes.contains(s)),
+                "{role}: {scopes}"
+            );
+        }
         assert!(!Role::Admin.allows("movies:delete"));
         assert_eq!("editor".parse(), Ok(Role::Editor));
         assert!("owner".parse::<Role>().is_err());
