@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::AuthService;
-use super::budget::digest;
+use super::budget::username_digest;
 use crate::audit::{Actor, AuditEntry, AuditEvent};
 use crate::{ServiceError, blocking};
 
@@ -25,30 +25,5 @@ impl AuthService {
         };
         let audit = self.audit.clone();
         blocking(move || crate::audit::record_alone(&audit, &entry)).await
-    }
-}
-
-/// `sha256:` and the hex of a 128-bit SHA-256 prefix of a normalised username, the key the
-/// login budget charges it to: what a failed login to no account stores, since people type
-/// passwords into the username field.
-pub fn username_digest(account: &str) -> String {
-    let hex: String = digest(account)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_digest_is_the_budget_key_and_hides_the_text() {
-        // printf %s ada@example.com | sha256sum | cut -c1-32
-        assert_eq!(
-            username_digest("ada@example.com"),
-            "sha256:b5fc85e55755f9e0d030a10ab4429b6b"
-        );
     }
 }

@@ -23,8 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-pub use audit_trail::username_digest;
-pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget};
+pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, username_digest};
 pub use data::{Rotation, SessionDataManager, UserDataManager};
 pub use password::{HashPool, PasswordHasher};
 pub use postgres_budget::PostgresBudget;
