@@ -661,3 +661,133 @@ fn hidden_prompt_reads_the_password_from_the_terminal() {
     );
     assert!(attempt("other-password").is_err());
 }
+
+/// The `audit` lines of `args`, each split into its ten columns.
+fn audit_lines(db: &TestDb, args: &[&str]) -> Vec<Vec<String>> {
+    let output = cli(db, &[&["audit"], args].concat(), "");
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+        .lines()
+        .map(|line| {
+            let columns: Vec<String> = line.split('\t').map(str::to_owned).collect();
+            assert_eq!(columns.len(), 10, "{line}");
+            columns
+        })
+        .collect()
+}
+
+#[test]
+fn admin_commands_leave_an_audit_trail() {
+    each_backend(|db| {
+        let run = |args: &[&str], stdin: &str| {
+            let output = cli(&db, args, stdin);
+            assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        };
+        run(
+            &[
+                "create-user",
+                "--name",
+                "Ada",
+                "--email",
+                "ada@example.com",
+                "--password-stdin",
+            ],
+            "s3cret-pass\n",
+        );
+        // A refused duplicate records nothing: the event is in the insert's transaction.
+        let duplicate = cli(
+            &db,
+            &[
+                "create-user",
+                "--name",
+                "Ada",
+                "--email",
+                "ADA@example.com",
+                "--password",
+                "another-pass",
+            ],
+            "",
+        );
+        assert_eq!(duplicate.status.code(), Some(1));
+        run(
+            &["set-role", "--email", "ada@example.com", "--role", "editor"],
+            "",
+        );
+        run(
+            &[
+                "set-password",
+                "--email",
+                "ada@example.com",
+                "--password-stdin",
+            ],
+            "n3w-password\n",
+        );
+        run(&["revoke-sessions", "--email", "ada@example.com"], "");
+        run(&["delete-user", "--email", "ada@example.com"], "");
+        // Nothing happened to nobody: nothing is recorded.
+        let nobody = cli(&db, &["delete-user", "--email", "nobody@example.com"], "");
+        assert_eq!(nobody.status.code(), Some(1));
+
+        let lines = audit_lines(&db, &[]);
+        let events: Vec<&str> = lines.iter().map(|l| l[2].as_str()).collect();
+        assert_eq!(
+            events,
+            [
+                "user_created",
+                "role_changed",
+                "password_changed",
+                "sessions_revoked",
+                "user_deleted"
+            ]
+        );
+        for (index, line) in lines.iter().enumerate() {
+            // id, at, event, actor, subject_user_id, subject, client, request_id, count, detail
+            assert_eq!(line[0], (index + 1).to_string(), "{line:?}");
+            assert!(line[1].ends_with('Z') && line[1].contains('T'), "{line:?}");
+            assert_eq!(&line[3..9], ["cli", "1", "ada@example.com", "-", "-", "1"]);
+        }
+        assert_eq!(lines[0][9], "reader");
+        assert_eq!(lines[1][9], "reader -> editor");
+        let text = stdout(&cli(&db, &["audit"], ""));
+        assert!(
+            !text.contains("s3cret") && !text.contains("n3w-password"),
+            "{text}"
+        );
+
+        // The user is gone; their trail is found by id and by email.
+        assert_eq!(audit_lines(&db, &["--user", "1"]).len(), 5);
+        assert_eq!(audit_lines(&db, &["--user", "ADA@example.com"]).len(), 5);
+        assert!(audit_lines(&db, &["--user", "2"]).is_empty());
+        let roles = audit_lines(&db, &["--event", "role_changed", "--since", "1h"]);
+        assert_eq!(roles.len(), 1);
+        assert_eq!(audit_lines(&db, &["--since", "0"]).len(), 5);
+        assert_eq!(
+            audit_lines(&db, &["--since", "2000-01-01T00:00:00Z"]).len(),
+            5
+        );
+        assert!(audit_lines(&db, &["--since", "2999-01-01T00:00:00Z"]).is_empty());
+        let bad = cli(&db, &["audit", "--since", "soon", "--event", "login"], "");
+        assert_eq!(bad.status.code(), Some(1));
+        assert!(stderr(&bad).contains("since"), "{}", stderr(&bad));
+        assert!(stderr(&bad).contains("event"), "{}", stderr(&bad));
+
+        let purged = cli(&db, &["purge-audit"], "");
+        assert!(purged.status.success(), "{}", stderr(&purged));
+        assert_eq!(
+            stdout(&purged),
+            "purged 0 audit event(s) older than 365 days\n"
+        );
+        let kept = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+            .arg("purge-audit")
+            .current_dir(db.dir.path())
+            .env("MYAPI_DATABASE__DSN", &db.dsn)
+            .env("MYAPI_AUDIT__RETENTION_DAYS", "0")
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&kept),
+            "kept every audit event: audit.retention_days is 0\n"
+        );
+        assert_eq!(audit_lines(&db, &[]).len(), 5);
+    });
+}

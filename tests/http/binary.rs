@@ -467,5 +467,18 @@ async fn logs_never_carry_secrets_and_sigterm_stops_cleanly() {
             .collect();
         assert_eq!(token_lines.len(), 2, "{all}");
         assert!(token_lines.iter().all(|l| l.contains(" id=")), "{all}");
+        // Each audit event is one info line (target `audit`) naming its request.
+        for event in ["login_succeeded", "login_failed"] {
+            let audit_lines: Vec<&String> = lines
+                .iter()
+                .filter(|l| l.contains(&format!("INFO  audit] {event} ")))
+                .collect();
+            assert_eq!(audit_lines.len(), 1, "{event}:\n{all}");
+            assert!(audit_lines[0].contains("request_id="), "{all}");
+            assert!(
+                audit_lines[0].contains("subject=\"log@example.com\""),
+                "{all}"
+            );
+        }
     }
 }

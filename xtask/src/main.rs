@@ -3,8 +3,8 @@
 //!
 //! - `cargo xtask new-service NAME [--singular SINGULAR]` adds a service in every tier —
 //!   migrations for both backends, table and row struct, schema, service and data manager,
-//!   `/NAME` routes requiring the OAuth2 scope `NAME:read` with OpenAPI entries, and HTTP
-//!   tests — and wires it into the workspace around the current directory.
+//!   `/NAME` routes requiring the OAuth2 scope `NAME:read` (granted to readers) with OpenAPI
+//!   entries, and HTTP tests — and wires it into the workspace around the current directory.
 //! - `cargo xtask check-scaffold` proves the recipe still holds: it scaffolds a fresh service
 //!   in a temporary copy of the workspace, then checks formatting, lints and runs every test
 //!   of the copy.
@@ -26,6 +26,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Module names a new service may not take: existing modules, tables and test modules of
 /// the tiers (and `roles`, where the scopes are defined), Rust keywords.
 const RESERVED: &[&str] = &[
+    "audit",
+    "audit_events",
     "auth",
     "bounded",
     "movies",
@@ -567,7 +569,7 @@ fn plan(root: &Path, names: &Names, migration: &str) -> Vec<Edit> {
         insert(
             "crates/myapi-services/src/auth/roles.rs",
             "// [xtask] scopes",
-            "    \"__NAME__:read\",\n",
+            "    (\"__NAME__:read\", Role::Reader),\n",
         ),
         insert(
             "crates/myapi-web/src/extract.rs",
@@ -1053,7 +1055,7 @@ mod tests {
         );
         append(
             "crates/myapi-services/src/auth/roles.rs",
-            "    \"tickets:read\",\n",
+            "    (\"tickets:read\", Role::Reader),\n",
         );
         for (name, singular) in [
             ("movie", None),

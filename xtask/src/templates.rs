@@ -312,7 +312,7 @@ async fn __NAME___are_served_behind_auth(db: TestDb) {
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 401, \"{path}\");
     }
-    // A reader's token with nothing asked carries every read scope, `__NAME__:read` too.
+    // A reader's token with nothing asked carries `__NAME__:read`: the scaffold grants readers it.
     let token = app.login_new_user(\"__NAME__@example.com\").await;
     let page = json_body(app.get_authed(\"/__NAME__/\", &token).await, 200, \"application/json\").await;
     assert_eq!(page, serde_json::json!([]));

@@ -1,10 +1,10 @@
-//! `myapi-cli`: the admin command line — migrations, users, movie import.
+//! `myapi-cli`: the admin command line — migrations, users, movie import, the audit trail.
 //!
 //! It reads the same configuration as the server (`config/`, `.env`, `MYAPI_*`), so it
 //! works on whichever database `MYAPI_DATABASE__DSN` names. Secrets are never taken from
 //! flags unless asked (`--password` shows in `ps`; prefer the prompt or `--password-stdin`).
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -87,6 +87,25 @@ enum Command {
     /// Delete the refresh-token families that can no longer refresh (all expired, or
     /// revoked). Safe to run from cron at any time.
     PurgeSessions,
+    /// Print the audit trail, oldest first, one event a line, tab-separated: id, time (RFC
+    /// 3339, UTC), event, actor, subject user id, subject, client, request id, count, detail
+    /// (`-` for none).
+    Audit {
+        /// Events from this time on: RFC 3339 (2026-12-06T00:00:00Z), Unix seconds, or a
+        /// duration before now (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events about this user: a user id, or an email (which also finds a deleted
+        /// user's events).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events of this kind, such as login_failed.
+        #[arg(long)]
+        event: Option<String>,
+    },
+    /// Delete audit events older than `audit.retention_days` (MYAPI_AUDIT__RETENTION_DAYS).
+    /// Safe to run from cron at any time.
+    PurgeAudit,
     /// Import movies from a CSV file with header `movie_id,title,released,rating`,
     /// all or nothing.
     ImportMovies {
@@ -211,6 +230,13 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::SetPassword { email, password } => set_password(&settings, &email, &password),
         Command::RevokeSessions { email } => revoke_sessions(&settings, &email),
         Command::PurgeSessions => purge_sessions(&settings),
+        Command::Audit { since, user, event } => audit(
+            &settings,
+            since.as_deref(),
+            user.as_deref(),
+            event.as_deref(),
+        ),
+        Command::PurgeAudit => purge_audit(&settings),
         Command::ImportMovies { file, on_existing } => {
             import_movies(&settings, &file, on_existing.into())
         }
@@ -296,6 +322,48 @@ fn revoke_sessions(settings: &Settings, email: &str) -> Result<(), Failure> {
 fn purge_sessions(settings: &Settings) -> Result<(), Failure> {
     let purged = connect(settings)?.auth.purge_sessions()?;
     println!("purged {purged} finished session(s)");
+    Ok(())
+}
+
+fn audit(
+    settings: &Settings,
+    since: Option<&str>,
+    user: Option<&str>,
+    event: Option<&str>,
+) -> Result<(), Failure> {
+    let events = connect(settings)?.audit.list(since, user, event)?;
+    let mut out = std::io::stdout().lock();
+    for event in events {
+        let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
+        let line = [
+            event.id.to_string(),
+            event.at,
+            event.event,
+            event.actor,
+            or_dash(event.subject_user_id.map(|id| id.to_string())),
+            or_dash(event.subject),
+            or_dash(event.client),
+            or_dash(event.request_id),
+            event.count.to_string(),
+            or_dash(event.detail),
+        ]
+        .map(|field| field.replace(['\t', '\n', '\r'], " "))
+        .join("\t");
+        if writeln!(out, "{line}").is_err() {
+            break; // a closed pipe (`| head`): nothing more to print
+        }
+    }
+    Ok(())
+}
+
+fn purge_audit(settings: &Settings) -> Result<(), Failure> {
+    match connect(settings)?.audit.purge()? {
+        Some(purged) => println!(
+            "purged {purged} audit event(s) older than {} days",
+            settings.audit.retention_days
+        ),
+        None => println!("kept every audit event: audit.retention_days is 0"),
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 
-use crate::schema::{movies, refresh_families, refresh_tokens, users};
+use crate::schema::{audit_events, movies, refresh_families, refresh_tokens, users};
 
 /// A full `movies` row, read and written as is (also by PostgreSQL `COPY`, which needs
 /// `treat_none_as_default_value = false`).
@@ -76,6 +76,38 @@ pub struct RefreshTokenRow {
     pub used_at: Option<i64>,
     pub successor_hash: Option<String>,
     pub successor_sealed: Option<String>,
+}
+
+/// An `audit_events` row as read back.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = audit_events)]
+pub struct AuditEventRow {
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    pub event: String,
+    pub actor: String,
+    pub subject_user_id: Option<i32>,
+    pub subject: Option<String>,
+    pub client: Option<String>,
+    pub request_id: Option<String>,
+    pub count: i32,
+    pub detail: Option<String>,
+}
+
+/// What `INSERT INTO audit_events` needs; the id comes from the database.
+#[derive(Debug, Clone, PartialEq, Insertable)]
+#[diesel(table_name = audit_events)]
+pub struct NewAuditEventRow<'a> {
+    pub at: i64,
+    pub event: &'a str,
+    pub actor: &'a str,
+    pub subject_user_id: Option<i32>,
+    pub subject: Option<&'a str>,
+    pub client: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub count: i32,
+    pub detail: Option<&'a str>,
 }
 
 // [xtask] row structs

@@ -67,6 +67,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The audit trail: security-relevant events, written in the transaction of the change
+    /// they record. No foreign key to `users`, so a deleted user's trail stays.
+    audit_events (id) {
+        /// Generated, increasing: the paging cursor.
+        id -> BigInt,
+        /// Unix seconds; for a count of throttled answers, the start of its minute.
+        at -> BigInt,
+        /// The event's stable snake_case name, such as `login_failed`.
+        event -> Text,
+        /// The acting user's id, `cli` or `anonymous`.
+        actor -> Text,
+        subject_user_id -> Nullable<Integer>,
+        /// The subject's email, or `sha256:` and a digest prefix of an unknown username.
+        subject -> Nullable<Text>,
+        /// The resolved client address, or network for a count of throttled answers.
+        client -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        /// How many answers one row stands for: 1, except for throttled answers.
+        count -> Integer,
+        detail -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 
@@ -77,5 +101,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     users,
     refresh_families,
     refresh_tokens,
+    audit_events,
     // [xtask] joinable tables
 );

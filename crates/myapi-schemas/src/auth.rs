@@ -83,8 +83,8 @@ pub struct TokenForm {
     /// The account's password.
     #[schema(format = Password, min_length = 1)]
     pub password: String,
-    /// Space-separated scopes (`movies:read`, `movies:write`, `users:read`); omitted or
-    /// empty means all the user's role allows. Values without a colon are ignored.
+    /// Space-separated scopes (`movies:read`, `movies:write`, `users:read`, `audit:read`);
+    /// omitted or empty means all the user's role allows. Values without a colon are ignored.
     #[schema(example = "movies:read")]
     pub scope: Option<String>,
     /// Accepted and ignored.

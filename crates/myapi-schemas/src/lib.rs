@@ -3,11 +3,13 @@
 //! This crate knows nothing of diesel or actix: services build these shapes and web
 //! serialises them. No shape here ever carries a password hash.
 
+mod audit;
 mod auth;
 mod errors;
 mod movies;
 // [xtask] schema modules
 
+pub use audit::{AuditEvent, AuditEventSchema};
 pub use auth::{RefreshTokenForm, RevokeForm, TokenForm, TokenRequest, TokenResponse, UserSchema};
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
 pub use movies::{MovieInput, MoviePatch, MovieSchema, integral};
@@ -58,6 +60,18 @@ mod tests {
             serde_json::to_string(&movie).unwrap(),
             r#"{"movie_id":1,"title":"The Shawshank Redemption","released":1994,"rating":9.2}"#
         );
+    }
+
+    #[test]
+    fn audit_event_names_are_serde_names() {
+        for event in AuditEvent::ALL {
+            assert_eq!(
+                serde_json::to_value(event).unwrap(),
+                serde_json::json!(event.as_str())
+            );
+            assert_eq!(event.as_str().parse(), Ok(event));
+        }
+        assert!("login".parse::<AuditEvent>().is_err());
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!
 //! `config/default.toml` is the one place a default is written: no Rust restates one, and a
 //! field missing from every layer is a start-up error. Each tier deserialises only its own
-//! sections from a [`SettingsSource`]: the services read `database`, `auth`, `movies` and
-//! `token_key` or `token_keys` ([`Settings`]); the web tier reads `server`, `log` and `metrics`.
+//! sections from a [`SettingsSource`]: the services read `database`, `auth`, `movies`,
+//! `users`, `audit` and `token_key` or `token_keys` ([`Settings`]); the web tier reads `server`, `log` and `metrics`.
 //!
 //! Environment variables are `MYAPI_` followed by the key path joined with `__`:
 //! `MYAPI_DATABASE__DSN`, `MYAPI_SERVER__PORT`, `MYAPI_TOKEN_KEY`, `MYAPI_TOKEN_KEYS`.
@@ -37,6 +37,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub movies: MoviesSettings,
     pub users: UsersSettings,
+    pub audit: AuditSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +150,15 @@ pub struct MoviesSettings {
 /// Paging of `GET /users/`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UsersSettings {
+    pub default_page_size: u32,
+    pub max_page_size: NonZeroU32,
+}
+
+/// The audit trail: how long it is kept and how `GET /audit/` pages it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditSettings {
+    /// `myapi-cli purge-audit` deletes events older than this many days; 0 keeps them all.
+    pub retention_days: u32,
     pub default_page_size: u32,
     pub max_page_size: NonZeroU32,
 }
@@ -631,6 +641,14 @@ impl Settings {
             return invalid(
                 "users.default_page_size",
                 "must be between 1 and users.max_page_size",
+            );
+        }
+        if self.audit.default_page_size == 0
+            || self.audit.default_page_size > self.audit.max_page_size.get()
+        {
+            return invalid(
+                "audit.default_page_size",
+                "must be between 1 and audit.max_page_size",
             );
         }
         auth.argon2_params().map(drop)

@@ -1,11 +1,12 @@
-//! Business logic of myapi: one module per service (`auth`, `movies`), each a service plus
-//! its data manager; configuration; and the typed [`ServiceError`].
+//! Business logic of myapi: one module per service (`auth`, `movies`, `audit`), each a
+//! service plus its data manager; configuration; and the typed [`ServiceError`].
 //!
 //! This tier knows diesel (through `myapi-models`) but never HTTP: web and CLI call it.
 //! Most methods block (database, argon2) and async callers run them on a blocking pool;
 //! the async ones ([`auth::AuthService::login`], [`auth::AuthService::authenticate`]) keep
 //! their blocking parts to themselves.
 
+pub mod audit;
 pub mod auth;
 mod bounded;
 pub mod config;
@@ -20,6 +21,7 @@ pub use config::{Settings, SettingsSource};
 pub use database::Database;
 pub use error::{BoxError, InvalidField, ServiceError, error_chain};
 
+use audit::AuditService;
 use auth::AuthService;
 use movies::MovieService;
 
@@ -29,6 +31,7 @@ pub struct Services {
     pub database: Database,
     pub auth: AuthService,
     pub movies: MovieService,
+    pub audit: AuditService,
     // [xtask] service fields
 }
 
@@ -46,6 +49,7 @@ impl Services {
         Ok(Self {
             auth: AuthService::new(database.clone(), settings)?,
             movies: MovieService::new(database.clone(), &settings.movies),
+            audit: AuditService::new(database.clone(), &settings.audit),
             // [xtask] service constructors
             database,
         })

@@ -67,6 +67,7 @@ scopes! {
     MoviesRead = "movies:read",
     MoviesWrite = "movies:write",
     UsersRead = "users:read",
+    AuditRead = "audit:read",
     // [xtask] scope markers
 }
 
@@ -230,7 +231,12 @@ mod tests {
 
     #[test]
     fn every_scope_marker_names_a_known_scope() {
-        for scope in [MoviesRead::SCOPE, MoviesWrite::SCOPE, UsersRead::SCOPE] {
+        for scope in [
+            MoviesRead::SCOPE,
+            MoviesWrite::SCOPE,
+            UsersRead::SCOPE,
+            AuditRead::SCOPE,
+        ] {
             assert!(myapi_services::auth::SCOPES.contains(&scope), "{scope}");
         }
     }

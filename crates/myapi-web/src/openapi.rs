@@ -11,6 +11,8 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "myapi", description = "A three-tier REST API: movies behind OAuth2 password login."),
     components(schemas(
+        myapi_schemas::AuditEvent,
+        myapi_schemas::AuditEventSchema,
         myapi_schemas::HealthStatus,
         myapi_schemas::MovieSchema,
         myapi_schemas::OAuthErrorResponse,
@@ -29,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         (name = "health", description = "Probes"),
         (name = "auth", description = "Login and the current user"),
         (name = "movies", description = "The movies service"),
+        (name = "audit", description = "The audit trail of security-relevant events"),
         // [xtask] tags
     ),
 )]

@@ -8,6 +8,7 @@ use myapi_models::schema::{refresh_families, refresh_tokens, users};
 
 use super::hooks::{Hooks, Point};
 use crate::ServiceError;
+use crate::audit::{AuditEntry, AuditEvent, record};
 use crate::database::Database;
 use crate::error::is_unique_violation;
 
@@ -22,24 +23,33 @@ impl UserDataManager {
         Self { db }
     }
 
-    /// Inserts a user; a duplicate email (in any case) is a [`ServiceError::Conflict`].
-    pub fn insert(&self, user: &NewUserRow<'_>) -> Result<UserRow, ServiceError> {
+    /// Inserts a user and records `audit` with it; a duplicate email (in any case) is a
+    /// [`ServiceError::Conflict`].
+    pub fn insert(
+        &self,
+        user: &NewUserRow<'_>,
+        audit: &AuditEntry,
+    ) -> Result<UserRow, ServiceError> {
         let mut conn = self.db.conn()?;
-        let inserted = diesel::insert_into(users::table)
-            .values(user)
-            .execute(&mut conn);
-        match inserted {
-            Err(e) if is_unique_violation(&e) => Err(ServiceError::Conflict(format!(
-                "a user with email {} already exists",
-                user.email
-            ))),
-            Err(e) => Err(e.into()),
-            // RETURNING is not available across both backends through MultiConnection.
-            Ok(_) => Ok(users::table
-                .filter(users::email.eq(user.email))
-                .select(UserRow::as_select())
-                .first(&mut conn)?),
-        }
+        conn.transaction(|conn| {
+            let inserted = diesel::insert_into(users::table).values(user).execute(conn);
+            match inserted {
+                Err(e) if is_unique_violation(&e) => Err(ServiceError::Conflict(format!(
+                    "a user with email {} already exists",
+                    user.email
+                ))),
+                Err(e) => Err(e.into()),
+                Ok(_) => {
+                    // RETURNING is not available across both backends through MultiConnection.
+                    let row = users::table
+                        .filter(users::email.eq(user.email))
+                        .select(UserRow::as_select())
+                        .first(conn)?;
+                    record(conn, audit)?;
+                    Ok(row)
+                }
+            }
+        })
     }
 
     /// The user with this (lower-case) email, if any.
@@ -81,29 +91,57 @@ impl UserDataManager {
             .load(&mut conn)?)
     }
 
-    /// `false` when there is no user with this email.
-    pub fn set_role(&self, email: &str, role: &str) -> Result<bool, ServiceError> {
+    /// Sets the role and records `audit` with `old -> new` as its detail; `false` when there
+    /// is no user with this email.
+    pub fn set_role(
+        &self,
+        email: &str,
+        role: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
-        let updated = diesel::update(users::table.filter(users::email.eq(email)))
-            .set(users::role.eq(role))
-            .execute(&mut conn)?;
-        Ok(updated > 0)
+        conn.transaction(|conn| {
+            let old: Option<String> = users::table
+                .filter(users::email.eq(email))
+                .select(users::role)
+                .first(conn)
+                .optional()?;
+            let updated = diesel::update(users::table.filter(users::email.eq(email)))
+                .set(users::role.eq(role))
+                .execute(conn)?;
+            if let (Some(old), true) = (old, updated > 0) {
+                record(conn, &audit.clone().detail(format!("{old} -> {role}")))?;
+            }
+            Ok(updated > 0)
+        })
     }
 
-    /// Deletes the user with this email; `false` when there was none.
-    pub fn delete_by_email(&self, email: &str) -> Result<bool, ServiceError> {
+    /// Deletes the user with this email and records `audit` about them; `false` when there
+    /// was none.
+    pub fn delete_by_email(&self, email: &str, audit: &AuditEntry) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
-        Ok(diesel::delete(users::table.filter(users::email.eq(email))).execute(&mut conn)? > 0)
+        conn.transaction(|conn| {
+            let Some(user_id) = crate::audit::user_id_of(conn, email)? else {
+                return Ok(false);
+            };
+            let deleted =
+                diesel::delete(users::table.filter(users::email.eq(email))).execute(conn)? > 0;
+            if deleted {
+                record(conn, &audit.clone().user_id(user_id).email(email))?;
+            }
+            Ok(deleted)
+        })
     }
 
     /// Sets a new password hash and security stamp, which revokes older access tokens, and
-    /// revokes every refresh-token family of the user, all at once.
+    /// revokes every refresh-token family of the user, all at once, with `audit`.
     pub fn set_password(
         &self,
         email: &str,
         hashed_password: &str,
         security_stamp: &str,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
         conn.transaction(|conn| {
@@ -114,6 +152,9 @@ impl UserDataManager {
                 ))
                 .execute(conn)?;
             revoke_families_of(conn, email, now)?;
+            if updated > 0 {
+                record(conn, audit)?;
+            }
             Ok(updated > 0)
         })
     }
@@ -200,7 +241,7 @@ impl SessionDataManager {
         Self { db, hooks }
     }
 
-    /// Starts a family with its first token, unless its user's security stamp is no
+    /// Starts a family with its first token and records `audit` (the login) with it, unless its user's security stamp is no
     /// longer `family.security_stamp` (`false`: the password changed while the login
     /// checked it). A change that commits after this statement read the user leaves a
     /// family bound to the old stamp, which [`SessionDataManager::rotate`] refuses.
@@ -208,6 +249,7 @@ impl SessionDataManager {
         &self,
         family: &RefreshFamilyRow,
         token: &RefreshTokenRow,
+        audit: &AuditEntry,
     ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
         conn.transaction(|conn| {
@@ -238,6 +280,7 @@ impl SessionDataManager {
             diesel::insert_into(refresh_tokens::table)
                 .values(token)
                 .execute(conn)?;
+            record(conn, audit)?;
             Ok(true)
         })
     }
@@ -367,36 +410,55 @@ impl SessionDataManager {
         }
     }
 
-    /// The family of the token `token_hash`, if the token is known.
-    pub fn family_of(&self, token_hash: &str) -> Result<Option<String>, ServiceError> {
+    /// The family of the token `token_hash` and its user, if the token is known.
+    pub fn family_of(&self, token_hash: &str) -> Result<Option<(String, i32)>, ServiceError> {
         let mut conn = self.db.conn()?;
         Ok(refresh_tokens::table
+            .inner_join(refresh_families::table)
             .filter(refresh_tokens::token_hash.eq(token_hash))
-            .select(refresh_tokens::family_id)
+            .select((refresh_families::family_id, refresh_families::user_id))
             .first(&mut conn)
             .optional()?)
     }
 
-    pub fn revoke_family(&self, family_id: &str, now: i64) -> Result<(), ServiceError> {
+    /// Revokes the family, recording `cause` (what asked for it) and, if the family was
+    /// live until now, its revocation too; `false` when it was revoked already.
+    pub fn revoke_family(
+        &self,
+        family_id: &str,
+        now: i64,
+        cause: &AuditEntry,
+    ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
-        diesel::update(
-            refresh_families::table
-                .find(family_id)
-                .filter(refresh_families::revoked_at.is_null()),
-        )
-        .set(refresh_families::revoked_at.eq(now))
-        .execute(&mut conn)?;
-        Ok(())
+        conn.transaction(|conn| {
+            let revoked = diesel::update(
+                refresh_families::table
+                    .find(family_id)
+                    .filter(refresh_families::revoked_at.is_null()),
+            )
+            .set(refresh_families::revoked_at.eq(now))
+            .execute(conn)?
+                > 0;
+            record(conn, cause)?;
+            if revoked {
+                let revocation = cause
+                    .with_event(AuditEvent::FamilyRevoked)
+                    .detail(format!("family {family_id}"));
+                record(conn, &revocation)?;
+            }
+            Ok(revoked)
+        })
     }
 
     /// Revokes every family of the user with this email and gives the user `new_stamp`,
-    /// which ends their access tokens and any login or refresh still in flight; `false`
-    /// when there is no such user.
+    /// which ends their access tokens and any login or refresh still in flight, with
+    /// `audit`; `false` when there is no such user.
     pub fn revoke_user(
         &self,
         email: &str,
         new_stamp: &str,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
         conn.transaction(|conn| {
@@ -404,6 +466,9 @@ impl SessionDataManager {
                 .set(users::security_stamp.eq(new_stamp))
                 .execute(conn)?;
             revoke_families_of(conn, email, now)?;
+            if updated > 0 {
+                record(conn, audit)?;
+            }
             Ok(updated > 0)
         })
     }

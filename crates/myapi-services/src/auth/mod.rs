@@ -4,6 +4,7 @@
 //! blocking parts (queries, argon2) off the caller's thread. The user administration
 //! methods block: async callers run them on a blocking pool.
 
+mod audit_trail;
 mod budget;
 mod data;
 pub mod hooks;
@@ -21,18 +22,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use ipnet::IpNet;
 
-pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
+pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation, username_digest};
 pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
 pub use hooks::{Hooks, Point};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
 pub use postgres_budget::PostgresBudget;
-pub use roles::{Role, SCOPES, Scopes};
+pub use roles::{Role, SCOPE_GRANTS, SCOPES, Scopes};
 pub use throttle::{LoginThrottle, MAX_TRACKED_KEYS};
 pub use tokens::{Claims, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
 use myapi_schemas::{TokenResponse, UserSchema};
 
+use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent};
 use crate::bounded::{BoundedMap, Retention};
 use crate::config::{LoginBudgetStore, Settings};
 use crate::database::Database;
@@ -202,6 +204,7 @@ impl From<BudgetError> for LoginError {
 pub struct AuthService {
     users: UserDataManager,
     sessions: SessionDataManager,
+    audit: AuditDataManager,
     refresh_lifetime_secs: i64,
     session_max_secs: i64,
     reuse_grace_secs: i64,
@@ -262,6 +265,7 @@ impl AuthService {
         let hooks = Hooks::default();
         Ok(Self {
             users: UserDataManager::new(db.clone()),
+            audit: AuditDataManager::new(db.clone()),
             sessions: SessionDataManager::new(db, hooks.clone()),
             refresh_lifetime_secs: secs(
                 auth.refresh_token_lifetime_days
@@ -319,13 +323,19 @@ impl AuthService {
             }
         };
         let hashed_password = self.hasher.hash(&password.0)?;
-        let row = self.users.insert(&NewUserRow {
-            name: &name.0,
-            email: email.as_str(),
-            hashed_password: &hashed_password,
-            security_stamp: &random_id(),
-            role: role.as_str(),
-        })?;
+        let audit = AuditEntry::new(AuditEvent::UserCreated, Actor::Cli)
+            .email(email.as_str())
+            .detail(role.as_str());
+        let row = self.users.insert(
+            &NewUserRow {
+                name: &name.0,
+                email: email.as_str(),
+                hashed_password: &hashed_password,
+                security_stamp: &random_id(),
+                role: role.as_str(),
+            },
+            &audit,
+        )?;
         Ok(to_schema(&row))
     }
 
@@ -333,7 +343,8 @@ impl AuthService {
     /// (blocking).
     pub fn set_role(&self, email: &str, role: Role) -> Result<Email, ServiceError> {
         let email = Email::parse(email)?;
-        if self.users.set_role(email.as_str(), role.as_str())? {
+        let audit = AuditEntry::new(AuditEvent::RoleChanged, Actor::Cli).email(email.as_str());
+        if self.users.set_role(email.as_str(), role.as_str(), &audit)? {
             Ok(email)
         } else {
             Err(no_such_user(email.as_str()))
@@ -366,7 +377,8 @@ impl AuthService {
     /// window (blocking). Returns the email matched.
     pub fn delete_user(&self, email: &str) -> Result<String, ServiceError> {
         let email = normalise_email(email);
-        if self.users.delete_by_email(&email)? {
+        let audit = AuditEntry::new(AuditEvent::UserDeleted, Actor::Cli);
+        if self.users.delete_by_email(&email, &audit)? {
             Ok(email)
         } else {
             Err(no_such_user(&email))
@@ -380,10 +392,14 @@ impl AuthService {
         let email = Email::parse(email)?;
         let password = self.parse_password(password)?;
         let hashed_password = self.hasher.hash(&password.0)?;
-        if self
-            .users
-            .set_password(email.as_str(), &hashed_password, &random_id(), unix_now())?
-        {
+        let audit = AuditEntry::new(AuditEvent::PasswordChanged, Actor::Cli).email(email.as_str());
+        if self.users.set_password(
+            email.as_str(),
+            &hashed_password,
+            &random_id(),
+            unix_now(),
+            &audit,
+        )? {
             Ok(email)
         } else {
             Err(no_such_user(email.as_str()))
@@ -429,8 +445,10 @@ impl AuthService {
         if !plausible {
             self.budget_step(move |budget| budget.reserve(&attempt, None))
                 .await?;
+            self.audit_failed_login(&account, None, client).await?;
             return Err(LoginError::InvalidGrant);
         }
+        let audit_account = account.clone();
         let (users, budget) = (self.users.clone(), Arc::clone(&self.budget));
         let (user, reservation) = blocking(move || {
             let user = users.find_by_email(&account)?;
@@ -441,6 +459,7 @@ impl AuthService {
         })
         .await??;
 
+        let known = user.as_ref().map(|u| (u.user_id, u.email.clone()));
         let checked = ticket
             .run(self.password_check(user, credentials.password))
             .await;
@@ -462,6 +481,8 @@ impl AuthService {
         };
         // A wrong password keeps its reservation: it was a failure.
         let Some(user) = user else {
+            self.audit_failed_login(&audit_account, known, client)
+                .await?;
             return Err(LoginError::InvalidGrant);
         };
         // A refused scope still refunds the reservation: the password was right.
@@ -480,6 +501,16 @@ impl AuthService {
             self.hooks.clone(),
         );
         let stamp = user.security_stamp.clone();
+        let audit = AuditEntry::new(AuditEvent::LoginSucceeded, Actor::User(user.user_id))
+            .user_id(user.user_id)
+            .email(&user.email)
+            .client(client)
+            .detail(
+                granted
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            );
         let upgrade =
             upgraded_hash.map(|new_hash| (user.user_id, user.hashed_password.clone(), new_hash));
         let current = blocking(move || {
@@ -487,7 +518,7 @@ impl AuthService {
             // The session starts only under the stamp the password was checked against:
             // a password change meanwhile ends this login too (its reservation stays).
             if let Some((family, first)) = session
-                && !sessions.start(&family, &first)?
+                && !sessions.start(&family, &first, &audit)?
             {
                 return Ok(false);
             }
@@ -499,6 +530,8 @@ impl AuthService {
         })
         .await?;
         if !current {
+            self.audit_failed_login(&audit_account, known, client)
+                .await?;
             return Err(LoginError::InvalidGrant);
         }
         let granted = granted?;
@@ -589,6 +622,7 @@ impl AuthService {
             .transpose()
             .map_err(LoginError::InvalidScope)?
             .flatten();
+        let address = client;
         let client = self.budget_keys.network(client);
         self.budget_step(move |budget| budget.check_client(&client))
             .await?;
@@ -641,7 +675,10 @@ impl AuthService {
             Rotation::Reused { family_id, user_id } => {
                 log::warn!("refresh token reused: family {family_id} of user {user_id} revoked");
                 let sessions = self.sessions.clone();
-                blocking(move || sessions.revoke_family(&family_id, now)).await?;
+                let reuse = AuditEntry::new(AuditEvent::RefreshReuseDetected, Actor::Anonymous)
+                    .user_id(user_id)
+                    .client(address);
+                blocking(move || sessions.revoke_family(&family_id, now, &reuse)).await?;
                 self.count_client_failure(client).await?;
                 Err(LoginError::InvalidRefreshToken)
             }
@@ -655,6 +692,7 @@ impl AuthService {
     /// RFC 7009 revocation: a refresh token revokes its family; an unknown or already
     /// revoked token is fine (the RFC says so); an access token is not revocable alone.
     pub async fn revoke(&self, token: String, client: IpAddr) -> Result<(), LoginError> {
+        let address = client;
         let client = self.budget_keys.network(client);
         self.budget_step(move |budget| budget.check_client(&client))
             .await?;
@@ -664,9 +702,14 @@ impl AuthService {
         let sessions = self.sessions.clone();
         let presented = hash_secret(&token);
         let known = blocking(move || match sessions.family_of(&presented)? {
-            Some(family_id) => sessions
-                .revoke_family(&family_id, unix_now())
-                .map(|()| true),
+            Some((family_id, user_id)) => {
+                let audit = AuditEntry::new(AuditEvent::TokenRevoked, Actor::User(user_id))
+                    .user_id(user_id)
+                    .client(address);
+                sessions
+                    .revoke_family(&family_id, unix_now(), &audit)
+                    .map(|_| true)
+            }
             None => Ok(false),
         })
         .await?;
@@ -674,6 +717,12 @@ impl AuthService {
             self.count_client_failure(client).await?;
         }
         Ok(())
+    }
+
+    /// The network `client` counts as in the login budget (`auth.ipv4_prefix_len`,
+    /// `auth.ipv6_prefix_len`).
+    pub fn client_network(&self, client: IpAddr) -> IpNet {
+        self.budget_keys.network(client)
     }
 
     async fn count_client_failure(&self, client: IpNet) -> Result<(), BudgetError> {
@@ -686,9 +735,10 @@ impl AuthService {
     /// refresh still in flight.
     pub fn revoke_sessions(&self, email: &str) -> Result<String, ServiceError> {
         let email = normalise_email(email);
+        let audit = AuditEntry::new(AuditEvent::SessionsRevoked, Actor::Cli).email(&email);
         if self
             .sessions
-            .revoke_user(&email, &random_id(), unix_now())?
+            .revoke_user(&email, &random_id(), unix_now(), &audit)?
         {
             Ok(email)
         } else {

@@ -5,23 +5,40 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
-/// Every scope a token may carry, as `resource:action`. A route requires one of them.
-pub const SCOPES: &[&str] = &[
-    "movies:read",
-    "movies:write",
-    "users:read",
+/// Every scope a token may carry, as `resource:action`, with the least role granted it: a
+/// role is granted the scopes named for it and for the roles below it, and nothing by the
+/// shape of a scope's name (so a new `…:read` scope is an admin's until it says otherwise).
+/// A route requires one of them.
+pub const SCOPE_GRANTS: &[(&str, Role)] = &[
+    ("movies:read", Role::Reader),
+    ("movies:write", Role::Editor),
+    ("users:read", Role::Admin),
+    ("audit:read", Role::Admin),
     // [xtask] scopes
 ];
 
+/// Every scope's name, in the order of [`SCOPE_GRANTS`].
+pub const SCOPES: [&str; SCOPE_GRANTS.len()] = scope_names();
+
+const fn scope_names() -> [&'static str; SCOPE_GRANTS.len()] {
+    let mut names = [""; SCOPE_GRANTS.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = SCOPE_GRANTS[i].0;
+        i += 1;
+    }
+    names
+}
+
 /// What a user may do; stored on the user, so a change reaches their tokens within the
-/// revocation window.
+/// revocation window. Ordered by what they may do: each role may do what those before it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
-    /// Every `NAME:read` scope except `users:read`.
+    /// `movies:read` (and the read scopes of services that grant readers theirs).
     Reader,
     /// A reader's scopes and `movies:write`.
     Editor,
-    /// Every scope.
+    /// Every scope: `users:read` and `audit:read` too.
     Admin,
 }
 
@@ -36,13 +53,11 @@ impl Role {
         }
     }
 
+    /// Whether [`SCOPE_GRANTS`] grants `scope` to this role; unknown scopes to none.
     pub fn allows(self, scope: &str) -> bool {
-        let reads = scope.ends_with(":read") && scope != "users:read";
-        match self {
-            Self::Reader => reads,
-            Self::Editor => reads || scope == "movies:write",
-            Self::Admin => true,
-        }
+        SCOPE_GRANTS
+            .iter()
+            .any(|(name, least)| *name == scope && self >= *least)
     }
 
     /// Every scope this role allows.
@@ -137,18 +152,43 @@ mod tests {
     #[test]
     fn roles_allow_what_the_issue_says() {
         // Holds for any scope a scaffolded service adds, too.
-        for scope in SCOPES {
-            let read = scope.ends_with(":read");
-            assert_eq!(Role::Reader.allows(scope), read && *scope != "users:read");
+        for (scope, least) in SCOPE_GRANTS {
+            assert_eq!(Role::Reader.allows(scope), *least == Role::Reader);
             assert_eq!(
                 Role::Editor.allows(scope),
                 Role::Reader.allows(scope) || *scope == "movies:write"
             );
             assert!(Role::Admin.allows(scope));
         }
-        assert!(Role::Reader.scopes().contains("movies:read"));
-        assert!(!Role::Reader.scopes().contains("users:read"));
-        assert!(Role::Editor.scopes().contains("movies:write"));
+        assert_eq!(SCOPES.len(), SCOPE_GRANTS.len());
+        for (role, granted, refused) in [
+            (
+                Role::Reader,
+                &["movies:read"][..],
+                &["movies:write", "users:read", "audit:read"][..],
+            ),
+            (
+                Role::Editor,
+                &["movies:read", "movies:write"],
+                &["users:read", "audit:read"],
+            ),
+            (
+                Role::Admin,
+                &["movies:read", "movies:write", "users:read", "audit:read"],
+                &[],
+            ),
+        ] {
+            let scopes = role.scopes();
+            assert!(
+                granted.iter().all(|s| scopes.contains(s)),
+                "{role}: {scopes}"
+            );
+            assert!(
+                !refused.iter().any(|s| scopes.contains(s)),
+                "{role}: {scopes}"
+            );
+        }
+        assert!(!Role::Admin.allows("movies:delete"));
         assert_eq!("editor".parse(), Ok(Role::Editor));
         assert!("owner".parse::<Role>().is_err());
     }

@@ -1,13 +1,16 @@
 //! The `auth` scope: `POST /token` (OAuth2 password and refresh grants), `POST /revoke`
 //! (RFC 7009), `GET /users/me` and `GET /users/`.
 
+use std::net::IpAddr;
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use myapi_schemas::{
     OAuthErrorResponse, Problem, RevokeForm, TokenRequest, TokenResponse, UserSchema,
 };
 use myapi_services::Services;
-use myapi_services::auth::Credentials;
+use myapi_services::audit::ThrottledAnswer;
+use myapi_services::auth::{Credentials, LoginError};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -50,10 +53,17 @@ pub async fn token(
     body: web::Payload,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, TokenError> {
-    let answer = issue(req, body, services).await;
+    let client = client_ip(&req);
+    let answer = issue(req, body, services.clone(), client).await;
     if crate::metrics::recording() {
         crate::metrics::count_login(login_outcome(&answer));
     }
+    count_throttled(
+        &services,
+        &answer,
+        client,
+        ThrottledAnswer::TokenTooManyRequests,
+    );
     answer
 }
 
@@ -62,9 +72,9 @@ async fn issue(
     req: HttpRequest,
     body: web::Payload,
     services: web::Data<Services>,
+    client: IpAddr,
 ) -> Result<HttpResponse, TokenError> {
     let form = Form::read(&req, body).await?;
-    let client = client_ip(&req);
     let issued = match form.value("grant_type")?.as_deref() {
         None | Some("password") => {
             let credentials = Credentials {
@@ -114,13 +124,42 @@ pub async fn revoke(
     body: web::Payload,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, TokenError> {
-    let form = Form::read(&req, body).await?;
-    form.value("token_type_hint")?;
-    let presented = form.required("token")?;
-    services.auth.revoke(presented, client_ip(&req)).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish())
+    let client = client_ip(&req);
+    let answer = async {
+        let form = Form::read(&req, body).await?;
+        form.value("token_type_hint")?;
+        let presented = form.required("token")?;
+        services.auth.revoke(presented, client).await?;
+        Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish())
+    }
+    .await;
+    count_throttled(
+        &services,
+        &answer,
+        client,
+        ThrottledAnswer::RevokeTooManyRequests,
+    );
+    answer
+}
+
+/// Counts a 429 (`too_many`) or a 503 of saturated hashing in the audit trail, which
+/// records throttled answers as counts per client network and minute, not one by one.
+fn count_throttled(
+    services: &Services,
+    answer: &Result<HttpResponse, TokenError>,
+    client: IpAddr,
+    too_many: ThrottledAnswer,
+) {
+    let throttled = match answer {
+        Err(TokenError::Login(LoginError::Throttled { .. })) => too_many,
+        Err(TokenError::Login(LoginError::Saturated { .. })) => ThrottledAnswer::TokenBusy,
+        _ => return,
+    };
+    services
+        .audit
+        .count_throttled(throttled, services.auth.client_network(client));
 }
 
 /// An `application/x-www-form-urlencoded` body as RFC 6749 §3.2 reads it: no parameter may

@@ -5,6 +5,7 @@
 //! two cannot drift apart. Requests no route takes get 404, or 405 with `Allow` when the
 //! path is served with other methods ([`unrouted`]).
 
+pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod movies;
@@ -25,6 +26,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     health::configure(cfg);
     auth::configure(cfg);
     movies::configure(cfg);
+    audit::configure(cfg);
     // [xtask] route scopes
 }
 
