@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use myapi_services::auth::{Role, username_digest};
+use myapi_services::auth::Role;
 use serde_json::Value;
 
 use crate::support::TestDb;
@@ -172,10 +172,15 @@ async fn every_web_event_is_recorded(db: TestDb) {
     // Unknown accounts: a digest of the normalised username, never the text.
     assert_eq!(
         failed[1]["subject"],
-        username_digest(&TYPED_SECRET.to_lowercase())
+        app.services
+            .auth
+            .username_digest(&TYPED_SECRET.to_lowercase())
     );
     assert_eq!(failed[1]["subject_user_id"], Value::Null);
-    assert_eq!(failed[2]["subject"], username_digest("ghost@example.com"));
+    assert_eq!(
+        failed[2]["subject"],
+        app.services.auth.username_digest("ghost@example.com")
+    );
     let everything = serde_json::to_string(&events).unwrap().to_lowercase();
     assert!(!everything.contains("hunter2"), "{everything}");
     assert!(!everything.contains("ghost"), "{everything}");

@@ -80,7 +80,7 @@ diesel::table! {
         /// The acting user's id, `cli` or `anonymous`.
         actor -> Text,
         subject_user_id -> Nullable<Integer>,
-        /// The subject's email, or `sha256:` and a digest prefix of an unknown username.
+        /// The subject's email, or `hmac:` and a keyed digest of an unknown username.
         subject -> Nullable<Text>,
         /// The resolved client address, or network for a count of throttled answers.
         client -> Nullable<Text>,

@@ -104,7 +104,7 @@ pub struct AuditEventSchema {
     #[schema(example = 7)]
     pub subject_user_id: Option<i32>,
     /// The subject's email when the event happened; for a failed login to an account that
-    /// does not exist, `sha256:` and a digest of the username (never the text).
+    /// does not exist, `hmac:` and a keyed digest of the username (never the text).
     #[schema(example = "ada@example.com")]
     pub subject: Option<String>,
     /// The client's address as resolved through trusted proxies; for throttled answers, the

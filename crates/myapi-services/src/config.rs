@@ -439,7 +439,7 @@ pub enum TokenKeyError {
     RepeatedKid { entry: usize, first: usize },
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 

@@ -9,8 +9,8 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use myapi_schemas::{FieldError, OAuthErrorResponse, Problem};
-use myapi_services::ServiceError;
 use myapi_services::auth::LoginError;
+use myapi_services::{InvalidField, ServiceError};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -129,15 +129,15 @@ impl ResponseError for ApiError {
                 retry_after(&mut response, UNAVAILABLE_RETRY_AFTER_SECS);
             }
             Self::Service(ServiceError::Invalid(invalid)) => {
-                fields = invalid
-                    .iter()
-                    .take(MAX_LISTED_ERRORS)
+                let listed;
+                (listed, more_errors) = listed_fields(invalid);
+                fields = listed
+                    .into_iter()
                     .map(|f| FieldError {
-                        field: f.field.clone(),
-                        message: f.message.clone(),
+                        field: f.field,
+                        message: f.message,
                     })
                     .collect();
-                more_errors = invalid.len().saturating_sub(MAX_LISTED_ERRORS);
             }
             Self::Service(_)
             | Self::HeadersTooLarge { .. }
@@ -280,12 +280,35 @@ fn retry_after(response: &mut HttpResponseBuilder, secs: u64) {
 
 /// What a client may be told: internal and database details stay in the log, and invalid
 /// fields past [`MAX_LISTED_ERRORS`] are counted, not named.
+/// Longest field name or message a 422 repeats, in characters: both may echo what the
+/// client sent (an unknown member's name), and the answer must stay small.
+const MAX_ECHOED_CHARS: usize = 100;
+
+/// The offending fields a 422 lists (at most [`MAX_LISTED_ERRORS`], each name and message
+/// cut at [`MAX_ECHOED_CHARS`], ending `...` when cut), and how many more there were.
+fn listed_fields(invalid: &[InvalidField]) -> (Vec<InvalidField>, usize) {
+    let clip = |text: &str| match text.char_indices().nth(MAX_ECHOED_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    };
+    let listed = invalid
+        .iter()
+        .take(MAX_LISTED_ERRORS)
+        .map(|f| InvalidField::new(clip(&f.field), clip(&f.message)))
+        .collect();
+    (listed, invalid.len().saturating_sub(MAX_LISTED_ERRORS))
+}
+
 fn client_detail(error: &ServiceError) -> String {
     match error {
-        ServiceError::Invalid(invalid) if invalid.len() > MAX_LISTED_ERRORS => {
-            let listed = ServiceError::Invalid(invalid[..MAX_LISTED_ERRORS].to_vec());
-            let more = invalid.len() - MAX_LISTED_ERRORS;
-            format!("{listed}; and {more} more")
+        ServiceError::Invalid(invalid) => {
+            let (listed, more) = listed_fields(invalid);
+            let listed = ServiceError::Invalid(listed);
+            if more > 0 {
+                format!("{listed}; and {more} more")
+            } else {
+                listed.to_string()
+            }
         }
         ServiceError::Unavailable(_) => "the database is unavailable; try again shortly".into(),
         ServiceError::Internal { .. } => "internal server error".into(),
@@ -413,5 +436,25 @@ mod tests {
             assert_eq!(named, count.min(MAX_LISTED_ERRORS), "{}", problem.detail);
             assert_eq!(problem.detail.ends_with("; and 1 more"), more.is_some());
         }
+    }
+
+    #[actix_web::test]
+    async fn a_422_cuts_what_it_echoes() {
+        let long = "é".repeat(60_000);
+        let fields = vec![InvalidField::new(
+            long.clone(),
+            format!("unknown field `{long}`"),
+        )];
+        let response = ApiError::from(ServiceError::Invalid(fields)).error_response();
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        assert!(body.len() < 2_000, "{} bytes", body.len());
+        let problem: Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            problem.errors[0].field.chars().count(),
+            MAX_ECHOED_CHARS + 3
+        );
+        assert!(problem.errors[0].field.ends_with("..."));
     }
 }

@@ -232,11 +232,30 @@ impl Application {
     /// metrics listener serves alongside and stops after the API has stopped, so the last
     /// requests can still be scraped during the drain.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Some(metrics) = self.metrics else {
-            return self.server.await;
+        let services = self.services.clone();
+        let served = Self::serve(self.server, self.metrics).await;
+        // Counts of throttled answers wait in memory for their minute to end: write them now,
+        // or a stop would lose them.
+        let flushed =
+            actix_web::rt::task::spawn_blocking(move || services.audit.flush_throttled()).await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => log::warn!(
+                "audit: throttled answers of the last minute not written: {}",
+                myapi_services::error_chain(&error)
+            ),
+            Err(error) => log::warn!("audit: the last write of throttled answers failed: {error}"),
+        }
+        served
+    }
+
+    /// Serves the API, and the metrics listener alongside it, until the API stops.
+    async fn serve(server: Server, metrics: Option<MetricsServer>) -> std::io::Result<()> {
+        let Some(metrics) = metrics else {
+            return server.await;
         };
         let stop = metrics.server.handle();
-        let mut api = std::pin::pin!(self.server);
+        let mut api = std::pin::pin!(server);
         let mut scraper = std::pin::pin!(metrics.server);
         let mut scraper_done = false;
         let served = std::future::poll_fn(|cx| {

@@ -4,14 +4,29 @@
 
 use std::net::IpAddr;
 
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 use super::AuthService;
-use super::budget::username_digest;
 use crate::audit::{Actor, AuditEntry, AuditEvent};
+use crate::config::hex;
 use crate::{ServiceError, blocking};
 
 impl AuthService {
+    /// What a failed login to no account stores of its username (normalised), since people
+    /// type passwords into that field: `hmac:` and the hex of a 128-bit HMAC-SHA256 under a
+    /// key derived from the signing key, so that a reader of the trail cannot test guesses
+    /// against it. The same username gets the same digest while the signing key stays.
+    pub fn username_digest(&self, account: &str) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(&(*self.audit_digest_key).into());
+        mac.update(account.as_bytes());
+        format!("hmac:{}", hex(&mac.finalize().into_bytes()[..16]))
+    }
+
     /// Records a refused password login: about the account `known` (its id and email), or
-    /// else about the username `account` (normalised) by its digest ([`username_digest`]).
+    /// else about the username `account` (normalised) by its digest
+    /// ([`AuthService::username_digest`]).
     pub(super) async fn audit_failed_login(
         &self,
         account: &str,
@@ -21,7 +36,7 @@ impl AuthService {
         let entry = AuditEntry::new(AuditEvent::LoginFailed, Actor::Anonymous).client(client);
         let entry = match known {
             Some((user_id, email)) => entry.user_id(user_id).email(&email),
-            None => entry.unknown_subject(username_digest(account)),
+            None => entry.unknown_subject(self.username_digest(account)),
         };
         let audit = self.audit.clone();
         blocking(move || crate::audit::record_alone(&audit, &entry)).await

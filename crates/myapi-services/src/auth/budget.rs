@@ -36,17 +36,6 @@ pub(crate) fn digest(text: &str) -> Digest128 {
     out
 }
 
-/// `sha256:` and the hex of a 128-bit SHA-256 prefix of a normalised username, the key the
-/// login budget charges it to: what a failed login to no account stores, since people type
-/// passwords into the username field.
-pub fn username_digest(account: &str) -> String {
-    let hex: String = digest(account)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
 /// One login attempt's keys: the account and the client network it is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt {
@@ -183,19 +172,5 @@ impl BudgetKeys {
             account: digest(account),
             client: self.network(client),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_username_digest_is_the_budget_key_and_hides_the_text() {
-        // printf %s ada@example.com | sha256sum | cut -c1-32
-        assert_eq!(
-            username_digest("ada@example.com"),
-            "sha256:b5fc85e55755f9e0d030a10ab4429b6b"
-        );
     }
 }

@@ -421,8 +421,8 @@ impl SessionDataManager {
             .optional()?)
     }
 
-    /// Revokes the family, recording `cause` (what asked for it) and, if the family was
-    /// live until now, its revocation too; `false` when it was revoked already.
+    /// Revokes the family, recording `cause` (what asked for it) and the revocation; `false`,
+    /// recording nothing, when it was revoked already.
     pub fn revoke_family(
         &self,
         family_id: &str,
@@ -439,8 +439,8 @@ impl SessionDataManager {
             .set(refresh_families::revoked_at.eq(now))
             .execute(conn)?
                 > 0;
-            record(conn, cause)?;
             if revoked {
+                record(conn, cause)?;
                 let revocation = cause
                     .with_event(AuditEvent::FamilyRevoked)
                     .detail(format!("family {family_id}"));

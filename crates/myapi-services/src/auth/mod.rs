@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use ipnet::IpNet;
 
-pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation, username_digest};
+pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
 pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
 pub use hooks::{Hooks, Point};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
@@ -210,6 +210,8 @@ pub struct AuthService {
     reuse_grace_secs: i64,
     hasher: PasswordHasher,
     check_times: Arc<CheckTimes>,
+    /// Keys [`AuthService::username_digest`].
+    audit_digest_key: Arc<[u8; 64]>,
     hooks: Hooks,
     hashing: Arc<HashPool>,
     budget: Arc<dyn LoginBudget>,
@@ -276,6 +278,7 @@ impl AuthService {
             reuse_grace_secs: secs(auth.refresh_reuse_grace_secs),
             hasher,
             check_times: Arc::default(),
+            audit_digest_key: Arc::new(audit_digest_key(settings)),
             hooks,
             hashing: HashPool::new(auth.hash_concurrency.get(), auth.hash_queue),
             budget,
@@ -464,10 +467,7 @@ impl AuthService {
             .run(self.password_check(user, credentials.password))
             .await;
         let (user, upgraded_hash) = match checked {
-            Ok((checked, pad)) => {
-                tokio::time::sleep(pad).await;
-                checked
-            }
+            Ok(checked) => checked,
             Err(error) => {
                 // Not the client's doing: the attempt does not count.
                 let cancelled = self
@@ -540,16 +540,16 @@ impl AuthService {
 
     /// The password check a login runs on a hashing thread: against the user's hash, or a
     /// dummy one for an unknown user, and a new hash when the stored one has outdated
-    /// parameters and matched. Also returns how long the caller must wait before it
-    /// answers, so that a check against an older (cheaper) hash takes about as long as one
-    /// against a current hash: how long an answer took must not tell which accounts have
-    /// old hashes, that is, which exist. (A hash made with costlier parameters than today's
-    /// cannot be padded down: lower the parameters only with that in mind.)
+    /// parameters and matched. A check against an older (cheaper) hash is padded, on the
+    /// hashing thread, to about what a current check takes: how long an answer took must
+    /// not tell which accounts have old hashes, that is, which exist, and such a check
+    /// holds a hashing thread as long as any other. (A hash made with costlier parameters
+    /// than today's cannot be padded down: lower the parameters only with that in mind.)
     fn password_check(
         &self,
         user: Option<UserRow>,
         password: String,
-    ) -> impl FnOnce() -> ((Option<UserRow>, Option<String>), Duration) + Send + 'static {
+    ) -> impl FnOnce() -> (Option<UserRow>, Option<String>) + Send + 'static {
         let (hasher, dummy_hash) = (self.hasher.clone(), Arc::clone(&self.dummy_hash));
         let check_times = Arc::clone(&self.check_times);
         move || {
@@ -580,11 +580,12 @@ impl AuthService {
                 check_times.record(took);
                 Duration::ZERO
             };
+            std::thread::sleep(pad);
             if !matched {
-                return ((None, None), pad);
+                return (None, None);
             }
             let upgraded_hash = outdated.then(|| hasher.hash(&password).ok()).flatten();
-            ((user, upgraded_hash), pad)
+            (user, upgraded_hash)
         }
     }
 
@@ -701,19 +702,19 @@ impl AuthService {
         }
         let sessions = self.sessions.clone();
         let presented = hash_secret(&token);
-        let known = blocking(move || match sessions.family_of(&presented)? {
+        let revoked = blocking(move || match sessions.family_of(&presented)? {
             Some((family_id, user_id)) => {
                 let audit = AuditEntry::new(AuditEvent::TokenRevoked, Actor::User(user_id))
                     .user_id(user_id)
                     .client(address);
-                sessions
-                    .revoke_family(&family_id, unix_now(), &audit)
-                    .map(|_| true)
+                sessions.revoke_family(&family_id, unix_now(), &audit)
             }
             None => Ok(false),
         })
         .await?;
-        if !known {
+        // An unknown token, or one whose family was revoked already, costs the client: no
+        // endless revocations of one old token, each a write.
+        if !revoked {
             self.count_client_failure(client).await?;
         }
         Ok(())
@@ -878,6 +879,23 @@ fn unix_now() -> i64 {
 
 fn secs(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+/// The key of [`AuthService::username_digest`]: derived from the signing key, or random
+/// for a process that signs with a random key.
+fn audit_digest_key(settings: &Settings) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    match &settings.token_key {
+        Some(keys) => {
+            let derived = hkdf::Hkdf::<sha2::Sha256>::new(None, keys.signing().1.as_bytes())
+                .expand(b"myapi audit username digest", &mut key);
+            if derived.is_err() {
+                OsRng.fill_bytes(&mut key);
+            }
+        }
+        None => OsRng.fill_bytes(&mut key),
+    }
+    key
 }
 
 /// The scopes a family was granted; `None` for a family from before scopes were stored
