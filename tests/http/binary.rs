@@ -80,11 +80,12 @@ fn bad_settings_fail_with_one_line() {
         1,
         "database unavailable",
     );
-    one_line_failure(
-        server(&db).env("MYAPI_DATABASE__DSN", "mysql://x@y/z"),
-        1,
-        "unsupported scheme",
-    );
+    for (dsn, needle) in [
+        ("mysql://x@y/z", "unsupported scheme"),
+        ("host=db nonsense=1", "database.dsn"),
+    ] {
+        one_line_failure(server(&db).env("MYAPI_DATABASE__DSN", dsn), 2, needle);
+    }
 }
 
 /// The signing keys of `deploy/myapi.env.example`, as an instance copied from it would

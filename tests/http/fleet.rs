@@ -100,7 +100,7 @@ async fn a_budget_the_database_cannot_answer_is_a_503() {
         .args([
             app.db.dsn.as_str(),
             "-qc",
-            "DROP FUNCTION myapi.login_budget_reserve",
+            "DROP FUNCTION myapi.login_budget_reserve_v2",
         ])
         .status()
         .unwrap();
