@@ -753,6 +753,16 @@ fn admin_commands_leave_an_audit_trail() {
             !text.contains("s3cret") && !text.contains("n3w-password"),
             "{text}"
         );
+        // Read a page at a time: pages of 2 print the same lines.
+        let paged = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+            .arg("audit")
+            .current_dir(db.dir.path())
+            .env("MYAPI_DATABASE__DSN", &db.dsn)
+            .env("MYAPI_AUDIT__DEFAULT_PAGE_SIZE", "2")
+            .env("MYAPI_AUDIT__MAX_PAGE_SIZE", "2")
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&paged), text);
 
         // The user is gone; their trail is found by id and by email.
         assert_eq!(audit_lines(&db, &["--user", "1"]).len(), 5);

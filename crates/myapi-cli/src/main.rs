@@ -5,6 +5,7 @@
 //! flags unless asked (`--password` shows in `ps`; prefer the prompt or `--password-stdin`).
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -331,9 +332,8 @@ fn audit(
     user: Option<&str>,
     event: Option<&str>,
 ) -> Result<(), Failure> {
-    let events = connect(settings)?.audit.list(since, user, event)?;
     let mut out = std::io::stdout().lock();
-    for event in events {
+    connect(settings)?.audit.list(since, user, event, |event| {
         let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
         let line = [
             event.id.to_string(),
@@ -349,10 +349,12 @@ fn audit(
         ]
         .map(|field| field.replace(['\t', '\n', '\r'], " "))
         .join("\t");
-        if writeln!(out, "{line}").is_err() {
-            break; // a closed pipe (`| head`): nothing more to print
+        // A closed pipe (`| head`): nothing more to print.
+        match writeln!(out, "{line}") {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
         }
-    }
+    })?;
     Ok(())
 }
 

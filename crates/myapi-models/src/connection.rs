@@ -201,6 +201,7 @@ fn keyword_values(dsn: &str) -> (Vec<(&str, std::ops::Range<usize>)>, bool) {
     let mut well_formed = true;
     let mut at = blank_from(0);
     while at < bytes.len() {
+        // At a character that is not blank: a keyword, or a stray `=` (ASCII, stepped over).
         let keyword_start = at;
         while bytes
             .get(at)
@@ -212,7 +213,7 @@ fn keyword_values(dsn: &str) -> (Vec<(&str, std::ops::Range<usize>)>, bool) {
         at = blank_from(at);
         if bytes.get(at) != Some(&b'=') || keyword.is_empty() {
             well_formed = false;
-            at += usize::from(keyword.is_empty());
+            at = blank_from(at + usize::from(keyword.is_empty()));
             continue;
         }
         at = blank_from(at + 1);
@@ -733,6 +734,8 @@ mod tests {
             ("data/app.db", "data/app.db"),
             ("", ""),
             ("password=caf\u{e9}\\\u{e9} x=\\", "password=*** x=\\"),
+            // A stray `=` and then a blank before a multibyte character.
+            ("PASSWORD='x' =\t% \u{e9}H", "PASSWORD=*** =\t% \u{e9}H"),
         ] {
             assert_eq!(redacted_dsn(dsn), shown, "{dsn}");
         }

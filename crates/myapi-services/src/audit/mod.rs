@@ -17,6 +17,7 @@ mod data;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -424,15 +425,16 @@ impl AuditService {
         })
     }
 
-    /// Every event since `since` (see [`parse_since`]) about `user` (an id or an email) of
-    /// kind `event`, by id (blocking; for the CLI). An email also finds the events of a
-    /// deleted user recorded with it.
+    /// Hands `each` every event since `since` (see [`parse_since`]) about `user` (an id or
+    /// an email) of kind `event`, by id, until it breaks (blocking; for the CLI). An email
+    /// also finds the events of a deleted user recorded with it.
     pub fn list(
         &self,
         since: Option<&str>,
         user: Option<&str>,
         event: Option<&str>,
-    ) -> Result<Vec<AuditEventSchema>, ServiceError> {
+        mut each: impl FnMut(AuditEventSchema) -> ControlFlow<()>,
+    ) -> Result<(), ServiceError> {
         let now = unix_now();
         let since = since.map(|raw| parse_since(raw, now)).transpose();
         let event = event
@@ -465,12 +467,20 @@ impl AuditService {
                 }
             },
         }
-        Ok(self
-            .data
-            .load(&filter, None)?
-            .iter()
-            .map(to_schema)
-            .collect())
+        // A page at a time, so a long trail is never all in memory.
+        let batch = i64::from(self.settings.max_page_size.get());
+        loop {
+            let rows = self.data.load(&filter, Some(batch))?;
+            for row in &rows {
+                if each(to_schema(row)).is_break() {
+                    return Ok(());
+                }
+            }
+            match rows.last() {
+                Some(last) if rows.len() as i64 == batch => filter.after = last.id,
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Deletes the events older than `audit.retention_days` and returns how many went;
