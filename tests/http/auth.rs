@@ -350,27 +350,31 @@ where
     out
 }
 
-async fn outdated_hashes_are_upgraded_on_login(db: TestDb) {
-    let app = spawn_app(db).await;
+/// Creates the reader `old@example.com` with a hash of older parameters: `memory_kib` and
+/// one iteration, as an instance configured so would have.
+async fn create_with_old_hash(app: &TestApp, memory_kib: u32) {
     let mut weak = app.settings.clone();
-    weak.auth.argon2_memory_kib = 8192;
+    weak.auth.argon2_memory_kib = memory_kib;
     weak.auth.argon2_iterations = 1;
-    let old_services =
-        tokio::task::spawn_blocking(move || myapi_services::Services::build(&weak, false))
-            .await
-            .unwrap()
-            .unwrap();
     tokio::task::spawn_blocking(move || {
-        old_services.auth.create_user(
-            "Old",
-            "old@example.com",
-            PASSWORD.into(),
-            myapi_services::auth::Role::Reader,
-        )
+        myapi_services::Services::build(&weak, false)
+            .unwrap()
+            .auth
+            .create_user(
+                "Old",
+                "old@example.com",
+                PASSWORD.into(),
+                myapi_services::auth::Role::Reader,
+            )
     })
     .await
     .unwrap()
     .unwrap();
+}
+
+async fn outdated_hashes_are_upgraded_on_login(db: TestDb) {
+    let app = spawn_app(db).await;
+    create_with_old_hash(&app, 8192).await;
     let stored = || {
         let out = std::process::Command::new("psql")
             .args([
@@ -602,23 +606,7 @@ async fn outdated_hashes_answer_as_slowly_as_unknown_accounts(db: TestDb) {
         settings.auth.ip_failure_burst = 100.try_into().unwrap();
     })
     .await;
-    let mut weak = app.settings.clone();
-    weak.auth.argon2_memory_kib = 1024;
-    weak.auth.argon2_iterations = 1;
-    tokio::task::spawn_blocking(move || {
-        myapi_services::Services::build(&weak, false)
-            .unwrap()
-            .auth
-            .create_user(
-                "Old",
-                "old@example.com",
-                PASSWORD.into(),
-                myapi_services::auth::Role::Reader,
-            )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    create_with_old_hash(&app, 1024).await;
     let wrong_password = |username: &'static str| {
         let app = &app;
         async move {
