@@ -367,14 +367,27 @@ fn create_private(path: &std::path::Path) -> std::io::Result<()> {
 
 /// Adds libpq's `connect_timeout` so an unreachable host fails in seconds, not minutes.
 fn with_connect_timeout(dsn: &str, timeout: Duration) -> String {
-    if dsn.contains("connect_timeout") {
+    let (has_timeout, separator) = match url_scheme(dsn) {
+        None => (
+            keyword_values(dsn)
+                .0
+                .iter()
+                .any(|(keyword, _)| *keyword == "connect_timeout"),
+            ' ',
+        ),
+        // Split by hand: a multi-host URL (`h1:p1,h2:p2`) is not one the url crate parses.
+        Some(_) => (
+            dsn.split_once('?').is_some_and(|(_, query)| {
+                query
+                    .split('&')
+                    .any(|pair| pair.split('=').next() == Some("connect_timeout"))
+            }),
+            if dsn.contains('?') { '&' } else { '?' },
+        ),
+    };
+    if has_timeout {
         return dsn.to_owned();
     }
-    let separator = match url_scheme(dsn) {
-        None => ' ',
-        Some(_) if dsn.contains('?') => '&',
-        Some(_) => '?',
-    };
     format!(
         "{dsn}{separator}connect_timeout={}",
         timeout.as_secs().max(1)
@@ -655,6 +668,16 @@ mod tests {
         assert_eq!(
             with_connect_timeout("postgres://h/db?sslmode=require", five),
             "postgres://h/db?sslmode=require&connect_timeout=5"
+        );
+        for set in [
+            "host=db connect_timeout=9",
+            "postgres://h/db?connect_timeout=9",
+        ] {
+            assert_eq!(with_connect_timeout(set, five), set);
+        }
+        assert_eq!(
+            with_connect_timeout("host=db application_name=connect_timeout", five),
+            "host=db application_name=connect_timeout connect_timeout=5"
         );
     }
 
