@@ -349,3 +349,29 @@ async fn the_trail_is_for_admins_and_checks_its_query(db: TestDb) {
     assert_eq!(purged, 7, "3 users created, 4 logins");
 }
 both_backends!(the_trail_is_for_admins_and_checks_its_query);
+
+/// A right password that gets no token is a failed login too, saying why.
+async fn a_right_password_refused_its_scope_is_a_failed_login(db: TestDb) {
+    let app = spawn_app_with(db, |_| {}).await;
+    app.create_user(ADA, PASSWORD).await;
+    app.create_user_with_role(ADMIN, PASSWORD, Role::Admin)
+        .await;
+    let refused = app
+        .post_token(&[
+            ("username", ADA),
+            ("password", PASSWORD),
+            ("scope", "movies:write"),
+        ])
+        .await;
+    assert_eq!(refused.status(), 400);
+    let (_, _, body) = login(&app, ADMIN, PASSWORD).await;
+    let admin = body["access_token"].as_str().unwrap();
+    let events = all_events(&app, admin, "event=login_failed").await;
+    let failed = one_of_kind(&events, "login_failed");
+    assert_eq!(failed["subject"], ADA, "{failed}");
+    assert_eq!(
+        failed["detail"], "right password, refused scope",
+        "{failed}"
+    );
+}
+both_backends!(a_right_password_refused_its_scope_is_a_failed_login);

@@ -26,14 +26,18 @@ impl AuthService {
 
     /// Records a refused password login: about the account `known` (its id and email), or
     /// else about the username `account` (normalised) by its digest
-    /// ([`AuthService::username_digest`]).
+    /// ([`AuthService::username_digest`]); `why` when the password was right.
     pub(super) async fn audit_failed_login(
         &self,
         account: &str,
         known: Option<(i32, String)>,
         client: IpAddr,
+        why: Option<&'static str>,
     ) -> Result<(), ServiceError> {
-        let entry = AuditEntry::new(AuditEvent::LoginFailed, Actor::Anonymous).client(client);
+        let mut entry = AuditEntry::new(AuditEvent::LoginFailed, Actor::Anonymous).client(client);
+        if let Some(why) = why {
+            entry = entry.detail(why);
+        }
         let entry = match known {
             Some((user_id, email)) => entry.user_id(user_id).email(&email),
             None => entry.unknown_subject(self.username_digest(account)),

@@ -448,7 +448,8 @@ impl AuthService {
         if !plausible {
             self.budget_step(move |budget| budget.reserve(&attempt, None))
                 .await?;
-            self.audit_failed_login(&account, None, client).await?;
+            self.audit_failed_login(&account, None, client, None)
+                .await?;
             return Err(LoginError::InvalidGrant);
         }
         let audit_account = account.clone();
@@ -481,7 +482,7 @@ impl AuthService {
         };
         // A wrong password keeps its reservation: it was a failure.
         let Some(user) = user else {
-            self.audit_failed_login(&audit_account, known, client)
+            self.audit_failed_login(&audit_account, known, client, None)
                 .await?;
             return Err(LoginError::InvalidGrant);
         };
@@ -530,11 +531,20 @@ impl AuthService {
         })
         .await?;
         if !current {
-            self.audit_failed_login(&audit_account, known, client)
+            let why = Some("the password changed while it was checked");
+            self.audit_failed_login(&audit_account, known, client, why)
                 .await?;
             return Err(LoginError::InvalidGrant);
         }
-        let granted = granted?;
+        let granted = match granted {
+            Ok(granted) => granted,
+            Err(refused) => {
+                let why = Some("right password, refused scope");
+                self.audit_failed_login(&audit_account, known, client, why)
+                    .await?;
+                return Err(refused);
+            }
+        };
         Ok(self.grant(&user, asked.as_ref(), &granted, refresh_token)?)
     }
 
