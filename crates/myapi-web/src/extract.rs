@@ -129,17 +129,10 @@ pub fn client_ip(req: &HttpRequest) -> IpAddr {
     }
 }
 
-/// `Link: <path?…&limit=L&offset=O>; rel="next"` for the page after this one, keeping the
-/// query's own `parameters`.
-pub fn next_page_link(
-    path: &str,
-    parameters: &[(&str, String)],
-    next: myapi_services::query::Page,
-) -> (header::HeaderName, String) {
-    let mut query: Vec<(&str, String)> = parameters.to_vec();
-    query.push(("limit", next.limit.to_string()));
-    query.push(("offset", next.offset.to_string()));
-    let query = serde_urlencoded::to_string(&query).unwrap_or_default();
+/// `Link: <path?parameters>; rel="next"`: where the page after this one is, `parameters`
+/// being that page's whole query (filters, `limit`, and its `offset` or cursor).
+pub fn next_page_link(path: &str, parameters: &[(&str, String)]) -> (header::HeaderName, String) {
+    let query = serde_urlencoded::to_string(parameters).unwrap_or_default();
     (header::LINK, format!("<{path}?{query}>; rel=\"next\""))
 }
 

@@ -1,6 +1,5 @@
 //! The `audit` scope: `GET /audit/`, the audit trail (admins: `audit:read`).
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use myapi_schemas::{AuditEvent, AuditEventSchema, Problem};
 use myapi_services::Services;
@@ -10,7 +9,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::blocking::block;
 use crate::error::ApiError;
-use crate::extract::{AuditRead, Authorized, query_pairs};
+use crate::extract::{AuditRead, Authorized, next_page_link, query_pairs};
 use crate::openapi::GuardedErrors;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -66,8 +65,7 @@ pub async fn list_events(
         }
         parameters.push(("limit", query.limit.to_string()));
         parameters.push(("after", after.to_string()));
-        let query = serde_urlencoded::to_string(&parameters).unwrap_or_default();
-        response.insert_header((header::LINK, format!("</audit/?{query}>; rel=\"next\"")));
+        response.insert_header(next_page_link("/audit/", &parameters));
     }
     Ok(response.json(page.events))
 }

@@ -258,7 +258,13 @@ pub async fn list_users(
     let page = block(move || services.auth.users_page(&pairs)).await??;
     let mut response = HttpResponse::Ok();
     if let Some(next) = page.next {
-        response.insert_header(next_page_link("/users/", &[], next));
+        response.insert_header(next_page_link(
+            "/users/",
+            &[
+                ("limit", next.limit.to_string()),
+                ("offset", next.offset.to_string()),
+            ],
+        ));
     }
     Ok(response.json(page.users))
 }
