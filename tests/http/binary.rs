@@ -17,6 +17,7 @@ pub(crate) fn server(db: &TestDb) -> Command {
         .env_remove("MYAPI_TOKEN_KEYS")
         .env("RUST_LOG", "debug")
         .env("MYAPI_SERVER__SHUTDOWN_TIMEOUT_SECS", "2")
+        .env("MYAPI_SERVER__DRAIN_SECS", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     command
@@ -246,8 +247,9 @@ async fn a_dotenv_others_may_read_is_warned_about() {
             .await
             .unwrap();
         assert_eq!(health.status(), 200);
-        assert!(terminate(&mut child).success());
+        let status = terminate(&mut child);
         let lines: Vec<String> = log.try_iter().collect();
+        assert!(status.success(), "{status:?}: {lines:#?}");
         let warnings: Vec<&String> = lines
             .iter()
             .filter(|line| line.contains("WARN") && line.contains(".env is readable"))
@@ -358,21 +360,33 @@ pub(crate) fn start_command(
     panic!("server did not start");
 }
 
-pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+/// Sends `signal` (`TERM`, `INT`) to the server.
+pub(crate) fn send_signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
         .status()
         .unwrap();
-    // Generous: the server itself stops within `shutdown_timeout_secs` (2 here), but a
-    // machine busy with other test binaries can be slow to schedule it.
+    assert!(sent.success(), "kill -{signal} failed");
+}
+
+/// Waits for the server to exit. Generous: the server itself stops within its drain and
+/// `shutdown_timeout_secs`, but a machine busy with other test binaries can be slow to
+/// schedule it.
+pub(crate) fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        assert!(Instant::now() < deadline, "server did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// SIGTERM, then [`wait_for_exit`].
+pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    send_signal(child, "TERM");
+    wait_for_exit(child)
 }
 
 #[tokio::test]

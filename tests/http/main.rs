@@ -24,6 +24,7 @@ mod proxies;
 mod resilience;
 mod scopes;
 mod sessions;
+mod stopping;
 mod tls;
 // [xtask] test modules
 

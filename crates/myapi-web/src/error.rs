@@ -14,7 +14,8 @@ use myapi_services::{InvalidField, ServiceError};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// `Retry-After` sent while the database is unreachable.
+/// `Retry-After` sent while the database is unreachable, or by `/ready` while the instance
+/// stops.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
 /// Most offending fields a 422 names, in `errors` and in `detail`; the rest are counted in
@@ -48,6 +49,9 @@ pub enum ApiError {
     MethodNotAllowed { allow: String },
     #[error("request headers exceed {limit} bytes")]
     HeadersTooLarge { limit: usize },
+    /// `/ready` while the instance drains before it stops.
+    #[error("this instance is stopping")]
+    Draining,
 }
 
 /// The errors of `POST /token`, answered per RFC 6749 §5.2.
@@ -92,6 +96,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -125,7 +130,7 @@ impl ResponseError for ApiError {
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 ));
             }
-            Self::Service(ServiceError::Unavailable(_)) => {
+            Self::Service(ServiceError::Unavailable(_)) | Self::Draining => {
                 retry_after(&mut response, UNAVAILABLE_RETRY_AFTER_SECS);
             }
             Self::Service(ServiceError::Invalid(invalid)) => {

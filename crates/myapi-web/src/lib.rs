@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod shutdown;
 pub mod startup;
 
 pub use startup::{Application, ServerSettings, StartupError};

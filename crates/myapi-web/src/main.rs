@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use myapi_services::SettingsSource;
+use myapi_web::shutdown::StopSignals;
 use myapi_web::{Application, LogSettings, MetricsSettings, ServerSettings, logging};
 
 fn main() -> ExitCode {
@@ -29,6 +30,15 @@ fn main() -> ExitCode {
     if let Some(exposed) = exposed_dotenv {
         log::warn!("{exposed}");
     }
+    let system = actix_web::rt::System::new();
+    // Before anything is bound, so that no signal meets the default action from here on.
+    let signals = match system.block_on(async { StopSignals::install() }) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("myapi-web: cannot catch stop signals: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let app = match Application::build_with_metrics(&server, &settings, &metrics) {
         Ok(app) => app,
         Err(error) => {
@@ -36,7 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match actix_web::rt::System::new().block_on(app.run_until_stopped()) {
+    match system.block_on(app.run_until_signalled(signals)) {
         Ok(()) => {
             log::info!("stopped");
             ExitCode::SUCCESS

@@ -9,6 +9,7 @@ use actix_cors::Cors;
 use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, from_fn};
+use actix_web::web::ThinData;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use myapi_services::config::{ConfigError, Threads, comma_list};
 use myapi_services::{ServiceError, Services, Settings, SettingsSource};
@@ -25,6 +26,7 @@ use crate::middleware::{
 };
 use crate::openapi::ApiDoc;
 use crate::routes;
+use crate::shutdown::{self, Draining, StopSignals, StopTimes};
 
 /// The `server` section of the settings (defaults in `config/default.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -41,7 +43,10 @@ pub struct ServerSettings {
     pub keep_alive_secs: u64,
     /// Time a client has to send its request head.
     pub client_request_timeout_ms: u64,
-    /// Time in-flight requests get to finish on shutdown.
+    /// After SIGTERM, time `/ready` answers 503 while requests are still served
+    /// ([`crate::shutdown`]).
+    pub drain_secs: u64,
+    /// Time in-flight requests get to finish once the server stops accepting.
     pub shutdown_timeout_secs: u64,
     /// `/token` has its own, smaller cap.
     pub max_body_bytes: usize,
@@ -115,6 +120,8 @@ pub struct Application {
     services: Services,
     server: Server,
     metrics: Option<MetricsServer>,
+    draining: Draining,
+    stop_times: StopTimes,
 }
 
 /// The `/metrics` listener, when enabled.
@@ -193,7 +200,8 @@ impl Application {
             }
             _ => None,
         };
-        let http = run(listener, services.clone(), server).map_err(bind_error)?;
+        let draining = Draining::default();
+        let http = run(listener, services.clone(), draining.clone(), server).map_err(bind_error)?;
         if !server.trusted_proxies.is_empty() {
             log::info!(
                 "trusted proxies: {} (their {} names the client)",
@@ -210,6 +218,11 @@ impl Application {
             services,
             server: http,
             metrics,
+            draining,
+            stop_times: StopTimes {
+                drain: Duration::from_secs(server.drain_secs),
+                shutdown_timeout: Duration::from_secs(server.shutdown_timeout_secs),
+            },
         })
     }
 
@@ -228,9 +241,24 @@ impl Application {
         self.metrics.as_ref().map(|metrics| metrics.address)
     }
 
-    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests and returns. The
-    /// metrics listener serves alongside and stops after the API has stopped, so the last
-    /// requests can still be scraped during the drain.
+    /// Serves until SIGTERM or SIGINT, then drains, stops and returns, as
+    /// [`crate::shutdown`] describes. `signals` must have been installed before the
+    /// listener was bound ([`Self::build_with_metrics`]).
+    pub async fn run_until_signalled(self, signals: StopSignals) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let (draining, times) = (self.draining.clone(), self.stop_times);
+        actix_web::rt::spawn(async move {
+            let signals = shutdown::wait_for_stop(signals, &draining, times).await;
+            // Sends the command now; the server acts on it while it is polled below.
+            drop(handle.stop(true));
+            shutdown::exit_on_next_signal(signals).await;
+        });
+        self.run_until_stopped().await
+    }
+
+    /// Serves until the API server is stopped (by [`Self::run_until_signalled`]; in tests,
+    /// never: they drop it). The metrics listener serves alongside and stops after the API
+    /// has stopped, so the last requests can still be scraped during the drain.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let services = self.services.clone();
         let served = Self::serve(self.server, self.metrics).await;
@@ -284,6 +312,7 @@ impl Application {
 pub fn run(
     listener: TcpListener,
     services: Services,
+    draining: Draining,
     settings: &ServerSettings,
 ) -> std::io::Result<Server> {
     let blocking = blocking_threads(
@@ -300,6 +329,7 @@ pub fn run(
             .configure(routes::configure)
             .split_for_parts();
         app.app_data(services.clone())
+            .app_data(ThinData(draining.clone()))
             .app_data(web::PayloadConfig::new(server_settings.max_body_bytes))
             .app_data(HeaderLimit(server_settings.max_header_bytes))
             .app_data(server_settings.trusted_proxies.clone())
@@ -334,6 +364,8 @@ pub fn run(
     .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
     .client_disconnect_timeout(Duration::from_secs(1))
     .shutdown_timeout(settings.shutdown_timeout_secs)
+    // Signals are caught before the listener is bound ([`crate::shutdown`]).
+    .disable_signals()
     .workers(settings.workers.get())
     .worker_max_blocking_threads(blocking);
     Ok(server.listen(listener)?.run())

@@ -1,5 +1,6 @@
 //! Liveness and readiness probes (public).
 
+use actix_web::web::ThinData;
 use actix_web::{HttpResponse, get, web};
 use myapi_schemas::HealthStatus;
 use myapi_services::Services;
@@ -7,6 +8,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::blocking::block;
 use crate::error::ApiError;
+use crate::shutdown::Draining;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(health).service(ready);
@@ -24,18 +26,24 @@ pub async fn health() -> HttpResponse {
     })
 }
 
-/// Readiness: the database answers and every migration is applied.
+/// Readiness: not stopping, the database answers and every migration is applied.
 #[utoipa::path(
     tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = HealthStatus),
-        (status = 503, description = "Database unreachable or migrations pending", body = myapi_schemas::Problem,
+        (status = 503, description = "Stopping (draining after SIGTERM), database unreachable or migrations pending", body = myapi_schemas::Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
 #[get("/ready")]
-pub async fn ready(services: web::Data<Services>) -> Result<HttpResponse, ApiError> {
+pub async fn ready(
+    services: web::Data<Services>,
+    draining: ThinData<Draining>,
+) -> Result<HttpResponse, ApiError> {
+    if draining.is_draining() {
+        return Err(ApiError::Draining);
+    }
     block(move || services.database.check_ready()).await??;
     Ok(HttpResponse::Ok().json(HealthStatus {
         status: "ok".into(),

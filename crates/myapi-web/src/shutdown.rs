@@ -1,0 +1,153 @@
+//! How the server stops: drained, then graceful, and always.
+//!
+//! SIGTERM, what service managers and orchestrators send, starts a drain: `/ready` answers
+//! 503 for `server.drain_secs` while every request is still served, so that a load balancer
+//! that polls it stops sending here. Then the listener closes and in-flight requests get
+//! `server.shutdown_timeout_secs` to finish. SIGINT (Ctrl-C) skips the drain. A second
+//! signal ends the drain at once; during the stop it ends the process, and so does a stop
+//! that outlives its deadline, whatever holds it up (exit code 1).
+//!
+//! The server installs these handlers itself, before it binds, instead of leaving signals to
+//! actix-server: actix installs its own only once the server is first polled, after its
+//! workers are up, so a SIGTERM sent right after the first answer could meet the default
+//! action and kill the process mid-request.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::rt::signal::unix::{Signal, SignalKind, signal};
+
+/// Time past `shutdown_timeout_secs` that the rest of a stop may take (the metrics listener,
+/// the last audit write, blocking work the runtime waits for) before the process is ended.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// The signals that stop the server, caught from [`StopSignals::install`] on.
+pub struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+/// Which signal arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Terminate,
+    Interrupt,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Terminate => "SIGTERM",
+            Self::Interrupt => "SIGINT",
+        }
+    }
+}
+
+impl StopSignals {
+    /// Replaces the default action of SIGTERM and SIGINT (ending the process) with a record
+    /// that [`Self::recv`] reads. Call inside the runtime, before anything is bound.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<StopSignal> {
+        if self.terminate.poll_recv(cx).is_ready() {
+            return Poll::Ready(StopSignal::Terminate);
+        }
+        self.interrupt.poll_recv(cx).map(|_| StopSignal::Interrupt)
+    }
+
+    async fn recv(&mut self) -> StopSignal {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+}
+
+/// Set once a drain has begun; `/ready` reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The timings of a stop (from `server.drain_secs` and `server.shutdown_timeout_secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct StopTimes {
+    pub drain: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// Waits for a stop signal, drains, and returns when the server should stop accepting.
+/// Arms the deadline that ends the process if the stop then hangs, and watches for a
+/// further signal that ends it at once.
+pub(crate) async fn wait_for_stop(
+    mut signals: StopSignals,
+    draining: &Draining,
+    times: StopTimes,
+) -> StopSignals {
+    let first = signals.recv().await;
+    if first == StopSignal::Terminate && !times.drain.is_zero() {
+        draining.start();
+        log::info!(
+            "SIGTERM: draining for {} s (/ready answers 503); a second signal stops at once",
+            times.drain.as_secs()
+        );
+        let mut drain = std::pin::pin!(actix_web::rt::time::sleep(times.drain));
+        let early = std::future::poll_fn(|cx| match drain.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => signals.poll_recv(cx).map(Some),
+        })
+        .await;
+        if let Some(signal) = early {
+            log::info!("{}: drain ended early", signal.name());
+        }
+    }
+    let deadline = times.shutdown_timeout + STOP_MARGIN;
+    log::info!(
+        "{}: stopping; in-flight requests have {} s to finish",
+        first.name(),
+        times.shutdown_timeout.as_secs()
+    );
+    arm_deadline(deadline);
+    signals
+}
+
+/// After a stop has begun, a further signal ends the process at once.
+pub(crate) async fn exit_on_next_signal(mut signals: StopSignals) {
+    let signal = signals.recv().await;
+    log::warn!("{} during the stop: exiting now", signal.name());
+    log::logger().flush();
+    std::process::exit(1);
+}
+
+/// Ends the process if it is still running `after` from now. A thread of its own, so that
+/// nothing that holds up the runtime (a stuck worker, blocking work it waits for on exit)
+/// can hold up this too.
+fn arm_deadline(after: Duration) {
+    let armed = std::thread::Builder::new()
+        .name("stop-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(after);
+            log::error!(
+                "the stop took longer than {} s: exiting without finishing it",
+                after.as_secs()
+            );
+            log::logger().flush();
+            std::process::exit(1);
+        });
+    if let Err(error) = armed {
+        log::warn!("no stop deadline (cannot start its thread: {error})");
+    }
+}
