@@ -1,6 +1,7 @@
 //! How the real binary stops: SIGTERM drains (`/ready` 503 while requests are still served),
-//! SIGINT does not, a second signal cuts the drain short or ends a stop, and a signal at any
-//! moment after start-up is caught.
+//! SIGINT does not, a second signal cuts the drain short or ends a stop, a signal at any
+//! moment after start-up is caught, and a service manager hears when it is ready and when it
+//! stops.
 
 use std::time::{Duration, Instant};
 
@@ -171,4 +172,35 @@ async fn a_sigterm_right_after_start_is_a_clean_stop() {
         let lines: Vec<String> = log.try_iter().collect();
         assert!(status.success(), "{status:?}: {lines:#?}");
     }
+}
+
+/// The `sd_notify` protocol as systemd speaks it (`Type=notify`): a datagram socket named by
+/// `NOTIFY_SOCKET` gets `READY=1` once the server listens and `STOPPING=1` when a stop begins.
+#[tokio::test]
+async fn a_service_manager_is_told_ready_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let socket_path = db.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut command = server(&db);
+    command.env("NOTIFY_SOCKET", &socket_path);
+    let (mut child, port, log) = start_command(command);
+    let mut message = [0; 256];
+    let read = |socket: &UnixDatagram, buffer: &mut [u8]| {
+        let n = socket.recv(buffer).unwrap();
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    assert_eq!(read(&socket, &mut message).trim(), "READY=1");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    send_signal(&child, "TERM");
+    assert_eq!(read(&socket, &mut message).trim(), "STOPPING=1");
+    let status = wait_for_exit(&mut child);
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(status.success(), "{status:?}: {lines:#?}");
 }

@@ -49,9 +49,9 @@ pub enum ApiError {
     MethodNotAllowed { allow: String },
     #[error("request headers exceed {limit} bytes")]
     HeadersTooLarge { limit: usize },
-    /// `/ready` while the instance drains before it stops.
+    /// `/ready` once a stop has begun (while the instance drains, and after).
     #[error("this instance is stopping")]
-    Draining,
+    Stopping,
 }
 
 /// The errors of `POST /token`, answered per RFC 6749 §5.2.
@@ -96,7 +96,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -130,7 +130,7 @@ impl ResponseError for ApiError {
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),
                 ));
             }
-            Self::Service(ServiceError::Unavailable(_)) | Self::Draining => {
+            Self::Service(ServiceError::Unavailable(_)) | Self::Stopping => {
                 retry_after(&mut response, UNAVAILABLE_RETRY_AFTER_SECS);
             }
             Self::Service(ServiceError::Invalid(invalid)) => {

@@ -8,12 +8,12 @@ pub mod blocking;
 pub mod client;
 pub mod error;
 pub mod extract;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
-pub mod shutdown;
 pub mod startup;
 
 pub use startup::{Application, ServerSettings, StartupError};

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use myapi_services::SettingsSource;
-use myapi_web::shutdown::StopSignals;
+use myapi_web::lifecycle::StopSignals;
 use myapi_web::{Application, LogSettings, MetricsSettings, ServerSettings, logging};
 
 fn main() -> ExitCode {

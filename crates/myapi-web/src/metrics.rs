@@ -194,6 +194,9 @@ pub fn serve(
             .route("/metrics", web::get().to(render))
     })
     .workers(1)
+    // A connection per scrape: an idle kept-alive one would hold up the stop by the
+    // shutdown timeout, and scrapes are seconds apart.
+    .keep_alive(actix_web::http::KeepAlive::Disabled)
     .disable_signals()
     .shutdown_timeout(1)
     .listen(listener)?

@@ -20,13 +20,13 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::client::{ClientIpHeader, TrustedProxies};
+use crate::lifecycle::{self, StopSignals, StopTimes, Stopping};
 use crate::metrics::{self, MetricsError, MetricsSettings};
 use crate::middleware::{
     HeaderLimit, docs_security_policy, finish_errors, limit_header_size, observe,
 };
 use crate::openapi::ApiDoc;
 use crate::routes;
-use crate::shutdown::{self, Draining, StopSignals, StopTimes};
 
 /// The `server` section of the settings (defaults in `config/default.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -44,7 +44,7 @@ pub struct ServerSettings {
     /// Time a client has to send its request head.
     pub client_request_timeout_ms: u64,
     /// After SIGTERM, time `/ready` answers 503 while requests are still served
-    /// ([`crate::shutdown`]).
+    /// ([`crate::lifecycle`]).
     pub drain_secs: u64,
     /// Time in-flight requests get to finish once the server stops accepting.
     pub shutdown_timeout_secs: u64,
@@ -120,7 +120,7 @@ pub struct Application {
     services: Services,
     server: Server,
     metrics: Option<MetricsServer>,
-    draining: Draining,
+    stopping: Stopping,
     stop_times: StopTimes,
 }
 
@@ -200,8 +200,8 @@ impl Application {
             }
             _ => None,
         };
-        let draining = Draining::default();
-        let http = run(listener, services.clone(), draining.clone(), server).map_err(bind_error)?;
+        let stopping = Stopping::default();
+        let http = run(listener, services.clone(), stopping.clone(), server).map_err(bind_error)?;
         if !server.trusted_proxies.is_empty() {
             log::info!(
                 "trusted proxies: {} (their {} names the client)",
@@ -218,7 +218,7 @@ impl Application {
             services,
             server: http,
             metrics,
-            draining,
+            stopping,
             stop_times: StopTimes {
                 drain: Duration::from_secs(server.drain_secs),
                 shutdown_timeout: Duration::from_secs(server.shutdown_timeout_secs),
@@ -242,17 +242,18 @@ impl Application {
     }
 
     /// Serves until SIGTERM or SIGINT, then drains, stops and returns, as
-    /// [`crate::shutdown`] describes. `signals` must have been installed before the
+    /// [`crate::lifecycle`] describes. `signals` must have been installed before the
     /// listener was bound ([`Self::build_with_metrics`]).
     pub async fn run_until_signalled(self, signals: StopSignals) -> std::io::Result<()> {
         let handle = self.server.handle();
-        let (draining, times) = (self.draining.clone(), self.stop_times);
+        let (stopping, times) = (self.stopping.clone(), self.stop_times);
         actix_web::rt::spawn(async move {
-            let signals = shutdown::wait_for_stop(signals, &draining, times).await;
+            let signals = lifecycle::wait_for_stop(signals, &stopping, times).await;
             // Sends the command now; the server acts on it while it is polled below.
             drop(handle.stop(true));
-            shutdown::exit_on_next_signal(signals).await;
+            lifecycle::exit_on_next_signal(signals).await;
         });
+        lifecycle::tell_service_manager(sd_notify::NotifyState::Ready);
         self.run_until_stopped().await
     }
 
@@ -312,7 +313,7 @@ impl Application {
 pub fn run(
     listener: TcpListener,
     services: Services,
-    draining: Draining,
+    stopping: Stopping,
     settings: &ServerSettings,
 ) -> std::io::Result<Server> {
     let blocking = blocking_threads(
@@ -329,7 +330,7 @@ pub fn run(
             .configure(routes::configure)
             .split_for_parts();
         app.app_data(services.clone())
-            .app_data(ThinData(draining.clone()))
+            .app_data(ThinData(stopping.clone()))
             .app_data(web::PayloadConfig::new(server_settings.max_body_bytes))
             .app_data(HeaderLimit(server_settings.max_header_bytes))
             .app_data(server_settings.trusted_proxies.clone())
@@ -358,13 +359,14 @@ pub fn run(
                     .add((header::CACHE_CONTROL, "no-store")),
             )
             .wrap(from_fn(observe))
+            .wrap(from_fn(lifecycle::close_when_stopping))
     })
     .max_connections(settings.max_connections)
     .keep_alive(Duration::from_secs(settings.keep_alive_secs))
     .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
     .client_disconnect_timeout(Duration::from_secs(1))
     .shutdown_timeout(settings.shutdown_timeout_secs)
-    // Signals are caught before the listener is bound ([`crate::shutdown`]).
+    // Signals are caught before the listener is bound ([`crate::lifecycle`]).
     .disable_signals()
     .workers(settings.workers.get())
     .worker_max_blocking_threads(blocking);

@@ -8,7 +8,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::blocking::block;
 use crate::error::ApiError;
-use crate::shutdown::Draining;
+use crate::lifecycle::Stopping;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(health).service(ready);
@@ -39,10 +39,10 @@ pub async fn health() -> HttpResponse {
 #[get("/ready")]
 pub async fn ready(
     services: web::Data<Services>,
-    draining: ThinData<Draining>,
+    stopping: ThinData<Stopping>,
 ) -> Result<HttpResponse, ApiError> {
-    if draining.is_draining() {
-        return Err(ApiError::Draining);
+    if stopping.is_stopping() {
+        return Err(ApiError::Stopping);
     }
     block(move || services.database.check_ready()).await??;
     Ok(HttpResponse::Ok().json(HealthStatus {

@@ -1,4 +1,9 @@
-//! How the server stops: drained, then graceful, and always.
+//! How the server tells its service manager it is ready, and how it stops: drained, then
+//! graceful, and always.
+//!
+//! Under systemd (`Type=notify`, `deploy/systemd/myapi@.service`) it sends `READY=1` once
+//! it serves, after migrations and the bind, and `STOPPING=1` when a stop begins; elsewhere
+//! `NOTIFY_SOCKET` is unset and nothing is sent.
 //!
 //! SIGTERM, what service managers and orchestrators send, starts a drain: `/ready` answers
 //! 503 for `server.drain_secs` while every request is still served, so that a load balancer
@@ -18,7 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::ConnectionType;
+use actix_web::middleware::Next;
 use actix_web::rt::signal::unix::{Signal, SignalKind, signal};
+use actix_web::web::ThinData;
+use sd_notify::NotifyState;
 
 /// Time past `shutdown_timeout_secs` that the rest of a stop may take (the metrics listener,
 /// the last audit write, blocking work the runtime waits for) before the process is ended.
@@ -68,18 +79,37 @@ impl StopSignals {
     }
 }
 
-/// Set once a drain has begun; `/ready` reads it.
+/// Set when the first stop signal arrives: `/ready` answers 503 from then on, and
+/// [`close_when_stopping`] closes each connection after its answer.
 #[derive(Debug, Clone, Default)]
-pub struct Draining(Arc<AtomicBool>);
+pub struct Stopping(Arc<AtomicBool>);
 
-impl Draining {
-    pub fn is_draining(&self) -> bool {
+impl Stopping {
+    pub fn is_stopping(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 
     fn start(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
+}
+
+/// Once a stop has begun, answers with `Connection: close`, so that a client on a kept-alive
+/// connection reconnects (through its load balancer, to another instance) instead of
+/// holding this one's stop up until `shutdown_timeout_secs` cuts it off.
+pub async fn close_when_stopping(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let stopping = req.app_data::<ThinData<Stopping>>().cloned();
+    let mut response = next.call(req).await?;
+    if stopping.is_some_and(|stopping| stopping.is_stopping()) {
+        response
+            .response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
+    Ok(response)
 }
 
 /// The timings of a stop (from `server.drain_secs` and `server.shutdown_timeout_secs`).
@@ -94,12 +124,13 @@ pub struct StopTimes {
 /// further signal that ends it at once.
 pub(crate) async fn wait_for_stop(
     mut signals: StopSignals,
-    draining: &Draining,
+    stopping: &Stopping,
     times: StopTimes,
 ) -> StopSignals {
     let first = signals.recv().await;
+    stopping.start();
+    tell_service_manager(NotifyState::Stopping);
     if first == StopSignal::Terminate && !times.drain.is_zero() {
-        draining.start();
         log::info!(
             "SIGTERM: draining for {} s (/ready answers 503); a second signal stops at once",
             times.drain.as_secs()
@@ -122,6 +153,13 @@ pub(crate) async fn wait_for_stop(
     );
     arm_deadline(deadline);
     signals
+}
+
+/// Sends `state` to the service manager, if one listens (`NOTIFY_SOCKET`).
+pub(crate) fn tell_service_manager(state: NotifyState) {
+    if let Err(error) = sd_notify::notify(&[state]) {
+        log::warn!("cannot notify the service manager: {error}");
+    }
 }
 
 /// After a stop has begun, a further signal ends the process at once.
