@@ -241,7 +241,7 @@ fn main() -> ExitCode {
         }
         Task::NewService(names) => workspace_root().and_then(|root| new_service(&root, &names)),
         Task::CheckScaffold => check_scaffold(),
-        Task::DeployCheck => deploy_check::deploy_check(),
+        Task::DeployCheck { stop_cycles } => deploy_check::deploy_check(stop_cycles),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -260,15 +260,16 @@ usage: cargo xtask new-service NAME [--singular SINGULAR]
        cargo xtask check-scaffold
            Scaffolds a service in a temporary copy of the workspace, then formats, lints and
            tests the whole copy.
-       cargo xtask deploy-check
+       cargo xtask deploy-check [--stop-cycles N]
            Runs deploy/ on loopback (PostgreSQL, 3 instances, nginx with TLS, Prometheus) and
-           checks logins, the shared login budgets, a rolling restart and the metrics.";
+           checks logins, the shared login budgets, a drained rolling restart, N stops under
+           load (default 50) and the metrics.";
 
 enum Task {
     Help,
     NewService(Names),
     CheckScaffold,
-    DeployCheck,
+    DeployCheck { stop_cycles: usize },
 }
 
 /// Reads the command line; an error is one line, a usage error (exit status 2).
@@ -282,11 +283,22 @@ fn parse_args(args: &[String]) -> Result<Task, String> {
             Some("-h" | "--help") => Ok(Task::Help),
             Some(extra) => Err(format!("unexpected argument `{extra}` to check-scaffold")),
         },
-        Some("deploy-check") => match args.next() {
-            None => Ok(Task::DeployCheck),
-            Some("-h" | "--help") => Ok(Task::Help),
-            Some(extra) => Err(format!("unexpected argument `{extra}` to deploy-check")),
-        },
+        Some("deploy-check") => {
+            let mut stop_cycles = deploy_check::STOP_CYCLES;
+            while let Some(arg) = args.next() {
+                match arg {
+                    "-h" | "--help" => return Ok(Task::Help),
+                    "--stop-cycles" => {
+                        stop_cycles = args
+                            .next()
+                            .and_then(|n| n.parse().ok())
+                            .ok_or("`--stop-cycles` needs a whole number")?;
+                    }
+                    extra => return Err(format!("unexpected argument `{extra}` to deploy-check")),
+                }
+            }
+            Ok(Task::DeployCheck { stop_cycles })
+        }
         Some("new-service") => {
             let (mut name, mut singular) = (None, None);
             while let Some(arg) = args.next() {
@@ -976,7 +988,14 @@ mod tests {
             parse(&["check-scaffold"]),
             Ok(Task::CheckScaffold)
         ));
-        assert!(matches!(parse(&["deploy-check"]), Ok(Task::DeployCheck)));
+        assert!(matches!(
+            parse(&["deploy-check"]),
+            Ok(Task::DeployCheck { stop_cycles: 50 })
+        ));
+        assert!(matches!(
+            parse(&["deploy-check", "--stop-cycles", "300"]),
+            Ok(Task::DeployCheck { stop_cycles: 300 })
+        ));
         for help in [
             &["--help"][..],
             &["-h"],

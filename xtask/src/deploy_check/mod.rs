@@ -50,8 +50,15 @@ const VICTIM: &str = "bob@example.com";
 /// plus slack for a loaded machine.
 const STOP_LIMIT: Duration = Duration::from_secs(25);
 const READY_LIMIT: Duration = Duration::from_secs(30);
+/// Stops under load by default (`--stop-cycles`); `bench/run.py` runs more.
+pub const STOP_CYCLES: usize = 50;
+/// `server.shutdown_timeout_secs` in the stop cycles: a stop that takes longer has its
+/// threads' stacks dumped.
+const CYCLE_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections reading from the instance while it is stopped.
+const CYCLE_CONNECTIONS: usize = 8;
 
-pub fn deploy_check() -> Result<(), String> {
+pub fn deploy_check(stop_cycles: usize) -> Result<(), String> {
     let started = Instant::now();
     let root = crate::workspace_root()?;
     preflight()?;
@@ -98,7 +105,9 @@ pub fn deploy_check() -> Result<(), String> {
     check("request id from nginx", deployment.request_id());
     check("per-client budget", deployment.client_budget(&root));
     check("one account budget", deployment.account_budget(&root));
-    check("rolling restart", deployment.rolling_restart(&root));
+    check("rolling restart", deployment.rolling_restart());
+    check("stops under load", deployment.stop_cycles(stop_cycles));
+    check("systemd unit", systemd_unit(&root, &bin));
     check("Prometheus up", deployment.prometheus_up());
     check("Prometheus count", deployment.prometheus_count());
     drop(deployment);
@@ -126,6 +135,7 @@ fn preflight() -> Result<(), String> {
         ("promtool", "--version", "prometheus"),
         ("openssl", "version", "openssl"),
         ("curl", "--version", "curl"),
+        ("systemd-analyze", "--version", "systemd"),
     ];
     for (tool, arg, package) in tools {
         let found = Command::new(tool)
@@ -203,6 +213,11 @@ impl Drop for Stack {
         self.nginx.take();
         self.prometheus.take();
         for instance in &mut self.instances {
+            // SIGINT: a stop without the drain, which nothing here would wait for.
+            if let Some(process) = instance.process.as_mut() {
+                process.signal("INT");
+                process.wait_exit(STOP_LIMIT);
+            }
             instance.process.take();
         }
         let _ = std::fs::remove_dir_all(&self.logs_to);
@@ -238,6 +253,8 @@ struct Deployment {
     prometheus_port: u16,
     cacert: String,
     access_log: PathBuf,
+    /// nginx's site file as written at start, with every instance in the upstream.
+    nginx_site: String,
     /// From the HTTPS login, else from an instance directly (so the later checks still run).
     token: Option<String>,
 }
@@ -393,7 +410,8 @@ impl Deployment {
 
         let (https_port, http_port, load_port) = (free_port()?, free_port()?, free_port()?);
         let ports: Vec<u16> = stack.instances.iter().map(|i| i.port).collect();
-        let nginx = start_nginx(root, &dir, &ports, https_port, http_port, load_port)?;
+        let (nginx, nginx_site) =
+            start_nginx(root, &dir, &ports, https_port, http_port, load_port)?;
         let nginx = stack.nginx.insert(nginx);
         stack::wait_ok(nginx, loopback(load_port), "/health", READY_LIMIT)?;
 
@@ -416,6 +434,7 @@ impl Deployment {
             prometheus_port,
             cacert: dir.join("nginx").join("cert.pem").display().to_string(),
             access_log: dir.join("nginx").join("access.log"),
+            nginx_site,
             token: None,
             stack,
         })
@@ -666,63 +685,34 @@ impl Deployment {
             .ok_or_else(|| "no token: the login failed".to_owned())
     }
 
-    /// SIGTERM each instance in turn, restart it, wait for /ready, while 50 connections read
-    /// through nginx; every read must succeed.
-    fn rolling_restart(&mut self, root: &Path) -> Result<String, String> {
+    /// Restarts each instance in turn as README's "Stopping" says an operator does, while 50
+    /// connections read through nginx with its retries off: take it out of the upstream and
+    /// reload nginx, SIGTERM (the instance drains, then stops), start it, wait for /ready,
+    /// put it back. Every read must succeed.
+    fn rolling_restart(&mut self) -> Result<String, String> {
         let bearer = self.bearer()?;
-        let settle = fail_timeout(root)? + Duration::from_secs(1);
         let log_before = read(&self.access_log)?.len();
-        let load = Load::start(loopback(self.load_port), &bearer, LOAD_CONNECTIONS, None);
+        let load = Load::start(
+            loopback(self.load_port),
+            &bearer,
+            LOAD_CONNECTIONS,
+            None,
+            true,
+        );
         std::thread::sleep(Duration::from_secs(1));
         let mut timings = Vec::new();
-        let temp = self.stack.temp.path.clone();
         let mut restart_error = None;
-        for instance in &mut self.stack.instances {
-            let Some(process) = instance.process.as_mut() else {
-                restart_error = Some(format!("{} is not running", instance.name));
+        for index in 0..self.stack.instances.len() {
+            if let Err(error) = self.restart_drained(index).map(|t| timings.push(t)) {
+                restart_error = Some(error);
                 break;
-            };
-            let stopping = Instant::now();
-            process.signal("TERM");
-            let stopped = process.wait_exit(STOP_LIMIT);
-            let stop_time = stopping.elapsed();
-            match stopped {
-                Some(status) if status.success() => {}
-                Some(status) => {
-                    restart_error = Some(format!(
-                        "{} exited with {status} on SIGTERM; its log ends:\n{}",
-                        instance.name,
-                        process.log_tail(10)
-                    ));
-                    break;
-                }
-                None => {
-                    restart_error = Some(format!(
-                        "{} did not exit within {STOP_LIMIT:?} of SIGTERM",
-                        instance.name
-                    ));
-                    break;
-                }
-            }
-            match instance.start(&self.bin, &temp) {
-                Ok(ready) => {
-                    timings.push(format!(
-                        "{} stopped in {:.1} s, ready in {:.1} s",
-                        instance.name,
-                        stop_time.as_secs_f64(),
-                        ready.as_secs_f64()
-                    ));
-                    // nginx takes an instance back once its fail_timeout has passed.
-                    std::thread::sleep(settle);
-                }
-                Err(e) => {
-                    restart_error = Some(e);
-                    break;
-                }
             }
         }
         std::thread::sleep(Duration::from_secs(1));
         let result = load.finish();
+        if let Err(error) = self.take_out(None) {
+            restart_error.get_or_insert(error);
+        }
         let log = read(&self.access_log)?;
         let retried = log
             .get(log_before..)
@@ -733,7 +723,7 @@ impl Deployment {
         if let Some(error) = restart_error {
             return Err(format!("{error} ({})", result.summary()));
         }
-        if result.failed() > 0 {
+        if result.failed() > 0 || retried > 0 {
             return Err(format!(
                 "{} of {} reads failed during the restarts: {}; nginx retried {retried} on \
                  another instance ({})",
@@ -744,12 +734,161 @@ impl Deployment {
             ));
         }
         Ok(format!(
-            "{} reads over {LOAD_CONNECTIONS} connections through nginx in {:.1} s, 0 failed; \
-             nginx retried {retried} on another instance; {}",
+            "{} reads over {LOAD_CONNECTIONS} connections through nginx (retries off) in \
+             {:.1} s, 0 failed; {}",
             result.sent,
             result.elapsed.as_secs_f64(),
             timings.join("; ")
         ))
+    }
+
+    /// One step of [`Self::rolling_restart`]; returns its timings.
+    fn restart_drained(&mut self, index: usize) -> Result<String, String> {
+        let port = self.stack.instances[index].port;
+        self.take_out(Some(port))?;
+        let temp = self.stack.temp.path.clone();
+        let instance = &mut self.stack.instances[index];
+        let process = instance
+            .process
+            .as_mut()
+            .ok_or_else(|| format!("{} is not running", instance.name))?;
+        let stopping = Instant::now();
+        process.signal("TERM");
+        let status = process.wait_exit(STOP_LIMIT).ok_or_else(|| {
+            format!(
+                "{} did not exit within {STOP_LIMIT:?} of SIGTERM",
+                instance.name
+            )
+        })?;
+        if !status.success() {
+            return Err(format!(
+                "{} exited with {status} on SIGTERM; its log ends:\n{}",
+                instance.name,
+                process.log_tail(10)
+            ));
+        }
+        let stop_time = stopping.elapsed();
+        let ready = instance.start(&self.bin, &temp)?;
+        let timing = format!(
+            "{} drained and stopped in {:.1} s, ready in {:.1} s",
+            instance.name,
+            stop_time.as_secs_f64(),
+            ready.as_secs_f64()
+        );
+        self.take_out(None)?;
+        Ok(timing)
+    }
+
+    /// Starts and stops the last instance `cycles` times, each stop by SIGTERM (no drain)
+    /// while connections read from it directly, a varying while after its start. A stop
+    /// must end with exit code 0 within `CYCLE_SHUTDOWN_TIMEOUT`; one that does not has
+    /// every thread's stack dumped into the result (the hang of issue 27 was never
+    /// reproduced: this is how it would be caught).
+    fn stop_cycles(&mut self, cycles: usize) -> Result<String, String> {
+        let bearer = self.bearer()?;
+        let index = self.stack.instances.len() - 1;
+        let port = self.stack.instances[index].port;
+        self.take_out(Some(port))?;
+        let temp = self.stack.temp.path.clone();
+        let mut stop_times = Vec::new();
+        let mut problems = Vec::new();
+        let cycle_env = [
+            ("MYAPI_SERVER__DRAIN_SECS", "0".to_owned()),
+            (
+                "MYAPI_SERVER__SHUTDOWN_TIMEOUT_SECS",
+                CYCLE_SHUTDOWN_TIMEOUT.as_secs().to_string(),
+            ),
+        ];
+        let instance = &mut self.stack.instances[index];
+        let normal_env = instance.env.clone();
+        instance
+            .env
+            .extend(cycle_env.map(|(k, v)| (k.to_owned(), v)));
+        let (mut answered, mut refused) = (0, 0);
+        for cycle in 0..=cycles {
+            // Cycle 0 stops the instance as the deployment started it.
+            if cycle > 0 {
+                instance.start(&self.bin, &temp)?;
+            }
+            let load = Load::start(instance.addr(), &bearer, CYCLE_CONNECTIONS, None, false);
+            std::thread::sleep(Duration::from_millis(100 + 50 * (cycle % 7) as u64));
+            let process = instance
+                .process
+                .as_mut()
+                .ok_or_else(|| format!("{} is not running", instance.name))?;
+            let stopping = Instant::now();
+            process.signal(if cycle == 0 { "INT" } else { "TERM" });
+            let mut status = process.wait_exit(CYCLE_SHUTDOWN_TIMEOUT);
+            if status.is_none() {
+                problems.push(format!(
+                    "cycle {cycle}: still running {CYCLE_SHUTDOWN_TIMEOUT:?} after SIGTERM; \
+                     its threads:\n{}",
+                    thread_dump(process.pid())
+                ));
+                status = process.wait_exit(STOP_LIMIT);
+            }
+            let stop_time = stopping.elapsed();
+            let result = load.finish();
+            answered += result.sent - result.failed();
+            refused += result.failed();
+            match status {
+                Some(status) if status.success() => {}
+                Some(status) => problems.push(format!(
+                    "cycle {cycle}: exited with {status}; its log ends:\n{}",
+                    process.log_tail(10)
+                )),
+                None => problems.push(format!(
+                    "cycle {cycle}: did not exit within {:?}",
+                    CYCLE_SHUTDOWN_TIMEOUT + STOP_LIMIT
+                )),
+            }
+            if cycle > 0 {
+                stop_times.push(stop_time);
+            }
+        }
+        instance.env = normal_env;
+        instance.start(&self.bin, &temp)?;
+        self.take_out(None)?;
+        stop_times.sort();
+        let (median, slowest) = (
+            stop_times
+                .get(stop_times.len() / 2)
+                .copied()
+                .unwrap_or_default(),
+            stop_times.last().copied().unwrap_or_default(),
+        );
+        let summary = format!(
+            "{cycles} SIGTERMs under {CYCLE_CONNECTIONS} reading connections: stop median \
+             {:.0} ms, slowest {:.0} ms; {answered} reads answered, {refused} refused or cut \
+             while stopping",
+            median.as_secs_f64() * 1000.0,
+            slowest.as_secs_f64() * 1000.0
+        );
+        if problems.is_empty() {
+            Ok(summary)
+        } else {
+            Err(format!("{summary}\n{}", problems.join("\n")))
+        }
+    }
+
+    /// Rewrites nginx's site with the instance on `port` marked `down` (with `None`, every
+    /// instance in), and reloads nginx: new connections go to the others at once, and
+    /// nginx's old workers finish what they had sent it.
+    fn take_out(&self, port: Option<u16>) -> Result<(), String> {
+        let mut site = self.nginx_site.clone();
+        if let Some(port) = port {
+            let line = format!("server 127.0.0.1:{port} ");
+            let end = site
+                .find(&line)
+                .and_then(|at| site[at..].find(';').map(|end| at + end))
+                .ok_or_else(|| format!("nginx's site has no `{line}…;`"))?;
+            site.insert_str(end, " down");
+        }
+        let dir = self.stack.temp.path.join("nginx");
+        write(&dir.join("myapi.conf"), &site)?;
+        stack::run(nginx_command(&dir).args(["-s", "reload"]))
+            .map(drop)
+            .map_err(|e| format!("nginx -s reload: {e}"))
     }
 
     fn prometheus(&self) -> SocketAddr {
@@ -814,6 +953,7 @@ impl Deployment {
             &bearer,
             WINDOW_CONNECTIONS,
             Some(WINDOW_REQUESTS_PER_CONNECTION),
+            false,
         );
         let result = load.finish();
         let window_end = unix_now();
@@ -916,11 +1056,15 @@ struct Load {
 }
 
 impl Load {
+    /// With `close`, every request asks for its connection to be closed after it, so that
+    /// nginx reloading (whose old workers close idle keep-alive connections, racing a
+    /// request just sent on one) cannot fail a read.
     fn start(
         addr: SocketAddr,
         bearer: &str,
         connections: usize,
         per_connection: Option<u64>,
+        close: bool,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
@@ -952,7 +1096,11 @@ impl Load {
                             },
                         };
                         let mut c = c;
-                        let response = c.send("GET", READ_PATH, &[("Authorization", &bearer)], b"");
+                        let mut headers = vec![("Authorization", bearer.as_str())];
+                        if close {
+                            headers.push(("Connection", "close"));
+                        }
+                        let response = c.send("GET", READ_PATH, &headers, b"");
                         sent.fetch_add(1, Ordering::Relaxed);
                         done += 1;
                         match response {
@@ -991,8 +1139,9 @@ impl Load {
     }
 }
 
-/// nginx with the shipped site and snippet, ports and paths substituted, a self-signed
-/// certificate for 127.0.0.1, and one extra loopback server for the load.
+/// nginx with the shipped site and snippet, ports and paths substituted (and retries turned
+/// off), a self-signed certificate for 127.0.0.1, and one extra loopback server for the
+/// load. Returns it with the site as written, for [`Deployment::take_out`].
 fn start_nginx(
     root: &Path,
     temp: &Path,
@@ -1000,7 +1149,7 @@ fn start_nginx(
     https_port: u16,
     http_port: u16,
     load_port: u16,
-) -> Result<Proc, String> {
+) -> Result<(Proc, String), String> {
     let dir = temp.join("nginx");
     let snippets = dir.join("snippets");
     std::fs::create_dir_all(&snippets)
@@ -1039,14 +1188,19 @@ fn start_nginx(
     }
     let site = substitute(site_file, &read(&deploy.join("myapi.conf"))?, &pairs)?;
     write(&dir.join("myapi.conf"), &site)?;
-    write(
-        &snippets.join("myapi-proxy.conf"),
+    // Retries off: the rolling restart must lose no read without nginx resending any.
+    let proxy = substitute(
+        "deploy/nginx/myapi-proxy.conf",
         &read(&deploy.join("myapi-proxy.conf"))?,
+        &[(
+            "proxy_next_upstream error timeout;",
+            "proxy_next_upstream off;".to_owned(),
+        )],
     )?;
+    write(&snippets.join("myapi-proxy.conf"), &proxy)?;
     let d = dir.display();
-    // The main configuration is the check's own (Debian's /etc/nginx/nginx.conf runs as a
-    // daemon with system paths); `include` paths resolve against this directory, so the
-    // site's `snippets/myapi-proxy.conf` is the shipped snippet.
+    // `include` paths resolve against this directory, so the site's
+    // `snippets/myapi-proxy.conf` is the shipped snippet.
     let main = format!(
         "worker_processes 1;
 pid {d}/nginx.pid;
@@ -1071,25 +1225,30 @@ http {{
 }}
 "
     );
-    let conf = dir.join("nginx.conf");
-    write(&conf, &main)?;
-    let nginx = |test: bool| {
-        let mut command = Command::new("nginx");
-        command
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", "daemon off;"]);
-        if test {
-            command.arg("-t");
-        }
-        command
-    };
-    stack::run(&mut nginx(true)).map_err(|e| format!("nginx -t: {e}"))?;
-    Proc::spawn("nginx", &mut nginx(false), &dir.join("nginx.log"), temp)
+    write(&dir.join("nginx.conf"), &main)?;
+    stack::run(nginx_command(&dir).arg("-t")).map_err(|e| format!("nginx -t: {e}"))?;
+    let nginx = Proc::spawn(
+        "nginx",
+        &mut nginx_command(&dir),
+        &dir.join("nginx.log"),
+        temp,
+    )?;
+    Ok((nginx, site))
+}
+
+/// nginx on the check's own configuration in `dir` (Debian's /etc/nginx/nginx.conf runs as a
+/// daemon with system paths), in the foreground; add `-t` or `-s reload`.
+fn nginx_command(dir: &Path) -> Command {
+    let mut command = Command::new("nginx");
+    command
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"]);
+    command
 }
 
 /// Prometheus with the shipped scrape configuration, pointed at `targets`, scraping every
@@ -1169,22 +1328,100 @@ fn json_string(body: &str, key: &str) -> Option<String> {
     Some(rest.split_once('"')?.0.to_owned())
 }
 
-/// The longest `fail_timeout` of the shipped site's upstream servers: how long nginx leaves
-/// an instance alone after it failed once, so how long a rolling restart waits after an
-/// instance is ready before stopping the next.
-fn fail_timeout(root: &Path) -> Result<Duration, String> {
-    let site = read(&root.join("deploy").join("nginx").join("myapi.conf"))?;
-    site.split("fail_timeout=")
-        .skip(1)
-        .filter_map(|rest| {
-            rest.split_once("s;")
-                .and_then(|(n, _)| n.parse::<u64>().ok())
-        })
-        .max()
-        .map(Duration::from_secs)
-        .ok_or_else(|| {
-            "deploy/nginx/myapi.conf sets no `fail_timeout=Ns;` on its servers".to_owned()
-        })
+/// Most exposure `systemd-analyze security` may rate the unit (its "OK" ends at 4.9; the
+/// unit does far better and must stay there).
+const UNIT_EXPOSURE_LIMIT: f64 = 2.0;
+
+/// `deploy/systemd/myapi@.service`, as instance 1 with `ExecStart` naming the binary just
+/// built: `systemd-analyze verify` finds nothing, and `systemd-analyze security` rates it
+/// "OK" with exposure at most [`UNIT_EXPOSURE_LIMIT`]. Offline: the machines have systemd
+/// but do not boot with it.
+fn systemd_unit(root: &Path, bin: &Path) -> Result<String, String> {
+    let unit = substitute(
+        "deploy/systemd/myapi@.service",
+        &read(&root.join("deploy").join("systemd").join("myapi@.service"))?,
+        &[(
+            "ExecStart=/usr/local/bin/myapi-web",
+            format!("ExecStart={}", bin.join("myapi-web").display()),
+        )],
+    )?;
+    let dir = TempDir::create()?;
+    let file = dir.path.join("myapi@1.service");
+    write(&file, &unit)?;
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&file)
+        .output()
+        .map_err(|e| format!("cannot run systemd-analyze: {e}"))?;
+    let complaints = String::from_utf8_lossy(&verify.stderr).trim().to_owned();
+    if !verify.status.success() || !complaints.is_empty() {
+        return Err(format!("systemd-analyze verify: {complaints}"));
+    }
+    let security = stack::run(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&file),
+    )
+    .map_err(|e| format!("systemd-analyze security: {e}"))?;
+    let overall = security
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for myapi@1.service: "))
+        .map(|(_, rating)| rating.trim().to_owned())
+        .ok_or_else(|| format!("systemd-analyze security printed no rating:\n{security}"))?;
+    let exposure: f64 = overall
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("unreadable rating `{overall}`"))?;
+    if exposure > UNIT_EXPOSURE_LIMIT || !overall.contains(" OK") {
+        return Err(format!(
+            "systemd-analyze security rates it {overall}; at most {UNIT_EXPOSURE_LIMIT} OK"
+        ));
+    }
+    Ok(format!(
+        "verify found nothing; security --offline: exposure {exposure} OK"
+    ))
+}
+
+/// Every thread's stack of process `pid`: gdb's backtraces where ptrace is allowed, else
+/// each thread's name, kernel wait channel and kernel stack from /proc.
+fn thread_dump(pid: u32) -> String {
+    let gdb = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .output();
+    if let Ok(out) = gdb {
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.contains("Thread ") {
+            return text.into_owned();
+        }
+    }
+    let tasks = format!("/proc/{pid}/task");
+    let Ok(entries) = std::fs::read_dir(&tasks) else {
+        return format!("(no gdb, and {tasks} cannot be read)");
+    };
+    let mut dump = String::from("(gdb could not attach; from /proc)\n");
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let field = |name: &str| {
+            std::fs::read_to_string(path.join(name))
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|e| format!("({e})"))
+        };
+        dump.push_str(&format!(
+            "thread {} {}: wchan {}\n{}\n",
+            entry.file_name().to_string_lossy(),
+            field("comm"),
+            field("wchan"),
+            field("stack")
+        ));
+    }
+    dump
 }
 
 /// A default from config/default.toml (the one place defaults are written).
@@ -1248,7 +1485,6 @@ mod tests {
     fn the_shipped_files_hold_what_the_check_substitutes() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         assert_eq!(default_setting(&root, "account_failure_burst").unwrap(), 10);
-        assert!(fail_timeout(&root).unwrap() >= Duration::from_secs(1));
         let env = stack::parse_env_file(&read(&root.join("deploy/myapi.env.example")).unwrap());
         assert!(env.contains(&(
             "MYAPI_DATABASE__RUN_MIGRATIONS".to_owned(),
