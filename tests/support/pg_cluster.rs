@@ -174,6 +174,67 @@ impl PgCluster {
     pub fn dsn(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// Fills this (not yet initialised) cluster with a base backup of running `primary`,
+    /// set up to stream from it (`pg_basebackup -R`: `standby.signal` and
+    /// `primary_conninfo`); [`start`](Self::start) then runs it as a standby.
+    pub fn replicate(&self, primary: &PgCluster) -> Result<(), String> {
+        let data = self.data().display().to_string();
+        let port = primary.port.to_string();
+        self.server(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Ends recovery: a standby becomes a primary that accepts writes.
+    pub fn promote(&self) -> Result<(), String> {
+        let data = self.data().display().to_string();
+        self.server("pg_ctl", &["-D", &data, "-w", "promote"])?;
+        Ok(())
+    }
+
+    /// Runs `sql` with psql on database `postgres`; its unaligned output.
+    pub fn sql(&self, sql: &str) -> Result<String, String> {
+        run(Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-XAtq",
+                "-p",
+            ])
+            .arg(self.port.to_string())
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql]))
+        .map(|out| out.trim().to_owned())
+    }
+
+    /// The directory of the server binaries.
+    pub fn bin(&self) -> PathBuf {
+        self.bin.clone()
+    }
+
+    /// Server binary `program` of this cluster's version (`pg_dump`, `pg_restore`, ...).
+    pub fn program(&self, program: &str) -> PathBuf {
+        self.bin.join(program)
+    }
 }
 
 impl Drop for PgCluster {

@@ -12,12 +12,21 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Response {
     pub status: u16,
+    /// Names lower-cased.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -126,7 +135,11 @@ impl Conn {
         if close {
             self.closed = true;
         }
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     fn line(&mut self) -> io::Result<String> {

@@ -20,16 +20,17 @@
 //! down at the end, on failure, panic or Ctrl-C (see `stack`). Logs are copied to
 //! `target/deploy-check/` first.
 
+mod database;
 mod http;
+mod load;
 mod stack;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use load::{Load, Work};
 use stack::pg_cluster::{self, PgCluster};
 use stack::{Proc, TempDir, Watchdog, free_port, loopback, read, substitute, write};
 
@@ -41,10 +42,10 @@ const WINDOW_CONNECTIONS: usize = 10;
 const WINDOW_REQUESTS_PER_CONNECTION: u64 = 300;
 /// The job name in deploy/prometheus.yml.
 const JOB: &str = "myapi";
-/// A movie of data/movies.csv, read by the load.
-const READ_PATH: &str = "/movies/1";
 const PASSWORD: &str = "correct-horse-battery";
 const READER: &str = "ada@example.com";
+/// Creates the movies of the failover's writes.
+const EDITOR: &str = "eve@example.com";
 const VICTIM: &str = "bob@example.com";
 /// Longest an instance may take to stop after SIGTERM: server.shutdown_timeout_secs (10 s)
 /// plus slack for a loaded machine.
@@ -110,6 +111,9 @@ pub fn deploy_check(stop_cycles: usize) -> Result<(), String> {
     check("systemd unit", systemd_unit(&root, &bin));
     check("Prometheus up", deployment.prometheus_up());
     check("Prometheus count", deployment.prometheus_count());
+    // Last: it leaves the old primary stopped.
+    check("failover", deployment.failover());
+    check("backup and restore", deployment.backup_and_restore());
     drop(deployment);
     say(&format!(
         "torn down; {:.1} s in all; logs in {}",
@@ -185,6 +189,67 @@ impl Instance {
     }
 }
 
+/// Runs `myapi-cli ARGS` on database `dsn` (in `dir`, with `stdin` as its input), its output
+/// appended to `dir/myapi-cli.log`.
+fn myapi_cli(
+    bin: &Path,
+    dir: &Path,
+    dsn: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<(), String> {
+    let mut command = Command::new(bin.join("myapi-cli"));
+    clear_myapi_env(&mut command);
+    command
+        .args(args)
+        .env("MYAPI_DATABASE__DSN", dsn)
+        .current_dir(dir);
+    let output = match stdin {
+        None => command.output(),
+        Some(text) => {
+            use std::io::Write;
+            command
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            command.spawn().and_then(|mut child| {
+                if let Some(mut input) = child.stdin.take() {
+                    input.write_all(text.as_bytes())?;
+                }
+                child.wait_with_output()
+            })
+        }
+    }
+    .map_err(|e| format!("cannot run myapi-cli: {e}"))?;
+    let mut log = String::from_utf8_lossy(&output.stdout).into_owned();
+    log.push_str(&String::from_utf8_lossy(&output.stderr));
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("myapi-cli.log"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, log.as_bytes()));
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`myapi-cli {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            log.trim()
+        ))
+    }
+}
+
+impl Instance {
+    /// Stops it by SIGINT, a stop without the drain, which nothing here would wait for.
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.signal("INT");
+            process.wait_exit(STOP_LIMIT);
+        }
+    }
+}
+
 /// Removes inherited `MYAPI_*` variables (and runs in the temp dir, without `.env` or
 /// `config/`), so a developer's own settings do not leak into the deployment.
 fn clear_myapi_env(command: &mut Command) {
@@ -201,7 +266,10 @@ struct Stack {
     nginx: Option<Proc>,
     prometheus: Option<Proc>,
     instances: Vec<Instance>,
+    /// The primary, until the failover check stops it for good.
     cluster: PgCluster,
+    /// Streams from `cluster` synchronously; the failover check promotes it.
+    standby: PgCluster,
     temp: TempDir,
     _watchdog: Watchdog,
     logs_to: PathBuf,
@@ -213,12 +281,7 @@ impl Drop for Stack {
         self.nginx.take();
         self.prometheus.take();
         for instance in &mut self.instances {
-            // SIGINT: a stop without the drain, which nothing here would wait for.
-            if let Some(process) = instance.process.as_mut() {
-                process.signal("INT");
-                process.wait_exit(STOP_LIMIT);
-            }
-            instance.process.take();
+            instance.stop();
         }
         let _ = std::fs::remove_dir_all(&self.logs_to);
         if std::fs::create_dir_all(&self.logs_to).is_ok() {
@@ -233,6 +296,7 @@ impl Drop for Stack {
                     "nginx/access.log".to_owned(),
                     "prometheus.log".to_owned(),
                     "pg/server.log".to_owned(),
+                    "pg-standby/server.log".to_owned(),
                 ],
             ]
             .concat();
@@ -263,18 +327,20 @@ impl Deployment {
     fn start(root: &Path, bin: &Path, logs_to: PathBuf) -> Result<Self, String> {
         let pg_bin = pg_cluster::binaries().ok_or("no PostgreSQL server binaries")?;
         let temp = TempDir::create()?;
-        // Its own port and socket dir, as `postgres` when root; tuned for a throwaway load.
-        let cluster = PgCluster::new(pg_bin, temp.path.join("pg"))?.with_settings(&[
-            "synchronous_commit=off",
-            "full_page_writes=off",
-            "max_connections=60",
-        ]);
-        let watchdog = Watchdog::spawn(&temp.path, &cluster.stop_command())?;
+        // A primary and a synchronous streaming standby, each with its own port and socket
+        // dir, as `postgres` when root.
+        let settings = ["max_connections=60"];
+        let cluster =
+            PgCluster::new(pg_bin.clone(), temp.path.join("pg"))?.with_settings(&settings);
+        let standby =
+            PgCluster::new(pg_bin, temp.path.join("pg-standby"))?.with_settings(&settings);
+        let watchdog = Watchdog::spawn(&temp.path)?;
         let mut stack = Stack {
             nginx: None,
             prometheus: None,
             instances: Vec::new(),
             cluster,
+            standby,
             temp,
             _watchdog: watchdog,
             logs_to,
@@ -282,54 +348,18 @@ impl Deployment {
         let dir = stack.temp.path.clone();
         stack.cluster.init()?;
         stack.cluster.start()?;
+        database::start_standby(&stack.cluster, &stack.standby)?;
         let dsn = stack.cluster.dsn();
 
         // Migrate once, then the users and films the checks use.
-        let cli = |args: &[&str], stdin: Option<&str>| -> Result<(), String> {
-            let mut command = Command::new(bin.join("myapi-cli"));
-            clear_myapi_env(&mut command);
-            command
-                .args(args)
-                .env("MYAPI_DATABASE__DSN", &dsn)
-                .current_dir(&dir);
-            let output = match stdin {
-                None => command.output(),
-                Some(text) => {
-                    use std::io::Write;
-                    command
-                        .stdin(std::process::Stdio::piped())
-                        .stdout(std::process::Stdio::piped())
-                        .stderr(std::process::Stdio::piped());
-                    command.spawn().and_then(|mut child| {
-                        if let Some(mut input) = child.stdin.take() {
-                            input.write_all(text.as_bytes())?;
-                        }
-                        child.wait_with_output()
-                    })
-                }
-            }
-            .map_err(|e| format!("cannot run myapi-cli: {e}"))?;
-            let mut log = String::from_utf8_lossy(&output.stdout).into_owned();
-            log.push_str(&String::from_utf8_lossy(&output.stderr));
-            let _ = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("myapi-cli.log"))
-                .and_then(|mut f| std::io::Write::write_all(&mut f, log.as_bytes()));
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "`myapi-cli {}` failed ({}): {}",
-                    args.join(" "),
-                    output.status,
-                    log.trim()
-                ))
-            }
-        };
+        let cli = |args: &[&str], stdin: Option<&str>| myapi_cli(bin, &dir, &dsn, args, stdin);
         cli(&["migrate"], None)?;
         let password = format!("{PASSWORD}\n");
-        for (name, email) in [("Ada", READER), ("Bob", VICTIM)] {
+        for (name, email, role) in [
+            ("Ada", READER, "reader"),
+            ("Bob", VICTIM, "reader"),
+            ("Eve", EDITOR, "editor"),
+        ] {
             cli(
                 &[
                     "create-user",
@@ -337,6 +367,8 @@ impl Deployment {
                     name,
                     "--email",
                     email,
+                    "--role",
+                    role,
                     "--password-stdin",
                 ],
                 Some(&password),
@@ -376,6 +408,11 @@ impl Deployment {
             ));
         }
         let token_keys = format!("deploy-check:{}", random_hex(32)?);
+        // Both servers, the one that takes writes first: what production uses with a standby.
+        let fleet_dsn = format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+            stack.cluster.port, stack.standby.port
+        );
         for index in 1..=INSTANCES {
             let (port, metrics_port) = (free_port()?, free_port()?);
             let mut env: Vec<(String, String)> = example
@@ -385,7 +422,7 @@ impl Deployment {
                 .collect();
             env.extend(
                 [
-                    ("MYAPI_DATABASE__DSN", dsn.clone()),
+                    ("MYAPI_DATABASE__DSN", fleet_dsn.clone()),
                     ("MYAPI_TOKEN_KEYS", token_keys.clone()),
                     ("MYAPI_SERVER__PORT", port.to_string()),
                     (
@@ -695,6 +732,7 @@ impl Deployment {
         let load = Load::start(
             loopback(self.load_port),
             &bearer,
+            Work::Read,
             LOAD_CONNECTIONS,
             None,
             true,
@@ -810,7 +848,14 @@ impl Deployment {
             if cycle > 0 {
                 instance.start(&self.bin, &temp)?;
             }
-            let load = Load::start(instance.addr(), &bearer, CYCLE_CONNECTIONS, None, false);
+            let load = Load::start(
+                instance.addr(),
+                &bearer,
+                Work::Read,
+                CYCLE_CONNECTIONS,
+                None,
+                false,
+            );
             std::thread::sleep(Duration::from_millis(100 + 50 * (cycle % 7) as u64));
             let process = instance
                 .process
@@ -859,8 +904,8 @@ impl Deployment {
         );
         let summary = format!(
             "{cycles} SIGTERMs under {CYCLE_CONNECTIONS} reading connections: stop median \
-             {:.0} ms, slowest {:.0} ms; {answered} reads answered, {refused} refused or cut \
-             while stopping",
+             {:.0} ms, slowest {:.0} ms; {answered} reads answered, {refused} attempts refused \
+             or cut while an instance was stopping or stopped",
             median.as_secs_f64() * 1000.0,
             slowest.as_secs_f64() * 1000.0
         );
@@ -951,6 +996,7 @@ impl Deployment {
         let load = Load::start(
             loopback(self.load_port),
             &bearer,
+            Work::Read,
             WINDOW_CONNECTIONS,
             Some(WINDOW_REQUESTS_PER_CONNECTION),
             false,
@@ -1015,127 +1061,6 @@ impl CurlResponse {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
-    }
-}
-
-/// What a load run saw.
-struct LoadResult {
-    sent: u64,
-    elapsed: Duration,
-    /// "HTTP 502", "transport: …" → count.
-    failures: std::collections::BTreeMap<String, u64>,
-}
-
-impl LoadResult {
-    fn failed(&self) -> u64 {
-        self.failures.values().sum()
-    }
-
-    fn failures_listed(&self) -> String {
-        self.failures
-            .iter()
-            .map(|(kind, n)| format!("{n} × {kind}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    fn summary(&self) -> String {
-        format!("{} reads sent, {} failed", self.sent, self.failed())
-    }
-}
-
-/// Reads of `READ_PATH` through nginx on `connections` keep-alive connections: until
-/// `finish` when `per_connection` is `None`, else that many on each.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    sent: Arc<AtomicU64>,
-    failures: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
-    started: Instant,
-    open_ended: bool,
-}
-
-impl Load {
-    /// With `close`, every request asks for its connection to be closed after it, so that
-    /// nginx reloading (whose old workers close idle keep-alive connections, racing a
-    /// request just sent on one) cannot fail a read.
-    fn start(
-        addr: SocketAddr,
-        bearer: &str,
-        connections: usize,
-        per_connection: Option<u64>,
-        close: bool,
-    ) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
-        let threads = (0..connections)
-            .map(|_| {
-                let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
-                let bearer = bearer.to_owned();
-                std::thread::spawn(move || {
-                    let fail = |kind: String| {
-                        if let Ok(mut map) = failures.lock() {
-                            *map.entry(kind).or_insert(0) += 1;
-                        }
-                    };
-                    let mut conn: Option<http::Conn> = None;
-                    let mut done = 0;
-                    while !stop.load(Ordering::Relaxed) && per_connection.is_none_or(|n| done < n) {
-                        let c = match conn.take() {
-                            Some(c) if !c.closed => c,
-                            _ => match http::Conn::open(addr) {
-                                Ok(c) => c,
-                                Err(e) => {
-                                    sent.fetch_add(1, Ordering::Relaxed);
-                                    done += 1;
-                                    fail(format!("connect: {e}"));
-                                    std::thread::sleep(Duration::from_millis(10));
-                                    continue;
-                                }
-                            },
-                        };
-                        let mut c = c;
-                        let mut headers = vec![("Authorization", bearer.as_str())];
-                        if close {
-                            headers.push(("Connection", "close"));
-                        }
-                        let response = c.send("GET", READ_PATH, &headers, b"");
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        done += 1;
-                        match response {
-                            Ok(r) if (200..300).contains(&r.status) => {}
-                            Ok(r) => fail(format!("HTTP {}", r.status)),
-                            Err(e) => fail(format!("transport: {e}")),
-                        }
-                        conn = Some(c);
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            threads,
-            sent,
-            failures,
-            started: Instant::now(),
-            open_ended: per_connection.is_none(),
-        }
-    }
-
-    /// Stops an open-ended load, or waits for a fixed one to send all its requests.
-    fn finish(self) -> LoadResult {
-        if self.open_ended {
-            self.stop.store(true, Ordering::Relaxed);
-        }
-        for thread in self.threads {
-            let _ = thread.join();
-        }
-        LoadResult {
-            sent: self.sent.load(Ordering::Relaxed),
-            elapsed: self.started.elapsed(),
-            failures: self.failures.lock().map(|m| m.clone()).unwrap_or_default(),
-        }
     }
 }
 

@@ -73,26 +73,29 @@ pub struct Watchdog {
     child: Child,
 }
 
+/// Every PostgreSQL cluster of the check lives in `DIR/*/data`; SIGQUIT to its postmaster
+/// is an immediate stop.
 const WATCHDOG: &str = r#"
 cat >/dev/null
-dir=$1; shift
+dir=$1
 [ -d "$dir" ] || exit 0
 if [ -f "$dir/pgids" ]; then
     while read -r group; do kill -s KILL -- "-$group" 2>/dev/null; done <"$dir/pgids"
 fi
-[ -f "$dir/pg/data/postmaster.pid" ] && "$@" >/dev/null 2>&1
+for pid in "$dir"/*/data/postmaster.pid; do
+    [ -f "$pid" ] && kill -s QUIT "$(head -n 1 "$pid")" 2>/dev/null
+done
+sleep 1
 rm -rf "$dir"
 "#;
 
 impl Watchdog {
-    /// `stop_cluster`: the command that stops the PostgreSQL cluster immediately.
-    pub fn spawn(dir: &Path, stop_cluster: &[String]) -> Result<Self, String> {
+    pub fn spawn(dir: &Path) -> Result<Self, String> {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(WATCHDOG)
             .arg("watchdog")
             .arg(dir)
-            .args(stop_cluster)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
