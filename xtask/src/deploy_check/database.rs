@@ -66,15 +66,13 @@ fn token(addr: SocketAddr, email: &str) -> Result<String, String> {
         http::encode(email),
         http::encode(PASSWORD)
     );
-    let response = http::Conn::open(addr)
-        .and_then(|mut c| {
-            c.send(
-                "POST",
-                "/token",
-                &[("Content-Type", "application/x-www-form-urlencoded")],
-                body.as_bytes(),
-            )
-        })
+    let response = http::Client::new(addr)
+        .send(
+            "POST",
+            "/token",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        )
         .map_err(|e| format!("POST /token: {e}"))?;
     json_string(&response.text(), "access_token")
         .filter(|_| response.status == 200)
@@ -317,18 +315,16 @@ fn recovered(instance: &Instance, editor: &str, promoting: Instant) -> Result<St
         r#"{{"title":"{TITLE_PREFIX} {}","released":2026,"rating":7.5}}"#,
         instance.name
     );
-    let created = http::Conn::open(instance.addr())
-        .and_then(|mut c| {
-            c.send(
-                "POST",
-                "/movies/",
-                &[
-                    ("Authorization", editor),
-                    ("Content-Type", "application/json"),
-                ],
-                body.as_bytes(),
-            )
-        })
+    let created = http::Client::new(instance.addr())
+        .send(
+            "POST",
+            "/movies/",
+            &[
+                ("Authorization", editor),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
         .map_err(|e| format!("POST /movies/ on {}: {e}", instance.name))?;
     if created.status != 201 {
         return Err(format!(

@@ -1,5 +1,5 @@
 //! The checks' load: connections that each send one request after another and record what
-//! came back. The client never resends a request by itself, so a lost one shows.
+//! came back. The client never resends a request by itself ([`http`]), so a lost one shows.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -106,29 +106,18 @@ impl Load {
                             Err(kind) => *record.failures.entry(kind).or_insert(0) += 1,
                         }
                     };
-                    let mut conn: Option<http::Conn> = None;
+                    let client = http::Client::new(addr);
                     let mut done = 0;
                     while !stop.load(Ordering::Relaxed) && per_connection.is_none_or(|n| done < n) {
                         let sent_at = Instant::now();
                         sent.fetch_add(1, Ordering::Relaxed);
                         done += 1;
-                        let mut c = match conn.take() {
-                            Some(c) if !c.closed => c,
-                            _ => match http::Conn::open(addr) {
-                                Ok(c) => c,
-                                Err(e) => {
-                                    note(sent_at, Err(format!("connect: {e}")));
-                                    std::thread::sleep(Duration::from_millis(10));
-                                    continue;
-                                }
-                            },
-                        };
                         let mut headers = vec![("Authorization", bearer.as_str())];
                         if close {
                             headers.push(("Connection", "close"));
                         }
                         let outcome = match work {
-                            Work::Read => c
+                            Work::Read => client
                                 .send("GET", READ_PATH, &headers, b"")
                                 .map(|response| (response, None)),
                             Work::Create { prefix } => {
@@ -137,14 +126,14 @@ impl Load {
                                 let body = format!(
                                     r#"{{"title":"{title}","released":2026,"rating":7.5}}"#
                                 );
-                                c.send("POST", "/movies/", &headers, body.as_bytes())
+                                client
+                                    .send("POST", "/movies/", &headers, body.as_bytes())
                                     .map(|response| (response, Some(title)))
                             }
                         };
                         let outcome = judge(outcome);
                         let failed = outcome.is_err();
                         note(sent_at, outcome);
-                        conn = Some(c);
                         if failed {
                             // No tight loop against a server that refuses everything.
                             std::thread::sleep(Duration::from_millis(10));
@@ -195,7 +184,7 @@ impl Load {
 /// A 2xx is a success (a created movie's title, if one was sent); anything else is a
 /// failure of a kind. A 503 without `Retry-After` is a kind of its own: it must carry one.
 fn judge(
-    outcome: std::io::Result<(http::Response, Option<String>)>,
+    outcome: Result<(http::Response, Option<String>), http::CallError>,
 ) -> Result<Option<String>, String> {
     match outcome {
         Ok((r, title)) if (200..300).contains(&r.status) => Ok(title),
@@ -203,6 +192,6 @@ fn judge(
             Err("HTTP 503 without Retry-After".to_owned())
         }
         Ok((r, _)) => Err(format!("HTTP {}", r.status)),
-        Err(e) => Err(format!("transport: {e}")),
+        Err(e) => Err(e.to_string()),
     }
 }
