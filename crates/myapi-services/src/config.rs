@@ -16,13 +16,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use myapi_models::connection::one_line;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
+
+use crate::secrets::{hex, random_bytes, random_secret};
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
@@ -299,12 +298,8 @@ impl TokenKeys {
 
     /// A random key under a random kid, for a process that was given none.
     pub fn random() -> Self {
-        let mut key = [0u8; MIN_TOKEN_KEY_BYTES];
-        OsRng.fill_bytes(&mut key);
-        let mut kid = [0u8; 4];
-        OsRng.fill_bytes(&mut kid);
         Self {
-            signing: (hex(&kid), TokenKey(Secret(URL_SAFE_NO_PAD.encode(key)))),
+            signing: (hex(&random_bytes::<4>()), TokenKey(Secret(random_secret()))),
             verifying_only: Vec::new(),
         }
     }
@@ -437,10 +432,6 @@ pub enum TokenKeyError {
     },
     #[error("entry {entry} repeats the kid of entry {first}")]
     RepeatedKid { entry: usize, first: usize },
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Settings could not be loaded; `Display` is one line naming the key.
@@ -746,8 +737,8 @@ mod tests {
     #[test]
     fn generated_keys_pass() {
         for _ in 0..2000 {
-            let mut bytes = [0u8; 48];
-            OsRng.fill_bytes(&mut bytes);
+            let bytes: [u8; 48] = random_bytes();
+            use base64::Engine;
             let standard = base64::engine::general_purpose::STANDARD;
             for key in [
                 standard.encode(&bytes[..32]),

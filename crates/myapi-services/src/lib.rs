@@ -15,6 +15,7 @@ mod error;
 pub mod movies;
 pub mod query;
 pub mod request_context;
+pub mod secrets;
 // [xtask] service modules
 
 pub use config::{Settings, SettingsSource};

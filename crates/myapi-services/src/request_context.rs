@@ -11,8 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
-
 thread_local! {
     static CURRENT: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
 }
@@ -40,9 +38,7 @@ impl Drop for Restore {
 
 /// A fresh random id: a UUID version 4, from the operating system's generator.
 pub fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    OsRng.fill_bytes(&mut bytes);
-    uuid::Builder::from_random_bytes(bytes)
+    uuid::Builder::from_random_bytes(crate::secrets::random_bytes())
         .into_uuid()
         .hyphenated()
         .to_string()

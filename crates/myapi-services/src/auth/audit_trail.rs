@@ -10,7 +10,7 @@ use sha2::Sha256;
 
 use super::AuthService;
 use crate::audit::{Actor, AuditEntry, AuditEvent};
-use crate::config::hex;
+use crate::secrets::hex;
 use crate::{ServiceError, blocking};
 
 impl AuthService {

@@ -8,27 +8,26 @@ mod audit_trail;
 mod budget;
 mod data;
 pub mod hooks;
+mod memory_budget;
 mod password;
 mod postgres_budget;
 mod refresh_secret;
 mod roles;
-mod throttle;
 mod tokens;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 use ipnet::IpNet;
 
 pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
 pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
 pub use hooks::{Hooks, Point};
+pub use memory_budget::{MAX_TRACKED_KEYS, MemoryBudget};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
 pub use postgres_budget::PostgresBudget;
 pub use roles::{Role, SCOPE_GRANTS, SCOPES, Scopes};
-pub use throttle::{LoginThrottle, MAX_TRACKED_KEYS};
 pub use tokens::{Claims, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
@@ -39,9 +38,9 @@ use crate::bounded::{BoundedMap, Retention};
 use crate::config::{LoginBudgetStore, Settings};
 use crate::database::Database;
 use crate::query::{Page, PageSizes, QueryPairs};
+use crate::secrets::{random_bytes, random_id, random_secret};
 use crate::{InvalidField, ServiceError, blocking};
-use refresh_secret::{hash_secret, open_successor, random_secret, seal_successor};
-use tokens::random_id;
+use refresh_secret::{hash_secret, open_successor, seal_successor};
 
 /// Seconds a client should wait when hashing is saturated.
 const BUSY_RETRY_AFTER_SECS: u64 = 1;
@@ -262,7 +261,7 @@ impl AuthService {
         let budget: Arc<dyn LoginBudget> = if shared {
             Arc::new(PostgresBudget::new(db.clone(), auth))
         } else {
-            Arc::new(LoginThrottle::new(auth))
+            Arc::new(MemoryBudget::new(auth))
         };
         let hooks = Hooks::default();
         Ok(Self {
@@ -582,7 +581,9 @@ impl AuthService {
                 });
                 // Within 5% either way, as a real check's time varies too.
                 let spread = u64::try_from(typical.as_micros() / 10).unwrap_or(u64::MAX);
-                let jitter = Duration::from_micros(u64::from(OsRng.next_u32()) % (spread + 1));
+                let jitter = Duration::from_micros(
+                    u64::from(u32::from_le_bytes(random_bytes())) % (spread + 1),
+                );
                 (typical + jitter)
                     .saturating_sub(Duration::from_micros(spread / 2))
                     .saturating_sub(took)
@@ -895,17 +896,12 @@ fn secs(seconds: u64) -> i64 {
 /// for a process that signs with a random key.
 fn audit_digest_key(settings: &Settings) -> [u8; 64] {
     let mut key = [0u8; 64];
-    match &settings.token_key {
-        Some(keys) => {
-            let derived = hkdf::Hkdf::<sha2::Sha256>::new(None, keys.signing().1.as_bytes())
-                .expand(b"myapi audit username digest", &mut key);
-            if derived.is_err() {
-                OsRng.fill_bytes(&mut key);
-            }
-        }
-        None => OsRng.fill_bytes(&mut key),
-    }
-    key
+    let derived = settings.token_key.as_ref().is_some_and(|keys| {
+        hkdf::Hkdf::<sha2::Sha256>::new(None, keys.signing().1.as_bytes())
+            .expand(b"myapi audit username digest", &mut key)
+            .is_ok()
+    });
+    if derived { key } else { random_bytes() }
 }
 
 /// The scopes a family was granted; `None` for a family from before scopes were stored

@@ -3,15 +3,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, TokenData, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ServiceError;
 use crate::config::{AuthSettings, TokenKeys};
+use crate::secrets::random_id;
 
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
@@ -181,13 +179,6 @@ fn rejection(error: &jsonwebtoken::errors::Error) -> ServiceError {
         ErrorKind::MissingRequiredClaim(_) => "missing claim",
         _ => "malformed token",
     })
-}
-
-/// 128 random bits, base64url: token ids and security stamps.
-pub(crate) fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

@@ -283,7 +283,7 @@ pub async fn delete_movie(
 ///
 /// `after` costs the same at any depth; `offset` makes the database read and drop every
 /// skipped row, so it is capped by `movies.max_offset` (10,000 by default). Offsets past
-/// the cap are refused with 422: a breaking change for clients that paged deeper that way.
+/// the cap are refused with 422.
 #[utoipa::path(
     tag = "movies",
     security(("oauth2" = ["movies:read"])),
@@ -292,7 +292,7 @@ pub async fn delete_movie(
         ("rating" = f64, Query, description = "Lowest rating", minimum = 0, maximum = 10),
         ("limit" = Option<i64>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
         ("after" = Option<i64>, Query, description = "Cursor: the page holds movies with ids above this one, as the `Link` header gives it (the last `movie_id` of the previous page). Costs the same at any depth. Not with `offset`", minimum = 0, maximum = 2_147_483_647),
-        ("offset" = Option<i64>, Query, description = "Movies to skip (default 0). At most `movies.max_offset` (`MYAPI_MOVIES__MAX_OFFSET`, default 10,000): larger offsets are refused with 422 (they were accepted before; page with `after` instead). Not with `after`", minimum = 0, maximum = 10_000),
+        ("offset" = Option<i64>, Query, description = "Movies to skip (default 0). At most `movies.max_offset` (`MYAPI_MOVIES__MAX_OFFSET`, default 10,000): larger offsets are refused with 422 (page with `after` instead). Not with `after`", minimum = 0, maximum = 10_000),
     ),
     responses(
         (status = 200, description = "One page of movies; `[]` and no `Link` past the last one", body = Vec<MovieSchema>,
