@@ -6,7 +6,8 @@ use diesel::prelude::*;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::DbError;
-use crate::connection::{DbConnection, one_line};
+use crate::connection::DbConnection;
+use crate::one_line;
 
 /// `migrations/postgres`, compiled into the binary.
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");

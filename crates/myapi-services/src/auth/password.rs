@@ -275,10 +275,10 @@ impl HashTicket {
     ) -> Result<T, ServiceError> {
         let (sender, receiver) = oneshot::channel();
         let pool = Arc::clone(&self.pool);
-        let request = request_context::current();
+        let work = request_context::carried(work);
         let job: Job = Box::new(move || {
             let _ticket = self; // the place is given back once the hash is done
-            let _ = sender.send(request_context::scope(request, work));
+            let _ = sender.send(work());
         });
         pool.jobs
             .lock()

@@ -8,7 +8,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, TokenData, Valid
 use serde::{Deserialize, Serialize};
 
 use crate::ServiceError;
-use crate::config::{AuthSettings, TokenKeys};
+use crate::auth::keys::TokenKeys;
+use crate::config::AuthSettings;
 use crate::secrets::random_id;
 
 /// Seconds of clock skew tolerated on `exp`.
@@ -184,7 +185,7 @@ fn rejection(error: &jsonwebtoken::errors::Error) -> ServiceError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TokenKey;
+    use crate::auth::keys::TokenKey;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 

@@ -457,7 +457,7 @@ fn write_error(error: DieselError) -> ServiceError {
                 .unwrap_or("movie");
             log::warn!(
                 "the database refused a movie the service accepted: {}",
-                myapi_models::connection::one_line(info.message())
+                myapi_models::one_line(info.message())
             );
             ServiceError::invalid(field, "is refused by the database's constraints")
         }
