@@ -56,14 +56,12 @@ pub struct UserName(pub(super) String);
 impl UserName {
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
         let name = raw.trim();
+        let invalid = |message: &str| Err(InvalidField::new("name", message));
         if name.is_empty() || name.chars().count() > 200 {
-            return Err(InvalidField::new("name", "must be 1 to 200 characters"));
+            return invalid("must be 1 to 200 characters");
         }
         if name.chars().any(char::is_control) {
-            return Err(InvalidField::new(
-                "name",
-                "must not contain control characters",
-            ));
+            return invalid("must not contain control characters");
         }
         Ok(Self(name.to_owned()))
     }
@@ -76,14 +74,12 @@ pub struct Password(pub(super) String);
 impl Password {
     pub fn parse(raw: String, min_chars: usize, max_chars: usize) -> Result<Self, InvalidField> {
         let chars = raw.chars().count();
+        let invalid = |message: String| Err(InvalidField::new("password", message));
         if chars < min_chars || chars > max_chars {
-            return Err(InvalidField::new(
-                "password",
-                format!("must be {min_chars} to {max_chars} characters"),
-            ));
+            return invalid(format!("must be {min_chars} to {max_chars} characters"));
         }
         if raw.contains('\0') {
-            return Err(InvalidField::new("password", "must not contain NUL"));
+            return invalid("must not contain NUL".into());
         }
         Ok(Self(raw))
     }

@@ -133,32 +133,24 @@ impl TokenKeys {
             token_keys: Option<String>,
         }
         let error = |message: String| serde::de::Error::custom(message);
-        match Variables::deserialize(deserializer)? {
-            Variables {
-                token_key: Some(key),
-                token_keys: Some(_),
-            } => Err(error(format!(
+        let Variables {
+            token_key,
+            token_keys,
+        } = Variables::deserialize(deserializer)?;
+        match (token_key, token_keys) {
+            (Some(key), Some(_)) => Err(error(format!(
                 "token_keys (MYAPI_TOKEN_KEYS): cannot be combined with token_key \
                  (MYAPI_TOKEN_KEY); set only one (that key's kid is {})",
                 TokenKey(Secret::new(key)).derived_kid()
             ))),
-            Variables {
-                token_key: Some(key),
-                token_keys: None,
-            } => TokenKey::try_from(key)
+            (Some(key), None) => TokenKey::try_from(key)
                 .map(|key| Some(key.into()))
                 .map_err(|e| error(format!("token_key (MYAPI_TOKEN_KEY): {e}"))),
-            Variables {
-                token_key: None,
-                token_keys: Some(list),
-            } => list
+            (None, Some(list)) => list
                 .parse()
                 .map(Some)
                 .map_err(|e| error(format!("token_keys (MYAPI_TOKEN_KEYS): {e}"))),
-            Variables {
-                token_key: None,
-                token_keys: None,
-            } => Ok(None),
+            (None, None) => Ok(None),
         }
     }
 }

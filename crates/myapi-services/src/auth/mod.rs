@@ -19,7 +19,7 @@ mod tokens;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -37,7 +37,7 @@ pub use tokens::{Claims, TokenSigner};
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
 use myapi_schemas::{TokenResponse, UserSchema};
 
-use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent};
+use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent, unix_now};
 use crate::bounded::{BoundedMap, Retention};
 use crate::config::{LoginBudgetStore, Settings};
 use crate::database::Database;
@@ -770,12 +770,6 @@ fn accept(
         }),
         _ => Err(ServiceError::InvalidToken("token revoked")),
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| secs(elapsed.as_secs()))
 }
 
 fn secs(seconds: u64) -> i64 {

@@ -1,13 +1,14 @@
 //! HS256 access tokens: issue and verify, with `kid`, `exp`, `iss`, `aud` and `sub` enforced.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, TokenData, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ServiceError;
+use crate::audit::unix_now;
 use crate::auth::keys::TokenKeys;
 use crate::config::AuthSettings;
 use crate::secrets::random_id;
@@ -114,10 +115,7 @@ impl TokenSigner {
         security_stamp: &str,
         scope: &str,
     ) -> Result<String, ServiceError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = u64::try_from(unix_now()).unwrap_or_default();
         let claims = Claims {
             sub: user_id.to_string(),
             name: name.to_owned(),
