@@ -3,7 +3,7 @@
 //! 3. drop the old key.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use myapi_services::config::{TokenKey, TokenKeys};
+use myapi_services::auth::{TokenKey, TokenKeys};
 
 use crate::support::{TEST_TOKEN_KEY, TestDb};
 use crate::{TestApp, both_backends, json_body, spawn_app};

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use myapi_services::config::Secret;
+use myapi_services::secrets::Secret;
 use myapi_services::{Database, Settings, error_chain};
 
 use crate::support::{TEST_TOKEN_KEY, TestCluster, in_ci, pg_cluster};

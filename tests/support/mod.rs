@@ -12,7 +12,9 @@ pub mod pg_cluster;
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use myapi_services::config::{Secret, Settings, TokenKey};
+use myapi_services::auth::TokenKey;
+use myapi_services::config::Settings;
+use myapi_services::secrets::Secret;
 
 /// The two backends every data-touching test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use diesel::connection::{InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
 
-use crate::DbError;
+use crate::{DbError, one_line};
 
 /// A connection to either backend. Queries written once against this type run on both:
 /// PostgreSQL in production, an embedded SQLite file as the zero-setup default.
@@ -594,12 +594,6 @@ impl r2d2::HandleError<diesel::r2d2::Error> for LogErrorHandler {
             one_line(&error.to_string())
         );
     }
-}
-
-/// Joins a multi-line message (drivers and parsers write them) into one line. The one copy:
-/// the services tier uses it too.
-pub fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::DbError;
-use crate::connection::{DbConnection, one_line};
+use crate::connection::DbConnection;
+use crate::{DbError, one_line};
 
 /// `migrations/postgres`, compiled into the binary.
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
@@ -93,33 +93,26 @@ pub fn migrations_are_current(conn: &mut DbConnection) -> Result<bool, DbError> 
 
 /// Creates database `name` on the PostgreSQL server at `admin_url` (tests and benchmarks).
 pub fn create_postgres_database(admin_url: &str, name: &str) -> Result<(), DbError> {
-    check_database_name(name)?;
-    let mut conn = PgConnection::establish(admin_url)
-        .map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?;
-    conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
-    Ok(())
+    on_server(admin_url, name, &format!("CREATE DATABASE \"{name}\""))
 }
 
 /// Drops database `name` on the PostgreSQL server at `admin_url`, closing its sessions.
 pub fn drop_postgres_database(admin_url: &str, name: &str) -> Result<(), DbError> {
-    check_database_name(name)?;
-    let mut conn = PgConnection::establish(admin_url)
-        .map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?;
-    conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
-    Ok(())
+    let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    on_server(admin_url, name, &statement)
 }
 
-fn check_database_name(name: &str) -> Result<(), DbError> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(DbError::InvalidDsn(format!(
+/// Runs `statement`, which names database `name`, on the server at `admin_url`, once `name`
+/// is known to be a plain identifier (it is quoted, never escaped).
+fn on_server(admin_url: &str, name: &str, statement: &str) -> Result<(), DbError> {
+    let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+    if name.is_empty() || name.len() > 63 || !name.bytes().all(plain) {
+        return Err(DbError::InvalidDsn(format!(
             "invalid database name `{name}`"
-        )))
+        )));
     }
+    PgConnection::establish(admin_url)
+        .map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?
+        .batch_execute(statement)?;
+    Ok(())
 }

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use myapi_services::Services;
+use myapi_services::auth::TokenKey;
 use myapi_services::auth::{PasswordHasher, TokenSigner};
-use myapi_services::config::{Secret, Settings, TokenKey};
+use myapi_services::config::Settings;
 use myapi_services::movies::{NewMoviesQuery, OnExisting};
+use myapi_services::secrets::Secret;
 
 fn tokens(c: &mut Criterion) {
     let key = TokenKey::try_from("bench-0123456789abcdefghijklmnopqrstuv".to_owned()).unwrap();

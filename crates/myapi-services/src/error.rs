@@ -6,7 +6,7 @@ use std::fmt;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use myapi_models::DbError;
-use myapi_models::connection::one_line;
+use myapi_models::one_line;
 
 /// Any underlying cause, kept for the log.
 pub type BoxError = Box<dyn Error + Send + Sync>;

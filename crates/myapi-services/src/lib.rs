@@ -15,6 +15,7 @@ mod error;
 pub mod movies;
 pub mod query;
 pub mod request_context;
+pub mod secrets;
 // [xtask] service modules
 
 pub use config::{Settings, SettingsSource};
@@ -54,16 +55,4 @@ impl Services {
             database,
         })
     }
-}
-
-/// Runs blocking work (a query) on the runtime's blocking threads, so an async caller's
-/// worker stays free. The work runs as the caller's request ([`request_context`]), so what
-/// it logs names the request.
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, ServiceError> {
-    let request = request_context::current();
-    tokio::task::spawn_blocking(move || request_context::scope(request, work))
-        .await
-        .map_err(|e| ServiceError::internal("blocking task failed", e))?
 }

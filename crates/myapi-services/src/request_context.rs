@@ -2,7 +2,7 @@
 //! name it — on the HTTP worker, on a blocking thread and on a hashing thread alike.
 //!
 //! The web tier sets it while it polls a request's future ([`InRequest`]); work handed to
-//! other threads carries it along ([`crate::blocking`], the hashing pool) and sets it there
+//! other threads carries it along ([`carried`]) and sets it there
 //! for as long as the work runs ([`scope`]). The logger reads it with [`current`].
 
 use std::cell::RefCell;
@@ -10,8 +10,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 
 thread_local! {
     static CURRENT: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
@@ -40,9 +38,7 @@ impl Drop for Restore {
 
 /// A fresh random id: a UUID version 4, from the operating system's generator.
 pub fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    OsRng.fill_bytes(&mut bytes);
-    uuid::Builder::from_random_bytes(bytes)
+    uuid::Builder::from_random_bytes(crate::secrets::random_bytes())
         .into_uuid()
         .hyphenated()
         .to_string()
@@ -71,6 +67,24 @@ impl<F: Future> Future for InRequest<F> {
         let id = Arc::clone(&self.id);
         scope(Some(id), || self.inner.as_mut().poll(cx))
     }
+}
+
+/// `work`, made to run as this thread's current request on whichever thread calls it: the
+/// one way work handed to another thread keeps naming its request.
+pub fn carried<R>(work: impl FnOnce() -> R) -> impl FnOnce() -> R {
+    let request = current();
+    move || scope(request, work)
+}
+
+/// Runs blocking work (a query) on the runtime's blocking threads, so an async caller's
+/// worker stays free. The work runs as the caller's request, so what it logs names the
+/// request.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::ServiceError> + Send + 'static,
+) -> Result<T, crate::ServiceError> {
+    tokio::task::spawn_blocking(carried(work))
+        .await
+        .map_err(|e| crate::ServiceError::internal("blocking task failed", e))?
 }
 
 #[cfg(test)]
@@ -114,11 +128,9 @@ mod tests {
 
     #[tokio::test]
     async fn blocking_work_carries_the_id() {
-        let seen = InRequest::new("r-2".into(), async {
-            crate::blocking(|| Ok(current())).await
-        })
-        .await
-        .unwrap();
+        let seen = InRequest::new("r-2".into(), async { blocking(|| Ok(current())).await })
+            .await
+            .unwrap();
         assert_eq!(seen.as_deref(), Some("r-2"));
     }
 }

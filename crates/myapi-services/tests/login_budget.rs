@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use myapi_services::auth::{BudgetError, BudgetKeys, LoginBudget, LoginThrottle, PostgresBudget};
+use myapi_services::auth::{BudgetError, BudgetKeys, LoginBudget, MemoryBudget, PostgresBudget};
 use myapi_services::config::{AuthSettings, LoginBudgetStore};
 use myapi_services::{Database, ServiceError};
 use support::{Backend, TestDb};
@@ -44,7 +44,7 @@ impl Fixture {
         let keys = BudgetKeys::new(&auth);
         match store {
             Store::Memory => Some(Self {
-                budget: Arc::new(LoginThrottle::new(&auth)),
+                budget: Arc::new(MemoryBudget::new(&auth)),
                 keys,
                 auth,
                 db: None,

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use myapi_services::Settings;
-use myapi_services::auth::{BudgetKeys, LoginBudget, LoginThrottle};
+use myapi_services::auth::{BudgetKeys, LoginBudget, MemoryBudget};
 
 const FLOOD: u32 = 200_000;
 
@@ -33,7 +33,7 @@ fn address(network: u32, host: u32) -> IpAddr {
 fn a_flood_neither_forgets_a_throttled_account_nor_outgrows_the_bound() {
     let settings = Settings::defaults().unwrap().auth;
     let burst = settings.account_failure_burst.get();
-    let throttle = LoginThrottle::new(&settings);
+    let throttle = MemoryBudget::new(&settings);
     let keys = BudgetKeys::new(&settings);
     let reserve =
         |account: &str, client: IpAddr| throttle.reserve(&keys.attempt(account, client), None);

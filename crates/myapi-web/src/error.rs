@@ -208,20 +208,10 @@ impl TokenError {
     /// except that the three ways of being asked to come back later are told apart.
     fn outcome(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) | Self::BodyTooLarge => "invalid_request",
-            Self::UnsupportedGrantType => "unsupported_grant_type",
-            Self::Login(error) => match error {
-                LoginError::InvalidGrant | LoginError::InvalidRefreshToken => "invalid_grant",
-                LoginError::InvalidRequest(_) | LoginError::Service(ServiceError::Invalid(_)) => {
-                    "invalid_request"
-                }
-                LoginError::InvalidScope(_) => "invalid_scope",
-                LoginError::UnsupportedTokenType => "unsupported_token_type",
-                LoginError::Throttled { .. } => "throttled",
-                LoginError::Saturated { .. } => "saturated",
-                LoginError::Service(ServiceError::Unavailable(_)) => "unavailable",
-                LoginError::Service(_) => "server_error",
-            },
+            Self::Login(LoginError::Throttled { .. }) => "throttled",
+            Self::Login(LoginError::Saturated { .. }) => "saturated",
+            Self::Login(LoginError::Service(ServiceError::Unavailable(_))) => "unavailable",
+            _ => self.oauth().0,
         }
     }
 }

@@ -136,6 +136,16 @@ pub fn next_page_link(path: &str, parameters: &[(&str, String)]) -> (header::Hea
     (header::LINK, format!("<{path}?{query}>; rel=\"next\""))
 }
 
+/// Whether `Content-Type` names the media type `expected` (parameters such as `charset`
+/// aside).
+pub fn has_media_type(headers: &header::HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
+}
+
 /// The query string's name/value pairs, in order; undecodable input is a 422.
 pub fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_str(req.query_string())
@@ -147,7 +157,7 @@ mod tests {
     use super::*;
 
     fn test_signer() -> myapi_services::auth::TokenSigner {
-        let key = myapi_services::config::TokenKey::try_from(
+        let key = myapi_services::auth::TokenKey::try_from(
             "k-0123456789abcdefghijklmnopqrstuv".to_owned(),
         )
         .unwrap();

@@ -378,10 +378,8 @@ pub fn run(
 ///
 /// A database call holds its blocking thread while it waits on the round trip, so with
 /// fewer threads than connections the pool sits partly idle and requests queue for a
-/// thread instead. On 2 cores with PostgreSQL on the same host (pool 10, 2 workers),
-/// 5 per worker served `GET /movies/{id}` at 16 connections about 1.5 times as fast as one
-/// per core (wrk: 17,100–20,000 against 11,800–13,400 req/s). More threads than
-/// connections would only wait for the pool; hashing has its own threads.
+/// thread instead. More threads than connections would only wait for the pool; hashing
+/// has its own threads.
 fn blocking_threads(configured: usize, workers: usize, pool_size: u32) -> usize {
     if configured > 0 {
         return configured;

@@ -551,12 +551,12 @@ fn minute_of(secs: i64) -> i64 {
     secs - secs.rem_euclid(60)
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
-        })
+/// Seconds since the Unix epoch: the clock of every stored time.
+pub(crate) fn unix_now() -> i64 {
+    let elapsed = SystemTime::now().duration_since(UNIX_EPOCH);
+    elapsed.map_or(0, |elapsed| {
+        i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+    })
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::AuthService;
+use crate::ServiceError;
 use crate::audit::{Actor, AuditEntry, AuditEvent};
-use crate::config::hex;
-use crate::{ServiceError, blocking};
+use crate::request_context::blocking;
+use crate::secrets::hex;
 
 impl AuthService {
     /// What a failed login to no account stores of its username (normalised), since people

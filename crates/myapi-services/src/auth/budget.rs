@@ -1,7 +1,7 @@
 //! The login budget: what `/token`, refresh and revocation spend, behind one trait with two
 //! stores.
 //!
-//! - [`LoginThrottle`](super::LoginThrottle) keeps it in this process: one instance, or
+//! - [`MemoryBudget`](super::MemoryBudget) keeps it in this process: one instance, or
 //!   SQLite.
 //! - [`PostgresBudget`](super::PostgresBudget) keeps it in PostgreSQL, so every instance
 //!   on one database spends the same budget.

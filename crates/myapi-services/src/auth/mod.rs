@@ -6,162 +6,51 @@
 
 mod audit_trail;
 mod budget;
+mod credentials;
 mod data;
 pub mod hooks;
+pub mod keys;
+mod memory_budget;
 mod password;
 mod postgres_budget;
 mod refresh_secret;
 mod roles;
-mod throttle;
 mod tokens;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 use ipnet::IpNet;
 
 pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
+pub use credentials::{Credentials, Email, Password, UserName};
 pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
 pub use hooks::{Hooks, Point};
+pub use keys::{KeyError, TokenKey, TokenKeyError, TokenKeys};
+pub use memory_budget::{MAX_TRACKED_KEYS, MemoryBudget};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
 pub use postgres_budget::PostgresBudget;
 pub use roles::{Role, SCOPE_GRANTS, SCOPES, Scopes};
-pub use throttle::{LoginThrottle, MAX_TRACKED_KEYS};
 pub use tokens::{Claims, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
 use myapi_schemas::{TokenResponse, UserSchema};
 
-use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent};
+use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent, unix_now};
 use crate::bounded::{BoundedMap, Retention};
 use crate::config::{LoginBudgetStore, Settings};
 use crate::database::Database;
 use crate::query::{Page, PageSizes, QueryPairs};
-use crate::{InvalidField, ServiceError, blocking};
-use refresh_secret::{hash_secret, open_successor, random_secret, seal_successor};
-use tokens::random_id;
+use crate::request_context::blocking;
+use crate::secrets::{random_bytes, random_id, random_secret};
+use crate::{InvalidField, ServiceError};
+use credentials::normalise_email;
+use refresh_secret::{hash_secret, open_successor, seal_successor};
 
 /// Seconds a client should wait when hashing is saturated.
 const BUSY_RETRY_AFTER_SECS: u64 = 1;
 const MAX_CACHED_USERS: usize = 50_000;
-
-/// A normalised email: trimmed, lower-case, a bare address. The one rule for the CLI and
-/// for `/token`'s `username`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email(String);
-
-impl Email {
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        let email = normalise_email(raw);
-        let invalid = |message: &str| Err(InvalidField::new("email", message));
-        if email.is_empty() || email.len() > 254 {
-            return invalid("must be 1 to 254 characters");
-        }
-        if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return invalid("must not contain spaces or control characters");
-        }
-        if email.contains(['<', '>', '"', '(', ')', ',', ';', ':', '[', ']', '\\']) {
-            return invalid(
-                "must be a bare address such as ada@example.com (no display name, brackets or quotes)",
-            );
-        }
-        let Some((local, domain)) = email.rsplit_once('@') else {
-            return invalid("must contain @");
-        };
-        if local.is_empty()
-            || local.contains('@')
-            || domain.len() < 3
-            || !domain.contains('.')
-            || domain.starts_with('.')
-            || domain.ends_with('.')
-            || domain.contains("..")
-        {
-            return invalid("is not a valid email address");
-        }
-        Ok(Self(email))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Trimmed and lower-case: how an email is stored, looked up and throttled.
-fn normalise_email(raw: &str) -> String {
-    raw.trim().to_lowercase()
-}
-
-/// A display name: trimmed, 1 to 200 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserName(String);
-
-impl UserName {
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        let name = raw.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(InvalidField::new("name", "must be 1 to 200 characters"));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(InvalidField::new(
-                "name",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(name.to_owned()))
-    }
-}
-
-/// A password within the configured length bounds (in characters), without NUL (which
-/// PostgreSQL cannot store and C-string tools cut short).
-pub struct Password(String);
-
-impl Password {
-    pub fn parse(raw: String, min_chars: usize, max_chars: usize) -> Result<Self, InvalidField> {
-        let chars = raw.chars().count();
-        if chars < min_chars || chars > max_chars {
-            return Err(InvalidField::new(
-                "password",
-                format!("must be {min_chars} to {max_chars} characters"),
-            ));
-        }
-        if raw.contains('\0') {
-            return Err(InvalidField::new("password", "must not contain NUL"));
-        }
-        Ok(Self(raw))
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
-/// What a client sent to log in: the OAuth2 `username` (an email) and `password`.
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-    /// The `scope` parameter as sent, if any.
-    pub scope: Option<String>,
-}
-
-impl Credentials {
-    /// Refuses what no database should see: control characters in the username, NUL in
-    /// the password. Answered as a malformed request, before any budget is spent.
-    fn check(&self) -> Result<(), LoginError> {
-        if self.username.chars().any(char::is_control) {
-            return Err(LoginError::InvalidRequest(
-                "username must not contain control characters",
-            ));
-        }
-        if self.password.contains('\0') {
-            return Err(LoginError::InvalidRequest("password must not contain NUL"));
-        }
-        Ok(())
-    }
-}
 
 /// Why a login was refused. Web maps each to its RFC 6749 §5.2 answer.
 #[derive(Debug, thiserror::Error)]
@@ -262,7 +151,7 @@ impl AuthService {
         let budget: Arc<dyn LoginBudget> = if shared {
             Arc::new(PostgresBudget::new(db.clone(), auth))
         } else {
-            Arc::new(LoginThrottle::new(auth))
+            Arc::new(MemoryBudget::new(auth))
         };
         let hooks = Hooks::default();
         Ok(Self {
@@ -423,7 +312,7 @@ impl AuthService {
         credentials: Credentials,
         client: IpAddr,
     ) -> Result<TokenResponse, LoginError> {
-        credentials.check()?;
+        credentials.check().map_err(LoginError::InvalidRequest)?;
         let asked = credentials
             .scope
             .as_deref()
@@ -582,7 +471,9 @@ impl AuthService {
                 });
                 // Within 5% either way, as a real check's time varies too.
                 let spread = u64::try_from(typical.as_micros() / 10).unwrap_or(u64::MAX);
-                let jitter = Duration::from_micros(u64::from(OsRng.next_u32()) % (spread + 1));
+                let jitter = Duration::from_micros(
+                    u64::from(u32::from_le_bytes(random_bytes())) % (spread + 1),
+                );
                 (typical + jitter)
                     .saturating_sub(Duration::from_micros(spread / 2))
                     .saturating_sub(took)
@@ -881,12 +772,6 @@ fn accept(
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| secs(elapsed.as_secs()))
-}
-
 fn secs(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
@@ -895,17 +780,12 @@ fn secs(seconds: u64) -> i64 {
 /// for a process that signs with a random key.
 fn audit_digest_key(settings: &Settings) -> [u8; 64] {
     let mut key = [0u8; 64];
-    match &settings.token_key {
-        Some(keys) => {
-            let derived = hkdf::Hkdf::<sha2::Sha256>::new(None, keys.signing().1.as_bytes())
-                .expand(b"myapi audit username digest", &mut key);
-            if derived.is_err() {
-                OsRng.fill_bytes(&mut key);
-            }
-        }
-        None => OsRng.fill_bytes(&mut key),
-    }
-    key
+    let derived = settings.token_key.as_ref().is_some_and(|keys| {
+        hkdf::Hkdf::<sha2::Sha256>::new(None, keys.signing().1.as_bytes())
+            .expand(b"myapi audit username digest", &mut key)
+            .is_ok()
+    });
+    if derived { key } else { random_bytes() }
 }
 
 /// The scopes a family was granted; `None` for a family from before scopes were stored

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 
+use crate::secrets::random_bytes;
 use crate::{ServiceError, request_context};
 
 /// Hashes and verifies passwords as argon2id PHC strings.
@@ -31,6 +31,11 @@ const MAX_VERIFY_MEMORY_KIB: u32 = 1 << 20;
 thread_local! {
     /// This thread's argon2 working memory, grown on first use and then reused.
     static WORKING_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A random 16-byte salt.
+fn new_salt() -> Result<SaltString, ServiceError> {
+    SaltString::encode_b64(&random_bytes::<16>()).map_err(hashing_failed)
 }
 
 fn hashing_failed(error: impl std::fmt::Display) -> ServiceError {
@@ -64,7 +69,7 @@ impl PasswordHasher {
 
     /// A fresh salted PHC string for `password`.
     pub fn hash(&self, password: &str) -> Result<String, ServiceError> {
-        let salt = SaltString::generate(&mut OsRng);
+        let salt = new_salt()?;
         let mut salt_bytes = [0u8; 64];
         let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(hashing_failed)?;
         let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
@@ -83,10 +88,8 @@ impl PasswordHasher {
     /// random bytes). Verifying against it costs exactly what a real verify costs, which is
     /// what unknown users are checked against — without hashing anything at start-up.
     pub fn unmatchable_hash(&self) -> Result<String, ServiceError> {
-        let salt = SaltString::generate(&mut OsRng);
-        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-        OsRng.fill_bytes(&mut out);
-        self.phc(&salt, &out)
+        let out: [u8; Params::DEFAULT_OUTPUT_LEN] = random_bytes();
+        self.phc(&new_salt()?, &out)
     }
 
     fn phc(&self, salt: &SaltString, out: &[u8]) -> Result<String, ServiceError> {
@@ -272,10 +275,10 @@ impl HashTicket {
     ) -> Result<T, ServiceError> {
         let (sender, receiver) = oneshot::channel();
         let pool = Arc::clone(&self.pool);
-        let request = request_context::current();
+        let work = request_context::carried(work);
         let job: Job = Box::new(move || {
             let _ticket = self; // the place is given back once the hash is done
-            let _ = sender.send(request_context::scope(request, work));
+            let _ = sender.send(work());
         });
         pool.jobs
             .lock()
@@ -317,7 +320,7 @@ mod tests {
     #[test]
     fn verifies_hashes_made_by_the_argon2_crate_itself() {
         use argon2::password_hash::PasswordHasher as _;
-        let salt = SaltString::generate(&mut OsRng);
+        let salt = new_salt().unwrap();
         let phc = Argon2::default()
             .hash_password(b"interop-password", &salt)
             .unwrap()

@@ -111,10 +111,6 @@ impl PostgresBudget {
     }
 }
 
-fn secs(limit: &Limit) -> f64 {
-    limit.leak_every.as_secs_f64()
-}
-
 impl LoginBudget for PostgresBudget {
     fn blocks(&self) -> bool {
         true
@@ -126,7 +122,7 @@ impl LoginBudget for PostgresBudget {
             diesel::select(login_budget_client_wait(
                 client_key(client),
                 limit.burst,
-                secs(&limit),
+                limit.leak_every.as_secs_f64(),
             ))
             .get_result::<Option<f64>>(pg)
         })?;
@@ -146,10 +142,10 @@ impl LoginBudget for PostgresBudget {
             diesel::select(login_budget_reserve_v2(
                 account_key(attempt),
                 account.burst,
-                secs(&account),
+                account.leak_every.as_secs_f64(),
                 client_key(&attempt.client),
                 client.burst,
-                secs(&client),
+                client.leak_every.as_secs_f64(),
                 security_stamp.map(|stamp| digest(stamp).to_vec()),
                 TRUSTED_FOR.as_secs_f64(),
             ))
@@ -170,7 +166,7 @@ impl LoginBudget for PostgresBudget {
         let attempt = &reservation.attempt;
         // A leak of 0 refunds nothing: an account the reservation did not charge.
         let account_refund = if reservation.account_charged {
-            secs(&account)
+            account.leak_every.as_secs_f64()
         } else {
             0.0
         };
@@ -179,7 +175,7 @@ impl LoginBudget for PostgresBudget {
                 account_key(attempt),
                 account_refund,
                 client_key(&attempt.client),
-                secs(&client),
+                client.leak_every.as_secs_f64(),
                 trust.map(|stamp| digest(stamp).to_vec()),
                 TRUSTED_FOR.as_secs_f64(),
             ))
@@ -189,7 +185,7 @@ impl LoginBudget for PostgresBudget {
     }
 
     fn count_client_failure(&self, client: &IpNet) -> Result<(), ServiceError> {
-        let leak = secs(&self.client_limit);
+        let leak = self.client_limit.leak_every.as_secs_f64();
         self.with_pg(|pg| {
             diesel::select(login_budget_charge_client(client_key(client), leak))
                 .get_result::<f64>(pg)

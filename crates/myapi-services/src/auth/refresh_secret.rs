@@ -7,20 +7,12 @@
 //! seals exactly one message (a retried rotation seals another successor under another
 //! key), so a fixed nonce is safe.
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
-
-/// 256 random bits, base64url.
-pub(crate) fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// What is stored of a refresh token: its SHA-256, base64url.
 pub(crate) fn hash_secret(secret: &str) -> String {
@@ -57,6 +49,7 @@ pub(crate) fn open_successor(used: &str, successor_hash: &str, sealed: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::random_secret;
 
     #[test]
     fn only_the_used_token_opens_its_successor() {

@@ -1,17 +1,17 @@
 //! HS256 access tokens: issue and verify, with `kid`, `exp`, `iss`, `aud` and `sub` enforced.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, TokenData, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ServiceError;
-use crate::config::{AuthSettings, TokenKeys};
+use crate::audit::unix_now;
+use crate::auth::keys::TokenKeys;
+use crate::config::AuthSettings;
+use crate::secrets::random_id;
 
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
@@ -115,10 +115,7 @@ impl TokenSigner {
         security_stamp: &str,
         scope: &str,
     ) -> Result<String, ServiceError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = u64::try_from(unix_now()).unwrap_or_default();
         let claims = Claims {
             sub: user_id.to_string(),
             name: name.to_owned(),
@@ -183,17 +180,10 @@ fn rejection(error: &jsonwebtoken::errors::Error) -> ServiceError {
     })
 }
 
-/// 128 random bits, base64url: token ids and security stamps.
-pub(crate) fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TokenKey;
+    use crate::auth::keys::TokenKey;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 

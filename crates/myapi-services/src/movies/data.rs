@@ -146,10 +146,10 @@ impl MovieDataManager {
     /// On PostgreSQL the query is never a cached prepared statement: a prepared statement
     /// may switch, from its sixth execution on, to one generic plan for every value, chosen
     /// by the average cost of the plans made so far on that connection. After a few cheap
-    /// or deep pages that plan walks the primary key and filters, which at 1M rows takes
-    /// 100–300 ms for a selective filter that the `(released, rating)` index answers in
-    /// 1–5 ms. Sent unnamed, the query is planned for its own values every time; planning
-    /// it costs about 0.1 ms, and only this query pays it (look-ups by id stay prepared).
+    /// or deep pages that plan walks the primary key and filters, far slower on a large table
+    /// than the `(released, rating)` index for a selective filter. Sent unnamed, the query
+    /// is planned for its own values every time; only this query pays for that planning
+    /// (look-ups by id stay prepared).
     pub fn released_since(&self, listing: &Listing) -> Result<Vec<MovieRow>, ServiceError> {
         let mut conn = self.db.conn()?;
         page(&mut conn, listing)
@@ -457,7 +457,7 @@ fn write_error(error: DieselError) -> ServiceError {
                 .unwrap_or("movie");
             log::warn!(
                 "the database refused a movie the service accepted: {}",
-                myapi_models::connection::one_line(info.message())
+                myapi_models::one_line(info.message())
             );
             ServiceError::invalid(field, "is refused by the database's constraints")
         }

@@ -16,7 +16,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::blocking::block;
 use crate::error::{ApiError, TokenError, login_outcome};
-use crate::extract::{Authorized, BearerUser, UsersRead, client_ip, next_page_link, query_pairs};
+use crate::extract::{
+    Authorized, BearerUser, UsersRead, client_ip, has_media_type, next_page_link, query_pairs,
+};
 use crate::openapi::GuardedErrors;
 
 /// Largest `/token` and `/revoke` body, in bytes: a form of a few short fields needs far
@@ -174,13 +176,7 @@ impl Form {
             .await
             .map_err(|_| TokenError::BodyTooLarge)?
             .map_err(|_| invalid("the request body could not be read"))?;
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let media_type = content_type.split(';').next().unwrap_or_default().trim();
-        if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        if !has_media_type(req.headers(), "application/x-www-form-urlencoded") {
             return Err(invalid("body must be application/x-www-form-urlencoded"));
         }
         let body = std::str::from_utf8(&body).map_err(|_| invalid("body is not valid UTF-8"))?;

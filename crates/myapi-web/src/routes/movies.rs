@@ -23,7 +23,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::blocking::block;
 use crate::error::ApiError;
-use crate::extract::{Authorized, MoviesRead, MoviesWrite, query_pairs};
+use crate::extract::{
+    Authorized, MoviesRead, MoviesWrite, has_media_type, next_page_link, query_pairs,
+};
 use crate::openapi::{ConditionalWriteErrors, GuardedErrors};
 
 /// The members of a [`MovieInput`].
@@ -283,7 +285,7 @@ pub async fn delete_movie(
 ///
 /// `after` costs the same at any depth; `offset` makes the database read and drop every
 /// skipped row, so it is capped by `movies.max_offset` (10,000 by default). Offsets past
-/// the cap are refused with 422: a breaking change for clients that paged deeper that way.
+/// the cap are refused with 422.
 #[utoipa::path(
     tag = "movies",
     security(("oauth2" = ["movies:read"])),
@@ -292,7 +294,7 @@ pub async fn delete_movie(
         ("rating" = f64, Query, description = "Lowest rating", minimum = 0, maximum = 10),
         ("limit" = Option<i64>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
         ("after" = Option<i64>, Query, description = "Cursor: the page holds movies with ids above this one, as the `Link` header gives it (the last `movie_id` of the previous page). Costs the same at any depth. Not with `offset`", minimum = 0, maximum = 2_147_483_647),
-        ("offset" = Option<i64>, Query, description = "Movies to skip (default 0). At most `movies.max_offset` (`MYAPI_MOVIES__MAX_OFFSET`, default 10,000): larger offsets are refused with 422 (they were accepted before; page with `after` instead). Not with `after`", minimum = 0, maximum = 10_000),
+        ("offset" = Option<i64>, Query, description = "Movies to skip (default 0). At most `movies.max_offset` (`MYAPI_MOVIES__MAX_OFFSET`, default 10,000): larger offsets are refused with 422 (page with `after` instead). Not with `after`", minimum = 0, maximum = 10_000),
     ),
     responses(
         (status = 200, description = "One page of movies; `[]` and no `Link` past the last one", body = Vec<MovieSchema>,
@@ -315,14 +317,14 @@ pub async fn new_movies(
     };
     let mut response = HttpResponse::Ok();
     if let Some(after) = page.next_after {
-        response.insert_header((
-            header::LINK,
-            format!(
-                "</movies/new?year={}&rating={}&limit={}&after={after}>; rel=\"next\"",
-                query.year(),
-                query.min_rating(),
-                query.limit()
-            ),
+        response.insert_header(next_page_link(
+            "/movies/new",
+            &[
+                ("year", query.year().to_string()),
+                ("rating", query.min_rating().to_string()),
+                ("limit", query.limit().to_string()),
+                ("after", after.to_string()),
+            ],
         ));
     }
     Ok(response.json(page.movies))
@@ -458,15 +460,9 @@ fn parse_entity_tags(value: &[u8]) -> Option<EntityTags> {
 /// 415 unless the body is `expected` (parameters such as `charset` are ignored). A PATCH
 /// 415 names the patch format in `Accept-Patch`.
 fn require_media_type(headers: &HeaderMap, expected: &'static str) -> Result<(), MediaTypeError> {
-    let essence = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(str::trim);
-    match essence {
-        Some(essence) if essence.eq_ignore_ascii_case(expected) => Ok(()),
-        _ => Err(MediaTypeError(expected)),
-    }
+    has_media_type(headers, expected)
+        .then_some(())
+        .ok_or(MediaTypeError(expected))
 }
 
 /// A wrong `Content-Type`, kept until the precondition has been checked (415 comes after

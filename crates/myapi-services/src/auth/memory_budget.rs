@@ -4,7 +4,7 @@
 //!
 //! Keys have a fixed size (a digest of the account, a network), and each map holds at most
 //! [`MAX_TRACKED_KEYS`] of them, so the whole state is bounded in bytes
-//! ([`LoginThrottle::max_bytes`]). Throttled keys are the last to be evicted.
+//! ([`MemoryBudget::max_bytes`]). Throttled keys are the last to be evicted.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -70,13 +70,13 @@ struct State {
 
 /// The login budget of one process, shared by its workers.
 #[derive(Debug)]
-pub struct LoginThrottle {
+pub struct MemoryBudget {
     state: Mutex<State>,
     client_limit: Limit,
     account_limit: Limit,
 }
 
-impl LoginThrottle {
+impl MemoryBudget {
     pub fn new(settings: &AuthSettings) -> Self {
         Self {
             state: Mutex::new(State {
@@ -113,7 +113,7 @@ impl LoginThrottle {
     }
 }
 
-impl LoginBudget for LoginThrottle {
+impl LoginBudget for MemoryBudget {
     fn blocks(&self) -> bool {
         false
     }
