@@ -73,11 +73,7 @@ fn no_import_cycles_between_modules_of_one_crate() {
         );
         edge_count += graph.edges.len();
         report.push_str(&describe_cycles(&graph));
-        // xtask's main.rs is still both its root and the home of the helpers its commands
-        // share; it joins this check when those move into a module of their own.
-        if name != "xtask" {
-            report.push_str(&describe_root_loops(&graph));
-        }
+        report.push_str(&describe_root_loops(&graph));
     }
     // The scan must see the imports that certainly exist, or it would pass by seeing nothing.
     assert!(

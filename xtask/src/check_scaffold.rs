@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::{cargo, read, workspace_root};
+use crate::workspace::{cargo, read, workspace_root};
 
 /// Scaffolds a fresh service in a temporary copy of the workspace, checks that the scaffold
 /// edited that copy and nothing else, then formats, lints and tests the whole copy.

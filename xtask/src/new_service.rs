@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::names::Names;
-use crate::{cargo, read, templates};
+use crate::templates;
+use crate::workspace::{cargo, read};
 
 /// A planned change: a new file, or an insertion above a marker in an existing one.
 enum Edit {

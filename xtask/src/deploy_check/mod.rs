@@ -61,11 +61,11 @@ const CYCLE_CONNECTIONS: usize = 8;
 
 pub fn deploy_check(stop_cycles: usize) -> Result<(), String> {
     let started = Instant::now();
-    let root = crate::workspace_root()?;
+    let root = crate::workspace::workspace_root()?;
     preflight()?;
     say("building myapi-web and myapi-cli (release)");
-    crate::cargo(&root, &["build", "--release", "-q", "-p", "myapi-web"], &[])?;
-    crate::cargo(&root, &["build", "--release", "-q", "-p", "myapi-cli"], &[])?;
+    crate::workspace::cargo(&root, &["build", "--release", "-q", "-p", "myapi-web"], &[])?;
+    crate::workspace::cargo(&root, &["build", "--release", "-q", "-p", "myapi-cli"], &[])?;
 
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
