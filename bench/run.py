@@ -1016,8 +1016,8 @@ def report(R, plan, args, cluster):
         "## Stops, rolling restart and failover (issue #27)", "",
         f"`cargo xtask deploy-check --stop-cycles {STOP_CYCLES}` (README, \"The deployment check\"): the rolling "
         "restart with each instance taken out of nginx first and nginx's retries off; one instance started and "
-        "stopped by SIGTERM while 8 connections read from it, each stop to exit 0 within the 3 s shutdown "
-        "timeout or have its threads' stacks dumped here; the primary killed under reads and creates and the "
+        "stopped by SIGTERM while 8 connections read from it, each stop to exit 0 within 5 s (its 3 s "
+        "shutdown timeout and actix-server's 1 s check of its workers) or have its threads' stacks dumped here; the primary killed under reads and creates and the "
         "synchronous standby promoted 1 s later; a dump restored into a fresh cluster.", "",
         '<a id="failover"></a>', "",
         "```", R.get("stops") or ("— (smoke mode: CI's deploy step runs 50)" if plan.smoke else "—"), "```", "",

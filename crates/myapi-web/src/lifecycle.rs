@@ -8,9 +8,10 @@
 //! SIGTERM, what service managers and orchestrators send, starts a drain: `/ready` answers
 //! 503 for `server.drain_secs` while every request is still served, so that a load balancer
 //! that polls it stops sending here. Then the listener closes and in-flight requests get
-//! `server.shutdown_timeout_secs` to finish. SIGINT (Ctrl-C) skips the drain. A second
-//! signal ends the drain at once; during the stop it ends the process, and so does a stop
-//! that outlives its deadline, whatever holds it up (exit code 1).
+//! `server.shutdown_timeout_secs` to finish. SIGINT (Ctrl-C) and SIGQUIT skip the drain. A
+//! second signal ends the drain at once; during the stop it ends the process, and so does a
+//! stop that outlives its deadline (drain, shutdown timeout and a margin from the first
+//! signal), whatever holds it up (exit code 1).
 //!
 //! The server installs these handlers itself, before it binds, instead of leaving signals to
 //! actix-server: actix installs its own only once the server is first polled, after its
@@ -39,13 +40,15 @@ const STOP_MARGIN: Duration = Duration::from_secs(5);
 pub struct StopSignals {
     terminate: Signal,
     interrupt: Signal,
+    quit: Signal,
 }
 
-/// Which signal arrived.
+/// SIGTERM drains first; SIGINT and SIGQUIT stop without the drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopSignal {
     Terminate,
     Interrupt,
+    Quit,
 }
 
 impl StopSignal {
@@ -53,17 +56,19 @@ impl StopSignal {
         match self {
             Self::Terminate => "SIGTERM",
             Self::Interrupt => "SIGINT",
+            Self::Quit => "SIGQUIT",
         }
     }
 }
 
 impl StopSignals {
-    /// Replaces the default action of SIGTERM and SIGINT (ending the process) with a record
-    /// that [`Self::recv`] reads. Call inside the runtime, before anything is bound.
+    /// Replaces the default action of SIGTERM, SIGINT and SIGQUIT (ending the process) with
+    /// a record that [`Self::recv`] reads. Call inside the runtime, before anything is bound.
     pub fn install() -> std::io::Result<Self> {
         Ok(Self {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
         })
     }
 
@@ -71,7 +76,10 @@ impl StopSignals {
         if self.terminate.poll_recv(cx).is_ready() {
             return Poll::Ready(StopSignal::Terminate);
         }
-        self.interrupt.poll_recv(cx).map(|_| StopSignal::Interrupt)
+        if self.interrupt.poll_recv(cx).is_ready() {
+            return Poll::Ready(StopSignal::Interrupt);
+        }
+        self.quit.poll_recv(cx).map(|_| StopSignal::Quit)
     }
 
     async fn recv(&mut self) -> StopSignal {
@@ -130,13 +138,20 @@ pub(crate) async fn wait_for_stop(
     let first = signals.recv().await;
     stopping.start();
     tell_service_manager(NotifyState::Stopping);
-    if first == StopSignal::Terminate && !times.drain.is_zero() {
+    let drain = match first {
+        StopSignal::Terminate => times.drain,
+        StopSignal::Interrupt | StopSignal::Quit => Duration::ZERO,
+    };
+    // Armed now, for the whole stop: nothing that holds up the runtime from here on (during
+    // the drain too) can keep the process alive past it.
+    arm_deadline(drain + times.shutdown_timeout + STOP_MARGIN);
+    if !drain.is_zero() {
         log::info!(
             "SIGTERM: draining for {} s (/ready answers 503); a second signal stops at once",
-            times.drain.as_secs()
+            drain.as_secs()
         );
-        let mut drain = std::pin::pin!(actix_web::rt::time::sleep(times.drain));
-        let early = std::future::poll_fn(|cx| match drain.as_mut().poll(cx) {
+        let mut drained = std::pin::pin!(actix_web::rt::time::sleep(drain));
+        let early = std::future::poll_fn(|cx| match drained.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(None),
             Poll::Pending => signals.poll_recv(cx).map(Some),
         })
@@ -145,13 +160,11 @@ pub(crate) async fn wait_for_stop(
             log::info!("{}: drain ended early", signal.name());
         }
     }
-    let deadline = times.shutdown_timeout + STOP_MARGIN;
     log::info!(
         "{}: stopping; in-flight requests have {} s to finish",
         first.name(),
         times.shutdown_timeout.as_secs()
     );
-    arm_deadline(deadline);
     signals
 }
 

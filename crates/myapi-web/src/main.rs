@@ -46,14 +46,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match system.block_on(app.run_until_signalled(signals)) {
+    let code = match system.block_on(app.run_until_signalled(signals)) {
         Ok(()) => {
             log::info!("stopped");
-            ExitCode::SUCCESS
+            0
         }
         Err(error) => {
             eprintln!("myapi-web: {error}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exits here instead of returning: dropping the runtime would wait for blocking work
+    // still running, such as a last database write the stop has given up on.
+    log::logger().flush();
+    std::process::exit(code)
 }

@@ -114,6 +114,9 @@ pub enum StartupError {
     Metrics(#[from] MetricsError),
 }
 
+/// Longest the stop waits for the last audit write.
+const FLUSH_LIMIT: Duration = Duration::from_secs(3);
+
 /// A server bound to its port, with its services built, ready to run.
 pub struct Application {
     port: u16,
@@ -264,16 +267,24 @@ impl Application {
         let services = self.services.clone();
         let served = Self::serve(self.server, self.metrics).await;
         // Counts of throttled answers wait in memory for their minute to end: write them now,
-        // or a stop would lose them.
-        let flushed =
-            actix_web::rt::task::spawn_blocking(move || services.audit.flush_throttled()).await;
-        match flushed {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => log::warn!(
+        // or a stop would lose them; but not for longer than FLUSH_LIMIT, since a database
+        // that stopped answering (frozen, or gone without closing its connections) would
+        // hold the stop with it.
+        let flush = actix_web::rt::task::spawn_blocking(move || services.audit.flush_throttled());
+        match actix_web::rt::time::timeout(FLUSH_LIMIT, flush).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => log::warn!(
                 "audit: throttled answers of the last minute not written: {}",
                 myapi_services::error_chain(&error)
             ),
-            Err(error) => log::warn!("audit: the last write of throttled answers failed: {error}"),
+            Ok(Err(error)) => {
+                log::warn!("audit: the last write of throttled answers failed: {error}")
+            }
+            Err(_) => log::warn!(
+                "audit: the last write of throttled answers did not finish within {} s; \
+                 stopping without it",
+                FLUSH_LIMIT.as_secs()
+            ),
         }
         served
     }

@@ -107,6 +107,11 @@ impl Deployment {
             true,
         );
         std::thread::sleep(Duration::from_secs(2));
+        // Replicating synchronously right now, or zero lost writes would prove nothing.
+        let sync = "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'";
+        if self.stack.cluster.sql(sync)? != "1" {
+            return Err("the standby was not synchronous when the primary was to stop".to_owned());
+        }
         self.stack.cluster.stop()?;
         let crashed = writes.elapsed();
         std::thread::sleep(DETECTION);
@@ -142,10 +147,11 @@ impl Deployment {
             .iter()
             .filter(|title| !present.contains(*title))
             .collect();
+        // The first create sent after the primary stopped that succeeded.
         let writing_again = writes
             .answers
             .iter()
-            .filter(|(at, ok)| *ok && *at > crashed)
+            .filter(|(sent, ok)| *ok && *sent > crashed)
             .map(|(at, _)| *at)
             .min();
         let mut problems = Vec::new();

@@ -30,7 +30,7 @@ pub struct LoadResult {
     pub failures: BTreeMap<String, u64>,
     /// The titles of the movies created ([`Work::Create`] answered 201).
     pub acknowledged: Vec<String>,
-    /// When each answer came, from the start, and whether it succeeded.
+    /// When each request was sent, from the start, and whether it succeeded.
     pub answers: Vec<(Duration, bool)>,
     /// The longest any request took to be answered or to fail.
     pub slowest: Duration,
@@ -99,7 +99,9 @@ impl Load {
                             return;
                         };
                         record.slowest = record.slowest.max(sent_at.elapsed());
-                        record.answers.push((started.elapsed(), outcome.is_ok()));
+                        record
+                            .answers
+                            .push((sent_at.duration_since(started), outcome.is_ok()));
                         match outcome {
                             Ok(Some(title)) => record.acknowledged.push(title),
                             Ok(None) => {}
