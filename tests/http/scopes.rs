@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use myapi_services::auth::Role;
+use myapi_services::auth::{Role, SCOPES};
 
 use crate::support::TestDb;
 use crate::{TestApp, both_backends, json_body, spawn_app_with};
@@ -129,6 +129,83 @@ async fn routes_require_their_scope(db: TestDb) {
     json_body(bad, 422, "application/problem+json").await;
 }
 both_backends!(routes_require_their_scope);
+
+/// Every operation of the OpenAPI document against what its handler enforces: one documented
+/// with the oauth2 scope `S` answers 403 naming `S` to a token with every other scope, and
+/// neither 401 nor 403 to one with `S` alone; one documented without scopes takes any
+/// token; a public one takes none. Routes a scaffold adds are checked too.
+async fn every_route_enforces_the_scope_it_documents(db: TestDb) {
+    let app = spawn_app_with(db, |_| {}).await;
+    let admin = "admin@example.com";
+    app.create_user_with_role(admin, PASSWORD, Role::Admin)
+        .await;
+    let document: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let call = |method: &str, path: &str, token: Option<&str>| {
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let request = app.client.request(method, app.url(path));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        request.send()
+    };
+    let mut checked = Vec::new();
+    for (template, operations) in document["paths"].as_object().unwrap() {
+        // Every path parameter is an id here; 1 will do (a 404 is still past the check).
+        let path = template
+            .split('/')
+            .map(|part| if part.starts_with('{') { "1" } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
+        for (method, operation) in operations.as_object().unwrap() {
+            let route = format!("{} {template}", method.to_uppercase());
+            let required: Option<Vec<&str>> = operation["security"].as_array().map(|all| {
+                all.iter()
+                    .filter_map(|requirement| requirement["oauth2"].as_array())
+                    .flatten()
+                    .filter_map(|scope| scope.as_str())
+                    .collect()
+            });
+            match required.as_deref() {
+                None => {
+                    let status = call(method, &path, None).await.unwrap().status();
+                    assert!(![401, 403].contains(&status.as_u16()), "{route}: {status}");
+                }
+                Some([]) => {
+                    let (token, _) = token_for(&app, admin, Some(SCOPES[0])).await;
+                    let status = call(method, &path, Some(&token)).await.unwrap().status();
+                    assert!(![401, 403].contains(&status.as_u16()), "{route}: {status}");
+                }
+                Some([scope]) => {
+                    let others: Vec<&str> = SCOPES.iter().copied().filter(|s| s != scope).collect();
+                    let (token, _) = token_for(&app, admin, Some(&others.join(" "))).await;
+                    let denied = call(method, &path, Some(&token)).await.unwrap();
+                    assert_eq!(denied.status(), 403, "{route} without {scope}");
+                    assert_eq!(
+                        denied.headers()["www-authenticate"],
+                        format!(r#"Bearer error="insufficient_scope", scope="{scope}""#).as_str(),
+                        "{route}"
+                    );
+                    let (token, _) = token_for(&app, admin, Some(scope)).await;
+                    let status = call(method, &path, Some(&token)).await.unwrap().status();
+                    assert!(![401, 403].contains(&status.as_u16()), "{route}: {status}");
+                }
+                Some(more) => panic!("{route} documents several scopes: {more:?}"),
+            }
+            checked.push(route);
+        }
+    }
+    assert!(checked.len() >= 12, "only {checked:?}");
+}
+both_backends!(every_route_enforces_the_scope_it_documents);
 
 /// A role change narrows live tokens within the revocation window, like a password change.
 async fn a_role_change_reaches_live_tokens(db: TestDb) {

@@ -133,12 +133,7 @@ fn plan(root: &Path, names: &Names, migration: &str) -> Vec<Edit> {
         insert(
             "crates/myapi-services/src/auth/roles.rs",
             "// [xtask] scopes",
-            "    (\"__NAME__:read\", Role::Reader),\n",
-        ),
-        insert(
-            "crates/myapi-web/src/extract.rs",
-            "// [xtask] scope markers",
-            "    __SCOPE_MARKER__ = \"__NAME__:read\",\n",
+            "    __SCOPE_MARKER__ = \"__NAME__:read\" for Reader,\n",
         ),
         create(format!("crates/myapi-web/src/routes/{n}.rs"), t::ROUTES),
         insert(
@@ -217,10 +212,7 @@ fn check_and_apply(
     }
     // Read from disk, which nothing has touched yet: `files` already has the new names.
     let singular_hint = "NAME or `--singular`";
-    let (roles, extract) = (
-        "crates/myapi-services/src/auth/roles.rs",
-        "crates/myapi-web/src/extract.rs",
-    );
+    let roles = "crates/myapi-services/src/auth/roles.rs";
     for (file, what, ident, hint) in [
         (
             "crates/myapi-models/src/rows.rs",
@@ -234,7 +226,7 @@ fn check_and_apply(
             format!("{}Schema", names.type_name),
             singular_hint,
         ),
-        (extract, "scope marker", names.scope_marker.clone(), "NAME"),
+        (roles, "scope marker", names.scope_marker.clone(), "NAME"),
     ] {
         if mentions(&read(&root.join(file))?, &ident) {
             return Err(format!(
@@ -307,12 +299,8 @@ mod tests {
             "pub use auth::{TokenForm, UserSchema};\n",
         );
         append(
-            "crates/myapi-web/src/extract.rs",
-            "    ReviewsRead = \"reviews:read\",\n",
-        );
-        append(
             "crates/myapi-services/src/auth/roles.rs",
-            "    (\"tickets:read\", Role::Reader),\n",
+            "    ReviewsRead = \"other:read\" for Reader,\n    Other = \"tickets:read\" for Reader,\n",
         );
         for (name, singular) in [
             ("movie", None),

@@ -31,7 +31,7 @@ pub use keys::{KeyError, TokenKey, TokenKeyError, TokenKeys};
 pub use memory_budget::{MAX_TRACKED_KEYS, MemoryBudget};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
 pub use postgres_budget::PostgresBudget;
-pub use roles::{Role, SCOPE_GRANTS, SCOPES, Scopes};
+pub use roles::{RequiredScope, Role, SCOPE_GRANTS, SCOPES, Scopes, scope};
 pub use tokens::{Claims, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};

@@ -5,17 +5,44 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
-/// Every scope a token may carry, as `resource:action`, with the least role granted it: a
-/// role is granted the scopes named for it and for the roles below it, and nothing by the
-/// shape of a scope's name (so a new `…:read` scope is an admin's until it says otherwise).
-/// A route requires one of them.
-pub const SCOPE_GRANTS: &[(&str, Role)] = &[
-    ("movies:read", Role::Reader),
-    ("movies:write", Role::Editor),
-    ("users:read", Role::Admin),
-    ("audit:read", Role::Admin),
+/// A scope a route requires, as a type: the web tier's `Authorized<S>` extractor takes one
+/// of the [`scope`] markers.
+pub trait RequiredScope {
+    const SCOPE: &'static str;
+}
+
+/// Declares every scope once: its marker type in [`scope`], its `resource:action` name, and
+/// the least role granted it (in [`SCOPE_GRANTS`]).
+macro_rules! scopes {
+    ($($marker:ident = $name:literal for $role:ident,)*) => {
+        /// Every scope a token may carry, as `resource:action`, with the least role granted
+        /// it: a role is granted the scopes named for it and for the roles below it, and
+        /// nothing by the shape of a scope's name (so a new `…:read` scope is an admin's until
+        /// it says otherwise).
+        pub const SCOPE_GRANTS: &[(&str, Role)] = &[$(($name, Role::$role),)*];
+
+        /// One marker type per scope, for the routes that require it.
+        pub mod scope {
+            $(
+                #[doc = concat!("The `", $name, "` scope.")]
+                #[derive(Debug, Clone, Copy)]
+                pub struct $marker;
+
+                impl super::RequiredScope for $marker {
+                    const SCOPE: &'static str = $name;
+                }
+            )*
+        }
+    };
+}
+
+scopes! {
+    MoviesRead = "movies:read" for Reader,
+    MoviesWrite = "movies:write" for Editor,
+    UsersRead = "users:read" for Admin,
+    AuditRead = "audit:read" for Admin,
     // [xtask] scopes
-];
+}
 
 /// Every scope's name, in the order of [`SCOPE_GRANTS`].
 pub const SCOPES: [&str; SCOPE_GRANTS.len()] = scope_names();
