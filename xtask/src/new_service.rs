@@ -121,12 +121,12 @@ fn plan(root: &Path, names: &Names, migration: &str) -> Vec<Edit> {
             "pub mod __NAME__;\n",
         ),
         insert(
-            "crates/myapi-services/src/lib.rs",
+            "crates/myapi-services/src/app.rs",
             "// [xtask] service fields",
             t::SERVICES_FIELD,
         ),
         insert(
-            "crates/myapi-services/src/lib.rs",
+            "crates/myapi-services/src/app.rs",
             "// [xtask] service constructors",
             t::SERVICES_INIT,
         ),

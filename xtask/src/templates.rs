@@ -221,11 +221,11 @@ mod tests {
 ";
 
 /// The field in `Services`.
-pub const SERVICES_FIELD: &str = "    pub __NAME__: __NAME__::__TYPE__Service,\n";
+pub const SERVICES_FIELD: &str = "    pub __NAME__: crate::__NAME__::__TYPE__Service,\n";
 
 /// Its construction in `Services::build`.
 pub const SERVICES_INIT: &str =
-    "            __NAME__: __NAME__::__TYPE__Service::new(database.clone()),\n";
+    "            __NAME__: crate::__NAME__::__TYPE__Service::new(database.clone()),\n";
 
 /// The web scope, `myapi-web/src/routes/__NAME__.rs`: each handler is declared once, by
 /// its actix attribute, which `#[utoipa::path]` above it reads.

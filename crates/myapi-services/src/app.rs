@@ -1,0 +1,37 @@
+//! Every service of the tier, built together at start-up.
+
+use crate::audit::AuditService;
+use crate::auth::AuthService;
+use crate::movies::MovieService;
+use crate::{Database, ServiceError, Settings};
+
+/// Every service, built once at start-up and shared (cheap to clone).
+#[derive(Clone)]
+pub struct Services {
+    pub database: Database,
+    pub auth: AuthService,
+    pub movies: MovieService,
+    pub audit: AuditService,
+    // [xtask] service fields
+}
+
+impl Services {
+    /// Connects the pool, applies migrations when `run_migrations` is set, and builds each
+    /// service (blocking).
+    pub fn build(settings: &Settings, run_migrations: bool) -> Result<Self, ServiceError> {
+        let database = Database::connect(&settings.database)?;
+        if run_migrations {
+            let applied = database.migrate()?;
+            if !applied.is_empty() {
+                log::info!("applied migrations: {}", applied.join(", "));
+            }
+        }
+        Ok(Self {
+            auth: AuthService::new(database.clone(), settings)?,
+            movies: MovieService::new(database.clone(), &settings.movies),
+            audit: AuditService::new(database.clone(), &settings.audit),
+            // [xtask] service constructors
+            database,
+        })
+    }
+}
