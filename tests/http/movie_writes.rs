@@ -396,6 +396,65 @@ async fn conditional_writes_check_in_order(db: TestDb) {
 }
 both_backends!(conditional_writes_check_in_order);
 
+/// How `If-Match` (on a PUT whose body is refused with 415 once the precondition holds, so
+/// nothing is written) and `If-None-Match` (on a GET) are read, line by line as sent. `{etag}`
+/// stands for the movie's current tag and `{v}` for its bare version.
+async fn conditional_headers_are_read_per_rfc_9110(db: TestDb) {
+    let (app, token) = app_with_editor(db).await;
+    let etag = current_etag(&app, &token, "/movies/1").await;
+    let version = etag.trim_matches('"').to_owned();
+    let fill = |line: &str| line.replace("{etag}", &etag).replace("{v}", &version);
+    let line = |raw: &str| reqwest::header::HeaderValue::from_bytes(fill(raw).as_bytes()).unwrap();
+    // (lines of the field, If-Match answer, If-None-Match answer)
+    let cases: &[(&[&str], u16, u16)] = &[
+        (&[], 428, 200),
+        (&["*"], 415, 304),
+        (&[" * "], 415, 304),
+        (&["{etag}"], 415, 304),
+        (&["W/{etag}"], 412, 304),
+        (&["\"0\""], 412, 200),
+        (&["\"0\", {etag}"], 415, 304),
+        (&["\"0\",{etag}, "], 415, 304),
+        (&["\"0\", W/{etag}"], 412, 304),
+        // Malformed: not `*` or a list of entity-tags.
+        (&["{v}"], 412, 200),
+        (&[""], 412, 200),
+        (&["W/{v}"], 412, 200),
+        (&["{etag}x"], 412, 200),
+        (&["{etag}, x"], 412, 200),
+        (&["*, {etag}"], 412, 200),
+        (&["*", "{etag}"], 412, 200),
+        // obs-text is etagc too.
+        (&["\"\u{e9}\", {etag}"], 415, 304),
+        // A comma is an etagc character: `"a,b"` is one tag, and `"{v},0"` is not ours.
+        (&["\"a,b\", {etag}"], 415, 304),
+        (&["\"{v},0\""], 412, 200),
+        // One field on repeated lines is one list.
+        (&["\"0\"", "{etag}"], 415, 304),
+        (&["\"0\"", "\"1\""], 412, 200),
+    ];
+    for (lines, if_match, if_none_match) in cases {
+        let mut put = write(
+            &app,
+            &token,
+            Method::PUT,
+            "/movies/1",
+            None,
+            Some(("text/plain", "not json".to_owned())),
+        );
+        let mut get = app.client.get(app.url("/movies/1")).bearer_auth(&token);
+        for raw in *lines {
+            put = put.header("if-match", line(raw));
+            get = get.header("if-none-match", line(raw));
+        }
+        let (put, get) = (send(put).await, send(get).await);
+        assert_eq!(put.status(), *if_match, "If-Match: {lines:?}");
+        assert_eq!(get.status(), *if_none_match, "If-None-Match: {lines:?}");
+    }
+    assert_eq!(current_etag(&app, &token, "/movies/1").await, etag);
+}
+both_backends!(conditional_headers_are_read_per_rfc_9110);
+
 async fn bodies_are_validated_field_by_field(db: TestDb) {
     let (app, token) = app_with_editor(db).await;
     let post = |body: &str, content_type: &str| {
