@@ -4,11 +4,11 @@
 //! Conditional requests (RFC 9110 §13): every single-movie response carries a strong `ETag`
 //! made of the row version; `PUT`, `PATCH` and `DELETE` need `If-Match` (428 without, 412
 //! when it names another version), and the single-movie `GET`s answer 304 to a matching
-//! `If-None-Match`. This module only parses and formats the headers: the service compares
-//! versions and makes the write conditional on the one it checked.
+//! `If-None-Match`. This module reads and writes the headers (actix-web's typed ones): the
+//! service compares versions and makes the write conditional on the one it checked.
 
 use actix_web::guard::GuardContext;
-use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_web::http::header::{self, ETag, EntityTag, Header, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{
     HttpRequest, HttpResponse, HttpResponseBuilder, delete, get, patch, post, put, web,
 };
@@ -111,15 +111,12 @@ async fn find_movie(
     movie_id: MovieId,
 ) -> Result<HttpResponse, ApiError> {
     let found = block(move || services.movies.get(movie_id)).await??;
-    let etag = etag(found.version);
-    if none_match(req.headers(), found.version) {
+    if none_match(req, found.version) {
         return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag))
+            .insert_header(etag(found.version))
             .finish());
     }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag))
-        .json(found.movie))
+    Ok(with_etag(HttpResponse::Ok(), &found).json(found.movie))
 }
 
 /// Creates a movie. The server assigns its id: one more than the largest in use.
@@ -188,7 +185,7 @@ pub async fn replace_movie(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
-    let condition = if_match(req.headers());
+    let condition = if_match(&req);
     let media_type = require_media_type(req.headers(), JSON);
     let replaced = block(move || {
         services
@@ -234,7 +231,7 @@ pub async fn patch_movie(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
-    let condition = if_match(req.headers());
+    let condition = if_match(&req);
     let media_type = require_media_type(req.headers(), MERGE_PATCH_JSON);
     let patched = block(move || {
         services
@@ -273,7 +270,7 @@ pub async fn delete_movie(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
-    let condition = if_match(req.headers());
+    let condition = if_match(&req);
     block(move || services.movies.delete(movie_id, condition.as_ref())).await??;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -336,125 +333,67 @@ fn names_a_movie(ctx: &GuardContext<'_>) -> bool {
     ctx.head().uri.path().trim_end_matches('/') != "/movies/new"
 }
 
-/// A movie's `ETag`: its version, quoted (a strong validator).
-fn etag(version: Version) -> String {
-    format!("\"{version}\"")
+/// A movie's `ETag`: its version (a strong validator).
+fn etag(version: Version) -> ETag {
+    ETag(EntityTag::new_strong(version.to_string()))
 }
 
 fn with_etag(mut response: HttpResponseBuilder, movie: &VersionedMovie) -> HttpResponseBuilder {
-    response.insert_header((header::ETAG, etag(movie.version)));
+    response.insert_header(etag(movie.version));
     response
 }
 
-/// `If-Match` as the service reads it; `None` when absent. A field that does not parse
-/// matches nothing (412). Strong comparison: weak tags never match, and a tag that is not
-/// one of our versions names none.
-fn if_match(headers: &HeaderMap) -> Option<IfMatch> {
-    match entity_tags(headers, &header::IF_MATCH)? {
-        Some(EntityTags::Any) => Some(IfMatch::Any),
-        Some(EntityTags::List(tags)) => Some(IfMatch::AnyOf(
-            tags.iter()
-                .filter(|tag| !tag.weak)
-                .filter_map(|tag| tag.opaque.parse().ok())
-                .collect(),
-        )),
-        None => Some(IfMatch::AnyOf(Vec::new())),
+/// `If-Match` as the service reads it; `None` when absent. Strong comparison: weak tags
+/// never match, and a tag that is not one of our versions names none, so a field with no
+/// tag actix-web can read matches nothing (412). actix-web splits at every comma, even one
+/// inside a quoted tag (`"a,b"`), and drops the pieces that are not tags: such a tag is
+/// never one of our versions, so no answer changes.
+fn if_match(req: &HttpRequest) -> Option<IfMatch> {
+    if !req.headers().contains_key(header::IF_MATCH) {
+        return None;
     }
-}
-
-/// Whether `If-None-Match` is `*` or names `current` (weak comparison: `W/` is ignored);
-/// an unparsable field is ignored.
-fn none_match(headers: &HeaderMap, current: Version) -> bool {
-    match entity_tags(headers, &header::IF_NONE_MATCH).flatten() {
-        Some(EntityTags::Any) => true,
-        Some(EntityTags::List(tags)) => tags.iter().any(|tag| tag.opaque == current.to_string()),
-        None => false,
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum EntityTags {
-    Any,
-    List(Vec<EntityTag>),
-}
-
-#[derive(Debug, PartialEq)]
-struct EntityTag {
-    weak: bool,
-    /// Between the quotes.
-    opaque: String,
-}
-
-/// The field `name` (all its lines, as one list): `None` when absent, `Some(None)` when it
-/// is not `*` or a list of entity-tags (RFC 9110 §8.8.3, §13.1.1).
-fn entity_tags(headers: &HeaderMap, name: &HeaderName) -> Option<Option<EntityTags>> {
-    let mut lines = headers.get_all(name).peekable();
-    lines.peek()?;
-    let value: Vec<u8> = lines
-        .map(|line| line.as_bytes())
-        .collect::<Vec<_>>()
-        .join(&b","[..]);
-    Some(parse_entity_tags(&value))
-}
-
-fn parse_entity_tags(value: &[u8]) -> Option<EntityTags> {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let trimmed: &[u8] = {
-        let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-        let end = value
-            .iter()
-            .rposition(|b| !is_ows(b))
-            .map_or(start, |end| end + 1);
-        &value[start..end]
+    let tags = match header::IfMatch::parse(req) {
+        Ok(header::IfMatch::Any) => return Some(IfMatch::Any),
+        Ok(header::IfMatch::Items(tags)) => tags,
+        Err(_) => obs_text_tags(req.headers(), &header::IF_MATCH),
     };
-    if trimmed == b"*" {
-        return Some(EntityTags::Any);
-    }
-    let mut tags = Vec::new();
-    let mut rest = trimmed;
-    loop {
-        // Empty list elements (`a, , b`) are allowed and skipped (RFC 9110 §5.6.1).
-        while let Some((first, tail)) = rest.split_first()
-            && (*first == b',' || is_ows(first))
-        {
-            rest = tail;
-        }
-        if rest.is_empty() {
-            break;
-        }
-        let weak = rest.starts_with(b"W/");
-        if weak {
-            rest = &rest[2..];
-        }
-        let (&b'"', after_quote) = rest.split_first()? else {
-            return None;
-        };
-        let end = after_quote.iter().position(|b| *b == b'"')?;
-        let opaque = &after_quote[..end];
-        // etagc: %x21 / %x23-7E / obs-text
-        if !opaque
-            .iter()
-            .all(|b| *b == 0x21 || (0x23..=0x7e).contains(b) || *b >= 0x80)
-        {
-            return None;
-        }
-        tags.push(EntityTag {
-            weak,
-            opaque: String::from_utf8_lossy(opaque).into_owned(),
-        });
-        rest = &after_quote[end + 1..];
-        while let Some((first, tail)) = rest.split_first()
-            && is_ows(first)
-        {
-            rest = tail;
-        }
-        match rest.split_first() {
-            None => break,
-            Some((b',', _)) => {}
-            Some(_) => return None,
-        }
-    }
-    (!tags.is_empty()).then_some(EntityTags::List(tags))
+    Some(IfMatch::AnyOf(
+        tags.iter()
+            .filter(|tag| !tag.weak)
+            .filter_map(|tag| tag.tag().parse().ok())
+            .collect(),
+    ))
+}
+
+/// Whether `If-None-Match` is `*` or names `current` (weak comparison).
+fn none_match(req: &HttpRequest, current: Version) -> bool {
+    let current = etag(current).0;
+    let tags = match header::IfNoneMatch::parse(req) {
+        Ok(header::IfNoneMatch::Any) => return true,
+        Ok(header::IfNoneMatch::Items(tags)) => tags,
+        Err(_) => obs_text_tags(req.headers(), &header::IF_NONE_MATCH),
+    };
+    tags.iter().any(|tag| tag.weak_eq(&current))
+}
+
+/// The entity-tags of a field actix-web refused because a line holds a byte outside visible
+/// ASCII. RFC 9110 §8.8.3 allows such bytes (obs-text) in an entity-tag, so actix-web is
+/// wrong there: `If-None-Match: "é", "7"` must match version 7 (304), and `If-Match: "é", "7"`
+/// must let the write go ahead. Each such byte is read as `!`, another etagc character: a tag
+/// holding one stays none of our versions (which are digits), and the others are read as sent.
+fn obs_text_tags(headers: &HeaderMap, name: &HeaderName) -> Vec<EntityTag> {
+    let visible: Vec<HeaderValue> = headers
+        .get_all(name)
+        .filter_map(|line| {
+            let bytes: Vec<u8> = line
+                .as_bytes()
+                .iter()
+                .map(|b| if *b >= 0x80 { b'!' } else { *b })
+                .collect();
+            HeaderValue::from_bytes(&bytes).ok()
+        })
+        .collect();
+    header::from_comma_delimited(visible.iter()).unwrap_or_default()
 }
 
 /// 415 unless the body is `expected` (parameters such as `charset` are ignored). A PATCH
@@ -620,59 +559,10 @@ fn field_problems(value: &Value) -> Vec<InvalidField> {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::HeaderValue;
     use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
-
-    fn headers(name: HeaderName, values: &[&str]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for value in values {
-            map.append(name.clone(), HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
-
-    fn version(raw: &str) -> Version {
-        raw.parse().unwrap()
-    }
-
-    #[test]
-    fn if_match_is_read_with_strong_comparison() {
-        let read = |values: &[&str]| if_match(&headers(header::IF_MATCH, values));
-        assert_eq!(read(&[]), None);
-        assert_eq!(read(&["*"]), Some(IfMatch::Any));
-        assert_eq!(read(&[" * "]), Some(IfMatch::Any));
-        assert_eq!(read(&[r#""7""#]), Some(IfMatch::AnyOf(vec![version("7")])));
-        assert_eq!(
-            read(&[r#""7", W/"8","x""#, r#""9""#]),
-            Some(IfMatch::AnyOf(vec![version("7"), version("9")])),
-            "weak and foreign tags name no version; lines join into one list"
-        );
-        assert_eq!(read(&[r#"W/"7""#]), Some(IfMatch::AnyOf(vec![])));
-        for malformed in ["7", r#""7"x"#, r#"*, "7""#, "", r#""7"#, "W/7", r#"" 7""#] {
-            assert_eq!(
-                read(&[malformed]),
-                Some(IfMatch::AnyOf(vec![])),
-                "{malformed}"
-            );
-        }
-    }
-
-    #[test]
-    fn if_none_match_is_read_with_weak_comparison() {
-        let current = version("7");
-        let unchanged =
-            |value: &str| none_match(&headers(header::IF_NONE_MATCH, &[value]), current);
-        assert!(unchanged(r#""7""#));
-        assert!(unchanged(r#"W/"7""#));
-        assert!(unchanged(r#""1", "7""#));
-        assert!(unchanged("*"));
-        assert!(!unchanged(r#""8""#));
-        assert!(!unchanged("7"), "malformed: ignored");
-        assert!(!none_match(&HeaderMap::new(), current));
-    }
 
     #[test]
     fn merge_patch_follows_rfc_7396_appendix_a() {
