@@ -6,7 +6,6 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use myapi_schemas::MovieInput;
 use myapi_services::ServiceError;
 use myapi_services::auth::Role;
 use myapi_services::movies::{IfMatch, MovieId, OnExisting, Version};
@@ -814,18 +813,18 @@ async fn a_write_between_check_and_update(db: TestDb) {
                 edits.set(edits.get() + 1);
                 if !interloped.replace(true) {
                     services.movies.update(id, Some(&IfMatch::Any), |current| {
-                        Ok::<_, ServiceError>(MovieInput {
-                            title: "Interloper".into(),
-                            released: current.released.into(),
-                            rating,
-                        })
+                        Ok::<_, ServiceError>(json!({
+                            "title": "Interloper",
+                            "released": current.released,
+                            "rating": rating,
+                        }))
                     })?;
                 }
-                Ok::<_, ServiceError>(MovieInput {
-                    title: "Outer".into(),
-                    released: current.released.into(),
-                    rating: current.rating,
-                })
+                Ok::<_, ServiceError>(json!({
+                    "title": "Outer",
+                    "released": current.released,
+                    "rating": current.rating,
+                }))
             });
             outcomes.push((outcome.map(|written| written.movie), edits.get()));
         }

@@ -4,6 +4,7 @@
 //! Blocking: every method that touches the database must run off the async workers.
 
 mod data;
+mod fields;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,20 +12,22 @@ use std::io::Read;
 use std::str::FromStr;
 
 pub use data::{ImportCounts, Listing, ListingPlans, MovieDataManager, OnExisting};
+pub use fields::{
+    FieldKind, MOVIE_FIELDS, MovieField, RATINGS, RELEASE_YEARS, TITLE_CHARS, is_field,
+};
+
+use fields::{check_released, check_title};
 
 use myapi_models::BigDecimal;
 use myapi_models::rows::{MovieRow, VersionedMovieRow};
-use myapi_schemas::{MovieInput, MovieSchema};
+use myapi_schemas::MovieSchema;
+use serde_json::Value;
 
 use crate::config::MoviesSettings;
 use crate::database::Database;
 use crate::query::{QueryPairs, integer, optional, required};
 use crate::{InvalidField, ServiceError};
 
-/// Oldest and newest release years a stored movie may have.
-pub const RELEASE_YEARS: std::ops::RangeInclusive<i64> = 1800..=3000;
-/// Shortest and longest title, in characters.
-pub const TITLE_CHARS: std::ops::RangeInclusive<usize> = 1..=500;
 /// CSV errors reported before the importer stops listing them.
 const MAX_REPORTED_ERRORS: usize = 50;
 /// Times a write reads a movie that other writes keep changing between its read and its
@@ -32,39 +35,10 @@ const MAX_REPORTED_ERRORS: usize = 50;
 /// version no longer matches on the second read.
 const WRITE_ATTEMPTS: usize = 3;
 
-// The rules a stored movie obeys: the CSV import and the API check them before any query,
-// and the database enforces the same limits as constraints (see the migrations).
+/// The largest rating, in tenths.
+const MAX_TENTHS: u8 = *RATINGS.end() * 10;
 
-/// A title: [`TITLE_CHARS`] characters, none of them a control character (NUL included).
-pub fn check_title(title: &str) -> Result<(), String> {
-    let chars = title.chars().count();
-    if TITLE_CHARS.contains(&chars) && !title.chars().any(char::is_control) {
-        Ok(())
-    } else {
-        Err(format!(
-            "must be {} to {} printable characters",
-            TITLE_CHARS.start(),
-            TITLE_CHARS.end()
-        ))
-    }
-}
-
-/// A release year within [`RELEASE_YEARS`].
-pub fn check_released(year: i64) -> Result<i32, String> {
-    RELEASE_YEARS
-        .contains(&year)
-        .then(|| i32::try_from(year).ok())
-        .flatten()
-        .ok_or_else(|| {
-            format!(
-                "must be a year between {} and {}",
-                RELEASE_YEARS.start(),
-                RELEASE_YEARS.end()
-            )
-        })
-}
-
-/// A rating: 0.0 to 10.0 in steps of 0.1, held as tenths so it is exact on both backends.
+/// A rating: [`RATINGS`] in steps of 0.1, held as tenths so it is exact on both backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rating(u8);
 
@@ -75,7 +49,8 @@ impl Rating {
         if value.fractional_digit_count() > 1 && value.normalized().fractional_digit_count() > 1 {
             return Err("must have at most one decimal place".into());
         }
-        Self::from_decimal(&value).ok_or_else(|| "must be between 0 and 10".into())
+        Self::from_decimal(&value)
+            .ok_or_else(|| format!("must be between {} and {}", RATINGS.start(), RATINGS.end()))
     }
 
     /// A JSON number, by the same rule as [`Rating::parse`] applied to its shortest decimal
@@ -90,7 +65,10 @@ impl Rating {
     /// Reads a stored value, rounding away SQLite's binary-float noise (9.19999… → 9.2).
     fn from_decimal(value: &BigDecimal) -> Option<Self> {
         match Self::nearest_tenths(value) {
-            Some(tenths) => u8::try_from(tenths).ok().filter(|t| *t <= 100).map(Self),
+            Some(tenths) => u8::try_from(tenths)
+                .ok()
+                .filter(|t| *t <= MAX_TENTHS)
+                .map(Self),
             None => Self::from_decimal_exactly(value),
         }
     }
@@ -127,7 +105,10 @@ impl Rating {
     fn from_decimal_exactly(value: &BigDecimal) -> Option<Self> {
         let tenths = (value * BigDecimal::from(10)).round(0);
         let tenths: i64 = tenths.to_string().parse().ok()?;
-        u8::try_from(tenths).ok().filter(|t| *t <= 100).map(Self)
+        u8::try_from(tenths)
+            .ok()
+            .filter(|t| *t <= MAX_TENTHS)
+            .map(Self)
     }
 
     /// The value as stored in the database.
@@ -354,10 +335,11 @@ impl MovieService {
         to_versioned(&row.ok_or_else(|| not_found(movie_id))?)
     }
 
-    /// Creates a movie; the database assigns its id, the next after the largest (blocking).
-    /// Every invalid field is named before any query.
-    pub fn create(&self, input: &MovieInput) -> Result<VersionedMovie, ServiceError> {
-        let row = check_input(0, input)?;
+    /// Creates a movie from a movie document (see [`MOVIE_FIELDS`]); the database assigns
+    /// its id, the next after the largest (blocking). Every invalid field is named before
+    /// any query.
+    pub fn create(&self, document: &Value) -> Result<VersionedMovie, ServiceError> {
+        let row = fields::check_document(0, document)?;
         to_versioned(&self.movies.insert(&row)?)
     }
 
@@ -374,11 +356,11 @@ impl MovieService {
         &self,
         movie_id: MovieId,
         condition: Option<&IfMatch>,
-        edit: impl Fn(&MovieSchema) -> Result<MovieInput, E>,
+        edit: impl Fn(&MovieSchema) -> Result<Value, E>,
     ) -> Result<VersionedMovie, E> {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.writable(movie_id, condition)?;
-            let row = check_input(current.movie.movie_id, &edit(&current.movie)?)?;
+            let row = fields::check_document(current.movie.movie_id, &edit(&current.movie)?)?;
             if let Some(updated) = self.movies.update(&row, current.version.0)? {
                 return Ok(to_versioned(&updated)?);
             }
@@ -485,27 +467,6 @@ fn kept_changing(MovieId(movie_id): MovieId) -> ServiceError {
     ServiceError::PreconditionFailed(format!(
         "movie {movie_id} kept changing during the write; read it again and retry"
     ))
-}
-
-/// The row for `input` under `movie_id`, or every field that breaks the rules.
-fn check_input(movie_id: i32, input: &MovieInput) -> Result<MovieRow, ServiceError> {
-    let title = check_title(&input.title).map_err(|e| InvalidField::new("title", e));
-    let released = check_released(input.released).map_err(|e| InvalidField::new("released", e));
-    let rating = Rating::from_number(input.rating).map_err(|e| InvalidField::new("rating", e));
-    match (title, released, rating) {
-        (Ok(()), Ok(released), Ok(rating)) => Ok(MovieRow {
-            movie_id,
-            title: input.title.clone(),
-            released,
-            rating: rating.to_decimal(),
-        }),
-        (title, released, rating) => Err(ServiceError::Invalid(
-            [title.err(), released.err(), rating.err()]
-                .into_iter()
-                .flatten()
-                .collect(),
-        )),
-    }
 }
 
 fn to_versioned(row: &VersionedMovieRow) -> Result<VersionedMovie, ServiceError> {
