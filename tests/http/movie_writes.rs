@@ -805,7 +805,7 @@ async fn a_write_between_check_and_update(db: TestDb) {
     let version: Version = etag.trim_matches('"').parse().unwrap();
     let services = app.services.clone();
     let outcomes = tokio::task::spawn_blocking(move || {
-        let id = MovieId::parse("1").unwrap();
+        let id = MovieId(1);
         let mut outcomes = Vec::new();
         for (condition, rating) in [(IfMatch::AnyOf(vec![version]), 1.0), (IfMatch::Any, 2.0)] {
             let (edits, interloped) = (Cell::new(0), Cell::new(false));

@@ -25,7 +25,6 @@ use serde_json::Value;
 
 use crate::config::MoviesSettings;
 use crate::database::Database;
-use crate::query::{QueryPairs, integer, optional, required};
 use crate::{InvalidField, ServiceError};
 
 /// CSV errors reported before the importer stops listing them.
@@ -135,52 +134,26 @@ pub struct NewMoviesQuery {
 }
 
 impl NewMoviesQuery {
-    /// Parses `year`, `rating`, `limit` and either the cursor `after` or `offset` (at most
-    /// `settings.max_offset`), naming every offending one.
-    pub fn parse(pairs: &QueryPairs, settings: &MoviesSettings) -> Result<Self, ServiceError> {
-        let max_limit = i64::from(settings.max_page_size.get());
-        let year = required(pairs, "year").and_then(|raw| integer("year", raw, 0..=9999));
-        let min_rating = required(pairs, "rating").and_then(min_rating);
-        let limit = optional(pairs, "limit").and_then(|raw| match raw {
-            None => Ok(settings.default_page_size),
-            Some(raw) => integer("limit", raw, 1..=max_limit),
-        });
-        let raw_after = optional(pairs, "after");
-        let raw_offset = optional(pairs, "offset");
-        let both = matches!((&raw_after, &raw_offset), (Ok(Some(_)), Ok(Some(_))));
-        let after = raw_after.and_then(|raw| match raw {
-            None => Ok(0),
-            Some(_) if both => Err(InvalidField::new(
-                "after",
-                "cannot be combined with offset: the cursor alone says where the page starts",
-            )),
-            Some(raw) => integer("after", raw, 0..=i64::from(i32::MAX)),
-        });
-        let offset = raw_offset.and_then(|raw| match raw {
-            None => Ok(0),
-            Some(raw) => capped_offset(raw, settings.max_offset),
-        });
-        match (year, min_rating, limit, after, offset) {
-            (Ok(year), Ok(min_rating), Ok(limit), Ok(after), Ok(offset)) => Ok(Self {
-                year,
-                min_rating,
-                limit,
-                after,
-                offset,
-            }),
-            (year, min_rating, limit, after, offset) => {
-                let fields = [
-                    year.err(),
-                    min_rating.err(),
-                    limit.err(),
-                    after.err(),
-                    offset.err(),
-                ];
-                Err(ServiceError::Invalid(
-                    fields.into_iter().flatten().collect(),
-                ))
-            }
-        }
+    /// A query for movies released in or after `year`, rated at least `min_rating`, `limit`
+    /// at a time, after the id `after` (0: from the first) or skipping `offset` of them.
+    /// Web checks the ranges as it reads them; a `min_rating` that is not finite is refused.
+    pub fn new(
+        year: i32,
+        min_rating: f64,
+        limit: u32,
+        after: i32,
+        offset: i64,
+    ) -> Result<Self, InvalidField> {
+        // As the decimal of the shortest `f64` form, so `8.55` means 8.55.
+        let min_rating = BigDecimal::from_str(&min_rating.to_string())
+            .map_err(|_| InvalidField::new("rating", "must be a finite number"))?;
+        Ok(Self {
+            year,
+            min_rating,
+            limit,
+            after,
+            offset,
+        })
     }
 
     pub fn year(&self) -> i32 {
@@ -205,37 +178,10 @@ impl NewMoviesQuery {
     }
 }
 
-/// `offset` from 0 to `max`. Past `max` the message points to the cursor, which pages to
-/// any depth at the cost of the first page.
-fn capped_offset(raw: &str, max: u32) -> Result<i64, InvalidField> {
-    let offset: i64 = integer("offset", raw, i64::MIN..=i64::MAX)?;
-    if offset < 0 {
-        return Err(InvalidField::new("offset", "must be 0 or more"));
-    }
-    if offset > i64::from(max) {
-        return Err(InvalidField::new(
-            "offset",
-            format!("offset above {max}: page with after=<last movie_id> instead"),
-        ));
-    }
-    Ok(offset)
-}
-
 /// A movie id as a client sends it: any integer (ids outside the stored range are simply
 /// not found).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MovieId(i64);
-
-impl MovieId {
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        integer("movie_id", raw, i64::MIN..=i64::MAX).map(Self)
-    }
-
-    /// The required `movie_id` query parameter.
-    pub fn from_query(pairs: &QueryPairs) -> Result<Self, ServiceError> {
-        Ok(required(pairs, "movie_id").and_then(Self::parse)?)
-    }
-}
+pub struct MovieId(pub i64);
 
 /// A movie's row version: set by the database, raised by every update. Web sends it as the
 /// movie's `ETag`.
@@ -279,23 +225,6 @@ impl IfMatch {
 pub struct VersionedMovie {
     pub movie: MovieSchema,
     pub version: Version,
-}
-
-/// A filter rating: any number from 0 to 10 (unlike a stored [`Rating`], any precision).
-/// It is compared as the decimal of the shortest `f64` form, so `8.55` means 8.55.
-fn min_rating(raw: &str) -> Result<BigDecimal, InvalidField> {
-    let invalid = |message| InvalidField::new("rating", message);
-    let value: f64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| invalid("must be a number"))?;
-    if !value.is_finite() {
-        return Err(invalid("must be a finite number"));
-    }
-    if !(0.0..=10.0).contains(&value) {
-        return Err(invalid("must be a number between 0 and 10"));
-    }
-    BigDecimal::from_str(&value.to_string()).map_err(|_| invalid("must be a number"))
 }
 
 /// One page of movies, and where the next one starts (if there is one).
@@ -636,85 +565,6 @@ mod tests {
                 "{raw}"
             );
         }
-    }
-
-    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
-        query
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn query_names_every_bad_parameter() {
-        let settings = crate::Settings::defaults().unwrap().movies;
-        let bad = pairs(&[
-            ("year", "-1"),
-            ("rating", "NaN"),
-            ("limit", "0"),
-            ("offset", "-5"),
-        ]);
-        let Err(ServiceError::Invalid(fields)) = NewMoviesQuery::parse(&bad, &settings) else {
-            panic!("expected invalid");
-        };
-        let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(names, ["year", "rating", "limit", "offset"]);
-        let repeated = pairs(&[("year", "1"), ("year", "2"), ("rating", "x")]);
-        let Err(ServiceError::Invalid(fields)) = NewMoviesQuery::parse(&repeated, &settings) else {
-            panic!("expected invalid");
-        };
-        assert_eq!(fields[0], InvalidField::new("year", "must be given once"));
-        assert_eq!(fields[1], InvalidField::new("rating", "must be a number"));
-
-        let q = NewMoviesQuery::parse(&pairs(&[("year", "1990"), ("rating", "8.55")]), &settings)
-            .unwrap();
-        assert_eq!(
-            (q.year(), q.limit(), q.after(), q.offset()),
-            (1990, 100, 0, 0)
-        );
-        assert_eq!(q.min_rating().to_string(), "8.55");
-    }
-
-    #[test]
-    fn cursor_and_offset_rules() {
-        let settings = crate::Settings::defaults().unwrap().movies;
-        assert_eq!(settings.max_offset, 10_000);
-        let parse = |extra: &[(&str, &str)]| {
-            let mut query = vec![("year", "1990"), ("rating", "8")];
-            query.extend_from_slice(extra);
-            NewMoviesQuery::parse(&pairs(&query), &settings)
-        };
-        let fields = |extra: &[(&str, &str)]| match parse(extra) {
-            Err(ServiceError::Invalid(fields)) => fields,
-            other => panic!("{extra:?}: expected invalid, got {other:?}"),
-        };
-        assert_eq!(parse(&[("after", "2147483647")]).unwrap().after(), i32::MAX);
-        assert_eq!(parse(&[("after", "0")]).unwrap().after(), 0);
-        assert_eq!(parse(&[("offset", "10000")]).unwrap().offset(), 10_000);
-        for bad in [
-            "-1",
-            "2147483648",
-            "1.5",
-            "",
-            " ",
-            "x",
-            "99999999999999999999",
-        ] {
-            let found = fields(&[("after", bad)]);
-            assert_eq!(found.len(), 1, "{bad:?}: {found:?}");
-            assert_eq!(found[0].field, "after", "{bad:?}");
-        }
-        let deep = fields(&[("offset", "10001")]);
-        assert_eq!(deep[0].field, "offset");
-        assert!(deep[0].message.contains("after="), "{}", deep[0].message);
-        assert!(deep[0].message.contains("10000"), "{}", deep[0].message);
-        let both = fields(&[("after", "5"), ("offset", "0")]);
-        assert_eq!(both.len(), 1);
-        assert_eq!(both[0].field, "after");
-        // Every offending field at once, in order.
-        let all = fields(&[("year", "x"), ("after", "5"), ("offset", "99999")]);
-        let names: Vec<_> = all.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(names, ["year", "after", "offset"]);
     }
 
     #[test]

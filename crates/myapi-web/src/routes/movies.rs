@@ -13,9 +13,7 @@ use actix_web::{
     HttpRequest, HttpResponse, HttpResponseBuilder, delete, get, patch, post, put, web,
 };
 use myapi_schemas::{MovieSchema, Problem};
-use myapi_services::movies::{
-    IfMatch, MOVIE_FIELDS, MovieId, NewMoviesQuery, Version, VersionedMovie, is_field,
-};
+use myapi_services::movies::{IfMatch, MOVIE_FIELDS, MovieId, Version, VersionedMovie, is_field};
 use myapi_services::{ServiceError, Services};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
@@ -24,10 +22,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::blocking::block;
 use crate::error::ApiError;
-use crate::extract::{
-    Authorized, MoviesRead, MoviesWrite, has_media_type, next_page_link, query_pairs,
-};
+use crate::extract::{Authorized, MoviesRead, MoviesWrite, has_media_type, next_page_link};
 use crate::openapi::{ConditionalWriteErrors, GuardedErrors, MovieInput, MoviePatch};
+use crate::query::{self, query_pairs};
 
 /// The body of `POST` and `PUT`.
 const JSON: &str = "application/json";
@@ -71,7 +68,8 @@ pub async fn get_movie_by_query(
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let movie_id = MovieId::from_query(&query_pairs(&req)?)?;
+    let movie_id = query::required(&query_pairs(&req)?, "movie_id").and_then(query::movie_id);
+    let movie_id = movie_id.map_err(ServiceError::from)?;
     find_movie(&req, services, movie_id).await
 }
 
@@ -100,7 +98,7 @@ pub async fn get_movie(
     movie_id: web::Path<String>,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
+    let movie_id = query::movie_id(&movie_id).map_err(ServiceError::from)?;
     find_movie(&req, services, movie_id).await
 }
 
@@ -183,7 +181,7 @@ pub async fn replace_movie(
     body: web::Bytes,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
+    let movie_id = query::movie_id(&movie_id).map_err(ServiceError::from)?;
     let condition = if_match(&req);
     let media_type = require_media_type(req.headers(), JSON);
     let replaced = block(move || {
@@ -229,7 +227,7 @@ pub async fn patch_movie(
     body: web::Bytes,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
+    let movie_id = query::movie_id(&movie_id).map_err(ServiceError::from)?;
     let condition = if_match(&req);
     let media_type = require_media_type(req.headers(), MERGE_PATCH_JSON);
     let patched = block(move || {
@@ -268,7 +266,7 @@ pub async fn delete_movie(
     movie_id: web::Path<String>,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let movie_id = MovieId::parse(&movie_id).map_err(ServiceError::from)?;
+    let movie_id = query::movie_id(&movie_id).map_err(ServiceError::from)?;
     let condition = if_match(&req);
     block(move || services.movies.delete(movie_id, condition.as_ref())).await??;
     Ok(HttpResponse::NoContent().finish())
@@ -306,7 +304,7 @@ pub async fn new_movies(
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = NewMoviesQuery::parse(&query_pairs(&req)?, services.movies.settings())?;
+    let query = query::new_movies(&query_pairs(&req)?, services.movies.settings())?;
     let page = {
         let query = query.clone();
         block(move || services.movies.released_since(&query)).await??
