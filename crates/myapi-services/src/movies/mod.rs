@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 pub use data::{ImportCounts, Listing, ListingPlans, MovieDataManager, OnExisting};
 pub use fields::{
-    FieldKind, MOVIE_FIELDS, MovieField, RATINGS, RELEASE_YEARS, TITLE_CHARS, is_field,
+    FieldKind, MOVIE_FIELDS, MovieField, RATINGS, RELEASE_YEARS, Rating, TITLE_CHARS, is_field,
 };
 
 use fields::{check_released, check_title};
@@ -33,93 +33,6 @@ const MAX_REPORTED_ERRORS: usize = 50;
 /// conditional write before it gives up with 412. Only `If-Match: *` retries: a named
 /// version no longer matches on the second read.
 const WRITE_ATTEMPTS: usize = 3;
-
-/// The largest rating, in tenths.
-const MAX_TENTHS: u8 = *RATINGS.end() * 10;
-
-/// A rating: [`RATINGS`] in steps of 0.1, held as tenths so it is exact on both backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Rating(u8);
-
-impl Rating {
-    /// Parses a decimal such as `9.2` or `10`; more than one decimal place is refused.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let value = BigDecimal::from_str(raw.trim()).map_err(|_| "must be a number".to_owned())?;
-        if value.fractional_digit_count() > 1 && value.normalized().fractional_digit_count() > 1 {
-            return Err("must have at most one decimal place".into());
-        }
-        Self::from_decimal(&value)
-            .ok_or_else(|| format!("must be between {} and {}", RATINGS.start(), RATINGS.end()))
-    }
-
-    /// A JSON number, by the same rule as [`Rating::parse`] applied to its shortest decimal
-    /// form (`9.2` is 9.2; `9.25` and `0.30000000000000004` have too many decimals).
-    pub fn from_number(value: f64) -> Result<Self, String> {
-        if !value.is_finite() {
-            return Err("must be a number".into());
-        }
-        Self::parse(&value.to_string())
-    }
-
-    /// Reads a stored value, rounding away SQLite's binary-float noise (9.19999… → 9.2).
-    fn from_decimal(value: &BigDecimal) -> Option<Self> {
-        match Self::nearest_tenths(value) {
-            Some(tenths) => u8::try_from(tenths)
-                .ok()
-                .filter(|t| *t <= MAX_TENTHS)
-                .map(Self),
-            None => Self::from_decimal_exactly(value),
-        }
-    }
-
-    /// The value in tenths, rounded to the nearest, by integer arithmetic on the decimal's
-    /// digits: every row read goes through here, and the general path below (BigDecimal
-    /// multiplication, rounding, a string and a parse) cost about 2,400 instructions a
-    /// rating. `None` for what it does not decide: negative values, more than 18 digits or
-    /// decimals, and exact halves (which the general path rounds half to even).
-    fn nearest_tenths(value: &BigDecimal) -> Option<u64> {
-        use bigdecimal::ToPrimitive;
-        let (digits, scale) = value.as_bigint_and_scale();
-        let digits = digits.to_u64()?;
-        match scale {
-            ..=-18 => None,
-            // A whole number (times 10^-scale): exact.
-            -17..=1 => 10u64
-                .checked_pow(u32::try_from(1 - scale).ok()?)
-                .and_then(|factor| digits.checked_mul(factor)),
-            2..=19 => {
-                let divisor = 10u64.pow(u32::try_from(scale - 1).ok()?);
-                let (tenths, rest) = (digits / divisor, digits % divisor);
-                match (rest * 2).cmp(&divisor) {
-                    std::cmp::Ordering::Less => Some(tenths),
-                    std::cmp::Ordering::Greater => tenths.checked_add(1),
-                    std::cmp::Ordering::Equal => None,
-                }
-            }
-            _ => None,
-        }
-    }
-
-    /// [`Rating::from_decimal`] for any decimal.
-    fn from_decimal_exactly(value: &BigDecimal) -> Option<Self> {
-        let tenths = (value * BigDecimal::from(10)).round(0);
-        let tenths: i64 = tenths.to_string().parse().ok()?;
-        u8::try_from(tenths)
-            .ok()
-            .filter(|t| *t <= MAX_TENTHS)
-            .map(Self)
-    }
-
-    /// The value as stored in the database.
-    fn to_decimal(self) -> BigDecimal {
-        BigDecimal::new(self.0.into(), 1)
-    }
-
-    /// The value for JSON: the nearest `f64`, which serialises as `9.2`.
-    pub fn as_f64(self) -> f64 {
-        f64::from(self.0) / 10.0
-    }
-}
 
 /// A checked `GET /movies/new` query.
 #[derive(Debug, Clone, PartialEq)]
@@ -512,60 +425,6 @@ fn parse_row(record: &csv::StringRecord) -> Result<MovieRow, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ratings_parse_and_round_trip_exactly() {
-        assert_eq!(Rating::parse("9.2").unwrap().as_f64().to_string(), "9.2");
-        assert_eq!(Rating::parse("10").unwrap().as_f64(), 10.0);
-        assert_eq!(Rating::parse("0.0").unwrap().as_f64(), 0.0);
-        assert_eq!(Rating::parse("9.20").unwrap(), Rating(92));
-        for bad in ["10.1", "-0.1", "9.25", "abc", "", "NaN", "inf"] {
-            assert!(Rating::parse(bad).is_err(), "{bad}");
-        }
-        // JSON numbers go through the same rule, by their shortest decimal form.
-        assert_eq!(Rating::from_number(9.2), Ok(Rating(92)));
-        assert_eq!(Rating::from_number(10.0), Ok(Rating(100)));
-        assert_eq!(Rating::from_number(-0.0), Ok(Rating(0)));
-        for bad in [0.1 + 0.2, 9.25, 10.1, -0.1, f64::NAN, f64::INFINITY, 1e300] {
-            assert!(Rating::from_number(bad).is_err(), "{bad}");
-        }
-        // What SQLite hands back for a NUMERIC 9.2 stored as a double.
-        let noisy =
-            BigDecimal::from_str("9.199999999999999289457264239899814128875732421875").unwrap();
-        assert_eq!(Rating::from_decimal(&noisy), Some(Rating(92)));
-    }
-
-    #[test]
-    fn stored_ratings_read_by_digits_as_by_the_general_path() {
-        let mut values: Vec<String> = (0..=101)
-            .flat_map(|tenths| {
-                let (whole, tenth) = (tenths / 10, tenths % 10);
-                [
-                    format!("{whole}.{tenth}"),
-                    format!("{whole}.{tenth}0"),
-                    format!("{whole}.{tenth}4999"),
-                    format!("{whole}.{tenth}5"),
-                    format!("{whole}.{tenth}5000000000000000001"),
-                    format!("{whole}.{tenth}999999999999999999"),
-                ]
-            })
-            .collect();
-        values.extend(
-            [
-                "0", "10", "1e1", "1E-1", "-0.0", "-0.04", "-3.2", "100", "1e30",
-            ]
-            .map(String::from),
-        );
-        values.push(format!("{}", 9.2f64));
-        for raw in values {
-            let value = BigDecimal::from_str(&raw).unwrap();
-            assert_eq!(
-                Rating::from_decimal(&value),
-                Rating::from_decimal_exactly(&value),
-                "{raw}"
-            );
-        }
-    }
 
     #[test]
     fn csv_errors_carry_line_numbers() {
