@@ -10,14 +10,29 @@ use std::process::{Command, Output, Stdio};
 
 use support::{Backend, TestDb};
 
-/// Runs `myapi-cli args…` on `db`, feeding `stdin`, from the database's temp dir.
-fn cli(db: &TestDb, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
+/// `myapi-cli args…` on `db`, from the database's temp dir, with no token key set.
+fn command(db: &TestDb, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_myapi-cli"));
+    command
         .args(args)
         .current_dir(db.dir.path())
         .env("MYAPI_DATABASE__DSN", &db.dsn)
         .env_remove("MYAPI_TOKEN_KEY")
-        .env_remove("MYAPI_TOKEN_KEYS")
+        .env_remove("MYAPI_TOKEN_KEYS");
+    command
+}
+
+/// Runs [`command`] with `envs` set as well and nothing on stdin.
+fn cli_with(db: &TestDb, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    command(db, args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// Runs [`command`], feeding `stdin`.
+fn cli(db: &TestDb, args: &[&str], stdin: &str) -> Output {
+    let mut child = command(db, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -285,26 +300,20 @@ fn bad_input_is_one_line_and_non_zero() {
 #[test]
 fn unreachable_database_and_bad_config_fail_cleanly() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
-        .arg("list-users")
-        .current_dir(db.dir.path())
-        .env(
-            "MYAPI_DATABASE__DSN",
-            "postgres://nobody:hunter2@127.0.0.1:1/none",
-        )
-        .env("MYAPI_DATABASE__CONNECT_TIMEOUT_SECS", "1")
-        .output()
-        .unwrap();
+    let unreachable = "postgres://nobody:hunter2@127.0.0.1:1/none";
+    let out = cli_with(
+        &db,
+        &["list-users"],
+        &[
+            ("MYAPI_DATABASE__DSN", unreachable),
+            ("MYAPI_DATABASE__CONNECT_TIMEOUT_SECS", "1"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
     assert!(!stderr(&out).contains("hunter2"));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
-        .arg("migrate")
-        .current_dir(db.dir.path())
-        .env("MYAPI_DATABASE__POOL_SIZE", "abc")
-        .output()
-        .unwrap();
+    let out = cli_with(&db, &["migrate"], &[("MYAPI_DATABASE__POOL_SIZE", "abc")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("database.pool_size"),
@@ -328,14 +337,7 @@ fn keyword_value_dsns_are_postgres_and_ambiguous_ones_refused() {
         url.username(),
         url.path().trim_start_matches('/'),
     );
-    let run = |dsn: &str| {
-        Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
-            .arg("migrate")
-            .current_dir(db.dir.path())
-            .env("MYAPI_DATABASE__DSN", dsn)
-            .output()
-            .unwrap()
-    };
+    let run = |dsn: &str| cli_with(&db, &["migrate"], &[("MYAPI_DATABASE__DSN", dsn)]);
     let migrated = run(&keyword_value);
     assert!(migrated.status.success(), "{}", stderr(&migrated));
     let again = run(&keyword_value);
@@ -367,10 +369,8 @@ fn dot_env_is_read_from_the_working_directory_only() {
     )
     .unwrap();
     let run = |dir: &std::path::Path| {
-        Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
-            .arg("list-users")
+        command(&db, &["list-users"])
             .current_dir(dir)
-            .env("MYAPI_DATABASE__DSN", &db.dsn)
             .env_remove("MYAPI_DATABASE__POOL_SIZE")
             .output()
             .unwrap()
@@ -428,18 +428,10 @@ fn fifty_concurrent_create_user_processes_make_one_row() {
                 } else {
                     "RACE@example.com"
                 };
-                Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
-                    .args([
-                        "create-user",
-                        "--name",
-                        &format!("Racer {i}"),
-                        "--email",
-                        email,
-                        "--password",
-                        "race-password",
-                    ])
-                    .current_dir(db.dir.path())
-                    .env("MYAPI_DATABASE__DSN", &db.dsn)
+                let name = format!("Racer {i}");
+                let password = ["--password", "race-password"];
+                command(&db, &["create-user", "--name", &name, "--email", email])
+                    .args(password)
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
                     .spawn()
@@ -558,13 +550,11 @@ fn large_import_is_not_cut_short_by_the_statement_timeout() {
             ));
         }
         let path = write_csv(&db, "large.csv", &csv);
-        let out = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
-            .args(["import-movies", &path])
-            .current_dir(db.dir.path())
-            .env("MYAPI_DATABASE__DSN", &db.dsn)
-            .env("MYAPI_DATABASE__STATEMENT_TIMEOUT_MS", "1")
-            .output()
-            .unwrap();
+        let out = cli_with(
+            &db,
+            &["import-movies", &path],
+            &[("MYAPI_DATABASE__STATEMENT_TIMEOUT_MS", "1")],
+        );
         assert!(stdout(&out).contains("20000 inserted"), "{}", stderr(&out));
         if db.dsn.starts_with("postgres") {
             // Vacuumed (the visibility map, for index-only scans) and analysed (statistics).
@@ -754,14 +744,14 @@ fn admin_commands_leave_an_audit_trail() {
             "{text}"
         );
         // Read a page at a time: pages of 2 print the same lines.
-        let paged = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
-            .arg("audit")
-            .current_dir(db.dir.path())
-            .env("MYAPI_DATABASE__DSN", &db.dsn)
-            .env("MYAPI_AUDIT__DEFAULT_PAGE_SIZE", "2")
-            .env("MYAPI_AUDIT__MAX_PAGE_SIZE", "2")
-            .output()
-            .unwrap();
+        let paged = cli_with(
+            &db,
+            &["audit"],
+            &[
+                ("MYAPI_AUDIT__DEFAULT_PAGE_SIZE", "2"),
+                ("MYAPI_AUDIT__MAX_PAGE_SIZE", "2"),
+            ],
+        );
         assert_eq!(stdout(&paged), text);
 
         // The user is gone; their trail is found by id and by email.
@@ -787,13 +777,11 @@ fn admin_commands_leave_an_audit_trail() {
             stdout(&purged),
             "purged 0 audit event(s) older than 365 days\n"
         );
-        let kept = Command::new(env!("CARGO_BIN_EXE_myapi-cli"))
-            .arg("purge-audit")
-            .current_dir(db.dir.path())
-            .env("MYAPI_DATABASE__DSN", &db.dsn)
-            .env("MYAPI_AUDIT__RETENTION_DAYS", "0")
-            .output()
-            .unwrap();
+        let kept = cli_with(
+            &db,
+            &["purge-audit"],
+            &[("MYAPI_AUDIT__RETENTION_DAYS", "0")],
+        );
         assert_eq!(
             stdout(&kept),
             "kept every audit event: audit.retention_days is 0\n"

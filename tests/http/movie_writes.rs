@@ -6,7 +6,6 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use myapi_schemas::MovieInput;
 use myapi_services::ServiceError;
 use myapi_services::auth::Role;
 use myapi_services::movies::{IfMatch, MovieId, OnExisting, Version};
@@ -65,6 +64,64 @@ async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
     request.send().await.unwrap()
 }
 
+/// Sends `request` (`"METHOD /path"`) with the token, `If-Match` and typed body.
+async fn call(
+    app: &TestApp,
+    token: &str,
+    request: &str,
+    if_match: Option<&str>,
+    body: Option<(&str, String)>,
+) -> reqwest::Response {
+    let (method, path) = request.split_once(' ').unwrap();
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    send(write(app, token, method, path, if_match, body)).await
+}
+
+/// A JSON body.
+fn json_of(body: impl Into<String>) -> Option<(&'static str, String)> {
+    Some((JSON, body.into()))
+}
+
+/// A merge-patch body.
+fn merge(body: &str) -> Option<(&'static str, String)> {
+    Some((MERGE_PATCH, body.to_owned()))
+}
+
+/// One request of a table: its token (`None`: no `Authorization`), method, path,
+/// `If-Match`, typed body, and the status it must get.
+type Case<'a> = (
+    Option<&'a str>,
+    Method,
+    &'a str,
+    Option<&'a str>,
+    Option<(&'a str, String)>,
+    u16,
+);
+
+/// Sends each case in turn: an error must come as problem+json, a 204 empty.
+async fn expect_statuses(app: &TestApp, cases: Vec<Case<'_>>) {
+    for (token, method, path, if_match, body, status) in cases {
+        let what = format!("{method} {path} If-Match {if_match:?} as {token:?}");
+        let request = match token {
+            Some(token) => write(app, token, method, path, if_match, body),
+            None => {
+                let request = app.client.request(method, app.url(path));
+                match if_match {
+                    Some(tag) => request.header("if-match", tag),
+                    None => request,
+                }
+            }
+        };
+        let response = send(request).await;
+        assert_eq!(response.status(), status, "{what}");
+        match status {
+            204 => assert!(response.text().await.unwrap().is_empty(), "{what}"),
+            400.. => drop(json_body(response, status, PROBLEM).await),
+            _ => {}
+        }
+    }
+}
+
 fn etag_of(response: &reqwest::Response) -> String {
     response.headers()["etag"].to_str().unwrap().to_owned()
 }
@@ -95,14 +152,13 @@ async fn create_replace_patch_delete(db: TestDb) {
     let (app, token) = app_with_editor(db).await;
 
     // POST: 201, Location, ETag, the movie; the id is the next after the largest (45).
-    let created = send(write(
+    let created = call(
         &app,
         &token,
-        Method::POST,
-        "/movies/",
+        "POST /movies/",
         None,
-        Some((JSON, movie("Dune", 2021, 8.0))),
-    ))
+        json_of(movie("Dune", 2021, 8.0)),
+    )
     .await;
     assert_eq!(created.status(), 201);
     assert_eq!(created.headers()["location"], "/movies/46");
@@ -125,14 +181,13 @@ async fn create_replace_patch_delete(db: TestDb) {
     }
 
     // PUT replaces: 200, the movie, a new ETag that GET agrees with.
-    let replaced = send(write(
+    let replaced = call(
         &app,
         &token,
-        Method::PUT,
-        "/movies/46",
+        "PUT /movies/46",
         Some(&etag),
-        Some((JSON, movie("Dune: Part One", 2021, 8.1))),
-    ))
+        json_of(movie("Dune: Part One", 2021, 8.1)),
+    )
     .await;
     let put_etag = etag_of(&replaced);
     assert_ne!(put_etag, etag);
@@ -143,14 +198,13 @@ async fn create_replace_patch_delete(db: TestDb) {
     assert_eq!(current_etag(&app, &token, "/movies/46").await, put_etag);
 
     // PATCH merges: only the fields sent change.
-    let patched = send(write(
+    let patched = call(
         &app,
         &token,
-        Method::PATCH,
-        "/movies/46",
+        "PATCH /movies/46",
         Some(&put_etag),
-        Some((MERGE_PATCH, r#"{"rating": 8.3}"#.into())),
-    ))
+        merge(r#"{"rating": 8.3}"#),
+    )
     .await;
     let patch_etag = etag_of(&patched);
     assert_ne!(patch_etag, put_etag);
@@ -159,87 +213,39 @@ async fn create_replace_patch_delete(db: TestDb) {
         json!({"movie_id": 46, "title": "Dune: Part One", "released": 2021, "rating": 8.3})
     );
     // A charset parameter is fine; `released` as JSON Schema's integer 2021.0 too.
-    let patched = send(write(
+    let patched = call(
         &app,
         &token,
-        Method::PATCH,
-        "/movies/46",
+        "PATCH /movies/46",
         Some(&patch_etag),
         Some((
             "application/merge-patch+json; charset=utf-8",
             r#"{"released": 2021.0, "title": "Dune"}"#.into(),
         )),
-    ))
+    )
     .await;
     let patch_etag = etag_of(&patched);
     assert_eq!(json_body(patched, 200, JSON).await["title"], "Dune");
 
-    // DELETE: 204, then the movie is gone, and the old ETag fits nothing.
-    let deleted = send(write(
-        &app,
-        &token,
-        Method::DELETE,
-        "/movies/46",
-        Some(&patch_etag),
-        None,
-    ))
-    .await;
-    assert_eq!(deleted.status(), 204);
-    assert!(deleted.text().await.unwrap().is_empty());
-    json_body(app.get_authed("/movies/46", &token).await, 404, PROBLEM).await;
-    let again = send(write(
-        &app,
-        &token,
-        Method::DELETE,
-        "/movies/46",
-        Some(&patch_etag),
-        None,
-    ))
-    .await;
-    json_body(again, 404, PROBLEM).await;
-    // PUT never creates.
-    let put = send(write(
-        &app,
-        &token,
-        Method::PUT,
-        "/movies/46",
-        Some("*"),
-        Some((JSON, movie("Dune", 2021, 8.0))),
-    ))
-    .await;
-    json_body(put, 404, PROBLEM).await;
-
-    // A reader may read but not write.
+    // DELETE: 204, then the movie is gone, and the old ETag fits nothing; PUT never
+    // creates; a reader may read but not write; without a token, 401.
     let reader = app.login_new_user("reader@example.com").await;
-    let denied = send(write(
+    let (editor, reader) = (Some(token.as_str()), Some(reader.as_str()));
+    let dune = || Some((JSON, movie("Dune", 2021, 8.0)));
+    let gone = Some(patch_etag.as_str());
+    expect_statuses(
         &app,
-        &reader,
-        Method::POST,
-        "/movies/",
-        None,
-        Some((JSON, movie("Dune", 2021, 8.0))),
-    ))
+        vec![
+            (editor, Method::DELETE, "/movies/46", gone, None, 204),
+            (editor, Method::GET, "/movies/46", None, None, 404),
+            (editor, Method::DELETE, "/movies/46", gone, None, 404),
+            (editor, Method::PUT, "/movies/46", Some("*"), dune(), 404),
+            (reader, Method::POST, "/movies/", None, dune(), 403),
+            (reader, Method::DELETE, "/movies/1", Some("*"), None, 403),
+            (None, Method::DELETE, "/movies/1", Some("*"), None, 401),
+        ],
+    )
     .await;
-    json_body(denied, 403, PROBLEM).await;
-    let denied = send(write(
-        &app,
-        &reader,
-        Method::DELETE,
-        "/movies/1",
-        Some("*"),
-        None,
-    ))
-    .await;
-    json_body(denied, 403, PROBLEM).await;
-    // Without a token: 401.
-    let anonymous = app
-        .client
-        .delete(app.url("/movies/1"))
-        .header("if-match", "*")
-        .send()
-        .await
-        .unwrap();
-    json_body(anonymous, 401, PROBLEM).await;
 }
 both_backends!(create_replace_patch_delete);
 
@@ -299,102 +305,119 @@ async fn conditional_writes_check_in_order(db: TestDb) {
     // Accept-Patch), 422 for an invalid body.
     let unchanged = current_etag(&app, &token, "/movies/1").await;
     assert_eq!(unchanged, etag, "nothing above wrote");
-    let response = send(write(
-        &app,
-        &token,
-        Method::PUT,
-        "/movies/1",
-        Some(&etag),
-        Some((MERGE_PATCH, movie("A", 2000, 5.0))),
-    ))
-    .await;
-    assert!(!response.headers().contains_key("accept-patch"));
-    json_body(response, 415, PROBLEM).await;
-    let response = send(write(
-        &app,
-        &token,
-        Method::PUT,
-        "/movies/1",
-        Some(&etag),
-        None,
-    ))
-    .await;
-    json_body(response, 415, PROBLEM).await;
-    for content_type in [JSON, "text/plain", "application/json-patch+json"] {
-        let response = send(write(
-            &app,
-            &token,
-            Method::PATCH,
-            "/movies/1",
-            Some(&etag),
-            Some((content_type, "{}".into())),
-        ))
-        .await;
-        assert_eq!(
-            response.headers()["accept-patch"],
-            MERGE_PATCH,
-            "{content_type}"
-        );
+    let one = "/movies/1";
+    const JSON_PATCH: &str = "application/json-patch+json";
+    let wrong_types = [
+        (Method::PUT, Some((MERGE_PATCH, movie("A", 2000, 5.0)))),
+        (Method::PUT, None),
+        (Method::PATCH, Some((JSON, "{}".into()))),
+        (Method::PATCH, Some(("text/plain", "{}".into()))),
+        (Method::PATCH, Some((JSON_PATCH, "{}".into()))),
+    ];
+    for (method, body) in wrong_types {
+        let what = format!("{method} {body:?}");
+        let patch = method == Method::PATCH;
+        let response = send(write(&app, &token, method, one, Some(&etag), body)).await;
+        let accept_patch = response.headers().get("accept-patch").cloned();
+        assert_eq!(accept_patch.is_some(), patch, "{what}");
+        if patch {
+            assert_eq!(accept_patch.unwrap(), MERGE_PATCH, "{what}");
+        }
         json_body(response, 415, PROBLEM).await;
     }
-    let response = send(write(
-        &app,
-        &token,
-        Method::PUT,
-        "/movies/1",
-        Some(&etag),
-        invalid_body(),
-    ))
-    .await;
+    let response = call(&app, &token, "PUT /movies/1", Some(&etag), invalid_body()).await;
     assert_eq!(
         refused_fields(response).await,
         ["title", "released", "rating"]
     );
-    // A list naming the current tag matches, and so does `*`.
-    let list = format!("\"1\", {etag}");
-    let response = send(write(
+    // A list naming the current tag matches, and so does `*`; then the old tag is stale.
+    let (list, one) = (format!("\"1\", {etag}"), "/movies/1");
+    let editor = Some(token.as_str());
+    let rating = |rating: f64| Some((MERGE_PATCH, json!({ "rating": rating }).to_string()));
+    expect_statuses(
         &app,
-        &token,
-        Method::PATCH,
-        "/movies/1",
-        Some(&list),
-        Some((MERGE_PATCH, r#"{"rating": 9.3}"#.into())),
-    ))
+        vec![
+            (editor, Method::PATCH, one, Some(&list), rating(9.3), 200),
+            (editor, Method::PATCH, one, Some("*"), rating(9.2), 200),
+        ],
+    )
     .await;
-    assert_eq!(response.status(), 200);
-    let response = send(write(
+    let now = json_body(app.get_authed(one, &token).await, 200, JSON).await;
+    assert_eq!(now["rating"], 9.2);
+    expect_statuses(
         &app,
-        &token,
-        Method::PATCH,
-        "/movies/1",
-        Some("*"),
-        Some((MERGE_PATCH, r#"{"rating": 9.2}"#.into())),
-    ))
+        vec![
+            (editor, Method::DELETE, one, Some(&etag), None, 412),
+            (editor, Method::DELETE, one, Some("*"), None, 204),
+        ],
+    )
     .await;
-    assert_eq!(json_body(response, 200, JSON).await["rating"], 9.2);
-    // The old tag is stale now.
-    let response = send(write(
-        &app,
-        &token,
-        Method::DELETE,
-        "/movies/1",
-        Some(&etag),
-        None,
-    ))
-    .await;
-    json_body(response, 412, PROBLEM).await;
-    let response = send(write(
-        &app,
-        &token,
-        Method::DELETE,
-        "/movies/1",
-        Some("*"),
-        None,
-    ))
-    .await;
-    assert_eq!(response.status(), 204);
 }
 both_backends!(conditional_writes_check_in_order);
+
+/// How `If-Match` (on a PUT whose body is refused with 415 once the precondition holds, so
+/// nothing is written) and `If-None-Match` (on a GET) are read, line by line as sent. `{etag}`
+/// stands for the movie's current tag and `{v}` for its bare version.
+async fn conditional_headers_are_read_per_rfc_9110(db: TestDb) {
+    let (app, token) = app_with_editor(db).await;
+    let etag = current_etag(&app, &token, "/movies/1").await;
+    let version = etag.trim_matches('"').to_owned();
+    let fill = |line: &str| line.replace("{etag}", &etag).replace("{v}", &version);
+    let line = |raw: &str| reqwest::header::HeaderValue::from_bytes(fill(raw).as_bytes()).unwrap();
+    // (lines of the field, If-Match answer, If-None-Match answer)
+    let cases: &[(&[&str], u16, u16)] = &[
+        (&[], 428, 200),
+        (&["*"], 415, 304),
+        (&[" * "], 415, 304),
+        (&["{etag}"], 415, 304),
+        (&["W/{etag}"], 412, 304),
+        (&["\"0\""], 412, 200),
+        (&["\"0\", {etag}"], 415, 304),
+        (&["\"0\",{etag}, "], 415, 304),
+        (&["\"0\", W/{etag}"], 412, 304),
+        // Malformed: not `*` or a list of entity-tags.
+        (&["{v}"], 412, 200),
+        (&[""], 412, 200),
+        (&["W/{v}"], 412, 200),
+        (&["{etag}x"], 412, 200),
+        (&["\"{v}"], 412, 200),
+        (&["\" {v}\""], 412, 200),
+        // Malformed lists: RFC 9110 gives no answer for them. The elements that are
+        // entity-tags are read (a write still needs the current tag or `*`), and a first
+        // line of `*` is `*`.
+        (&["{etag}, x"], 415, 304),
+        (&["*, {etag}"], 415, 304),
+        (&["*", "\"0\""], 415, 304),
+        // obs-text is etagc too.
+        (&["\"\u{e9}\", {etag}"], 415, 304),
+        // A comma is an etagc character: `"a,b"` is one tag, and `"{v},0"` is not ours.
+        (&["\"a,b\", {etag}"], 415, 304),
+        (&["\"{v},0\""], 412, 200),
+        // One field on repeated lines is one list.
+        (&["\"0\"", "{etag}"], 415, 304),
+        (&["\"0\"", "\"1\""], 412, 200),
+    ];
+    for (lines, if_match, if_none_match) in cases {
+        let mut put = write(
+            &app,
+            &token,
+            Method::PUT,
+            "/movies/1",
+            None,
+            Some(("text/plain", "not json".to_owned())),
+        );
+        let mut get = app.client.get(app.url("/movies/1")).bearer_auth(&token);
+        for raw in *lines {
+            put = put.header("if-match", line(raw));
+            get = get.header("if-none-match", line(raw));
+        }
+        let (put, get) = (send(put).await, send(get).await);
+        assert_eq!(put.status(), *if_match, "If-Match: {lines:?}");
+        assert_eq!(get.status(), *if_none_match, "If-None-Match: {lines:?}");
+    }
+    assert_eq!(current_etag(&app, &token, "/movies/1").await, etag);
+}
+both_backends!(conditional_headers_are_read_per_rfc_9110);
 
 async fn bodies_are_validated_field_by_field(db: TestDb) {
     let (app, token) = app_with_editor(db).await;
@@ -576,15 +599,7 @@ async fn a_422_names_at_most_20_fields_and_counts_the_rest(db: TestDb) {
     }
     let body = serde_json::Value::Object(body).to_string();
     assert!(body.len() > 50_000, "{}", body.len());
-    let response = send(write(
-        &app,
-        &token,
-        Method::POST,
-        "/movies/",
-        None,
-        Some((JSON, body.clone())),
-    ))
-    .await;
+    let response = call(&app, &token, "POST /movies/", None, json_of(body.clone())).await;
     assert_eq!(response.status(), 422);
     let answer = response.bytes().await.unwrap();
     assert!(answer.len() < 4096, "{} bytes", answer.len());
@@ -602,14 +617,13 @@ async fn a_422_names_at_most_20_fields_and_counts_the_rest(db: TestDb) {
     assert!(detail.ends_with("; and 5980 more"), "{detail}");
 
     // Within the cap, every field is named and nothing is counted.
-    let response = send(write(
+    let response = call(
         &app,
         &token,
-        Method::POST,
-        "/movies/",
+        "POST /movies/",
         None,
-        Some((JSON, r#"{"a": 1, "b": 2}"#.to_owned())),
-    ))
+        json_of(r#"{"a": 1, "b": 2}"#.to_owned()),
+    )
     .await;
     let problem = json_body(response, 422, PROBLEM).await;
     assert_eq!(problem["errors"].as_array().unwrap().len(), 5, "{problem}");
@@ -644,15 +658,7 @@ async fn conditional_reads_answer_304(db: TestDb) {
     // 404 wins over a matching `*`.
     json_body(get("/movies/9999", "*").await.unwrap(), 404, PROBLEM).await;
     // After a write the old tag no longer matches.
-    let patched = send(write(
-        &app,
-        &token,
-        Method::PATCH,
-        "/movies/1",
-        Some(&etag),
-        Some((MERGE_PATCH, "{}".into())),
-    ))
-    .await;
+    let patched = call(&app, &token, "PATCH /movies/1", Some(&etag), merge("{}")).await;
     let new_etag = etag_of(&patched);
     assert_ne!(
         new_etag, etag,
@@ -742,7 +748,7 @@ async fn a_write_between_check_and_update(db: TestDb) {
     let version: Version = etag.trim_matches('"').parse().unwrap();
     let services = app.services.clone();
     let outcomes = tokio::task::spawn_blocking(move || {
-        let id = MovieId::parse("1").unwrap();
+        let id = MovieId(1);
         let mut outcomes = Vec::new();
         for (condition, rating) in [(IfMatch::AnyOf(vec![version]), 1.0), (IfMatch::Any, 2.0)] {
             let (edits, interloped) = (Cell::new(0), Cell::new(false));
@@ -750,18 +756,18 @@ async fn a_write_between_check_and_update(db: TestDb) {
                 edits.set(edits.get() + 1);
                 if !interloped.replace(true) {
                     services.movies.update(id, Some(&IfMatch::Any), |current| {
-                        Ok::<_, ServiceError>(MovieInput {
-                            title: "Interloper".into(),
-                            released: current.released.into(),
-                            rating,
-                        })
+                        Ok::<_, ServiceError>(json!({
+                            "title": "Interloper",
+                            "released": current.released,
+                            "rating": rating,
+                        }))
                     })?;
                 }
-                Ok::<_, ServiceError>(MovieInput {
-                    title: "Outer".into(),
-                    released: current.released.into(),
-                    rating: current.rating,
-                })
+                Ok::<_, ServiceError>(json!({
+                    "title": "Outer",
+                    "released": current.released,
+                    "rating": current.rating,
+                }))
             });
             outcomes.push((outcome.map(|written| written.movie), edits.get()));
         }
@@ -862,14 +868,13 @@ async fn ids_and_versions_agree_with_other_writers(db: TestDb) {
         json_body(plain, 200, JSON).await,
         json!({"movie_id": 100, "title": "Plain", "released": 2000, "rating": 7.5})
     );
-    let created = send(write(
+    let created = call(
         &app,
         &token,
-        Method::POST,
-        "/movies/",
+        "POST /movies/",
         None,
-        Some((JSON, movie("After plain", 2001, 7.0))),
-    ))
+        json_of(movie("After plain", 2001, 7.0)),
+    )
     .await;
     assert_eq!(created.headers()["location"], "/movies/101");
 
@@ -897,14 +902,13 @@ async fn ids_and_versions_agree_with_other_writers(db: TestDb) {
     .unwrap();
     let after_import = current_etag(&app, &token, "/movies/100").await;
     assert_ne!(after_import, after_reset);
-    let stale = send(write(
+    let stale = call(
         &app,
         &token,
-        Method::PATCH,
-        "/movies/100",
+        "PATCH /movies/100",
         Some(&after_reset),
-        Some((MERGE_PATCH, "{}".into())),
-    ))
+        merge("{}"),
+    )
     .await;
     json_body(stale, 412, PROBLEM).await;
 
@@ -989,14 +993,13 @@ async fn ids_and_versions_agree_with_other_writers(db: TestDb) {
     assert_eq!(counts.updated, 0);
     // And the next POST still goes past every id in the table.
     let largest = ids.iter().max().copied().unwrap().max(5004);
-    let next = send(write(
+    let next = call(
         &app,
         &token,
-        Method::POST,
-        "/movies/",
+        "POST /movies/",
         None,
-        Some((JSON, movie("Last", 2004, 5.0))),
-    ))
+        json_of(movie("Last", 2004, 5.0)),
+    )
     .await;
     assert_eq!(
         next.headers()["location"].to_str().unwrap(),
@@ -1059,36 +1062,33 @@ async fn database_constraints_match_the_rules(db: TestDb) {
     )
     .unwrap()
     .unwrap();
-    let created = send(write(
+    let created = call(
         &app,
         &token,
-        Method::POST,
-        "/movies/",
+        "POST /movies/",
         None,
-        Some((JSON, movie("Forbidden", 2000, 5.0))),
-    ))
+        json_of(movie("Forbidden", 2000, 5.0)),
+    )
     .await;
     assert_eq!(refused_fields(created).await, ["title"]);
     let etag = current_etag(&app, &token, "/movies/1").await;
-    let patched = send(write(
+    let patched = call(
         &app,
         &token,
-        Method::PATCH,
-        "/movies/1",
+        "PATCH /movies/1",
         Some(&etag),
-        Some((MERGE_PATCH, r#"{"title": "Forbidden"}"#.into())),
-    ))
+        merge(r#"{"title": "Forbidden"}"#),
+    )
     .await;
     assert_eq!(refused_fields(patched).await, ["title"]);
     assert_eq!(current_etag(&app, &token, "/movies/1").await, etag);
-    let created = send(write(
+    let created = call(
         &app,
         &token,
-        Method::POST,
-        "/movies/",
+        "POST /movies/",
         None,
-        Some((JSON, movie("Allowed", 2000, 5.0))),
-    ))
+        json_of(movie("Allowed", 2000, 5.0)),
+    )
     .await;
     assert_eq!(created.status(), 201);
 }

@@ -242,10 +242,9 @@ async fn service_filter_edges(db: TestDb) {
     let ids = tokio::task::spawn_blocking(move || {
         let csv = "movie_id,title,released,rating\n1,Zero,2000,0\n2,Ten,2000,10\n3,Nine Two,1994,9.2\n4,Old Ten,1999,10.0\n";
         services.movies.import_csv(csv.as_bytes(), OnExisting::Fail).unwrap();
-        let settings = services.movies.settings().clone();
-        let ids = |year: i64, rating: f64| -> Vec<i32> {
-            let pairs = [("year".to_owned(), year.to_string()), ("rating".to_owned(), rating.to_string())];
-            let query = NewMoviesQuery::parse(&pairs, &settings).unwrap();
+        let limit = services.movies.settings().default_page_size;
+        let ids = |year: i32, rating: f64| -> Vec<i32> {
+            let query = NewMoviesQuery::new(year, rating, limit, 0, 0).unwrap();
             services.movies.released_since(&query).unwrap().movies.iter().map(|m| m.movie_id).collect()
         };
         (ids(2000, 10.0), ids(2000, 0.0), ids(1994, 9.2), ids(1999, 10.0), ids(2001, 0.0), ids(0, 9.3))

@@ -122,9 +122,9 @@ pub use data::__TYPE__DataManager;
 use myapi_models::rows::__TYPE__Row;
 use myapi_schemas::__TYPE__Schema;
 
+use crate::ServiceError;
 use crate::database::Database;
-use crate::query::{Page, PageSizes, QueryPairs, integer};
-use crate::{InvalidField, ServiceError};
+use crate::query::{Page, PageSizes};
 
 /// `limit` when none is given, and the largest accepted.
 pub const PAGE_SIZES: PageSizes = PageSizes {
@@ -132,30 +132,9 @@ pub const PAGE_SIZES: PageSizes = PageSizes {
     max: 1000,
 };
 
-/// A checked `GET /__NAME__/` query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct __TYPE__ListQuery {
-    page: Page,
-}
-
-impl __TYPE__ListQuery {
-    /// Parses `limit` and `offset`, naming every offending one.
-    pub fn parse(pairs: &QueryPairs) -> Result<Self, ServiceError> {
-        Ok(Self {
-            page: Page::parse(pairs, PAGE_SIZES)?,
-        })
-    }
-}
-
 /// An id as a client sends it: any integer (one that no row has is simply not found).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct __TYPE__Id(i64);
-
-impl __TYPE__Id {
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        integer(\"__ID__\", raw, i64::MIN..=i64::MAX).map(Self)
-    }
-}
+pub struct __TYPE__Id(pub i64);
 
 #[derive(Debug, Clone)]
 pub struct __TYPE__Service {
@@ -170,9 +149,8 @@ impl __TYPE__Service {
     }
 
     /// One page, ordered by id (blocking).
-    pub fn list(&self, query: __TYPE__ListQuery) -> Result<Vec<__TYPE__Schema>, ServiceError> {
-        let Page { limit, offset } = query.page;
-        let rows = self.data.list(i64::from(limit), offset)?;
+    pub fn list(&self, page: Page) -> Result<Vec<__TYPE__Schema>, ServiceError> {
+        let rows = self.data.list(i64::from(page.limit), page.offset)?;
         Ok(rows.iter().map(to_schema).collect())
     }
 
@@ -191,33 +169,6 @@ fn to_schema(row: &__TYPE__Row) -> __TYPE__Schema {
         name: row.name.clone(),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
-        query
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn list_query_names_every_bad_parameter() {
-        let query = __TYPE__ListQuery::parse(&[]).unwrap();
-        assert_eq!((query.page.limit, query.page.offset), (PAGE_SIZES.default, 0));
-        let bad = pairs(&[(\"limit\", \"0\"), (\"offset\", \"x\")]);
-        let Err(ServiceError::Invalid(fields)) = __TYPE__ListQuery::parse(&bad) else {
-            panic!(\"expected invalid\");
-        };
-        let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(names, [\"limit\", \"offset\"]);
-        let repeated = pairs(&[(\"limit\", \"1\"), (\"limit\", \"2\")]);
-        assert!(__TYPE__ListQuery::parse(&repeated).is_err());
-        assert!(__TYPE__Id::parse(\"1.5\").is_err());
-    }
-}
 ";
 
 /// The field in `Services`.
@@ -234,15 +185,16 @@ pub const ROUTES: &str = "\
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use myapi_schemas::{Problem, __TYPE__Schema};
-use myapi_services::__NAME__::{__TYPE__Id, __TYPE__ListQuery};
+use myapi_services::__NAME__::{PAGE_SIZES, __TYPE__Id};
 use myapi_services::{ServiceError, Services};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::blocking::block;
 use crate::error::ApiError;
-use crate::extract::{Authorized, __SCOPE_MARKER__, query_pairs};
+use crate::extract::{Authorized, __SCOPE_MARKER__};
 use crate::openapi::GuardedErrors;
+use crate::query::{self, integer, query_pairs};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(
@@ -272,8 +224,8 @@ pub async fn list___NAME__(
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = __TYPE__ListQuery::parse(&query_pairs(&req)?)?;
-    let page = block(move || services.__NAME__.list(query)).await??;
+    let page = query::page(&query_pairs(&req)?, PAGE_SIZES)?;
+    let page = block(move || services.__NAME__.list(page)).await??;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -295,8 +247,8 @@ pub async fn get___SINGULAR__(
     id: web::Path<String>,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = __TYPE__Id::parse(&id).map_err(ServiceError::from)?;
-    let found = block(move || services.__NAME__.get(id)).await??;
+    let id = integer(\"__ID__\", &id, i64::MIN..=i64::MAX).map_err(ServiceError::from)?;
+    let found = block(move || services.__NAME__.get(__TYPE__Id(id))).await??;
     Ok(HttpResponse::Ok().json(found))
 }
 ";

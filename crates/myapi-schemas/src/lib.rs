@@ -12,7 +12,7 @@ mod movies;
 pub use audit::{AuditEvent, AuditEventSchema};
 pub use auth::{RefreshTokenForm, RevokeForm, TokenForm, TokenRequest, TokenResponse, UserSchema};
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
-pub use movies::{MovieInput, MoviePatch, MovieSchema, integral};
+pub use movies::MovieSchema;
 // [xtask] schema exports
 
 use serde::{Deserialize, Serialize};

@@ -73,9 +73,7 @@ fn movies_query(c: &mut Criterion) {
         .movies
         .import_csv(csv.as_bytes(), OnExisting::Fail)
         .unwrap();
-    let pairs = [("year", "1990"), ("rating", "9.0"), ("limit", "50")]
-        .map(|(name, value)| (name.to_owned(), value.to_owned()));
-    let query = NewMoviesQuery::parse(&pairs, &settings.movies).unwrap();
+    let query = NewMoviesQuery::new(1990, 9.0, 50, 0, 0).unwrap();
     c.bench_function("movies_query_sqlite_1k", |b| {
         b.iter(|| services.movies.released_since(black_box(&query)).unwrap())
     });

@@ -22,8 +22,8 @@ use support::{Backend, TestDb};
 
 /// Rows in the table: enough that reading all of them costs far more than an index range.
 const MOVIES: i32 = 100_000;
-const YEARS: [&str; 6] = ["0", "1900", "1990", "2020", "2024", "2025"];
-const RATINGS: [&str; 6] = ["0", "5", "9", "9.5", "9.9", "10"];
+const YEARS: [i32; 6] = [0, 1900, 1990, 2020, 2024, 2025];
+const RATINGS: [f64; 6] = [0.0, 5.0, 9.0, 9.5, 9.9, 10.0];
 
 /// The plan's nodes, without costs: `Limit / Sort / Index Only Scan using … on movies`.
 fn shape(plan: &str) -> Vec<String> {
@@ -63,21 +63,13 @@ fn every_grid_point_gets_a_fitting_plan_on_its_100th_execution() {
     assert_eq!(count, i64::from(MOVIES));
 
     let service = MovieService::new(database, &settings.movies);
-    let halfway = (MOVIES / 2).to_string();
+    let halfway = MOVIES / 2;
     let mut misfits = Vec::new();
     let mut shapes = std::collections::BTreeSet::new();
-    for after in [None, Some(halfway.as_str())] {
+    for after in [None, Some(halfway)] {
         for year in YEARS {
             for rating in RATINGS {
-                let mut pairs = vec![
-                    ("year".to_owned(), year.to_owned()),
-                    ("rating".to_owned(), rating.to_owned()),
-                    ("limit".to_owned(), "1000".to_owned()),
-                ];
-                if let Some(after) = after {
-                    pairs.push(("after".to_owned(), after.to_owned()));
-                }
-                let query = NewMoviesQuery::parse(&pairs, &settings.movies).unwrap();
+                let query = NewMoviesQuery::new(year, rating, 1000, after.unwrap_or(0), 0).unwrap();
                 let plans = service
                     .released_since_plans(&query, 99)
                     .unwrap()

@@ -13,6 +13,7 @@ pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod query;
 pub mod routes;
 pub mod startup;
 

@@ -3,8 +3,14 @@
 //! (see [`crate::routes`]).
 
 use myapi_schemas::Problem;
+use myapi_services::movies::{FieldKind, MOVIE_FIELDS, RATINGS, RELEASE_YEARS, TITLE_CHARS};
+use serde_json::json;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 /// The API description served at `/openapi.json` and shown by Swagger UI at `/docs/`.
 #[derive(OpenApi)]
@@ -110,4 +116,91 @@ pub enum ConditionalWriteErrors {
         content_type = "application/problem+json"
     )]
     PreconditionRequired(Problem),
+}
+
+/// The body of `POST /movies/` and `PUT /movies/{movie_id}`, as the OpenAPI schema
+/// `MovieInput`, built from the service's [`MOVIE_FIELDS`].
+pub struct MovieInput;
+
+/// The body of `PATCH /movies/{movie_id}`, as the OpenAPI schema `MoviePatch`, built from the
+/// service's [`MOVIE_FIELDS`].
+pub struct MoviePatch;
+
+impl PartialSchema for MovieInput {
+    fn schema() -> RefOr<Schema> {
+        movie_document(
+            "A movie as a client writes it: the body of `POST /movies/` and `PUT /movies/{movie_id}`.\n\
+             The id is not part of it: the server assigns it, and the path names it.",
+            true,
+        )
+    }
+}
+
+impl ToSchema for MovieInput {}
+
+impl PartialSchema for MoviePatch {
+    fn schema() -> RefOr<Schema> {
+        movie_document(
+            "An RFC 7396 merge patch for a movie (`PATCH /movies/{movie_id}`,\n\
+             `application/merge-patch+json`): the fields to change; absent ones stay as they are.\n\
+             A movie needs all its fields, so `null` (which removes one) is refused.",
+            false,
+        )
+    }
+}
+
+impl ToSchema for MoviePatch {}
+
+/// An object of the movie fields, no others; all of them `required` or none.
+fn movie_document(description: &str, required: bool) -> RefOr<Schema> {
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    for field in MOVIE_FIELDS {
+        object = object.property(field.name, field_schema(field.kind));
+        if required {
+            object = object.required(field.name);
+        }
+    }
+    object.into()
+}
+
+/// A field's JSON Schema: its type and the limits of its rule.
+// `example` is the keyword utoipa's derive writes for the other schemas.
+#[allow(deprecated)]
+fn field_schema(kind: FieldKind) -> ObjectBuilder {
+    match kind {
+        FieldKind::Title => ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "Title: {} to {} characters, no control characters.",
+                TITLE_CHARS.start(),
+                TITLE_CHARS.end()
+            )))
+            .example(Some(json!("The Shawshank Redemption")))
+            .min_length(Some(*TITLE_CHARS.start()))
+            .max_length(Some(*TITLE_CHARS.end()))
+            // Unicode's control characters (`char::is_control`): C0, DEL and C1.
+            .pattern(Some("^[^\\u0000-\\u001F\\u007F-\\u009F]*$")),
+        FieldKind::Year => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .description(Some("Release year."))
+            .example(Some(json!(1994)))
+            .minimum(Some(*RELEASE_YEARS.start()))
+            .maximum(Some(*RELEASE_YEARS.end())),
+        FieldKind::Rating => ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+            .description(Some(format!(
+                "Rating from {} to {} with at most one decimal.",
+                RATINGS.start(),
+                RATINGS.end()
+            )))
+            .example(Some(json!(9.2)))
+            .minimum(Some(*RATINGS.start()))
+            .maximum(Some(*RATINGS.end()))
+            .multiple_of(Some(0.1)),
+    }
 }

@@ -32,7 +32,6 @@ use myapi_schemas::AuditEventSchema;
 
 use crate::config::AuditSettings;
 use crate::database::Database;
-use crate::query::{QueryPairs, integer, optional};
 use crate::{InvalidField, ServiceError, request_context};
 
 /// Who acted: stored as the user's id, `cli` or `anonymous`.
@@ -314,45 +313,6 @@ pub struct AuditQuery {
     pub user: Option<i32>,
     pub event: Option<AuditEvent>,
     pub limit: u32,
-}
-
-impl AuditQuery {
-    /// Parses `after`, `user`, `event` and `limit`, naming every offending one.
-    pub fn parse(pairs: &QueryPairs, settings: &AuditSettings) -> Result<Self, ServiceError> {
-        let after = optional(pairs, "after").and_then(|raw| match raw {
-            None => Ok(0),
-            Some(raw) => integer("after", raw, 0..=i64::MAX),
-        });
-        let user = optional(pairs, "user").and_then(|raw| {
-            raw.map(|raw| integer("user", raw, 1..=i64::from(i32::MAX)))
-                .transpose()
-        });
-        let event = optional(pairs, "event").and_then(|raw| {
-            raw.map(|raw| {
-                raw.parse()
-                    .map_err(|e: String| InvalidField::new("event", e))
-            })
-            .transpose()
-        });
-        let limit = optional(pairs, "limit").and_then(|raw| match raw {
-            None => Ok(settings.default_page_size),
-            Some(raw) => integer("limit", raw, 1..=i64::from(settings.max_page_size.get())),
-        });
-        match (after, user, event, limit) {
-            (Ok(after), Ok(user), Ok(event), Ok(limit)) => Ok(Self {
-                after,
-                user,
-                event,
-                limit,
-            }),
-            (after, user, event, limit) => Err(ServiceError::Invalid(
-                [after.err(), user.err(), event.err(), limit.err()]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-            )),
-        }
-    }
 }
 
 /// One page of events, and the cursor of the next (this page's last id), if one follows.

@@ -41,7 +41,7 @@ use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent, unix_now};
 use crate::bounded::{BoundedMap, Retention};
 use crate::config::{LoginBudgetStore, Settings};
 use crate::database::Database;
-use crate::query::{Page, PageSizes, QueryPairs};
+use crate::query::{Page, PageSizes};
 use crate::request_context::blocking;
 use crate::secrets::{random_bytes, random_id, random_secret};
 use crate::{InvalidField, ServiceError};
@@ -243,9 +243,13 @@ impl AuthService {
         }
     }
 
+    /// `limit` when none is given, and the largest accepted.
+    pub fn page_sizes(&self) -> PageSizes {
+        self.page_sizes
+    }
+
     /// One page of users, by id (`limit`, `offset` as for movies; blocking).
-    pub fn users_page(&self, pairs: &QueryPairs) -> Result<UserPage, ServiceError> {
-        let page = Page::parse(pairs, self.page_sizes)?;
+    pub fn users_page(&self, page: Page) -> Result<UserPage, ServiceError> {
         let limit = i64::from(page.limit);
         let mut rows = self.users.page(limit + 1, page.offset)?;
         let has_more = rows.len() as i64 > limit;

@@ -4,6 +4,7 @@
 //! Blocking: every method that touches the database must run off the async workers.
 
 mod data;
+mod fields;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,135 +12,27 @@ use std::io::Read;
 use std::str::FromStr;
 
 pub use data::{ImportCounts, Listing, ListingPlans, MovieDataManager, OnExisting};
+pub use fields::{
+    FieldKind, MOVIE_FIELDS, MovieField, RATINGS, RELEASE_YEARS, Rating, TITLE_CHARS, is_field,
+};
+
+use fields::{check_released, check_title};
 
 use myapi_models::BigDecimal;
 use myapi_models::rows::{MovieRow, VersionedMovieRow};
-use myapi_schemas::{MovieInput, MovieSchema};
+use myapi_schemas::MovieSchema;
+use serde_json::Value;
 
 use crate::config::MoviesSettings;
 use crate::database::Database;
-use crate::query::{QueryPairs, integer, optional, required};
 use crate::{InvalidField, ServiceError};
 
-/// Oldest and newest release years a stored movie may have.
-pub const RELEASE_YEARS: std::ops::RangeInclusive<i64> = 1800..=3000;
-/// Shortest and longest title, in characters.
-pub const TITLE_CHARS: std::ops::RangeInclusive<usize> = 1..=500;
 /// CSV errors reported before the importer stops listing them.
 const MAX_REPORTED_ERRORS: usize = 50;
 /// Times a write reads a movie that other writes keep changing between its read and its
 /// conditional write before it gives up with 412. Only `If-Match: *` retries: a named
 /// version no longer matches on the second read.
 const WRITE_ATTEMPTS: usize = 3;
-
-// The rules a stored movie obeys: the CSV import and the API check them before any query,
-// and the database enforces the same limits as constraints (see the migrations).
-
-/// A title: [`TITLE_CHARS`] characters, none of them a control character (NUL included).
-pub fn check_title(title: &str) -> Result<(), String> {
-    let chars = title.chars().count();
-    if TITLE_CHARS.contains(&chars) && !title.chars().any(char::is_control) {
-        Ok(())
-    } else {
-        Err(format!(
-            "must be {} to {} printable characters",
-            TITLE_CHARS.start(),
-            TITLE_CHARS.end()
-        ))
-    }
-}
-
-/// A release year within [`RELEASE_YEARS`].
-pub fn check_released(year: i64) -> Result<i32, String> {
-    RELEASE_YEARS
-        .contains(&year)
-        .then(|| i32::try_from(year).ok())
-        .flatten()
-        .ok_or_else(|| {
-            format!(
-                "must be a year between {} and {}",
-                RELEASE_YEARS.start(),
-                RELEASE_YEARS.end()
-            )
-        })
-}
-
-/// A rating: 0.0 to 10.0 in steps of 0.1, held as tenths so it is exact on both backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Rating(u8);
-
-impl Rating {
-    /// Parses a decimal such as `9.2` or `10`; more than one decimal place is refused.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let value = BigDecimal::from_str(raw.trim()).map_err(|_| "must be a number".to_owned())?;
-        if value.fractional_digit_count() > 1 && value.normalized().fractional_digit_count() > 1 {
-            return Err("must have at most one decimal place".into());
-        }
-        Self::from_decimal(&value).ok_or_else(|| "must be between 0 and 10".into())
-    }
-
-    /// A JSON number, by the same rule as [`Rating::parse`] applied to its shortest decimal
-    /// form (`9.2` is 9.2; `9.25` and `0.30000000000000004` have too many decimals).
-    pub fn from_number(value: f64) -> Result<Self, String> {
-        if !value.is_finite() {
-            return Err("must be a number".into());
-        }
-        Self::parse(&value.to_string())
-    }
-
-    /// Reads a stored value, rounding away SQLite's binary-float noise (9.19999… → 9.2).
-    fn from_decimal(value: &BigDecimal) -> Option<Self> {
-        match Self::nearest_tenths(value) {
-            Some(tenths) => u8::try_from(tenths).ok().filter(|t| *t <= 100).map(Self),
-            None => Self::from_decimal_exactly(value),
-        }
-    }
-
-    /// The value in tenths, rounded to the nearest, by integer arithmetic on the decimal's
-    /// digits: every row read goes through here, and the general path below (BigDecimal
-    /// multiplication, rounding, a string and a parse) cost about 2,400 instructions a
-    /// rating. `None` for what it does not decide: negative values, more than 18 digits or
-    /// decimals, and exact halves (which the general path rounds half to even).
-    fn nearest_tenths(value: &BigDecimal) -> Option<u64> {
-        use bigdecimal::ToPrimitive;
-        let (digits, scale) = value.as_bigint_and_scale();
-        let digits = digits.to_u64()?;
-        match scale {
-            ..=-18 => None,
-            // A whole number (times 10^-scale): exact.
-            -17..=1 => 10u64
-                .checked_pow(u32::try_from(1 - scale).ok()?)
-                .and_then(|factor| digits.checked_mul(factor)),
-            2..=19 => {
-                let divisor = 10u64.pow(u32::try_from(scale - 1).ok()?);
-                let (tenths, rest) = (digits / divisor, digits % divisor);
-                match (rest * 2).cmp(&divisor) {
-                    std::cmp::Ordering::Less => Some(tenths),
-                    std::cmp::Ordering::Greater => tenths.checked_add(1),
-                    std::cmp::Ordering::Equal => None,
-                }
-            }
-            _ => None,
-        }
-    }
-
-    /// [`Rating::from_decimal`] for any decimal.
-    fn from_decimal_exactly(value: &BigDecimal) -> Option<Self> {
-        let tenths = (value * BigDecimal::from(10)).round(0);
-        let tenths: i64 = tenths.to_string().parse().ok()?;
-        u8::try_from(tenths).ok().filter(|t| *t <= 100).map(Self)
-    }
-
-    /// The value as stored in the database.
-    fn to_decimal(self) -> BigDecimal {
-        BigDecimal::new(self.0.into(), 1)
-    }
-
-    /// The value for JSON: the nearest `f64`, which serialises as `9.2`.
-    pub fn as_f64(self) -> f64 {
-        f64::from(self.0) / 10.0
-    }
-}
 
 /// A checked `GET /movies/new` query.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,52 +47,26 @@ pub struct NewMoviesQuery {
 }
 
 impl NewMoviesQuery {
-    /// Parses `year`, `rating`, `limit` and either the cursor `after` or `offset` (at most
-    /// `settings.max_offset`), naming every offending one.
-    pub fn parse(pairs: &QueryPairs, settings: &MoviesSettings) -> Result<Self, ServiceError> {
-        let max_limit = i64::from(settings.max_page_size.get());
-        let year = required(pairs, "year").and_then(|raw| integer("year", raw, 0..=9999));
-        let min_rating = required(pairs, "rating").and_then(min_rating);
-        let limit = optional(pairs, "limit").and_then(|raw| match raw {
-            None => Ok(settings.default_page_size),
-            Some(raw) => integer("limit", raw, 1..=max_limit),
-        });
-        let raw_after = optional(pairs, "after");
-        let raw_offset = optional(pairs, "offset");
-        let both = matches!((&raw_after, &raw_offset), (Ok(Some(_)), Ok(Some(_))));
-        let after = raw_after.and_then(|raw| match raw {
-            None => Ok(0),
-            Some(_) if both => Err(InvalidField::new(
-                "after",
-                "cannot be combined with offset: the cursor alone says where the page starts",
-            )),
-            Some(raw) => integer("after", raw, 0..=i64::from(i32::MAX)),
-        });
-        let offset = raw_offset.and_then(|raw| match raw {
-            None => Ok(0),
-            Some(raw) => capped_offset(raw, settings.max_offset),
-        });
-        match (year, min_rating, limit, after, offset) {
-            (Ok(year), Ok(min_rating), Ok(limit), Ok(after), Ok(offset)) => Ok(Self {
-                year,
-                min_rating,
-                limit,
-                after,
-                offset,
-            }),
-            (year, min_rating, limit, after, offset) => {
-                let fields = [
-                    year.err(),
-                    min_rating.err(),
-                    limit.err(),
-                    after.err(),
-                    offset.err(),
-                ];
-                Err(ServiceError::Invalid(
-                    fields.into_iter().flatten().collect(),
-                ))
-            }
-        }
+    /// A query for movies released in or after `year`, rated at least `min_rating`, `limit`
+    /// at a time, after the id `after` (0: from the first) or skipping `offset` of them.
+    /// Web checks the ranges as it reads them; a `min_rating` that is not finite is refused.
+    pub fn new(
+        year: i32,
+        min_rating: f64,
+        limit: u32,
+        after: i32,
+        offset: i64,
+    ) -> Result<Self, InvalidField> {
+        // As the decimal of the shortest `f64` form, so `8.55` means 8.55.
+        let min_rating = BigDecimal::from_str(&min_rating.to_string())
+            .map_err(|_| InvalidField::new("rating", "must be a finite number"))?;
+        Ok(Self {
+            year,
+            min_rating,
+            limit,
+            after,
+            offset,
+        })
     }
 
     pub fn year(&self) -> i32 {
@@ -224,37 +91,10 @@ impl NewMoviesQuery {
     }
 }
 
-/// `offset` from 0 to `max`. Past `max` the message points to the cursor, which pages to
-/// any depth at the cost of the first page.
-fn capped_offset(raw: &str, max: u32) -> Result<i64, InvalidField> {
-    let offset: i64 = integer("offset", raw, i64::MIN..=i64::MAX)?;
-    if offset < 0 {
-        return Err(InvalidField::new("offset", "must be 0 or more"));
-    }
-    if offset > i64::from(max) {
-        return Err(InvalidField::new(
-            "offset",
-            format!("offset above {max}: page with after=<last movie_id> instead"),
-        ));
-    }
-    Ok(offset)
-}
-
 /// A movie id as a client sends it: any integer (ids outside the stored range are simply
 /// not found).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MovieId(i64);
-
-impl MovieId {
-    pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        integer("movie_id", raw, i64::MIN..=i64::MAX).map(Self)
-    }
-
-    /// The required `movie_id` query parameter.
-    pub fn from_query(pairs: &QueryPairs) -> Result<Self, ServiceError> {
-        Ok(required(pairs, "movie_id").and_then(Self::parse)?)
-    }
-}
+pub struct MovieId(pub i64);
 
 /// A movie's row version: set by the database, raised by every update. Web sends it as the
 /// movie's `ETag`.
@@ -300,23 +140,6 @@ pub struct VersionedMovie {
     pub version: Version,
 }
 
-/// A filter rating: any number from 0 to 10 (unlike a stored [`Rating`], any precision).
-/// It is compared as the decimal of the shortest `f64` form, so `8.55` means 8.55.
-fn min_rating(raw: &str) -> Result<BigDecimal, InvalidField> {
-    let invalid = |message| InvalidField::new("rating", message);
-    let value: f64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| invalid("must be a number"))?;
-    if !value.is_finite() {
-        return Err(invalid("must be a finite number"));
-    }
-    if !(0.0..=10.0).contains(&value) {
-        return Err(invalid("must be a number between 0 and 10"));
-    }
-    BigDecimal::from_str(&value.to_string()).map_err(|_| invalid("must be a number"))
-}
-
 /// One page of movies, and where the next one starts (if there is one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MoviePage {
@@ -354,10 +177,11 @@ impl MovieService {
         to_versioned(&row.ok_or_else(|| not_found(movie_id))?)
     }
 
-    /// Creates a movie; the database assigns its id, the next after the largest (blocking).
-    /// Every invalid field is named before any query.
-    pub fn create(&self, input: &MovieInput) -> Result<VersionedMovie, ServiceError> {
-        let row = check_input(0, input)?;
+    /// Creates a movie from a movie document (see [`MOVIE_FIELDS`]); the database assigns
+    /// its id, the next after the largest (blocking). Every invalid field is named before
+    /// any query.
+    pub fn create(&self, document: &Value) -> Result<VersionedMovie, ServiceError> {
+        let row = fields::check_document(0, document)?;
         to_versioned(&self.movies.insert(&row)?)
     }
 
@@ -374,11 +198,11 @@ impl MovieService {
         &self,
         movie_id: MovieId,
         condition: Option<&IfMatch>,
-        edit: impl Fn(&MovieSchema) -> Result<MovieInput, E>,
+        edit: impl Fn(&MovieSchema) -> Result<Value, E>,
     ) -> Result<VersionedMovie, E> {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.writable(movie_id, condition)?;
-            let row = check_input(current.movie.movie_id, &edit(&current.movie)?)?;
+            let row = fields::check_document(current.movie.movie_id, &edit(&current.movie)?)?;
             if let Some(updated) = self.movies.update(&row, current.version.0)? {
                 return Ok(to_versioned(&updated)?);
             }
@@ -485,27 +309,6 @@ fn kept_changing(MovieId(movie_id): MovieId) -> ServiceError {
     ServiceError::PreconditionFailed(format!(
         "movie {movie_id} kept changing during the write; read it again and retry"
     ))
-}
-
-/// The row for `input` under `movie_id`, or every field that breaks the rules.
-fn check_input(movie_id: i32, input: &MovieInput) -> Result<MovieRow, ServiceError> {
-    let title = check_title(&input.title).map_err(|e| InvalidField::new("title", e));
-    let released = check_released(input.released).map_err(|e| InvalidField::new("released", e));
-    let rating = Rating::from_number(input.rating).map_err(|e| InvalidField::new("rating", e));
-    match (title, released, rating) {
-        (Ok(()), Ok(released), Ok(rating)) => Ok(MovieRow {
-            movie_id,
-            title: input.title.clone(),
-            released,
-            rating: rating.to_decimal(),
-        }),
-        (title, released, rating) => Err(ServiceError::Invalid(
-            [title.err(), released.err(), rating.err()]
-                .into_iter()
-                .flatten()
-                .collect(),
-        )),
-    }
 }
 
 fn to_versioned(row: &VersionedMovieRow) -> Result<VersionedMovie, ServiceError> {
@@ -622,139 +425,6 @@ fn parse_row(record: &csv::StringRecord) -> Result<MovieRow, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ratings_parse_and_round_trip_exactly() {
-        assert_eq!(Rating::parse("9.2").unwrap().as_f64().to_string(), "9.2");
-        assert_eq!(Rating::parse("10").unwrap().as_f64(), 10.0);
-        assert_eq!(Rating::parse("0.0").unwrap().as_f64(), 0.0);
-        assert_eq!(Rating::parse("9.20").unwrap(), Rating(92));
-        for bad in ["10.1", "-0.1", "9.25", "abc", "", "NaN", "inf"] {
-            assert!(Rating::parse(bad).is_err(), "{bad}");
-        }
-        // JSON numbers go through the same rule, by their shortest decimal form.
-        assert_eq!(Rating::from_number(9.2), Ok(Rating(92)));
-        assert_eq!(Rating::from_number(10.0), Ok(Rating(100)));
-        assert_eq!(Rating::from_number(-0.0), Ok(Rating(0)));
-        for bad in [0.1 + 0.2, 9.25, 10.1, -0.1, f64::NAN, f64::INFINITY, 1e300] {
-            assert!(Rating::from_number(bad).is_err(), "{bad}");
-        }
-        // What SQLite hands back for a NUMERIC 9.2 stored as a double.
-        let noisy =
-            BigDecimal::from_str("9.199999999999999289457264239899814128875732421875").unwrap();
-        assert_eq!(Rating::from_decimal(&noisy), Some(Rating(92)));
-    }
-
-    #[test]
-    fn stored_ratings_read_by_digits_as_by_the_general_path() {
-        let mut values: Vec<String> = (0..=101)
-            .flat_map(|tenths| {
-                let (whole, tenth) = (tenths / 10, tenths % 10);
-                [
-                    format!("{whole}.{tenth}"),
-                    format!("{whole}.{tenth}0"),
-                    format!("{whole}.{tenth}4999"),
-                    format!("{whole}.{tenth}5"),
-                    format!("{whole}.{tenth}5000000000000000001"),
-                    format!("{whole}.{tenth}999999999999999999"),
-                ]
-            })
-            .collect();
-        values.extend(
-            [
-                "0", "10", "1e1", "1E-1", "-0.0", "-0.04", "-3.2", "100", "1e30",
-            ]
-            .map(String::from),
-        );
-        values.push(format!("{}", 9.2f64));
-        for raw in values {
-            let value = BigDecimal::from_str(&raw).unwrap();
-            assert_eq!(
-                Rating::from_decimal(&value),
-                Rating::from_decimal_exactly(&value),
-                "{raw}"
-            );
-        }
-    }
-
-    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
-        query
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn query_names_every_bad_parameter() {
-        let settings = crate::Settings::defaults().unwrap().movies;
-        let bad = pairs(&[
-            ("year", "-1"),
-            ("rating", "NaN"),
-            ("limit", "0"),
-            ("offset", "-5"),
-        ]);
-        let Err(ServiceError::Invalid(fields)) = NewMoviesQuery::parse(&bad, &settings) else {
-            panic!("expected invalid");
-        };
-        let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(names, ["year", "rating", "limit", "offset"]);
-        let repeated = pairs(&[("year", "1"), ("year", "2"), ("rating", "x")]);
-        let Err(ServiceError::Invalid(fields)) = NewMoviesQuery::parse(&repeated, &settings) else {
-            panic!("expected invalid");
-        };
-        assert_eq!(fields[0], InvalidField::new("year", "must be given once"));
-        assert_eq!(fields[1], InvalidField::new("rating", "must be a number"));
-
-        let q = NewMoviesQuery::parse(&pairs(&[("year", "1990"), ("rating", "8.55")]), &settings)
-            .unwrap();
-        assert_eq!(
-            (q.year(), q.limit(), q.after(), q.offset()),
-            (1990, 100, 0, 0)
-        );
-        assert_eq!(q.min_rating().to_string(), "8.55");
-    }
-
-    #[test]
-    fn cursor_and_offset_rules() {
-        let settings = crate::Settings::defaults().unwrap().movies;
-        assert_eq!(settings.max_offset, 10_000);
-        let parse = |extra: &[(&str, &str)]| {
-            let mut query = vec![("year", "1990"), ("rating", "8")];
-            query.extend_from_slice(extra);
-            NewMoviesQuery::parse(&pairs(&query), &settings)
-        };
-        let fields = |extra: &[(&str, &str)]| match parse(extra) {
-            Err(ServiceError::Invalid(fields)) => fields,
-            other => panic!("{extra:?}: expected invalid, got {other:?}"),
-        };
-        assert_eq!(parse(&[("after", "2147483647")]).unwrap().after(), i32::MAX);
-        assert_eq!(parse(&[("after", "0")]).unwrap().after(), 0);
-        assert_eq!(parse(&[("offset", "10000")]).unwrap().offset(), 10_000);
-        for bad in [
-            "-1",
-            "2147483648",
-            "1.5",
-            "",
-            " ",
-            "x",
-            "99999999999999999999",
-        ] {
-            let found = fields(&[("after", bad)]);
-            assert_eq!(found.len(), 1, "{bad:?}: {found:?}");
-            assert_eq!(found[0].field, "after", "{bad:?}");
-        }
-        let deep = fields(&[("offset", "10001")]);
-        assert_eq!(deep[0].field, "offset");
-        assert!(deep[0].message.contains("after="), "{}", deep[0].message);
-        assert!(deep[0].message.contains("10000"), "{}", deep[0].message);
-        let both = fields(&[("after", "5"), ("offset", "0")]);
-        assert_eq!(both.len(), 1);
-        assert_eq!(both[0].field, "after");
-        // Every offending field at once, in order.
-        let all = fields(&[("year", "x"), ("after", "5"), ("offset", "99999")]);
-        let names: Vec<_> = all.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(names, ["year", "after", "offset"]);
-    }
 
     #[test]
     fn csv_errors_carry_line_numbers() {

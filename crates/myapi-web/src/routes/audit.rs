@@ -3,14 +3,14 @@
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use myapi_schemas::{AuditEvent, AuditEventSchema, Problem};
 use myapi_services::Services;
-use myapi_services::audit::AuditQuery;
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::blocking::block;
 use crate::error::ApiError;
-use crate::extract::{AuditRead, Authorized, next_page_link, query_pairs};
+use crate::extract::{AuditRead, Authorized, next_page_link};
 use crate::openapi::GuardedErrors;
+use crate::query::{self, query_pairs};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(scope("/audit").service(list_events));
@@ -49,7 +49,7 @@ pub async fn list_events(
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = AuditQuery::parse(&query_pairs(&req)?, services.audit.settings())?;
+    let query = query::audit(&query_pairs(&req)?, services.audit.settings())?;
     let page = {
         let query = query.clone();
         block(move || services.audit.page(&query)).await??

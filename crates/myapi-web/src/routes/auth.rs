@@ -17,9 +17,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::blocking::block;
 use crate::error::{ApiError, TokenError, login_outcome};
 use crate::extract::{
-    Authorized, BearerUser, UsersRead, client_ip, has_media_type, next_page_link, query_pairs,
+    Authorized, BearerUser, UsersRead, client_ip, has_media_type, next_page_link,
 };
 use crate::openapi::GuardedErrors;
+use crate::query::{self, query_pairs};
 
 /// Largest `/token` and `/revoke` body, in bytes: a form of a few short fields needs far
 /// less than the 64 KiB other routes accept.
@@ -250,8 +251,8 @@ pub async fn list_users(
     req: HttpRequest,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    let pairs = query_pairs(&req)?;
-    let page = block(move || services.auth.users_page(&pairs)).await??;
+    let page = query::page(&query_pairs(&req)?, services.auth.page_sizes())?;
+    let page = block(move || services.auth.users_page(page)).await??;
     let mut response = HttpResponse::Ok();
     if let Some(next) = page.next {
         response.insert_header(next_page_link(
