@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS myapi.__NAME__;

@@ -1,0 +1,1 @@
+    pub __NAME__: crate::__NAME__::__TYPE__Service,

@@ -1,0 +1,1 @@
+            __NAME__: crate::__NAME__::__TYPE__Service::new(database.clone()),
