@@ -109,9 +109,12 @@ pub async fn close_when_stopping(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let stopping = req.app_data::<ThinData<Stopping>>().cloned();
     let mut response = next.call(req).await?;
-    if stopping.is_some_and(|stopping| stopping.is_stopping()) {
+    let stopping = response
+        .request()
+        .app_data::<ThinData<Stopping>>()
+        .is_some_and(|stopping| stopping.is_stopping());
+    if stopping {
         response
             .response_mut()
             .head_mut()
