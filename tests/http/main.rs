@@ -114,6 +114,17 @@ impl TestApp {
         .unwrap();
     }
 
+    /// The served OpenAPI document (checked to be 200 JSON).
+    pub async fn openapi_document(&self) -> serde_json::Value {
+        let response = self
+            .client
+            .get(self.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        json_body(response, 200, "application/json").await
+    }
+
     /// `GET path` with a bearer token.
     pub async fn get_authed(&self, path: &str, token: &str) -> reqwest::Response {
         self.client

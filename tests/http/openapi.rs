@@ -20,14 +20,10 @@ const SNAPSHOT: &str = concat!(
 const PUBLIC: &[&str] = &["/health", "/ready", "/token", "/revoke"];
 
 async fn served_document() -> serde_json::Value {
-    let app = spawn_app(TestDb::new(Backend::Sqlite).unwrap()).await;
-    let response = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
+    spawn_app(TestDb::new(Backend::Sqlite).unwrap())
         .await
-        .unwrap();
-    json_body(response, 200, "application/json").await
+        .openapi_document()
+        .await
 }
 
 fn documented_operations(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
@@ -47,15 +43,7 @@ fn documented_operations(doc: &serde_json::Value) -> BTreeSet<(String, String)> 
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let app = spawn_app(TestDb::new(Backend::Sqlite).unwrap()).await;
-    let doc: serde_json::Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi_document().await;
     for (method, path) in documented_operations(&doc) {
         let concrete = path.replace("{movie_id}", "1");
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();

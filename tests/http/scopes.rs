@@ -139,15 +139,7 @@ async fn every_route_enforces_the_scope_it_documents(db: TestDb) {
     let admin = "admin@example.com";
     app.create_user_with_role(admin, PASSWORD, Role::Admin)
         .await;
-    let document: serde_json::Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = app.openapi_document().await;
     let call = |method: &str, path: &str, token: Option<&str>| {
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let request = app.client.request(method, app.url(path));
