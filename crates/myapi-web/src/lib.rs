@@ -17,5 +17,5 @@ pub mod query;
 pub mod routes;
 pub mod startup;
 
-pub use startup::{Application, ServerSettings, StartupError};
+pub use startup::{Application, ServerSettings, StartupError, Stopped};
 pub use {logging::LogSettings, metrics::MetricsSettings};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use myapi_services::SettingsSource;
 use myapi_web::lifecycle::StopSignals;
-use myapi_web::{Application, LogSettings, MetricsSettings, ServerSettings, logging};
+use myapi_web::{Application, LogSettings, MetricsSettings, ServerSettings, Stopped, logging};
 
 fn main() -> ExitCode {
     let settings = SettingsSource::load().and_then(|source| {
@@ -46,18 +46,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match system.block_on(app.run_until_signalled(signals)) {
-        Ok(()) => {
+    match system.block_on(app.run_until_signalled(signals)) {
+        Ok(Stopped::Finished) => {
             log::info!("stopped");
-            0
+            ExitCode::SUCCESS
+        }
+        Ok(Stopped::LeftBlockingWork) => {
+            log::info!("stopped");
+            // Dropping the runtime would wait for the work the stop gave up on.
+            log::logger().flush();
+            std::process::exit(0)
         }
         Err(error) => {
             eprintln!("myapi-web: {error}");
-            1
+            ExitCode::FAILURE
         }
-    };
-    // Exits here instead of returning: dropping the runtime would wait for blocking work
-    // still running, such as a last database write the stop has given up on.
-    log::logger().flush();
-    std::process::exit(code)
+    }
 }

@@ -114,6 +114,15 @@ pub enum StartupError {
     Metrics(#[from] MetricsError),
 }
 
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    Finished,
+    /// A blocking task was given up on and still runs: dropping the runtime would wait for
+    /// it, so the process should exit without dropping it.
+    LeftBlockingWork,
+}
+
 /// Longest the stop waits for the last audit write.
 const FLUSH_LIMIT: Duration = Duration::from_secs(3);
 
@@ -247,7 +256,7 @@ impl Application {
     /// Serves until SIGTERM or SIGINT, then drains, stops and returns, as
     /// [`crate::lifecycle`] describes. `signals` must have been installed before the
     /// listener was bound ([`Self::build_with_metrics`]).
-    pub async fn run_until_signalled(self, signals: StopSignals) -> std::io::Result<()> {
+    pub async fn run_until_signalled(self, signals: StopSignals) -> std::io::Result<Stopped> {
         let handle = self.server.handle();
         let (stopping, times) = (self.stopping.clone(), self.stop_times);
         actix_web::rt::spawn(async move {
@@ -263,7 +272,7 @@ impl Application {
     /// Serves until the API server is stopped (by [`Self::run_until_signalled`]; in tests,
     /// never: they drop it). The metrics listener serves alongside and stops after the API
     /// has stopped, so the last requests can still be scraped during the drain.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self) -> std::io::Result<Stopped> {
         let services = self.services.clone();
         let served = Self::serve(self.server, self.metrics).await;
         // Counts of throttled answers wait in memory for their minute to end: write them now,
@@ -271,6 +280,7 @@ impl Application {
         // that stopped answering (frozen, or gone without closing its connections) would
         // hold the stop with it.
         let flush = actix_web::rt::task::spawn_blocking(move || services.audit.flush_throttled());
+        let mut stopped = Stopped::Finished;
         match actix_web::rt::time::timeout(FLUSH_LIMIT, flush).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => log::warn!(
@@ -280,13 +290,16 @@ impl Application {
             Ok(Err(error)) => {
                 log::warn!("audit: the last write of throttled answers failed: {error}")
             }
-            Err(_) => log::warn!(
-                "audit: the last write of throttled answers did not finish within {} s; \
-                 stopping without it",
-                FLUSH_LIMIT.as_secs()
-            ),
+            Err(_) => {
+                log::warn!(
+                    "audit: the last write of throttled answers did not finish within {} s; \
+                     stopping without it",
+                    FLUSH_LIMIT.as_secs()
+                );
+                stopped = Stopped::LeftBlockingWork;
+            }
         }
-        served
+        served.map(|()| stopped)
     }
 
     /// Serves the API, and the metrics listener alongside it, until the API stops.
