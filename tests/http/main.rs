@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod binary;
 mod browser;
+mod cache;
 mod fleet;
 mod fuzz;
 mod health;
@@ -28,7 +29,7 @@ mod stopping;
 mod tls;
 // [xtask] test modules
 
-use myapi_services::auth::{Hooks, Role};
+use myapi_services::auth::Role;
 use myapi_services::{Services, Settings};
 use myapi_web::{Application, ServerSettings};
 use support::TestDb;
@@ -38,9 +39,10 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub services: Services,
-    /// Where the server's own login and refresh can be paused (its services, not
-    /// `services`, which is another instance on the same database, as the CLI would be).
-    pub hooks: Hooks,
+    /// The server's own services: where its login, refresh and reads can be paused
+    /// (`hooks`), and its cache seen. `services` is another instance on the same
+    /// database, as the CLI would be.
+    pub served: Services,
     pub settings: Settings,
     pub server: ServerSettings,
     pub db: TestDb,
@@ -138,25 +140,33 @@ impl TestApp {
     /// Starts another instance on this app's database, as a fleet would: its settings with
     /// migrations off, a pool of 2, then `tweak`. Returns the new instance's address.
     pub async fn start_instance(&self, tweak: impl FnOnce(&mut Settings)) -> String {
+        self.start_served_instance(tweak).await.0
+    }
+
+    /// [`Self::start_instance`], and the new instance's own services.
+    pub async fn start_served_instance(
+        &self,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> (String, Services) {
         let mut settings = self.settings.clone();
         settings.database.run_migrations = false;
         settings.database.pool_size = 2.try_into().unwrap();
         tweak(&mut settings);
-        serve(self.server.clone(), settings).await.0
+        serve(self.server.clone(), settings).await
     }
 }
 
 /// Builds the app (on a blocking thread: it connects and migrates) and runs it in the
-/// background; returns its address and its hooks.
-async fn serve(server: ServerSettings, settings: Settings) -> (String, Hooks) {
+/// background; returns its address and its services.
+async fn serve(server: ServerSettings, settings: Settings) -> (String, Services) {
     let app = tokio::task::spawn_blocking(move || Application::build(&server, &settings))
         .await
         .unwrap()
         .unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
-    let hooks = app.services().auth.hooks().clone();
+    let served = app.services().clone();
     tokio::spawn(app.run_until_stopped());
-    (address, hooks)
+    (address, served)
 }
 
 /// Server settings for tests: a free port, two workers.
@@ -188,7 +198,7 @@ pub async fn spawn_app_configured(
     tweak(&mut settings);
     let mut server = test_server();
     tweak_server(&mut server);
-    let (address, hooks) = serve(server.clone(), settings.clone()).await;
+    let (address, served) = serve(server.clone(), settings.clone()).await;
     let services = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || Services::build(&settings, false))
@@ -204,7 +214,7 @@ pub async fn spawn_app_configured(
         address,
         client,
         services,
-        hooks,
+        served,
         settings,
         server,
         db,

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use myapi_services::Services;
-use myapi_services::auth::{Point, Role};
+use myapi_services::auth::Role;
+use myapi_services::hooks::Point;
 
 use crate::support::TestDb;
 use crate::{TestApp, both_backends, json_body, spawn_app, spawn_app_with};
@@ -97,7 +98,7 @@ both_backends!(racing_refreshes_get_the_same_successor);
 fn once_at(app: &TestApp, point: Point, change: impl FnOnce(&Services) + Send + 'static) {
     let services = app.services.clone();
     let change = std::sync::Mutex::new(Some(change));
-    app.hooks.set(point, move || {
+    app.served.hooks.set(point, move || {
         if let Some(change) = change.lock().unwrap().take() {
             change(&services);
         }
@@ -126,7 +127,7 @@ async fn a_login_in_flight_ends_with_a_password_change(db: TestDb) {
             .post_token(&[("username", EMAIL), ("password", PASSWORD)])
             .await;
         assert_invalid_grant(response).await;
-        app.hooks.clear(Point::LoginVerified);
+        app.served.hooks.clear(Point::LoginVerified);
         // Back to the password in use for the next round.
         let services = app.services.clone();
         tokio::task::spawn_blocking(move || services.auth.set_password(EMAIL, PASSWORD.into()))
@@ -147,7 +148,7 @@ async fn a_refresh_in_flight_ends_with_a_password_change(db: TestDb) {
         once_at(&app, Point::RefreshRotated, change);
         let (access, next) =
             tokens(json_body(refresh(&app, &token).await, 200, "application/json").await);
-        app.hooks.clear(Point::RefreshRotated);
+        app.served.hooks.clear(Point::RefreshRotated);
         assert_eq!(app.get_authed("/users/me", &access).await.status(), 401);
         assert_invalid_grant(refresh(&app, &next).await).await;
         let services = app.services.clone();
@@ -174,7 +175,7 @@ async fn a_password_change_inside_a_refresh_ends_it() {
         let (_, token) = login(&app).await;
         once_at(&app, Point::RefreshClaimed, change);
         assert_invalid_grant(refresh(&app, &token).await).await;
-        app.hooks.clear(Point::RefreshClaimed);
+        app.served.hooks.clear(Point::RefreshClaimed);
         let services = app.services.clone();
         tokio::task::spawn_blocking(move || services.auth.set_password(EMAIL, PASSWORD.into()))
             .await

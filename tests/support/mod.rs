@@ -74,6 +74,15 @@ impl TestDb {
         }
     }
 
+    /// A database the test set up itself (on a [`TestCluster`]), left as it is after.
+    pub fn at(dsn: String) -> Self {
+        Self {
+            dsn,
+            dir: tempfile::tempdir().expect("temp dir"),
+            postgres: None,
+        }
+    }
+
     /// The services' settings on this database, with a fixed token key.
     pub fn settings(&self) -> Settings {
         let mut settings = Settings::defaults().unwrap();

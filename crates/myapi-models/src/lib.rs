@@ -8,6 +8,7 @@ mod error;
 pub mod migrations;
 pub mod rows;
 pub mod schema;
+pub mod watch;
 
 pub use bigdecimal::BigDecimal;
 pub use connection::{

@@ -19,6 +19,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// One row: raised by triggers on every change to `movies` (the listings' `ETag`).
+    movie_changes (only_row) {
+        only_row -> Bool,
+        generation -> BigInt,
+    }
+}
+
+diesel::table! {
     /// Accounts that can log in at `/token`.
     users (user_id) {
         /// Generated id, the JWT `sub`.

@@ -2,6 +2,7 @@
 
 use crate::audit::AuditService;
 use crate::auth::AuthService;
+use crate::hooks::Hooks;
 use crate::movies::MovieService;
 use crate::{Database, ServiceError, Settings};
 
@@ -13,6 +14,8 @@ pub struct Services {
     pub movies: MovieService,
     pub audit: AuditService,
     // [xtask] service fields
+    /// Where tests pause a service (see [`crate::hooks`]); inert in a release build.
+    pub hooks: Hooks,
 }
 
 impl Services {
@@ -26,12 +29,14 @@ impl Services {
                 log::info!("applied migrations: {}", applied.join(", "));
             }
         }
+        let hooks = Hooks::default();
         Ok(Self {
-            auth: AuthService::new(database.clone(), settings)?,
-            movies: MovieService::new(database.clone(), &settings.movies),
+            auth: AuthService::new(database.clone(), settings, hooks.clone())?,
+            movies: MovieService::new(database.clone(), settings, hooks.clone())?,
             audit: AuditService::new(database.clone(), &settings.audit),
             // [xtask] service constructors
             database,
+            hooks,
         })
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! `config/default.toml` is the one place a default is written: no Rust restates one, and a
 //! field missing from every layer is a start-up error. Each tier deserialises only its own
-//! sections from a [`SettingsSource`]: the services read `database`, `auth`, `movies`,
+//! sections from a [`SettingsSource`]: the services read `database`, `auth`, `movies`, `cache`,
 //! `users`, `audit` and `token_key` or `token_keys` ([`Settings`]); the web tier reads `server`, `log` and `metrics`.
 //!
 //! Environment variables are `MYAPI_` followed by the key path joined with `__`:
@@ -34,6 +34,7 @@ pub struct Settings {
     pub token_key: Option<TokenKeys>,
     pub auth: AuthSettings,
     pub movies: MoviesSettings,
+    pub cache: CacheSettings,
     pub users: UsersSettings,
     pub audit: AuditSettings,
 }
@@ -143,6 +144,18 @@ pub struct MoviesSettings {
     /// Largest accepted `offset`: the database reads and drops every skipped row, so a deep
     /// offset costs its depth. Past it, clients page with the `after` cursor.
     pub max_offset: u32,
+}
+
+/// The movies' read cache (`movies::cache`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// What the entries may hold in all, bodies and bookkeeping; the least recently used
+    /// go first.
+    pub max_bytes: NonZeroUsize,
+    /// How far behind a committed write an entry may be served, on PostgreSQL; past it
+    /// without word from the database, reads bypass the cache.
+    pub max_staleness_ms: NonZeroU64,
 }
 
 /// Paging of `GET /users/`.

@@ -15,7 +15,8 @@ use crate::config::DatabaseSettings;
 pub struct Database {
     pool: DbPool,
     url: DatabaseUrl,
-    statement_timeout: Duration,
+    /// What every connection is opened with, pooled or not.
+    options: ConnectionOptions,
 }
 
 impl std::fmt::Debug for Database {
@@ -30,27 +31,33 @@ impl Database {
     /// Parses the DSN and opens the pool (blocking: it connects once to fail early).
     pub fn connect(settings: &DatabaseSettings) -> Result<Self, ServiceError> {
         let url = DatabaseUrl::parse(settings.dsn.expose())?;
-        let statement_timeout = Duration::from_millis(settings.statement_timeout_ms);
-        let options = PoolOptions {
-            max_size: settings.pool_size.get(),
-            connection_timeout: settings.connect_timeout(),
-            connection: ConnectionOptions {
-                statement_timeout,
-                busy_timeout: Duration::from_secs(5),
-                connect_timeout: settings.connect_timeout(),
-            },
+        let options = ConnectionOptions {
+            statement_timeout: Duration::from_millis(settings.statement_timeout_ms),
+            busy_timeout: Duration::from_secs(5),
+            connect_timeout: settings.connect_timeout(),
         };
-        let pool = myapi_models::build_pool(&url, options)?;
-        Ok(Self {
-            pool,
-            url,
-            statement_timeout,
-        })
+        let pool = myapi_models::build_pool(
+            &url,
+            PoolOptions {
+                max_size: settings.pool_size.get(),
+                connection_timeout: settings.connect_timeout(),
+                connection: options,
+            },
+        )?;
+        Ok(Self { pool, url, options })
     }
 
     /// The PostgreSQL `statement_timeout` every pooled connection has.
     pub(crate) fn statement_timeout(&self) -> Duration {
-        self.statement_timeout
+        self.options.statement_timeout
+    }
+
+    pub(crate) fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    pub(crate) fn connection_options(&self) -> ConnectionOptions {
+        self.options
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -67,7 +74,7 @@ impl Database {
         let mut conn = self.conn()?;
         Ok(myapi_models::migrations::run_pending_migrations(
             &mut conn,
-            self.statement_timeout,
+            self.statement_timeout(),
         )?)
     }
 

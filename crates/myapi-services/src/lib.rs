@@ -13,6 +13,7 @@ mod bounded;
 pub mod config;
 pub mod database;
 mod error;
+pub mod hooks;
 pub mod movies;
 pub mod query;
 pub mod request_context;

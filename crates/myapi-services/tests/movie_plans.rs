@@ -62,7 +62,7 @@ fn every_grid_point_gets_a_fitting_plan_on_its_100th_execution() {
             .unwrap();
     assert_eq!(count, i64::from(MOVIES));
 
-    let service = MovieService::new(database, &settings.movies);
+    let service = MovieService::new(database, &settings, Default::default()).unwrap();
     let halfway = MOVIES / 2;
     let mut misfits = Vec::new();
     let mut shapes = std::collections::BTreeSet::new();

@@ -18,7 +18,8 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogra
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use myapi_services::auth::HashPool;
 use myapi_services::config::ConfigError;
-use myapi_services::{Database, SettingsSource};
+use myapi_services::movies::cache::INVALIDATION_LAG_METRIC;
+use myapi_services::{Database, Services, SettingsSource};
 use serde::{Deserialize, Deserializer};
 
 /// Histogram, seconds, labels `http_request_method`, `http_route`, `http_response_status_code`.
@@ -29,6 +30,10 @@ pub const ACTIVE_REQUESTS: &str = "http_server_active_requests";
 pub const LOGIN_ATTEMPTS: &str = "myapi_login_attempts_total";
 const POOL_CONNECTIONS: &str = "db_client_connection_count";
 const POOL_MAX: &str = "db_client_connection_max";
+/// Counter, label `result` (`hit`, `miss`, `bypass`): movie reads by what the cache did.
+const CACHE_REQUESTS: &str = "myapi_cache_requests_total";
+const CACHE_EVICTIONS: &str = "myapi_cache_evictions_total";
+const CACHE_BYTES: &str = "myapi_cache_bytes";
 
 /// OpenTelemetry's default buckets for `http.server.request.duration`, in seconds.
 const HTTP_BUCKETS: [f64; 14] = [
@@ -36,6 +41,9 @@ const HTTP_BUCKETS: [f64; 14] = [
 ];
 /// OpenTelemetry's buckets for database client durations, in seconds (the pool wait).
 const DB_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+/// The cache's invalidation lag, in seconds: its bound (`cache.max_staleness_ms`, 0.1 by
+/// default) in the middle.
+const LAG_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// How often histogram samples are folded into their buckets when nobody scrapes (which
 /// bounds their memory).
@@ -100,6 +108,7 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
             Matcher::Full(Database::WAIT_TIME_METRIC.into()),
             &DB_BUCKETS,
         )?
+        .set_buckets_for_metric(Matcher::Full(INVALIDATION_LAG_METRIC.into()), &LAG_BUCKETS)?
         .install_recorder()?;
     describe();
     process::describe();
@@ -155,6 +164,26 @@ fn describe() {
         Unit::Seconds,
         "Time taken to check a connection out of the pool."
     );
+    describe_counter!(
+        CACHE_REQUESTS,
+        Unit::Count,
+        "Movie reads by what the read cache did: hit, miss, or bypass (off, or not trusted now)."
+    );
+    describe_counter!(
+        CACHE_EVICTIONS,
+        Unit::Count,
+        "Read cache entries dropped to stay within cache.max_bytes."
+    );
+    describe_gauge!(
+        CACHE_BYTES,
+        Unit::Bytes,
+        "What the read cache's entries hold, bodies and bookkeeping."
+    );
+    describe_histogram!(
+        INVALIDATION_LAG_METRIC,
+        Unit::Seconds,
+        "From a change to the movies (its trigger's clock_timestamp()) to this instance dropping what it changed."
+    );
 }
 
 /// The method as a label: the standard methods by name, anything else `_OTHER`, so a
@@ -185,9 +214,9 @@ pub fn count_login(outcome: &'static str) {
 pub fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
-    database: Database,
+    services: Services,
 ) -> std::io::Result<Server> {
-    let scrape = web::Data::new(Scrape { handle, database });
+    let scrape = web::Data::new(Scrape { handle, services });
     let server = HttpServer::new(move || {
         actix_web::App::new()
             .app_data(scrape.clone())
@@ -206,14 +235,24 @@ pub fn serve(
 
 struct Scrape {
     handle: PrometheusHandle,
-    database: Database,
+    services: Services,
 }
 
 async fn render(scrape: web::Data<Scrape>) -> HttpResponse {
-    let pool = scrape.database.pool_state();
+    let pool = scrape.services.database.pool_state();
     gauge!(POOL_CONNECTIONS, "state" => "idle").set(pool.idle);
     gauge!(POOL_CONNECTIONS, "state" => "used").set(pool.used);
     gauge!(POOL_MAX).set(pool.max);
+    let cache = scrape.services.movies.cache().stats();
+    for (result, count) in [
+        ("hit", cache.hits),
+        ("miss", cache.misses),
+        ("bypass", cache.bypasses),
+    ] {
+        counter!(CACHE_REQUESTS, "result" => result).absolute(count);
+    }
+    counter!(CACHE_EVICTIONS).absolute(cache.evictions);
+    gauge!(CACHE_BYTES).set(cache.bytes as f64);
     process::record();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

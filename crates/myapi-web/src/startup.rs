@@ -199,15 +199,16 @@ impl Application {
             services.database.backend_name(),
             services.database.display_url()
         );
+        services.movies.watch_changes()?;
         let metrics = match (metrics_listener, recorder) {
             (Some((listener, address)), Some(recorder)) => {
-                let database = services.database.clone();
-                let server = metrics::serve(listener, recorder, database).map_err(|source| {
-                    StartupError::Bind {
-                        address: address.to_string(),
-                        source,
-                    }
-                })?;
+                let server =
+                    metrics::serve(listener, recorder, services.clone()).map_err(|source| {
+                        StartupError::Bind {
+                            address: address.to_string(),
+                            source,
+                        }
+                    })?;
                 Some(MetricsServer { address, server })
             }
             _ => None,

@@ -6,11 +6,11 @@ use diesel::sql_types::{BigInt, Text};
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
 use myapi_models::schema::{refresh_families, refresh_tokens, users};
 
-use super::hooks::{Hooks, Point};
 use crate::ServiceError;
 use crate::audit::{AuditEntry, AuditEvent, record};
 use crate::database::Database;
 use crate::error::is_unique_violation;
+use crate::hooks::{Hooks, Point};
 
 /// Queries on `users`. Each method checks out its own pooled connection.
 #[derive(Debug, Clone)]

@@ -8,7 +8,6 @@ mod audit_trail;
 mod budget;
 mod credentials;
 mod data;
-pub mod hooks;
 pub mod keys;
 mod memory_budget;
 mod password;
@@ -26,7 +25,6 @@ use ipnet::IpNet;
 pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
 pub use credentials::{Credentials, Email, Password, UserName};
 pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
-pub use hooks::{Hooks, Point};
 pub use keys::{KeyError, TokenKey, TokenKeyError, TokenKeys};
 pub use memory_budget::{MAX_TRACKED_KEYS, MemoryBudget};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
@@ -41,6 +39,7 @@ use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent, unix_now};
 use crate::bounded::{BoundedMap, Retention};
 use crate::config::{LoginBudgetStore, Settings};
 use crate::database::Database;
+use crate::hooks::{Hooks, Point};
 use crate::query::{Page, PageSizes};
 use crate::request_context::blocking;
 use crate::secrets::{random_bytes, random_id, random_secret};
@@ -130,7 +129,7 @@ pub struct AuthenticatedUser {
 }
 
 impl AuthService {
-    pub fn new(db: Database, settings: &Settings) -> Result<Self, ServiceError> {
+    pub fn new(db: Database, settings: &Settings, hooks: Hooks) -> Result<Self, ServiceError> {
         let auth = &settings.auth;
         let params = auth
             .argon2_params()
@@ -153,7 +152,6 @@ impl AuthService {
         } else {
             Arc::new(MemoryBudget::new(auth))
         };
-        let hooks = Hooks::default();
         Ok(Self {
             users: UserDataManager::new(db.clone()),
             audit: AuditDataManager::new(db.clone()),
@@ -182,11 +180,6 @@ impl AuthService {
             revocation_cache: Arc::new(Mutex::new(BoundedMap::new(MAX_CACHED_USERS))),
             revocation_ttl: Duration::from_millis(auth.revocation_cache_ms),
         })
-    }
-
-    /// Where tests pause a login or a refresh (see [`hooks`]); inert in a release build.
-    pub fn hooks(&self) -> &Hooks {
-        &self.hooks
     }
 
     fn parse_password(&self, raw: String) -> Result<Password, InvalidField> {

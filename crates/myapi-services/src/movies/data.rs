@@ -8,7 +8,7 @@ use diesel::query_builder::{AstPass, Query, QueryBuilder, QueryFragment, QueryId
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::Text;
 use myapi_models::rows::{MovieRow, VersionedMovieRow};
-use myapi_models::schema::movies;
+use myapi_models::schema::{movie_changes, movies};
 use myapi_models::{BigDecimal, DbConnection};
 
 use crate::ServiceError;
@@ -68,6 +68,15 @@ pub struct MovieDataManager {
 impl MovieDataManager {
     pub fn new(db: Database) -> Self {
         Self { db }
+    }
+
+    /// The counter the triggers raise on every committed change to `movies` (the
+    /// listings' `ETag`).
+    pub fn generation(&self) -> Result<i64, ServiceError> {
+        let mut conn = self.db.conn()?;
+        Ok(movie_changes::table
+            .select(movie_changes::generation)
+            .first(&mut conn)?)
     }
 
     pub fn find(&self, movie_id: i32) -> Result<Option<VersionedMovieRow>, ServiceError> {

@@ -1,8 +1,10 @@
 //! The `movies` service: look-ups, the "new and good" listing, CSV import, and writes
 //! guarded by row versions (optimistic concurrency).
 //!
-//! Blocking: every method that touches the database must run off the async workers.
+//! Blocking: every method that touches the database must run off the async workers,
+//! except the cache look-ups ([`MovieService::cached_movie`], [`MovieService::cached_page`]).
 
+pub mod cache;
 mod data;
 mod fields;
 
@@ -10,12 +12,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::str::FromStr;
+use std::sync::Arc;
 
 pub use data::{ImportCounts, Listing, ListingPlans, MovieDataManager, OnExisting};
 pub use fields::{
     FieldKind, MOVIE_FIELDS, MovieField, RATINGS, RELEASE_YEARS, Rating, TITLE_CHARS, is_field,
 };
 
+use cache::{Change, MovieCache, Rendered};
 use fields::{check_released, check_title};
 
 use myapi_models::BigDecimal;
@@ -23,8 +27,9 @@ use myapi_models::rows::{MovieRow, VersionedMovieRow};
 use myapi_schemas::MovieSchema;
 use serde_json::Value;
 
-use crate::config::MoviesSettings;
+use crate::config::{MoviesSettings, Settings};
 use crate::database::Database;
+use crate::hooks::{Hooks, Point};
 use crate::{InvalidField, ServiceError};
 
 /// CSV errors reported before the importer stops listing them.
@@ -35,7 +40,7 @@ const MAX_REPORTED_ERRORS: usize = 50;
 const WRITE_ATTEMPTS: usize = 3;
 
 /// A checked `GET /movies/new` query.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMoviesQuery {
     year: i32,
     min_rating: BigDecimal,
@@ -88,6 +93,18 @@ impl NewMoviesQuery {
 
     pub fn offset(&self) -> i64 {
         self.offset
+    }
+
+    /// The query in one canonical form (the same page, the same key), for the cache.
+    fn cache_key(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.year,
+            self.min_rating.normalized(),
+            self.limit,
+            self.after,
+            self.offset
+        )
     }
 }
 
@@ -149,23 +166,112 @@ pub struct MoviePage {
     pub next_after: Option<i32>,
 }
 
+/// A listing page read for a client that may hold it already.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageRead {
+    /// The client's tag is current: answer 304 with this `ETag`. No row was read.
+    Unchanged(String),
+    Page(Arc<Rendered>),
+}
+
 /// Movies: look-ups, listing and import.
 #[derive(Debug, Clone)]
 pub struct MovieService {
     movies: MovieDataManager,
     settings: MoviesSettings,
+    cache: MovieCache,
+    database: Database,
+    hooks: Hooks,
 }
 
 impl MovieService {
-    pub fn new(db: Database, settings: &MoviesSettings) -> Self {
-        Self {
-            movies: MovieDataManager::new(db),
-            settings: settings.clone(),
+    /// The service and its read cache (which serves nothing on PostgreSQL until
+    /// [`Self::watch_changes`] runs).
+    pub fn new(db: Database, settings: &Settings, hooks: Hooks) -> Result<Self, ServiceError> {
+        Ok(Self {
+            cache: MovieCache::new(&settings.cache, db.url())?,
+            movies: MovieDataManager::new(db.clone()),
+            settings: settings.movies.clone(),
+            database: db,
+            hooks,
+        })
+    }
+
+    /// Starts keeping the cache exact on PostgreSQL: a thread of its own listens for every
+    /// change to the movies (see [`cache`]). Servers call it once; the CLI never does.
+    pub fn watch_changes(&self) -> Result<(), ServiceError> {
+        if !self.cache.enabled() || self.database.backend_name() != "postgres" {
+            return Ok(());
         }
+        cache::watch_postgres(
+            self.cache.clone(),
+            self.database.url().clone(),
+            self.database.connection_options(),
+        )
+        .map_err(|e| ServiceError::internal("cannot start the cache's listener", e.to_string()))
     }
 
     pub fn settings(&self) -> &MoviesSettings {
         &self.settings
+    }
+
+    pub fn cache(&self) -> &MovieCache {
+        &self.cache
+    }
+
+    /// One movie's response, if the cache holds it and may serve it (never blocks on
+    /// PostgreSQL; on SQLite, one `PRAGMA data_version`).
+    pub fn cached_movie(&self, movie_id: MovieId) -> Option<Arc<Rendered>> {
+        self.cache.movie(i32::try_from(movie_id.0).ok()?).1
+    }
+
+    /// One movie's response, read from the database and kept in the cache (blocking).
+    pub fn movie(&self, movie_id: MovieId) -> Result<Arc<Rendered>, ServiceError> {
+        let ticket = self.cache.ticket();
+        let found = self.get(movie_id)?;
+        let rendered = Arc::new(Rendered {
+            body: to_json(&found.movie)?,
+            etag: found.version.to_string(),
+            next_after: None,
+        });
+        self.hooks.reach(Point::MovieFetched);
+        self.cache
+            .store_movie(ticket, found.movie.movie_id, Arc::clone(&rendered));
+        Ok(rendered)
+    }
+
+    /// A listing page's response, if the cache holds it and may serve it (never blocks on
+    /// PostgreSQL; on SQLite, one `PRAGMA data_version`).
+    pub fn cached_page(&self, query: &NewMoviesQuery) -> Option<Arc<Rendered>> {
+        self.cache.page(&query.cache_key()).1
+    }
+
+    /// A listing page's response, read from the database and kept in the cache, unless
+    /// `is_current` accepts the listing's tag: then no row is read (blocking).
+    ///
+    /// The tag is the `movie_changes` generation, read before the rows: a change
+    /// committed in between makes the tag older than the page, so a client holding it
+    /// gets the page again, never a 304 for rows it has not seen.
+    pub fn page(
+        &self,
+        query: &NewMoviesQuery,
+        is_current: impl FnOnce(&str) -> bool,
+    ) -> Result<PageRead, ServiceError> {
+        let ticket = self.cache.ticket();
+        let etag = format!("g{}", self.movies.generation()?);
+        if is_current(&etag) {
+            return Ok(PageRead::Unchanged(etag));
+        }
+        let page = self.released_since(query)?;
+        let rendered = Arc::new(Rendered {
+            body: to_json(&page.movies)?,
+            etag,
+            next_after: page.next_after,
+        });
+        self.hooks.reach(Point::MovieFetched);
+        self.cache
+            .store_page(ticket, &query.cache_key(), Arc::clone(&rendered));
+        Ok(PageRead::Page(rendered))
     }
 
     /// One movie by id, with its version (blocking).
@@ -182,7 +288,10 @@ impl MovieService {
     /// any query.
     pub fn create(&self, document: &Value) -> Result<VersionedMovie, ServiceError> {
         let row = fields::check_document(0, document)?;
-        to_versioned(&self.movies.insert(&row)?)
+        let created = to_versioned(&self.movies.insert(&row)?)?;
+        self.cache
+            .invalidate(&Change::Movies(vec![created.movie.movie_id]));
+        Ok(created)
     }
 
     /// Replaces movie `movie_id` with what `edit` makes of its current state, if
@@ -204,6 +313,7 @@ impl MovieService {
             let current = self.writable(movie_id, condition)?;
             let row = fields::check_document(current.movie.movie_id, &edit(&current.movie)?)?;
             if let Some(updated) = self.movies.update(&row, current.version.0)? {
+                self.cache.invalidate(&Change::Movies(vec![row.movie_id]));
                 return Ok(to_versioned(&updated)?);
             }
         }
@@ -222,6 +332,8 @@ impl MovieService {
                 .movies
                 .delete(current.movie.movie_id, current.version.0)?
             {
+                self.cache
+                    .invalidate(&Change::Movies(vec![current.movie.movie_id]));
                 return Ok(());
             }
         }
@@ -285,7 +397,9 @@ impl MovieService {
         on_existing: OnExisting,
     ) -> Result<ImportCounts, ServiceError> {
         let rows = parse_csv(input)?;
-        self.movies.import(&rows, on_existing)
+        let counts = self.movies.import(&rows, on_existing);
+        self.cache.invalidate(&Change::All);
+        counts
     }
 }
 
@@ -309,6 +423,12 @@ fn kept_changing(MovieId(movie_id): MovieId) -> ServiceError {
     ServiceError::PreconditionFailed(format!(
         "movie {movie_id} kept changing during the write; read it again and retry"
     ))
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<bytes::Bytes, ServiceError> {
+    serde_json::to_vec(value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| ServiceError::internal("cannot serialise a movie", e.to_string()))
 }
 
 fn to_versioned(row: &VersionedMovieRow) -> Result<VersionedMovie, ServiceError> {

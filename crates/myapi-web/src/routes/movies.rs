@@ -4,16 +4,27 @@
 //! Conditional requests (RFC 9110 §13): every single-movie response carries a strong `ETag`
 //! made of the row version; `PUT`, `PATCH` and `DELETE` need `If-Match` (428 without, 412
 //! when it names another version), and the single-movie `GET`s answer 304 to a matching
-//! `If-None-Match`. This module reads and writes the headers (actix-web's typed ones): the
-//! service compares versions and makes the write conditional on the one it checked.
+//! `If-None-Match`. Listing pages carry an `ETag` too (the database's count of changes to
+//! the movies), and answer 304 the same way without reading a row. Reads say
+//! `Cache-Control: private, no-cache`: a client may keep them but revalidates first.
+//! This module reads and writes the headers (actix-web's typed ones): the service compares
+//! versions and makes the write conditional on the one it checked.
+//!
+//! Reads try the service's cache first, on the async worker, after the bearer check and
+//! its scope: the data is shared, the permission is not.
 
 use actix_web::guard::GuardContext;
-use actix_web::http::header::{self, ETag, EntityTag, Header, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{
+    self, CacheControl, CacheDirective, ETag, EntityTag, Header, HeaderMap, HeaderName, HeaderValue,
+};
 use actix_web::{
     HttpRequest, HttpResponse, HttpResponseBuilder, delete, get, patch, post, put, web,
 };
 use myapi_schemas::{MovieSchema, Problem};
-use myapi_services::movies::{IfMatch, MOVIE_FIELDS, MovieId, Version, VersionedMovie, is_field};
+use myapi_services::movies::cache::Rendered;
+use myapi_services::movies::{
+    IfMatch, MOVIE_FIELDS, MovieId, PageRead, Version, VersionedMovie, is_field,
+};
 use myapi_services::{ServiceError, Services};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
@@ -53,10 +64,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
         ("If-None-Match" = Option<String>, Header, description = "ETags the client holds; 304 when one is current (weak comparison)"),
     ),
     responses(
-        (status = 200, description = "The movie", body = MovieSchema,
-            headers(("ETag" = String, description = "The movie's version (strong)"))),
-        (status = 304, description = "`If-None-Match` names the current version",
-            headers(("ETag" = String, description = "The movie's version (strong)"))),
+        (status = 200, description = "The movie", body = MovieSchema, headers(
+            ("ETag" = String, description = "The movie's version (strong)"),
+            ("Cache-Control" = String, description = "`private, no-cache`: keep it, but ask again (`If-None-Match`) before using it"))),
+        (status = 304, description = "`If-None-Match` names the current version", headers(
+            ("ETag" = String, description = "The movie's version (strong)"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
         (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing or non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
         GuardedErrors,
@@ -82,10 +95,12 @@ pub async fn get_movie_by_query(
         ("If-None-Match" = Option<String>, Header, description = "ETags the client holds; 304 when one is current (weak comparison)"),
     ),
     responses(
-        (status = 200, description = "The movie", body = MovieSchema,
-            headers(("ETag" = String, description = "The movie's version (strong)"))),
-        (status = 304, description = "`If-None-Match` names the current version",
-            headers(("ETag" = String, description = "The movie's version (strong)"))),
+        (status = 200, description = "The movie", body = MovieSchema, headers(
+            ("ETag" = String, description = "The movie's version (strong)"),
+            ("Cache-Control" = String, description = "`private, no-cache`: keep it, but ask again (`If-None-Match`) before using it"))),
+        (status = 304, description = "`If-None-Match` names the current version", headers(
+            ("ETag" = String, description = "The movie's version (strong)"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
         (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
         GuardedErrors,
@@ -107,13 +122,35 @@ async fn find_movie(
     services: web::Data<Services>,
     movie_id: MovieId,
 ) -> Result<HttpResponse, ApiError> {
-    let found = block(move || services.movies.get(movie_id)).await??;
-    if none_match(req, found.version) {
-        return Ok(HttpResponse::NotModified()
-            .insert_header(etag(found.version))
-            .finish());
+    let found = match services.movies.cached_movie(movie_id) {
+        Some(hit) => hit,
+        None => block(move || services.movies.movie(movie_id)).await??,
+    };
+    Ok(read_response(req, &found, |_| {}))
+}
+
+/// A read's response: 304 when `If-None-Match` names its tag, else 200 with its body and
+/// what `more` adds; both with its `ETag` and `Cache-Control: private, no-cache`.
+fn read_response(
+    req: &HttpRequest,
+    read: &Rendered,
+    more: impl FnOnce(&mut HttpResponseBuilder),
+) -> HttpResponse {
+    let revalidate = CacheControl(vec![CacheDirective::Private, CacheDirective::NoCache]);
+    let etag = ETag(EntityTag::new_strong(read.etag.clone()));
+    if HeldTags::of(req).hold(&read.etag) {
+        return HttpResponse::NotModified()
+            .insert_header(etag)
+            .insert_header(revalidate)
+            .finish();
     }
-    Ok(with_etag(HttpResponse::Ok(), &found).json(found.movie))
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header(etag)
+        .insert_header(revalidate)
+        .insert_header(header::ContentType::json());
+    more(&mut response);
+    response.body(read.body.clone())
 }
 
 /// Creates a movie. The server assigns its id: one more than the largest in use.
@@ -289,10 +326,16 @@ pub async fn delete_movie(
         ("limit" = Option<i64>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
         ("after" = Option<i64>, Query, description = "Cursor: the page holds movies with ids above this one, as the `Link` header gives it (the last `movie_id` of the previous page). Costs the same at any depth. Not with `offset`", minimum = 0, maximum = 2_147_483_647),
         ("offset" = Option<i64>, Query, description = "Movies to skip (default 0). At most `movies.max_offset` (`MYAPI_MOVIES__MAX_OFFSET`, default 10,000): larger offsets are refused with 422 (page with `after` instead). Not with `after`", minimum = 0, maximum = 10_000),
+        ("If-None-Match" = Option<String>, Header, description = "ETags the client holds for this URL; 304 when one is current (weak comparison)"),
     ),
     responses(
-        (status = 200, description = "One page of movies; `[]` and no `Link` past the last one", body = Vec<MovieSchema>,
-            headers(("Link" = String, description = "`</movies/new?year=Y&rating=R&limit=L&after=ID>; rel=\"next\"` when another page follows"))),
+        (status = 200, description = "One page of movies; `[]` and no `Link` past the last one", body = Vec<MovieSchema>, headers(
+            ("Link" = String, description = "`</movies/new?year=Y&rating=R&limit=L&after=ID>; rel=\"next\"` when another page follows"),
+            ("ETag" = String, description = "The movies' version (strong): it changes with any change to any movie"),
+            ("Cache-Control" = String, description = "`private, no-cache`: keep it, but ask again (`If-None-Match`) before using it"))),
+        (status = 304, description = "`If-None-Match` names the current version; no row was read", headers(
+            ("ETag" = String, description = "The movies' version (strong)"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
         (status = 422, description = "A parameter is missing, malformed or out of range, `offset` is above `movies.max_offset` (the message names `after`), or `after` and `offset` are both given; each is named in `errors`", body = Problem,
             content_type = "application/problem+json"),
         GuardedErrors,
@@ -305,23 +348,36 @@ pub async fn new_movies(
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query::new_movies(&query_pairs(&req)?, services.movies.settings())?;
-    let page = {
-        let query = query.clone();
-        block(move || services.movies.released_since(&query)).await??
+    let page = match services.movies.cached_page(&query) {
+        Some(hit) => hit,
+        None => {
+            let (query, held) = (query.clone(), HeldTags::of(&req));
+            let read = block(move || services.movies.page(&query, |etag| held.hold(etag)));
+            match read.await?? {
+                PageRead::Page(page) => page,
+                PageRead::Unchanged(etag) => {
+                    let unchanged = Rendered {
+                        etag,
+                        ..Rendered::default()
+                    };
+                    return Ok(read_response(&req, &unchanged, |_| {}));
+                }
+            }
+        }
     };
-    let mut response = HttpResponse::Ok();
-    if let Some(after) = page.next_after {
-        response.insert_header(next_page_link(
-            "/movies/new",
-            &[
-                ("year", query.year().to_string()),
-                ("rating", query.min_rating().to_string()),
-                ("limit", query.limit().to_string()),
-                ("after", after.to_string()),
-            ],
-        ));
-    }
-    Ok(response.json(page.movies))
+    Ok(read_response(&req, &page, |response| {
+        if let Some(after) = page.next_after {
+            response.insert_header(next_page_link(
+                "/movies/new",
+                &[
+                    ("year", query.year().to_string()),
+                    ("rating", query.min_rating().to_string()),
+                    ("limit", query.limit().to_string()),
+                    ("after", after.to_string()),
+                ],
+            ));
+        }
+    }))
 }
 
 /// Routes `/{movie_id}` writes only to ids: `/movies/new` is a listing, so a write to it
@@ -362,15 +418,32 @@ fn if_match(req: &HttpRequest) -> Option<IfMatch> {
     ))
 }
 
-/// Whether `If-None-Match` is `*` or names `current` (weak comparison).
-fn none_match(req: &HttpRequest, current: Version) -> bool {
-    let current = etag(current).0;
-    let tags = match header::IfNoneMatch::parse(req) {
-        Ok(header::IfNoneMatch::Any) => return true,
-        Ok(header::IfNoneMatch::Items(tags)) => tags,
-        Err(_) => obs_text_tags(req.headers(), &header::IF_NONE_MATCH),
-    };
-    tags.iter().any(|tag| tag.weak_eq(&current))
+/// The tags of `If-None-Match`, read on the async worker and taken along to the blocking
+/// read.
+enum HeldTags {
+    Any,
+    Tags(Vec<EntityTag>),
+}
+
+impl HeldTags {
+    fn of(req: &HttpRequest) -> Self {
+        if !req.headers().contains_key(header::IF_NONE_MATCH) {
+            return Self::Tags(Vec::new());
+        }
+        match header::IfNoneMatch::parse(req) {
+            Ok(header::IfNoneMatch::Any) => Self::Any,
+            Ok(header::IfNoneMatch::Items(tags)) => Self::Tags(tags),
+            Err(_) => Self::Tags(obs_text_tags(req.headers(), &header::IF_NONE_MATCH)),
+        }
+    }
+
+    /// Whether the client holds the representation tagged `current` (weak comparison).
+    fn hold(&self, current: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Tags(tags) => tags.iter().any(|tag| tag.tag() == current),
+        }
+    }
 }
 
 /// The entity-tags of a field actix-web refused because a line holds a byte outside visible

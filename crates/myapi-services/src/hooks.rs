@@ -1,4 +1,4 @@
-//! Pause points in login and refresh, where a test can run code (change a password, say)
+//! Pause points in login, refresh and the movie reads, where a test can run code (change a password, say)
 //! to force an interleaving that timing alone would rarely produce. Each service instance
 //! has its own, so tests running side by side never meet each other's hooks.
 //!
@@ -14,6 +14,8 @@ pub enum Point {
     RefreshClaimed,
     /// A refresh used its token and committed; its access token is not signed yet.
     RefreshRotated,
+    /// A movie read fetched its movie or page; it has not stored it in the cache yet.
+    MovieFetched,
 }
 
 #[cfg(feature = "test-hooks")]

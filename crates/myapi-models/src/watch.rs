@@ -1,0 +1,132 @@
+//! Connections outside the pool that watch the database for changes made by anyone:
+//! a PostgreSQL session that `LISTEN`s, and a SQLite connection that reads
+//! `PRAGMA data_version`. The services' read cache uses them to stay exact.
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+
+use crate::connection::{ConnectionOptions, DatabaseUrl, establish};
+use crate::{DbConnection, DbError, one_line};
+
+/// One PostgreSQL session of its own (never pooled: a pooled connection would carry its
+/// `LISTEN` to whoever checks it out next, and a transaction-pooling proxy drops it).
+pub struct Listener {
+    conn: PgConnection,
+}
+
+/// A notification as PostgreSQL delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub channel: String,
+    pub payload: String,
+}
+
+impl Listener {
+    /// Connects to `url` (PostgreSQL only) and names the session `application_name`, so an
+    /// operator can find it in `pg_stat_activity`. Waits at most the connect timeout of
+    /// `options` for the server.
+    pub fn connect(
+        url: &DatabaseUrl,
+        options: &ConnectionOptions,
+        application_name: &str,
+    ) -> Result<Self, DbError> {
+        let DbConnection::Pg(mut conn) = establish(url, options).map_err(unavailable)? else {
+            return Err(DbError::InvalidDsn(
+                "LISTEN needs a PostgreSQL database".into(),
+            ));
+        };
+        diesel::sql_query("SELECT set_config('application_name', $1, false)")
+            .bind::<diesel::sql_types::Text, _>(application_name)
+            .execute(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// `LISTEN channel` (blocking: a round trip).
+    pub fn listen(&mut self, channel: &str) -> Result<(), DbError> {
+        self.conn
+            .batch_execute(&format!("LISTEN {}", quote_identifier(channel)))?;
+        Ok(())
+    }
+
+    /// This session's backend process id (`pg_backend_pid()`).
+    pub fn backend_pid(&mut self) -> Result<i32, DbError> {
+        #[derive(QueryableByName)]
+        struct Pid {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            pid: i32,
+        }
+        let row: Pid =
+            diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(&mut self.conn)?;
+        Ok(row.pid)
+    }
+
+    /// Sends `NOTIFY channel, payload` from this session (blocking: a round trip).
+    pub fn notify(&mut self, channel: &str, payload: &str) -> Result<(), DbError> {
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<diesel::sql_types::Text, _>(channel)
+            .bind::<diesel::sql_types::Text, _>(payload)
+            .execute(&mut self.conn)?;
+        Ok(())
+    }
+
+    /// The notifications that have arrived, in commit order; never waits for more.
+    pub fn received(&mut self) -> Result<Vec<Notification>, DbError> {
+        self.conn
+            .notifications_iter()
+            .map(|received| {
+                received
+                    .map(|n| Notification {
+                        channel: n.channel,
+                        payload: n.payload,
+                    })
+                    .map_err(|e| DbError::Unavailable(one_line(&e.to_string())))
+            })
+            .collect()
+    }
+}
+
+fn unavailable(error: diesel::r2d2::Error) -> DbError {
+    DbError::Unavailable(one_line(&error.to_string()))
+}
+
+/// `name` as a PostgreSQL identifier, quoted.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A SQLite connection of its own that tells whether anyone else has committed to the file.
+pub struct DataVersion {
+    conn: SqliteConnection,
+}
+
+impl DataVersion {
+    /// Opens `url` (SQLite only).
+    pub fn open(url: &DatabaseUrl) -> Result<Self, DbError> {
+        let options = ConnectionOptions {
+            busy_timeout: Duration::from_millis(100),
+            ..ConnectionOptions::default()
+        };
+        match establish(url, &options).map_err(unavailable)? {
+            DbConnection::Sqlite(conn) => Ok(Self { conn }),
+            DbConnection::Pg(_) => Err(DbError::InvalidDsn(
+                "PRAGMA data_version needs a SQLite database".into(),
+            )),
+        }
+    }
+
+    /// `PRAGMA data_version`: changes whenever another connection, in this process or any
+    /// other, commits to the file (<https://sqlite.org/pragma.html#pragma_data_version>).
+    /// Reads no table; takes microseconds.
+    pub fn read(&mut self) -> Result<i64, DbError> {
+        #[derive(QueryableByName)]
+        struct Version {
+            #[diesel(sql_type = BigInt)]
+            data_version: i64,
+        }
+        let row: Version = diesel::sql_query("PRAGMA data_version").get_result(&mut self.conn)?;
+        Ok(row.data_version)
+    }
+}
