@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -469,16 +469,22 @@ impl<K: Eq + Hash + Clone> Lru<K> {
 
 /// Starts the thread that keeps `cache` exact on PostgreSQL: it listens on a session of its
 /// own, replaces the session when it fails or stalls, and empties the cache each time a new
-/// one starts listening. The thread lives as long as the process.
+/// one starts listening. The threads hold the cache weakly and end once it is dropped.
 pub(crate) fn watch_postgres(
-    cache: MovieCache,
+    cache: &MovieCache,
     url: DatabaseUrl,
     options: ConnectionOptions,
 ) -> std::io::Result<()> {
+    let cache = Arc::downgrade(&cache.inner);
     thread::Builder::new()
         .name("myapi-cache-watch".into())
         .spawn(move || supervise(&cache, &url, &options))
         .map(drop)
+}
+
+/// The cache, while anyone else still holds it.
+fn upgrade(cache: &Weak<Inner>) -> Option<MovieCache> {
+    cache.upgrade().map(|inner| MovieCache { inner })
 }
 
 /// One listening session's state, shared with the supervisor.
@@ -492,14 +498,18 @@ struct Session {
     finished: AtomicBool,
 }
 
-fn supervise(cache: &MovieCache, url: &DatabaseUrl, options: &ConnectionOptions) {
+fn supervise(cache: &Weak<Inner>, url: &DatabaseUrl, options: &ConnectionOptions) {
     let mut backoff = RECONNECT_BACKOFF.0;
     let mut was_down = false;
-    loop {
+    while let Some(interval) = upgrade(cache).map(|cache| cache.heartbeat_interval()) {
         let session = Arc::new(Session::default());
         let spawned = {
-            let (session, cache, url, options) =
-                (Arc::clone(&session), cache.clone(), url.clone(), *options);
+            let (session, cache, url, options) = (
+                Arc::clone(&session),
+                Weak::clone(cache),
+                url.clone(),
+                *options,
+            );
             thread::Builder::new()
                 .name("myapi-cache-listen".into())
                 .spawn(move || {
@@ -515,9 +525,12 @@ fn supervise(cache: &MovieCache, url: &DatabaseUrl, options: &ConnectionOptions)
         if let Err(error) = spawned {
             log::error!("cache: cannot start the change listener: {error}");
         }
-        let heartbeat = cache.heartbeat_interval();
         loop {
-            thread::sleep(heartbeat);
+            thread::sleep(interval);
+            let Some(cache) = upgrade(cache) else {
+                session.abandoned.store(true, Ordering::Release);
+                return;
+            };
             if session.finished.load(Ordering::Acquire) {
                 break;
             }
@@ -535,7 +548,9 @@ fn supervise(cache: &MovieCache, url: &DatabaseUrl, options: &ConnectionOptions)
                 }
             }
         }
-        cache.lose_watch();
+        if let Some(cache) = upgrade(cache) {
+            cache.lose_watch();
+        }
         was_down = true;
         thread::sleep(backoff);
         backoff = (backoff * 2).min(RECONNECT_BACKOFF.1);
@@ -543,10 +558,10 @@ fn supervise(cache: &MovieCache, url: &DatabaseUrl, options: &ConnectionOptions)
 }
 
 /// Connects, listens, empties the cache, then applies notifications and heartbeats until
-/// the connection fails or the supervisor abandons the session.
+/// the connection fails, the supervisor abandons the session, or the cache is dropped.
 fn listen(
     session: &Session,
-    cache: &MovieCache,
+    cache: &Weak<Inner>,
     url: &DatabaseUrl,
     options: &ConnectionOptions,
 ) -> Result<(), DbError> {
@@ -554,21 +569,24 @@ fn listen(
     listener.listen(CHANNEL)?;
     let heartbeat_channel = format!("myapi_heartbeat_{}", listener.backend_pid()?);
     listener.listen(&heartbeat_channel)?;
-    if session.abandoned.load(Ordering::Acquire) {
-        return Ok(());
-    }
-    // Listening first, then emptying: a change committed in between is both reflected in
-    // what later reads fetch and delivered here.
-    cache.invalidate(&Change::All);
-    let interval = cache.heartbeat_interval();
     let mut next_heartbeat = Instant::now();
+    let mut emptied = false;
     loop {
+        let Some(cache) = upgrade(cache) else {
+            return Ok(());
+        };
         if session.abandoned.load(Ordering::Acquire) {
             return Ok(());
         }
+        if !emptied {
+            // Listening first, then emptying: a change committed in between is both
+            // reflected in what later reads fetch and delivered here.
+            cache.invalidate(&Change::All);
+            emptied = true;
+        }
         session.alive.store(cache.now_ms() + 1, Ordering::Release);
         if Instant::now() >= next_heartbeat {
-            next_heartbeat = Instant::now() + interval;
+            next_heartbeat = Instant::now() + cache.heartbeat_interval();
             listener.notify(&heartbeat_channel, &cache.now_ms().to_string())?;
         }
         for notification in listener.received()? {
@@ -581,6 +599,7 @@ fn listen(
                 cache.heartbeat_back(sent);
             }
         }
+        drop(cache);
         thread::sleep(POLL_INTERVAL);
     }
 }

@@ -204,7 +204,7 @@ impl MovieService {
             return Ok(());
         }
         cache::watch_postgres(
-            self.cache.clone(),
+            &self.cache,
             self.database.url().clone(),
             self.database.connection_options(),
         )
