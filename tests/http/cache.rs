@@ -28,11 +28,18 @@ async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-async fn trusted(served: &Services) {
-    wait_until("the cache never became trusted", || {
-        served.movies.cache().stats().trusted
-    })
-    .await;
+/// Reads from `address` until its cache serves: a cache that has not been read from for a
+/// second slows its heartbeats down, and the first read after that bypasses it.
+async fn trusted(client: &reqwest::Client, address: &str, token: &str, served: &Services) {
+    let started = Instant::now();
+    while !served.movies.cache().stats().trusted {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the cache never became trusted"
+        );
+        title(client, address, token, 9).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// `sql` run by `psql` on `dsn`, as an operator would; its unaligned output.
@@ -100,7 +107,7 @@ async fn a_read_that_raced_a_write_does_not_keep_the_old_value() {
     let app = spawn_app(db).await;
     app.import_sample().await;
     let token = reader(&app).await;
-    trusted(&app.served).await;
+    trusted(&app.client, &app.address, &token, &app.served).await;
     for (round, path) in ["/movies/1", SOME_MOVIES].into_iter().enumerate() {
         let title = format!("Renamed mid-read {round}");
         let (writer, cache) = (app.services.clone(), app.served.movies.cache().clone());
@@ -119,9 +126,18 @@ async fn a_read_that_raced_a_write_does_not_keep_the_old_value() {
         let raced = json_body(raced, 200, "application/json").await;
         assert!(!raced.to_string().contains(&title), "{raced}");
 
-        let after = app.get_authed(path, &token).await;
-        let after = json_body(after, 200, "application/json").await;
-        assert!(after.to_string().contains(&title), "{path}: {after}");
+        // Until a read is answered with the cache trusted (one that bypassed it would pass
+        // without proving anything): the stale page must not be there.
+        let cache = app.served.movies.cache();
+        loop {
+            let bypasses = cache.stats().bypasses;
+            let after = app.get_authed(path, &token).await;
+            let after = json_body(after, 200, "application/json").await;
+            assert!(after.to_string().contains(&title), "{path}: {after}");
+            if cache.stats().bypasses == bypasses {
+                break;
+            }
+        }
     }
 }
 
@@ -137,7 +153,7 @@ async fn a_terminated_listener_turns_the_cache_off_until_a_new_one_listens() {
     let app = spawn_app(db).await;
     loses_its_listener(&app, |dsn, pid| {
         psql(dsn, &format!("SELECT pg_terminate_backend({pid})"));
-        None
+        None::<()>
     })
     .await;
 }
@@ -150,23 +166,21 @@ async fn a_frozen_listener_turns_the_cache_off_until_a_new_one_listens() {
     };
     cluster.start().unwrap();
     let app = spawn_app(TestDb::at(cluster.dsn())).await;
-    loses_its_listener(&app, |dsn, pid| {
-        // Frozen between statements only: one frozen inside its heartbeat's commit would
-        // hold the notification queue's lock, and every write's trigger would wait for it.
-        loop {
-            signal(pid, "STOP");
-            let state = psql(
-                dsn,
-                &format!("SELECT state FROM pg_stat_activity WHERE pid = {pid}"),
-            );
-            if state == "idle" {
-                return Some(pid);
-            }
-            signal(pid, "CONT");
-            std::thread::sleep(Duration::from_millis(3));
-        }
+    loses_its_listener(&app, |_, pid| {
+        signal(pid, "STOP");
+        Some(Continue(pid))
     })
     .await;
+}
+
+/// Sends SIGCONT to a frozen backend when dropped, even by a failed assertion (a stopped
+/// backend would hold up the cluster's shutdown).
+struct Continue(i32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
 }
 
 fn signal(pid: i32, signal: &str) {
@@ -177,12 +191,12 @@ fn signal(pid: i32, signal: &str) {
     assert!(sent.success(), "kill -{signal} {pid}");
 }
 
-/// `lose(dsn, pid)` takes the listener away; it returns a pid to SIGCONT at the end.
-async fn loses_its_listener(app: &TestApp, lose: impl FnOnce(&str, i32) -> Option<i32>) {
+/// `lose(dsn, pid)` takes the listener away; what it returns is dropped at the end.
+async fn loses_its_listener<T>(app: &TestApp, lose: impl FnOnce(&str, i32) -> Option<T>) {
     app.import_sample().await;
     let token = reader(app).await;
     let dsn = &app.db.dsn;
-    trusted(&app.served).await;
+    trusted(&app.client, &app.address, &token, &app.served).await;
     let hits = || app.served.movies.cache().stats().hits;
     title(&app.client, &app.address, &token, 2).await;
     let before = hits();
@@ -195,7 +209,7 @@ async fn loses_its_listener(app: &TestApp, lose: impl FnOnce(&str, i32) -> Optio
     let [old] = listener_pids(dsn)[..] else {
         panic!("one listener expected: {:?}", listener_pids(dsn));
     };
-    let frozen = lose(dsn, old);
+    let _frozen = lose(dsn, old);
     psql(
         dsn,
         "UPDATE myapi.movies SET title = 'Changed unheard' WHERE movie_id = 2",
@@ -210,7 +224,7 @@ async fn loses_its_listener(app: &TestApp, lose: impl FnOnce(&str, i32) -> Optio
         listener_pids(dsn).iter().any(|pid| *pid != old)
     })
     .await;
-    trusted(&app.served).await;
+    trusted(&app.client, &app.address, &token, &app.served).await;
     title(&app.client, &app.address, &token, 2).await;
     let before = hits();
     assert_eq!(
@@ -227,9 +241,6 @@ async fn loses_its_listener(app: &TestApp, lose: impl FnOnce(&str, i32) -> Optio
         title(&app.client, &app.address, &token, 2).await,
         "Changed and heard"
     );
-    if let Some(pid) = frozen {
-        signal(pid, "CONT");
-    }
 }
 
 /// On SQLite another process's commit (here `myapi-cli import-movies`) is seen by the very
@@ -314,8 +325,7 @@ async fn no_instance_serves_a_stale_movie_after_the_bound() {
         .unwrap()
         .to_owned();
     let (other, other_served) = app.start_served_instance(|_| {}).await;
-    trusted(&app.served).await;
-    trusted(&other_served).await;
+    trusted(&app.client, &other, &token, &other_served).await;
     let rounds: usize = std::env::var("MYAPI_STALE_ROUNDS")
         .ok()
         .and_then(|rounds| rounds.parse().ok())
@@ -383,7 +393,7 @@ async fn no_instance_serves_a_stale_movie_after_the_bound() {
     );
     assert!(stale.is_empty(), "{} stale reads: {stale:?}", stale.len());
     assert!(
-        stats.hits >= rounds as u64 / 2,
+        stats.hits >= rounds as u64 / 4,
         "too few reads came from the cache to prove anything: {stats:?}"
     );
 }
@@ -403,6 +413,9 @@ async fn listing_pages_answer_304_until_a_movie_changes() {
             .await;
             app.import_sample().await;
             let token = reader(&app).await;
+            if enabled {
+                trusted(&app.client, &app.address, &token, &app.served).await;
+            }
             let context = format!("{backend:?}, cache enabled: {enabled}");
             let page = app.get_authed(SOME_MOVIES, &token).await;
             assert_eq!(page.status(), 200, "{context}");

@@ -206,8 +206,11 @@ pub async fn spawn_app_configured(
             .unwrap()
             .unwrap()
     };
+    // Idle connections are dropped before the server's keep-alive (5 s) closes them: a
+    // request sent on one the server is closing that instant fails (IncompleteMessage).
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
         .build()
         .unwrap();
     TestApp {

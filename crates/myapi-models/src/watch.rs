@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{Array, BigInt, Text};
 
 use crate::connection::{ConnectionOptions, DatabaseUrl, establish};
 use crate::{DbConnection, DbError, one_line};
@@ -39,7 +39,7 @@ impl Listener {
             ));
         };
         diesel::sql_query("SELECT set_config('application_name', $1, false)")
-            .bind::<diesel::sql_types::Text, _>(application_name)
+            .bind::<Text, _>(application_name)
             .execute(&mut conn)?;
         Ok(Self { conn })
     }
@@ -51,23 +51,34 @@ impl Listener {
         Ok(())
     }
 
-    /// This session's backend process id (`pg_backend_pid()`).
-    pub fn backend_pid(&mut self) -> Result<i32, DbError> {
+    /// Which of the `triggers` on `table` (found on the session's `search_path`) are
+    /// missing or disabled.
+    pub fn missing_triggers(
+        &mut self,
+        table: &str,
+        triggers: &[&str],
+    ) -> Result<Vec<String>, DbError> {
         #[derive(QueryableByName)]
-        struct Pid {
-            #[diesel(sql_type = diesel::sql_types::Integer)]
-            pid: i32,
+        struct Missing {
+            #[diesel(sql_type = Text)]
+            name: String,
         }
-        let row: Pid =
-            diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(&mut self.conn)?;
-        Ok(row.pid)
+        let missing: Vec<Missing> = diesel::sql_query(
+            "SELECT wanted.name FROM unnest($2) AS wanted(name) WHERE NOT EXISTS (\
+                 SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) \
+                 AND tgname = wanted.name AND tgenabled <> 'D')",
+        )
+        .bind::<Text, _>(table)
+        .bind::<Array<Text>, _>(triggers)
+        .load(&mut self.conn)?;
+        Ok(missing.into_iter().map(|missing| missing.name).collect())
     }
 
     /// Sends `NOTIFY channel, payload` from this session (blocking: a round trip).
     pub fn notify(&mut self, channel: &str, payload: &str) -> Result<(), DbError> {
         diesel::sql_query("SELECT pg_notify($1, $2)")
-            .bind::<diesel::sql_types::Text, _>(channel)
-            .bind::<diesel::sql_types::Text, _>(payload)
+            .bind::<Text, _>(channel)
+            .bind::<Text, _>(payload)
             .execute(&mut self.conn)?;
         Ok(())
     }

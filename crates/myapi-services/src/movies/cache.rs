@@ -32,15 +32,24 @@ use myapi_models::{ConnectionOptions, DatabaseUrl, DbError};
 use serde::Deserialize;
 
 use crate::config::CacheSettings;
+use crate::secrets::random_bytes;
 
 /// The channel the `movie_changes` triggers notify.
 const CHANNEL: &str = "myapi_movies";
 /// How the listening session shows in `pg_stat_activity.application_name`.
 pub const LISTENER_NAME: &str = "myapi cache listener";
-/// Rough bookkeeping per entry beyond its body and key (map slots, order index, `Arc`).
-const ENTRY_OVERHEAD: usize = 160;
+/// How the session that sends the listener's heartbeats shows there.
+const HEARTBEAT_NAME: &str = "myapi cache heartbeat";
+/// Bookkeeping per entry beyond its body, tag and key, rounded up: the `Rendered` and its
+/// `Arc` (~80 bytes), the shared body's header (32), the tag's and key's own allocations,
+/// a map slot at worst load (~90), an order slot (~40), and the allocator's headers.
+const ENTRY_OVERHEAD: usize = 384;
 /// How often the session looks for notifications: the floor of the invalidation lag.
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// With no look-up for this long, heartbeats slow to one per [`IDLE_HEARTBEAT`] (enough to
+/// notice a lost connection); the next look-up bypasses the cache and speeds them up again.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// A listening session that has not come round its loop for this long is taken for stuck
 /// (its backend frozen mid-round-trip) and replaced.
 const STALL_LIMIT: Duration = Duration::from_secs(1);
@@ -112,6 +121,8 @@ struct Inner {
     entries: Mutex<Entries>,
     watch: Watch,
     started: Instant,
+    /// ms since `started`, plus one, of the latest look-up (0: none yet).
+    last_lookup: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     bypasses: AtomicU64,
@@ -159,6 +170,7 @@ impl MovieCache {
                 entries: Mutex::default(),
                 watch,
                 started: Instant::now(),
+                last_lookup: AtomicU64::new(0),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 bypasses: AtomicU64::new(0),
@@ -183,6 +195,9 @@ impl MovieCache {
         get: impl FnOnce(&mut Entries, u64) -> Option<Arc<Rendered>>,
     ) -> (Lookup, Option<Arc<Rendered>>) {
         let inner = &self.inner;
+        inner
+            .last_lookup
+            .store(self.now_ms() + 1, Ordering::Relaxed);
         if !inner.enabled || !self.trusted() {
             inner.bypasses.fetch_add(1, Ordering::Relaxed);
             return (Lookup::Bypass, None);
@@ -305,7 +320,7 @@ impl MovieCache {
         match &self.inner.watch {
             Watch::Listener { heartbeat } => match heartbeat.load(Ordering::Acquire) {
                 0 => false,
-                sent => self.now_ms() < sent - 1 + self.max_staleness_ms(),
+                sent => self.now_ms() < (sent - 1).saturating_add(self.max_staleness_ms()),
             },
             _ => false,
         }
@@ -329,7 +344,7 @@ impl MovieCache {
     /// Records a heartbeat sent at `sent_ms` as back (PostgreSQL).
     fn heartbeat_back(&self, sent_ms: u64) {
         if let Watch::Listener { heartbeat } = &self.inner.watch {
-            heartbeat.fetch_max(sent_ms + 1, Ordering::AcqRel);
+            heartbeat.fetch_max(sent_ms.saturating_add(1), Ordering::AcqRel);
         }
     }
 
@@ -490,8 +505,8 @@ fn upgrade(cache: &Weak<Inner>) -> Option<MovieCache> {
 /// One listening session's state, shared with the supervisor.
 #[derive(Default)]
 struct Session {
-    /// ms since the cache's start, plus one, when the session last came round its loop;
-    /// 0 while it connects.
+    /// ms since the cache's start, plus one, when the session last came round its loop
+    /// (while it connects: when its connect timeout ends).
     alive: AtomicU64,
     /// Set by the supervisor: the session must not touch the cache again.
     abandoned: AtomicBool,
@@ -503,6 +518,12 @@ fn supervise(cache: &Weak<Inner>, url: &DatabaseUrl, options: &ConnectionOptions
     let mut was_down = false;
     while let Some(interval) = upgrade(cache).map(|cache| cache.heartbeat_interval()) {
         let session = Arc::new(Session::default());
+        if let Some(cache) = upgrade(cache) {
+            // Connecting may take the connect timeout; past it and the stall limit, the
+            // session is taken for stuck like any other.
+            let connecting = cache.now_ms() + ms(options.connect_timeout) + 1;
+            session.alive.store(connecting, Ordering::Release);
+        }
         let spawned = {
             let (session, cache, url, options) = (
                 Arc::clone(&session),
@@ -524,6 +545,7 @@ fn supervise(cache: &Weak<Inner>, url: &DatabaseUrl, options: &ConnectionOptions
         };
         if let Err(error) = spawned {
             log::error!("cache: cannot start the change listener: {error}");
+            session.finished.store(true, Ordering::Release);
         }
         loop {
             thread::sleep(interval);
@@ -535,12 +557,12 @@ fn supervise(cache: &Weak<Inner>, url: &DatabaseUrl, options: &ConnectionOptions
                 break;
             }
             let alive = session.alive.load(Ordering::Acquire);
-            if alive != 0 && cache.now_ms().saturating_sub(alive) > ms(STALL_LIMIT) {
+            if cache.now_ms().saturating_sub(alive) > ms(STALL_LIMIT) {
                 session.abandoned.store(true, Ordering::Release);
                 log::warn!("cache: the change listener stalled; replacing its session");
                 break;
             }
-            if alive != 0 {
+            if cache.heard_recently() {
                 backoff = RECONNECT_BACKOFF.0;
                 if was_down {
                     log::info!("cache: listening for changes again");
@@ -557,54 +579,116 @@ fn supervise(cache: &Weak<Inner>, url: &DatabaseUrl, options: &ConnectionOptions
     }
 }
 
-/// Connects, listens, empties the cache, then applies notifications and heartbeats until
-/// the connection fails, the supervisor abandons the session, or the cache is dropped.
+/// The triggers that tell the listener about every change (migration `movie_changes`).
+const TRIGGERS: [&str; 5] = [
+    "movies_changing",
+    "movies_inserted",
+    "movies_updated",
+    "movies_deleted",
+    "movies_truncated",
+];
+
+/// Connects, listens, checks the triggers, empties the cache, then applies notifications
+/// and heartbeats until a connection fails, the supervisor abandons the session, or the
+/// cache is dropped.
+///
+/// Heartbeats go out on a second session: one sent by the listening session itself would
+/// hold PostgreSQL's notification commit lock for a moment, and a listener frozen in that
+/// moment would stop every write's trigger. Each carries a random nonce, so no other
+/// session can make a dead listener look alive.
 fn listen(
     session: &Session,
-    cache: &Weak<Inner>,
+    weak: &Weak<Inner>,
     url: &DatabaseUrl,
     options: &ConnectionOptions,
 ) -> Result<(), DbError> {
     let mut listener = Listener::connect(url, options, LISTENER_NAME)?;
+    let mut sender = Listener::connect(url, options, HEARTBEAT_NAME)?;
+    let missing = listener.missing_triggers("movies", &TRIGGERS)?;
+    if !missing.is_empty() {
+        return Err(DbError::Unavailable(format!(
+            "the triggers {} on myapi.movies are missing or disabled, so changes would go \
+             unheard; migrate the database (myapi-cli migrate)",
+            missing.join(", ")
+        )));
+    }
+    let nonce = u64::from_le_bytes(random_bytes::<8>());
+    let heartbeat_channel = format!("myapi_heartbeat_{nonce:016x}");
     listener.listen(CHANNEL)?;
-    let heartbeat_channel = format!("myapi_heartbeat_{}", listener.backend_pid()?);
     listener.listen(&heartbeat_channel)?;
     let mut next_heartbeat = Instant::now();
+    // Since when a heartbeat has been out with none back: a listener whose backend stopped
+    // reading (frozen) still polls happily, so this is how it learns.
+    let mut awaiting: Option<Instant> = None;
     let mut emptied = false;
     loop {
-        let Some(cache) = upgrade(cache) else {
-            return Ok(());
-        };
         if session.abandoned.load(Ordering::Acquire) {
             return Ok(());
         }
+        let Some(cache) = upgrade(weak) else {
+            return Ok(());
+        };
         if !emptied {
             // Listening first, then emptying: a change committed in between is both
             // reflected in what later reads fetch and delivered here.
             cache.invalidate(&Change::All);
             emptied = true;
         }
-        session.alive.store(cache.now_ms() + 1, Ordering::Release);
-        if Instant::now() >= next_heartbeat {
-            next_heartbeat = Instant::now() + cache.heartbeat_interval();
-            listener.notify(&heartbeat_channel, &cache.now_ms().to_string())?;
+        let now_ms = cache.now_ms();
+        session.alive.store(now_ms + 1, Ordering::Release);
+        let now = Instant::now();
+        let fast = now + cache.heartbeat_interval();
+        let heartbeat_due = now >= next_heartbeat || (cache.read_lately() && next_heartbeat > fast);
+        if heartbeat_due {
+            next_heartbeat = if cache.read_lately() {
+                fast
+            } else {
+                now + IDLE_HEARTBEAT
+            };
+        }
+        drop(cache); // never held across a round trip: a frozen backend must not keep it
+        if heartbeat_due {
+            sender.notify(&heartbeat_channel, &format!("{nonce:016x}:{now_ms}"))?;
+            awaiting.get_or_insert(now);
+        }
+        if awaiting.is_some_and(|since| since.elapsed() > STALL_LIMIT) {
+            return Err(DbError::Unavailable(format!(
+                "no heartbeat came back for {} ms",
+                STALL_LIMIT.as_millis()
+            )));
         }
         for notification in listener.received()? {
+            let Some(cache) = upgrade(weak) else {
+                return Ok(());
+            };
             if session.abandoned.load(Ordering::Acquire) {
                 return Ok(());
             }
             if notification.channel == CHANNEL {
                 cache.apply(&notification.payload);
-            } else if let Ok(sent) = notification.payload.parse() {
+            } else if let Some(sent) = notification
+                .payload
+                .strip_prefix(&format!("{nonce:016x}:"))
+                .and_then(|sent| sent.parse::<u64>().ok())
+                .filter(|sent| *sent <= cache.now_ms())
+            {
                 cache.heartbeat_back(sent);
+                awaiting = None;
             }
         }
-        drop(cache);
         thread::sleep(POLL_INTERVAL);
     }
 }
 
 impl MovieCache {
+    /// Whether anyone looked anything up within [`IDLE_AFTER`].
+    fn read_lately(&self) -> bool {
+        match self.inner.last_lookup.load(Ordering::Relaxed) {
+            0 => false,
+            last => self.now_ms() < (last - 1).saturating_add(ms(IDLE_AFTER)),
+        }
+    }
+
     fn heartbeat_interval(&self) -> Duration {
         (self.inner.max_staleness / 5).max(Duration::from_millis(1))
     }
@@ -627,6 +711,7 @@ mod tests {
                 entries: Mutex::default(),
                 watch: Watch::None,
                 started: Instant::now(),
+                last_lookup: AtomicU64::new(0),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 bypasses: AtomicU64::new(0),

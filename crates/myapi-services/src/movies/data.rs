@@ -244,8 +244,13 @@ impl MovieDataManager {
         let counts = write_locked(&mut conn, |conn| {
             if let DbConnection::Pg(pg) = &mut *conn {
                 // A bulk import is an admin job: the request-sized statement timeout would cut
-                // a large COPY short. SET LOCAL ends with the transaction.
-                pg.batch_execute("SET LOCAL statement_timeout = 0")?;
+                // a large COPY short. SET LOCAL ends with the transaction. Its many
+                // statements send the read caches one "everything changed" message, not one
+                // per statement (migration movie_changes).
+                pg.batch_execute(
+                    "SET LOCAL statement_timeout = 0; \
+                     SELECT set_config('myapi.movies_notified', 'ids', true)",
+                )?;
             }
             let existing = existing_ids(conn, rows)?;
             if on_existing == OnExisting::Fail && !existing.is_empty() {
