@@ -34,6 +34,10 @@ use myapi_services::{Services, Settings};
 use myapi_web::{Application, ServerSettings};
 use support::TestDb;
 
+/// `cache.max_staleness_ms` by default: a change made past the server (plain SQL, another
+/// services instance) is served after at most this long (README: Read cache).
+pub const MAX_STALENESS: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A running app and a client for it.
 pub struct TestApp {
     pub address: String,

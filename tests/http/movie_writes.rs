@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::support::{TestDb, in_ci};
-use crate::{TestApp, both_backends, json_body, spawn_app, spawn_app_with_server};
+use crate::{MAX_STALENESS, TestApp, both_backends, json_body, spawn_app, spawn_app_with_server};
 
 const PASSWORD: &str = "correct-horse-battery";
 const JSON: &str = "application/json";
@@ -807,7 +807,8 @@ impl PlainSql {
     }
 
     /// The rows `sql` returns, `|`-separated; `Err` when the database refused it, `None`
-    /// when the client is missing (outside CI).
+    /// when the client is missing (outside CI). Returns once the server's read cache may
+    /// no longer serve what `sql` changed.
     fn run(&self, sql: &str) -> Option<Result<String, String>> {
         let output = if self.postgres {
             std::process::Command::new("psql")
@@ -836,6 +837,7 @@ impl PlainSql {
         };
         match output {
             Ok(output) if output.status.success() => {
+                std::thread::sleep(MAX_STALENESS);
                 Some(Ok(String::from_utf8_lossy(&output.stdout)
                     .trim()
                     .to_owned()))
@@ -900,6 +902,7 @@ async fn ids_and_versions_agree_with_other_writers(db: TestDb) {
     })
     .await
     .unwrap();
+    tokio::time::sleep(MAX_STALENESS).await;
     let after_import = current_etag(&app, &token, "/movies/100").await;
     assert_ne!(after_import, after_reset);
     let stale = call(

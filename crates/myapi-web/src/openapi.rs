@@ -2,7 +2,7 @@
 //! schemas, the OAuth2 scheme and the tags. Each route adds its own path as it is mounted
 //! (see [`crate::routes`]).
 
-use myapi_schemas::Problem;
+use myapi_schemas::{MovieSchema, Problem};
 use myapi_services::movies::{FieldKind, MOVIE_FIELDS, RATINGS, RELEASE_YEARS, TITLE_CHARS};
 use serde_json::json;
 use utoipa::openapi::RefOr;
@@ -116,6 +116,37 @@ pub enum ConditionalWriteErrors {
         content_type = "application/problem+json"
     )]
     PreconditionRequired(Problem),
+}
+
+/// The answers of both single-movie reads (`/movies/{movie_id}`, `/movies/?movie_id=`)
+/// besides their own 422, documented once.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a documentation type: never constructed
+pub enum MovieReadResponses {
+    #[response(
+        status = 200,
+        description = "The movie",
+        headers(
+            ("ETag" = String, description = "The movie's version (strong)"),
+            ("Cache-Control" = String, description = "`private, no-cache`: keep it, but ask again (`If-None-Match`) before using it")
+        )
+    )]
+    Found(MovieSchema),
+    #[response(
+        status = 304,
+        description = "`If-None-Match` names the current version",
+        headers(
+            ("ETag" = String, description = "The movie's version (strong)"),
+            ("Cache-Control" = String, description = "`private, no-cache`")
+        )
+    )]
+    NotModified,
+    #[response(
+        status = 404,
+        description = "No such movie",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
 }
 
 /// The body of `POST /movies/` and `PUT /movies/{movie_id}`, as the OpenAPI schema

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +66,9 @@ pub struct Rendered {
     pub body: Bytes,
     /// The `ETag`'s opaque tag, unquoted: a movie's version, or a listing's generation.
     pub etag: String,
+    /// Whether the tag is weak: a listing's generation is read just before its rows, so
+    /// two pages with one tag may differ (never in a way that earns a wrong 304).
+    pub weak_etag: bool,
     /// A listing page's next cursor (`None` on the last page and for one movie).
     pub next_after: Option<i32>,
 }
@@ -224,7 +227,12 @@ impl MovieCache {
             Watch::None => true,
             Watch::Listener { .. } => self.heard_recently(),
             Watch::DataVersion(watch) => {
-                let mut watch = watch.lock().unwrap_or_else(PoisonError::into_inner);
+                // Another request is reading it: bypass rather than queue on a worker.
+                let mut watch = match watch.try_lock() {
+                    Ok(watch) => watch,
+                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                    Err(TryLockError::WouldBlock) => return false,
+                };
                 let (connection, seen) = &mut *watch;
                 match connection.read() {
                     Ok(now) if *seen == Some(now) => true,
@@ -723,6 +731,7 @@ mod tests {
         Arc::new(Rendered {
             body: Bytes::copy_from_slice(body.as_bytes()),
             etag: "1".into(),
+            weak_etag: false,
             next_after: None,
         })
     }

@@ -232,6 +232,7 @@ impl MovieService {
         let rendered = Arc::new(Rendered {
             body: to_json(&found.movie)?,
             etag: found.version.to_string(),
+            weak_etag: false,
             next_after: None,
         });
         self.hooks.reach(Point::MovieFetched);
@@ -251,7 +252,8 @@ impl MovieService {
     ///
     /// The tag is the `movie_changes` generation, read before the rows: a change
     /// committed in between makes the tag older than the page, so a client holding it
-    /// gets the page again, never a 304 for rows it has not seen.
+    /// gets the page again, never a 304 for rows it has not seen. Being read apart from
+    /// the rows, it is a weak tag.
     pub fn page(
         &self,
         query: &NewMoviesQuery,
@@ -266,6 +268,7 @@ impl MovieService {
         let rendered = Arc::new(Rendered {
             body: to_json(&page.movies)?,
             etag,
+            weak_etag: true,
             next_after: page.next_after,
         });
         self.hooks.reach(Point::MovieFetched);
@@ -425,9 +428,11 @@ fn kept_changing(MovieId(movie_id): MovieId) -> ServiceError {
     ))
 }
 
+/// Exactly as long as the JSON (the serialiser's buffer grows by doubling), so the cache's
+/// byte count is what it holds.
 fn to_json(value: &impl serde::Serialize) -> Result<bytes::Bytes, ServiceError> {
     serde_json::to_vec(value)
-        .map(bytes::Bytes::from)
+        .map(|json| bytes::Bytes::from(json.into_boxed_slice()))
         .map_err(|e| ServiceError::internal("cannot serialise a movie", e.to_string()))
 }
 

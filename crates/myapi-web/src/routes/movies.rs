@@ -34,7 +34,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::blocking::block;
 use crate::error::ApiError;
 use crate::extract::{Authorized, MoviesRead, MoviesWrite, has_media_type, next_page_link};
-use crate::openapi::{ConditionalWriteErrors, GuardedErrors, MovieInput, MoviePatch};
+use crate::openapi::{
+    ConditionalWriteErrors, GuardedErrors, MovieInput, MoviePatch, MovieReadResponses,
+};
 use crate::query::{self, query_pairs};
 
 /// The body of `POST` and `PUT`.
@@ -64,13 +66,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         ("If-None-Match" = Option<String>, Header, description = "ETags the client holds; 304 when one is current (weak comparison)"),
     ),
     responses(
-        (status = 200, description = "The movie", body = MovieSchema, headers(
-            ("ETag" = String, description = "The movie's version (strong)"),
-            ("Cache-Control" = String, description = "`private, no-cache`: keep it, but ask again (`If-None-Match`) before using it"))),
-        (status = 304, description = "`If-None-Match` names the current version", headers(
-            ("ETag" = String, description = "The movie's version (strong)"),
-            ("Cache-Control" = String, description = "`private, no-cache`"))),
-        (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
+        MovieReadResponses,
         (status = 422, description = "Missing or non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
         GuardedErrors,
     ),
@@ -95,13 +91,7 @@ pub async fn get_movie_by_query(
         ("If-None-Match" = Option<String>, Header, description = "ETags the client holds; 304 when one is current (weak comparison)"),
     ),
     responses(
-        (status = 200, description = "The movie", body = MovieSchema, headers(
-            ("ETag" = String, description = "The movie's version (strong)"),
-            ("Cache-Control" = String, description = "`private, no-cache`: keep it, but ask again (`If-None-Match`) before using it"))),
-        (status = 304, description = "`If-None-Match` names the current version", headers(
-            ("ETag" = String, description = "The movie's version (strong)"),
-            ("Cache-Control" = String, description = "`private, no-cache`"))),
-        (status = 404, description = "No such movie", body = Problem, content_type = "application/problem+json"),
+        MovieReadResponses,
         (status = 422, description = "Non-integer `movie_id`", body = Problem, content_type = "application/problem+json"),
         GuardedErrors,
     ),
@@ -137,7 +127,7 @@ fn read_response(
     more: impl FnOnce(&mut HttpResponseBuilder),
 ) -> HttpResponse {
     let revalidate = CacheControl(vec![CacheDirective::Private, CacheDirective::NoCache]);
-    let etag = ETag(EntityTag::new_strong(read.etag.clone()));
+    let etag = ETag(EntityTag::new(read.weak_etag, read.etag.clone()));
     if HeldTags::of(req).hold(&read.etag) {
         return HttpResponse::NotModified()
             .insert_header(etag)
@@ -331,10 +321,10 @@ pub async fn delete_movie(
     responses(
         (status = 200, description = "One page of movies; `[]` and no `Link` past the last one", body = Vec<MovieSchema>, headers(
             ("Link" = String, description = "`</movies/new?year=Y&rating=R&limit=L&after=ID>; rel=\"next\"` when another page follows"),
-            ("ETag" = String, description = "The movies' version (strong): it changes with any change to any movie"),
+            ("ETag" = String, description = "The movies' version (weak): it changes with any change to any movie"),
             ("Cache-Control" = String, description = "`private, no-cache`: keep it, but ask again (`If-None-Match`) before using it"))),
         (status = 304, description = "`If-None-Match` names the current version; no row was read", headers(
-            ("ETag" = String, description = "The movies' version (strong)"),
+            ("ETag" = String, description = "The movies' version (weak)"),
             ("Cache-Control" = String, description = "`private, no-cache`"))),
         (status = 422, description = "A parameter is missing, malformed or out of range, `offset` is above `movies.max_offset` (the message names `after`), or `after` and `offset` are both given; each is named in `errors`", body = Problem,
             content_type = "application/problem+json"),
@@ -358,6 +348,7 @@ pub async fn new_movies(
                 PageRead::Unchanged(etag) => {
                     let unchanged = Rendered {
                         etag,
+                        weak_etag: true,
                         ..Rendered::default()
                     };
                     return Ok(read_response(&req, &unchanged, |_| {}));
