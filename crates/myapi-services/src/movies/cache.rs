@@ -3,14 +3,14 @@
 //! `cache.max_staleness_ms` behind a committed write, whoever made the write.
 //!
 //! How it stays exact:
-//! - **PostgreSQL.** Triggers on `myapi.movies` send one notification per statement at
-//!   commit (migration `movie_changes`). A session of this instance, outside the pool,
-//!   listens ([`watch_postgres`]) and sends itself a heartbeat every fifth of the bound.
-//!   PostgreSQL delivers notifications in commit order, so once a heartbeat sent at `t` is
-//!   back, every write committed before `t` has been applied here. Entries are served only
-//!   while the latest heartbeat back was sent within the bound; otherwise (connection lost,
-//!   backend frozen) every read bypasses the cache until a new session has listened and
-//!   emptied it.
+//! - **PostgreSQL.** Triggers on `myapi.movies` notify at commit, at most twice per
+//!   transaction (migration `movie_changes`). A session of this instance, outside the pool,
+//!   listens ([`watch_postgres`]); a second one sends it heartbeats, every fifth of the bound
+//!   while reads come in. PostgreSQL delivers notifications in commit order, so once a
+//!   heartbeat sent at `t` is back, every write committed before `t` has been applied here.
+//!   Entries are served only while the latest heartbeat back was sent within the bound;
+//!   otherwise (connection lost, backend frozen) every read bypasses the cache until a new
+//!   session has listened and emptied it.
 //! - **SQLite.** Each lookup first reads `PRAGMA data_version` on a connection of its own,
 //!   which changes whenever another connection (the pool, `myapi-cli`) commits.
 //! - **Both.** This instance's own writes invalidate before they are answered.
