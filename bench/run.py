@@ -279,8 +279,11 @@ class Server:
 
     def __init__(self, dsn, log_path, settings=None):
         self.port = free_port()
+        # No drain on stop: no load balancer is watching /ready here, and each stop would
+        # wait its 5 s.
         env = dict(os.environ, MYAPI_DATABASE__DSN=dsn + "?sslmode=disable", MYAPI_TOKEN_KEY=TOKEN_KEY,
-                   MYAPI_SERVER__PORT=str(self.port), RUST_LOG="info", **{**UNTHROTTLED, **(settings or {})})
+                   MYAPI_SERVER__PORT=str(self.port), MYAPI_SERVER__DRAIN_SECS="0", RUST_LOG="info",
+                   **{**UNTHROTTLED, **(settings or {})})
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen([str(RELEASE / "myapi-web")], env=env, stdout=self.log, stderr=self.log)
