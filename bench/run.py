@@ -1156,6 +1156,19 @@ def get(R, key, field="rps"):
     return value[field] if isinstance(value, dict) else value
 
 
+def grid_verdict(grid):
+    """The measured and verdict cells of a grid's target row: every point answered 200 within
+    GRID_P99_MS at p99."""
+    if not grid:
+        return "— | —"
+    measured = [v for v in grid.values() if v["statuses"] == [200]]
+    over = [v for v in measured if v["p99"] > GRID_P99_MS]
+    worst = max((v["p99"] for v in measured), default=None)
+    skipped = len(grid) - len(measured)
+    return (f"{len(measured) - len(over)} of {len(grid)} points within; worst p99 {n(worst, '.1f')} ms"
+            f"{f'; {skipped} points not answered 200' if skipped else ''} | {verdict(not over and not skipped)}")
+
+
 def report(R, plan, args, cluster):
     big_label = f"{plan.big_n // 1000}k" if plan.big_n < 1_000_000 else "1M"
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -1192,28 +1205,10 @@ def report(R, plan, args, cluster):
         lines.append(f"| {label} ≥ {share:.0%} of the same SQL in pgbench at 16 connections | "
                      f"{n(rps)} / {n(ceiling)} = {pct(rps, ceiling)} | "
                      f"{verdict(None if rps is None or ceiling is None else rps >= share * ceiling)} |")
+    for key, target in [("grid", f"{big_label} rows: every grid point's p99 ≤ {GRID_P99_MS:.0f} ms"),
+                        ("grid_random", "… the same on uniformly random data, straight after `import-movies`")]:
+        lines.append(f"| {target} | {grid_verdict(R.get(key))} |")
     grid = R.get("grid")
-    if grid:
-        measured = [v for v in grid.values() if v["statuses"] == [200]]
-        over = [v for v in measured if v["p99"] > GRID_P99_MS]
-        worst = max((v["p99"] for v in measured), default=None)
-        skipped = len(grid) - len(measured)
-        lines.append(f"| {big_label} rows: every grid point's p99 ≤ {GRID_P99_MS:.0f} ms | "
-                     f"{len(measured) - len(over)} of {len(grid)} points within; worst p99 {n(worst, '.1f')} ms"
-                     f"{f'; {skipped} points not answered 200' if skipped else ''} | {verdict(not over and not skipped)} |")
-    else:
-        lines.append(f"| {big_label} rows: every grid point's p99 ≤ {GRID_P99_MS:.0f} ms | — | — |")
-    grid = R.get("grid_random")
-    if grid:
-        measured = [v for v in grid.values() if v["statuses"] == [200]]
-        over = [v for v in measured if v["p99"] > GRID_P99_MS]
-        worst = max((v["p99"] for v in measured), default=None)
-        skipped = len(grid) - len(measured)
-        lines.append(f"| … the same on uniformly random data, straight after `import-movies` | "
-                     f"{len(measured) - len(over)} of {len(grid)} points within; worst p99 {n(worst, '.1f')} ms"
-                     f"{f'; {skipped} points not answered 200' if skipped else ''} | {verdict(not over and not skipped)} |")
-    else:
-        lines.append("| … the same on uniformly random data, straight after `import-movies` | — | — |")
     by16, db16 = get(R, (BY_ID, 16)), R.get(("pgbench -S", 16))
     by128, db128 = get(R, (BY_ID, 128)), R.get(("pgbench -S", 128))
     tuned16, tuned128 = get(R, ("tuned", 16)), get(R, ("tuned", 128))
