@@ -391,16 +391,7 @@ fn a_failing_shared_store_is_unavailable_and_admits_nothing() {
     };
     let (test_db, _) = f.db.as_ref().unwrap();
     // Take the function away, as a database that is not migrated would.
-    std::process::Command::new("psql")
-        .args([
-            test_db.dsn.as_str(),
-            "-qc",
-            "DROP FUNCTION myapi.login_budget_reserve_v2",
-        ])
-        .status()
-        .ok()
-        .filter(std::process::ExitStatus::success)
-        .expect("psql drops the function");
+    psql(&test_db.dsn, "DROP FUNCTION myapi.login_budget_reserve_v2");
     let attempt = f.keys.attempt("a@x.io", OWNER);
     match f.budget.reserve(&attempt, None) {
         Err(BudgetError::Store(ServiceError::Unavailable(_))) => {}
@@ -471,7 +462,7 @@ fn round_trip(dsn: &str) -> Duration {
 
 /// Every step at once, from 8 handles (for PostgreSQL: 8 pools, as 8 instances) on a few
 /// shared accounts and networks, with buckets leaking empty and pruned meanwhile: no step
-/// fails (a deadlock would, after PostgreSQL's `deadlock_timeout`).
+/// fails (three deadlocks in a row would: the database retries a step's first two).
 fn all_steps_race_without_failing(store: Store) {
     let Some(f) = Fixture::new(store, |auth| {
         auth.account_failure_refill_secs = 1;
@@ -509,12 +500,12 @@ fn all_steps_race_without_failing(store: Store) {
     println!("{store:?}: {steps} rounds of every step in 3 s on 8 threads, none failed");
 }
 
-/// Buckets that leaked empty are pruned by later reservations, a few at a time.
+/// Buckets that leaked empty are pruned by later reservations, a few at a time. The leak
+/// is simulated by moving every bucket's `empty_at` into the past (as a minute's wait
+/// would), so how fast this machine runs the first loop cannot prune early.
 #[test]
 fn leaked_buckets_are_pruned() {
     let Some(f) = Fixture::new(Store::Postgres, |auth| {
-        auth.account_failure_refill_secs = 1;
-        auth.ip_failure_refill_secs = 1;
         auth.ip_failure_burst = 1000.try_into().unwrap();
     }) else {
         return;
@@ -524,13 +515,74 @@ fn leaked_buckets_are_pruned() {
         f.fail(&format!("stale{i}@x.io"), ip(i), None).unwrap();
     }
     assert_eq!(rows(&dsn), 600);
-    std::thread::sleep(Duration::from_millis(1200));
+    psql(
+        &dsn,
+        "UPDATE myapi.login_budgets SET empty_at = now() - interval '1 second'",
+    );
     for i in 0..100 {
         f.fail("live@x.io", ip(1000 + i % 2), None).unwrap_or(());
     }
     let left = rows(&dsn);
     println!("600 leaked buckets, 100 reservations later: {left} rows");
     assert!(left < 100, "{left} rows left");
+}
+
+/// A step that PostgreSQL picks as a deadlock's victim is retried in the database and
+/// succeeds. The cycle is made on purpose: another transaction holds the client's bucket,
+/// a release takes the account's and waits for the client's, then the other transaction
+/// asks for the account's. The release waited first, so its deadlock check (after
+/// `deadlock_timeout`, 1 s) finds the cycle and fails its attempt; the other transaction
+/// then gets the account, commits, and the retry goes through.
+#[test]
+fn a_deadlocked_step_is_retried() {
+    use myapi_models::diesel::prelude::*;
+    use myapi_models::diesel::{PgConnection, sql_query};
+    let Some(f) = Fixture::new(Store::Postgres, |_| {}) else {
+        return;
+    };
+    let dsn = f.db.as_ref().unwrap().0.dsn.clone();
+    f.fail("a@x.io", OWNER, None).unwrap();
+    let attempt = f.keys.attempt("a@x.io", OWNER);
+    let reservation = f.budget.reserve(&attempt, None).unwrap();
+
+    let mut other = PgConnection::establish(&dsn).unwrap();
+    // The release must be the one to run the deadlock check.
+    sql_query("SET deadlock_timeout = '30s'")
+        .execute(&mut other)
+        .unwrap();
+    sql_query("BEGIN").execute(&mut other).unwrap();
+    // Keys: 'a' (0x61) || account digest, 'c' (0x63) || client.
+    let lock = |conn: &mut PgConnection, which: &str| {
+        sql_query(format!(
+            "SELECT 1 FROM myapi.login_budgets WHERE key {which} '\\x63' FOR UPDATE"
+        ))
+        .execute(conn)
+    };
+    lock(&mut other, ">=").unwrap();
+    let release = {
+        let budget = Arc::clone(&f.budget);
+        std::thread::spawn(move || budget.release(&reservation, Some("stamp")))
+    };
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while psql(&dsn, waiting) != "1" {
+        assert!(Instant::now() < deadline, "the release never waited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    lock(&mut other, "<").unwrap();
+    sql_query("COMMIT").execute(&mut other).unwrap();
+    release.join().unwrap().unwrap();
+}
+
+/// Runs `sql` with psql on `dsn` and returns what it printed, trimmed.
+fn psql(dsn: &str, sql: &str) -> String {
+    let output = std::process::Command::new("psql")
+        .args([dsn, "-XAtqc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(output.status.success(), "{sql}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 fn rows(dsn: &str) -> i64 {

@@ -2,9 +2,11 @@
 //! in [`super::budget`]; the tables and functions in the `login_budgets` migration).
 //!
 //! Each step is one statement on one pooled connection, a call of one of the migration's
-//! functions: a reservation calls `login_budget_reserve_v2`, which locks the account's and the client's rows (account first,
-//! so steps never deadlock), and charges both or neither, so racing reservations from any
-//! number of instances queue on the rows and cannot over-admit. Time is the database's.
+//! functions: a reservation calls `login_budget_reserve_v2`, which locks the account's and
+//! the client's rows (account first, so steps should never deadlock; a step that does is
+//! retried in the database, twice), and charges both or neither, so racing reservations
+//! from any number of instances queue on the rows and cannot over-admit. Time is the
+//! database's.
 //! Rows are UNLOGGED; each reservation deletes the fully leaked ones among 32 rows from a
 //! random key on, so stale rows stay a small share of the table.
 //!
