@@ -316,6 +316,16 @@ impl Default for ConnectionOptions {
     }
 }
 
+/// Opens a PostgreSQL connection, after initialising OpenSSL (libpq's TLS) the way the
+/// `openssl` crate does: without the exit handler that frees OpenSSL's locks. With that
+/// handler, a thread still inside libpq while the process exits (a cache listener waiting
+/// for notifications) took a freed lock and crashed the exit with SIGSEGV. Only the first
+/// initialisation in a process chooses, hence before every connection.
+pub(crate) fn connect_pg(dsn: &str) -> ConnectionResult<PgConnection> {
+    openssl_sys::init();
+    PgConnection::establish(dsn)
+}
+
 /// Opens one connection to the backend `url` names and applies `options`:
 /// `search_path` and `statement_timeout` on PostgreSQL; WAL, `busy_timeout` and
 /// foreign keys on SQLite.
@@ -327,7 +337,7 @@ pub fn establish(
     match url {
         DatabaseUrl::Postgres(dsn) => {
             let dsn = with_connect_timeout(dsn, options.connect_timeout);
-            let mut conn = PgConnection::establish(&dsn).map_err(Error::ConnectionError)?;
+            let mut conn = connect_pg(&dsn).map_err(Error::ConnectionError)?;
             conn.batch_execute(&format!(
                 "SET search_path TO myapi, public; SET statement_timeout = {}",
                 options.statement_timeout.as_millis()

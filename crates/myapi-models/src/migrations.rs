@@ -111,7 +111,7 @@ fn on_server(admin_url: &str, name: &str, statement: &str) -> Result<(), DbError
             "invalid database name `{name}`"
         )));
     }
-    PgConnection::establish(admin_url)
+    crate::connection::connect_pg(admin_url)
         .map_err(|e| DbError::Unavailable(one_line(&e.to_string())))?
         .batch_execute(statement)?;
     Ok(())
