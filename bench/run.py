@@ -620,7 +620,8 @@ def criterion(smoke):
     args += ["--warm-up-time", "1", "--measurement-time", "1" if smoke else "4"]
     run(args, cwd=ROOT)
     results = {}
-    for name in ["token_sign", "token_verify", "argon2/argon2_verify", "movies_query_sqlite_1k"]:
+    for name in ["token_sign", "token_verify", "token_verify_memoised", "argon2/argon2_verify",
+                 "movies_query_sqlite_1k"]:
         estimates = json.loads((TARGET / "criterion" / name / "new" / "estimates.json").read_text())
         results[name.split("/")[-1]] = estimates["mean"]["point_estimate"]  # ns
     return results
@@ -1350,6 +1351,8 @@ def report(R, plan, args, cluster):
         "| benchmark | mean |", "|---|---|",
         f"| token sign (HS256) | {n(micro.get('token_sign', 0) / 1000 if micro else None, '.2f')} µs |",
         f"| token verify (HS256) | {n(micro.get('token_verify', 0) / 1000 if micro else None, '.2f')} µs |",
+        f"| token verify, remembered (a client's repeated token) | "
+        f"{n(micro.get('token_verify_memoised', 0) / 1000 if micro else None, '.2f')} µs |",
         f"| argon2id verify (m=19456 KiB, t=2, p=1) | {n(argon2_ms, '.2f')} ms |",
         f"| movies query on SQLite (1k rows, 50-row page) | "
         f"{n(micro.get('movies_query_sqlite_1k', 0) / 1000 if micro else None, '.1f')} µs |",

@@ -37,6 +37,9 @@ fn tokens(c: &mut Criterion) {
     c.bench_function("token_verify", |b| {
         b.iter(|| signer.verify(black_box(&token)).unwrap())
     });
+    c.bench_function("token_verify_memoised", |b| {
+        b.iter(|| signer.verify_memoised(black_box(&token)).unwrap())
+    });
 }
 
 fn argon2(c: &mut Criterion) {

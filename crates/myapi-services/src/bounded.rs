@@ -1,5 +1,6 @@
 //! The one bounded map behind the login throttle and the caches.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::Instant;
@@ -46,7 +47,10 @@ impl<K: Eq + Hash, V> BoundedMap<K, V> {
         }
     }
 
-    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+    pub(crate) fn get<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.entries.get(key).map(|entry| &entry.value)
     }
 

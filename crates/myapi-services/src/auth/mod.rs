@@ -707,7 +707,7 @@ impl AuthService {
     /// exists with the token's security stamp, from a cache refreshed every
     /// `revocation_cache_ms`.
     pub async fn authenticate(&self, token: &str) -> Result<AuthenticatedUser, ServiceError> {
-        let claims = self.signer.verify(token)?;
+        let claims = self.signer.verify_memoised(token)?;
         let user_id = claims.user_id()?;
         if let Some(cached) = self.cached_user(user_id) {
             return accept(&claims, cached.user.as_ref());
