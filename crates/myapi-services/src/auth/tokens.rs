@@ -18,8 +18,8 @@ use crate::secrets::random_id;
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
 
-/// How many verified tokens [`TokenSigner::verify_memoised`] keeps: a few KiB per thousand
-/// clients, since each keeps using its one token until it expires.
+/// How many verified tokens [`TokenSigner::verify_memoised`] keeps, each about 1 KiB (its
+/// text and its claims): at most ~4 MiB, reached only with that many clients at once.
 const MEMOISED_TOKENS: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
