@@ -230,6 +230,11 @@ struct TallyKey {
 #[derive(Debug, Default)]
 struct Tally {
     counts: Mutex<HashMap<TallyKey, u32>>,
+    /// Held for a whole flush, so flushes run one at a time: the stop's flush, or a read of
+    /// the trail, waits for the thread's write under way (and the stop gives up after its
+    /// limit), rather than finding the counts already taken and answering that all is
+    /// written while that write hangs on a database that stopped answering.
+    writing: Mutex<()>,
 }
 
 impl Tally {
@@ -250,6 +255,7 @@ impl Tally {
     /// Writes the counts of minutes before `before` (all of them with `None`). What cannot
     /// be written is counted again.
     fn flush(&self, data: &AuditDataManager, before: Option<i64>) -> Result<(), ServiceError> {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let taken: Vec<(TallyKey, u32)> = {
             let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
             let due: Vec<TallyKey> = counts
