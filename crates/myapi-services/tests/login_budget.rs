@@ -530,24 +530,33 @@ fn leaked_buckets_are_pruned() {
 /// A step that PostgreSQL picks as a deadlock's victim is retried in the database and
 /// succeeds. The cycle is made on purpose: another transaction holds the client's bucket,
 /// a release takes the account's and waits for the client's, then the other transaction
-/// asks for the account's. The release waited first, so its deadlock check (after
-/// `deadlock_timeout`, 1 s) finds the cycle and fails its attempt; the other transaction
-/// then gets the account, commits, and the retry goes through.
+/// asks for the account's. The release waited first, so its one deadlock check (after the
+/// database's `deadlock_timeout`: 2 s here, under the pool's 5 s statement timeout, so a
+/// slow machine still asks in time) finds the cycle and fails its attempt; the other
+/// transaction then gets the account, commits, and the retry goes through.
 #[test]
 fn a_deadlocked_step_is_retried() {
     use myapi_models::diesel::prelude::*;
-    use myapi_models::diesel::{PgConnection, sql_query};
+    use myapi_models::diesel::{PgConnection, dsl::sql, sql_query, sql_types::BigInt};
     let Some(f) = Fixture::new(Store::Postgres, |_| {}) else {
         return;
     };
     let dsn = f.db.as_ref().unwrap().0.dsn.clone();
+    psql(
+        &dsn,
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET deadlock_timeout = ''2s''', \
+         current_database()); END $$",
+    );
+    // A pool of its own, opened after the setting: its sessions have it.
+    let budget = f.instance();
     f.fail("a@x.io", OWNER, None).unwrap();
-    let attempt = f.keys.attempt("a@x.io", OWNER);
-    let reservation = f.budget.reserve(&attempt, None).unwrap();
+    let reservation = budget
+        .reserve(&f.keys.attempt("a@x.io", OWNER), None)
+        .unwrap();
 
     let mut other = PgConnection::establish(&dsn).unwrap();
     // The release must be the one to run the deadlock check.
-    sql_query("SET deadlock_timeout = '30s'")
+    sql_query("SET deadlock_timeout = '60s'")
         .execute(&mut other)
         .unwrap();
     sql_query("BEGIN").execute(&mut other).unwrap();
@@ -559,18 +568,25 @@ fn a_deadlocked_step_is_retried() {
         .execute(conn)
     };
     lock(&mut other, ">=").unwrap();
-    let release = {
-        let budget = Arc::clone(&f.budget);
-        std::thread::spawn(move || budget.release(&reservation, Some("stamp")))
-    };
-    let waiting = "SELECT count(*) FROM pg_stat_activity \
-                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let release = std::thread::spawn(move || budget.release(&reservation, Some("stamp")));
+    let mut watcher = PgConnection::establish(&dsn).unwrap();
+    let waiting = sql::<BigInt>(
+        "(SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock')",
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while psql(&dsn, waiting) != "1" {
+    while myapi_models::diesel::select(waiting.clone()).get_result::<i64>(&mut watcher) != Ok(1) {
         assert!(Instant::now() < deadline, "the release never waited");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    let asked = Instant::now();
     lock(&mut other, "<").unwrap();
+    // Granted only once the release's attempt gave the account back: there was a cycle.
+    assert!(
+        asked.elapsed() > Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
     sql_query("COMMIT").execute(&mut other).unwrap();
     release.join().unwrap().unwrap();
 }
