@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub(crate) use data::user_id_of;
@@ -230,10 +230,10 @@ struct TallyKey {
 #[derive(Debug, Default)]
 struct Tally {
     counts: Mutex<HashMap<TallyKey, u32>>,
-    /// Held for a whole flush, so flushes run one at a time: the stop's flush, or a read of
-    /// the trail, waits for the thread's write under way (and the stop gives up after its
-    /// limit), rather than finding the counts already taken and answering that all is
-    /// written while that write hangs on a database that stopped answering.
+    /// Held for a whole flush, so flushes run one at a time: the stop's flush waits for the
+    /// thread's write under way (and gives up after its limit), rather than finding the
+    /// counts already taken and answering that all is written while that write hangs on a
+    /// database that stopped answering.
     writing: Mutex<()>,
 }
 
@@ -254,8 +254,23 @@ impl Tally {
 
     /// Writes the counts of minutes before `before` (all of them with `None`). What cannot
     /// be written is counted again.
-    fn flush(&self, data: &AuditDataManager, before: Option<i64>) -> Result<(), ServiceError> {
-        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Writes the counts of minutes before `before` (all with `None`). When another flush is
+    /// under way, waits for it if `wait` (the stop), or else leaves the counts to it (a
+    /// read of the trail, which must not queue behind a write that may hang).
+    fn flush(
+        &self,
+        data: &AuditDataManager,
+        before: Option<i64>,
+        wait: bool,
+    ) -> Result<(), ServiceError> {
+        let _writing = match self.writing.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) if !wait => return Ok(()),
+            Err(TryLockError::WouldBlock) => {
+                self.writing.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+        };
         let taken: Vec<(TallyKey, u32)> = {
             let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
             let due: Vec<TallyKey> = counts
@@ -302,7 +317,8 @@ fn run_flusher(tally: Arc<Tally>, data: AuditDataManager) {
         std::thread::sleep(FLUSH_EVERY);
         let last = Arc::strong_count(&tally) == 1;
         let before = (!last).then(|| minute_of(unix_now()));
-        if let Err(error) = tally.flush(&data, before) {
+        // While a read of the trail or the stop is writing, this round leaves it to them.
+        if let Err(error) = tally.flush(&data, before, last) {
             log::warn!(target: "audit", "throttled answers not written yet: {}", crate::error_chain(&error));
         }
         if last {
@@ -366,15 +382,15 @@ impl AuditService {
         self.throttled.add(minute, answer, network, 1);
     }
 
-    /// Writes every throttled answer counted so far (blocking).
+    /// Writes every throttled answer counted so far, after any write under way (blocking).
     pub fn flush_throttled(&self) -> Result<(), ServiceError> {
-        self.throttled.flush(&self.data, None)
+        self.throttled.flush(&self.data, None, true)
     }
 
     /// One page of events by id, with what this process has counted written first
     /// (blocking).
     pub fn page(&self, query: &AuditQuery) -> Result<AuditPage, ServiceError> {
-        self.flush_throttled()?;
+        self.throttled.flush(&self.data, None, false)?;
         let filter = AuditFilter {
             after: query.after,
             subject_user_id: query.user,
