@@ -24,24 +24,25 @@ fn exiting_while_threads_talk_tls_to_postgresql_is_clean() {
     if let Ok(url) = std::env::var(CHILD) {
         exit_under_busy_sessions(&url);
     }
-    let url = format!("{}?sslmode=require", support::admin_url());
+    let admin = support::admin_url();
+    let separator = if admin.contains('?') { '&' } else { '?' };
+    let url = format!("{admin}{separator}sslmode=require");
     if let Err(error) = establish(&DatabaseUrl::parse(&url).unwrap(), &Default::default()) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "no TLS session with PostgreSQL: {error}"
-        );
+        assert!(!support::in_ci(), "no TLS session with PostgreSQL: {error}");
         eprintln!("skipped: no TLS session with PostgreSQL: {error}");
         return;
     }
     for round in 0..10 {
-        let status = Command::new(std::env::current_exe().unwrap())
+        let child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", NAME, "--test-threads", "1", "--quiet"])
             .env(CHILD, &url)
-            .status()
+            .output()
             .unwrap();
         assert!(
-            status.success(),
-            "round {round}: the child ended with {status}"
+            child.status.success(),
+            "round {round}: the child ended with {}: {}",
+            child.status,
+            String::from_utf8_lossy(&child.stderr)
         );
     }
 }
