@@ -1,7 +1,7 @@
 //! HS256 access tokens: issue and verify, with `kid`, `exp`, `iss`, `aud` and `sub` enforced.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -169,33 +169,28 @@ impl TokenSigner {
     /// expired since. Failures are not kept: a forged token costs its sender a full check.
     pub fn verify_memoised(&self, token: &str) -> Result<Arc<Claims>, ServiceError> {
         let known = self.memo().get(token).cloned();
-        let claims = match known {
-            Some(claims) => claims,
-            None => {
-                let claims = Arc::new(self.verify(token)?);
-                let now = unix_secs();
-                self.memo().insert(
-                    token.into(),
-                    Arc::clone(&claims),
-                    Instant::now(),
-                    |claims| {
-                        if expired(claims, now) {
-                            Retention::Expired
-                        } else {
-                            Retention::Normal
-                        }
-                    },
-                );
-                return Ok(claims);
+        if let Some(claims) = known {
+            return if expired(&claims, unix_secs()) {
+                Err(ServiceError::InvalidToken("token expired"))
+            } else {
+                Ok(claims)
+            };
+        }
+        let claims = Arc::new(self.verify(token)?);
+        let now = unix_secs();
+        let retention = |claims: &Arc<Claims>| {
+            if expired(claims, now) {
+                Retention::Expired
+            } else {
+                Retention::Normal
             }
         };
-        if expired(&claims, unix_secs()) {
-            return Err(ServiceError::InvalidToken("token expired"));
-        }
+        self.memo()
+            .insert(token.into(), Arc::clone(&claims), Instant::now(), retention);
         Ok(claims)
     }
 
-    fn memo(&self) -> std::sync::MutexGuard<'_, BoundedMap<Box<str>, Arc<Claims>>> {
+    fn memo(&self) -> MutexGuard<'_, BoundedMap<Box<str>, Arc<Claims>>> {
         self.verified.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
