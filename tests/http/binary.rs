@@ -302,6 +302,71 @@ fn bad_proxy_and_cors_settings_fail_with_one_line() {
     }
 }
 
+/// The server's resident memory, in KiB.
+fn resident_kib(child: &Child) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A password check needs `auth.argon2_memory_kib` (19 MiB by default); the hashing threads
+/// free it when logins stop, so a server that has answered a login goes back to about its
+/// size before.
+#[tokio::test]
+async fn a_login_leaves_no_hashing_memory_behind() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let (mut child, port, _log) = start(&db);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let services = {
+        let mut settings = db.settings();
+        settings.database.run_migrations = false;
+        tokio::task::spawn_blocking(move || myapi_services::Services::build(&settings, false))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    tokio::task::spawn_blocking(move || {
+        services.auth.create_user(
+            "Memory",
+            "memory@example.com",
+            "Memory-Passw0rd-1".into(),
+            myapi_services::auth::Role::Reader,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let before = resident_kib(&child);
+    let form = [
+        ("username", "memory@example.com"),
+        ("password", "Memory-Passw0rd-1"),
+    ];
+    let login = client
+        .post(format!("{base}/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    // Half the working memory: the check's own allocations stay far below it.
+    let limit = before + 19_456 / 2;
+    // A second without a login, and time for a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = resident_kib(&child);
+    while after > limit && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = resident_kib(&child);
+    }
+    assert!(
+        after <= limit,
+        "resident {before} KiB before the login, {after} KiB after"
+    );
+    assert!(terminate(&mut child).success());
+}
+
 #[tokio::test]
 async fn the_access_log_names_the_forwarded_client() {
     let db = TestDb::new(Backend::Sqlite).unwrap();

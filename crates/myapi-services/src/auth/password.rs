@@ -1,10 +1,9 @@
 //! Argon2id hashing with configurable parameters, and the gate that bounds how many
 //! hashes run at once (each holds `argon2_memory_kib` of memory).
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -16,9 +15,8 @@ use crate::{ServiceError, request_context};
 
 /// Hashes and verifies passwords as argon2id PHC strings.
 ///
-/// The argon2 working memory (`argon2_memory_kib`) is kept per thread and reused, instead
-/// of being allocated for every hash: the allocator would otherwise keep freed 19 MiB
-/// buffers in many arenas and the process would grow by hundreds of MiB under a login storm.
+/// The argon2 working memory (`argon2_memory_kib`) is reused while hashes keep coming,
+/// instead of being allocated for every hash ([`SPARE_MEMORY`]).
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
@@ -28,9 +26,18 @@ pub struct PasswordHasher {
 /// Largest stored `m` accepted when verifying (a corrupt hash must not allocate gigabytes).
 const MAX_VERIFY_MEMORY_KIB: u32 = 1 << 20;
 
-thread_local! {
-    /// This thread's argon2 working memory, grown on first use and then reused.
-    static WORKING_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+/// Argon2 working memory that finished hashes left for the next ones: at most one buffer
+/// per thread that hashed at the same time. The hashing threads free it all once no hash
+/// has come for [`RELEASE_AFTER`], so an idle server holds none.
+static SPARE_MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+fn spare_memory() -> MutexGuard<'static, Vec<Vec<Block>>> {
+    SPARE_MEMORY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn free_spare_memory() {
+    let spare = std::mem::take(&mut *spare_memory());
+    drop(spare); // outside the lock
 }
 
 /// A random 16-byte salt.
@@ -42,7 +49,7 @@ fn hashing_failed(error: impl std::fmt::Display) -> ServiceError {
     ServiceError::internal("password hashing failed", error.to_string())
 }
 
-/// Runs argon2 into `out` using this thread's reusable working memory.
+/// Runs argon2 into `out`, in spare working memory if there is some.
 fn hash_into(
     argon2: &Argon2<'_>,
     params: &Params,
@@ -50,13 +57,14 @@ fn hash_into(
     salt: &[u8],
     out: &mut [u8],
 ) -> Result<(), argon2::Error> {
-    WORKING_MEMORY.with_borrow_mut(|blocks| {
-        let needed = params.block_count();
-        if blocks.len() < needed {
-            blocks.resize(needed, Block::default());
-        }
-        argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
-    })
+    let mut blocks = spare_memory().pop().unwrap_or_default();
+    let needed = params.block_count();
+    if blocks.len() < needed {
+        blocks.resize(needed, Block::default());
+    }
+    let hashed = argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed]);
+    spare_memory().push(blocks);
+    hashed
 }
 
 impl PasswordHasher {
@@ -195,8 +203,8 @@ impl CheckTimes {
 /// hashes waiting. Admission ([`HashPool::try_admit`]) never blocks, so an overloaded server
 /// says 503 at once, and waiting callers hold no thread: they await a channel.
 ///
-/// Dedicated threads also bound memory: each argon2 hash allocates `argon2_memory_kib`, and
-/// the allocator keeps that per thread, so only `concurrency` such buffers ever exist.
+/// Dedicated threads also bound memory: each argon2 hash needs `argon2_memory_kib`, so
+/// only `concurrency` such buffers are ever in use, and kept ([`SPARE_MEMORY`]).
 #[derive(Debug)]
 pub struct HashPool {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -205,6 +213,9 @@ pub struct HashPool {
 }
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// A hashing thread that has waited this long for a hash frees the spare working memory.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 impl HashPool {
     /// Gauge: logins admitted here, waiting for a hashing thread or holding one (at most
@@ -225,13 +236,14 @@ impl HashPool {
                         let job = receiver
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .recv();
+                            .recv_timeout(RELEASE_AFTER);
                         match job {
                             // A panicking job must not take the thread down with it.
                             Ok(job) => {
                                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                             }
-                            Err(_) => break,
+                            Err(mpsc::RecvTimeoutError::Timeout) => free_spare_memory(),
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         }
                     }
                 });
