@@ -7,15 +7,6 @@ use myapi_services::SettingsSource;
 use myapi_web::lifecycle::StopSignals;
 use myapi_web::{Application, LogSettings, MetricsSettings, ServerSettings, Stopped, logging};
 
-/// jemalloc, not the C library's allocator: glibc's malloc keeps memory freed inside its
-/// per-thread arenas resident, so the read cache's evictions under a flood of distinct
-/// queries left the process about half as large again as the cache's own count; and once
-/// it has unmapped one buffer the size of argon2's working memory it serves the next from
-/// its heap, where a free keeps it. jemalloc returns both to the operating system.
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     let settings = SettingsSource::load().and_then(|source| {
         let log = LogSettings::from_source(&source)?;
