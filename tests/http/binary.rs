@@ -344,26 +344,30 @@ async fn a_login_leaves_no_hashing_memory_behind() {
         ("username", "memory@example.com"),
         ("password", "Memory-Passw0rd-1"),
     ];
-    let login = client
-        .post(format!("{base}/token"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
     // Half the working memory: the check's own allocations stay far below it.
     let limit = before + 19_456 / 2;
-    // A second without a login, and time for a busy machine.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut after = resident_kib(&child);
-    while after > limit && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        after = resident_kib(&child);
+    // Several times: glibc serves a buffer freed once from its heap the next time, where a
+    // free would keep it.
+    for login in 1..=3 {
+        let response = client
+            .post(format!("{base}/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        // A second without a login, and time for a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut after = resident_kib(&child);
+        while after > limit && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            after = resident_kib(&child);
+        }
+        assert!(
+            after <= limit,
+            "resident {before} KiB before the first login, {after} KiB after login {login}"
+        );
     }
-    assert!(
-        after <= limit,
-        "resident {before} KiB before the login, {after} KiB after"
-    );
     assert!(terminate(&mut child).success());
 }
 

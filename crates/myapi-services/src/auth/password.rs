@@ -31,6 +31,14 @@ const MAX_VERIFY_MEMORY_KIB: u32 = 1 << 20;
 /// has come for [`RELEASE_AFTER`], so an idle server holds none.
 static SPARE_MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
+/// Working memory is reserved at least this large (32 MiB and a block, of which only the
+/// blocks argon2 uses are ever touched), so that freeing it returns it to the operating
+/// system. glibc's malloc maps a block of its own only for requests above a threshold that
+/// each freed mapping of up to 32 MiB raises to its own size: a 19 MiB buffer freed once
+/// would come from a heap the next time, where a free leaves it resident, and one more such
+/// buffer would stay with each later login.
+const RESERVED_BLOCKS: usize = (32 << 20) / size_of::<Block>() + 1;
+
 fn spare_memory() -> MutexGuard<'static, Vec<Vec<Block>>> {
     SPARE_MEMORY.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -60,6 +68,7 @@ fn hash_into(
     let mut blocks = spare_memory().pop().unwrap_or_default();
     let needed = params.block_count();
     if blocks.len() < needed {
+        blocks.reserve_exact(needed.max(RESERVED_BLOCKS) - blocks.len());
         blocks.resize(needed, Block::default());
     }
     let hashed = argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed]);
