@@ -318,25 +318,7 @@ async fn a_login_leaves_no_hashing_memory_behind() {
     let (mut child, port, _log) = start(&db);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let services = {
-        let mut settings = db.settings();
-        settings.database.run_migrations = false;
-        tokio::task::spawn_blocking(move || myapi_services::Services::build(&settings, false))
-            .await
-            .unwrap()
-            .unwrap()
-    };
-    tokio::task::spawn_blocking(move || {
-        services.auth.create_user(
-            "Memory",
-            "memory@example.com",
-            "Memory-Passw0rd-1".into(),
-            myapi_services::auth::Role::Reader,
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    create_user(&db, "memory@example.com", "Memory-Passw0rd-1").await;
     let health = client.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let before = resident_kib(&child);
@@ -392,6 +374,26 @@ async fn the_access_log_names_the_forwarded_client() {
         .collect();
     assert_eq!(access.len(), 1, "{lines:#?}");
     assert!(access[0].contains("] 203.0.113.7 \"GET"), "{}", access[0]);
+}
+
+/// Creates a reader `email` with `password` through the service tier, as `myapi-cli
+/// create-user` does, for a server started on `db`.
+pub(crate) async fn create_user(db: &TestDb, email: &str, password: &str) {
+    let mut settings = db.settings();
+    settings.database.run_migrations = false;
+    let (email, password) = (email.to_owned(), password.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let services = myapi_services::Services::build(&settings, false).unwrap();
+        services.auth.create_user(
+            "Created",
+            &email,
+            password,
+            myapi_services::auth::Role::Reader,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
 }
 
 /// Starts the binary with the test settings (see [`start_command`]).
@@ -467,26 +469,8 @@ async fn logs_never_carry_secrets_and_sigterm_stops_cleanly() {
         let (mut child, port, log) = start(&db);
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
-        let services = {
-            let mut settings = db.settings();
-            settings.database.run_migrations = false;
-            tokio::task::spawn_blocking(move || myapi_services::Services::build(&settings, false))
-                .await
-                .unwrap()
-                .unwrap()
-        };
         let password = "Sup3r-Secret-Passw0rd";
-        tokio::task::spawn_blocking(move || {
-            services.auth.create_user(
-                "Log",
-                "log@example.com",
-                password.into(),
-                myapi_services::auth::Role::Reader,
-            )
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        create_user(&db, "log@example.com", password).await;
         let form = [
             ("grant_type", "password"),
             ("username", "log@example.com"),

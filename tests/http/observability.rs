@@ -6,7 +6,7 @@ use std::process::{Child, Command};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use crate::binary::{one_line_failure, server, start_command, terminate};
+use crate::binary::{create_user, one_line_failure, server, start_command, terminate};
 use crate::support::{Backend, TestDb, in_ci};
 
 const PASSWORD: &str = "correct-horse-battery";
@@ -30,25 +30,6 @@ fn start_with_metrics(mut command: Command) -> (Child, String, String, Receiver<
         format!("http://{metrics}/metrics"),
         log,
     )
-}
-
-/// Creates `email` through the service tier, as `myapi-cli create-user` does.
-async fn create_user(db: &TestDb, email: &str) {
-    let mut settings = db.settings();
-    settings.database.run_migrations = false;
-    let email = email.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let services = myapi_services::Services::build(&settings, false).unwrap();
-        services.auth.create_user(
-            "Observed",
-            &email,
-            PASSWORD.into(),
-            myapi_services::auth::Role::Reader,
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
 }
 
 fn login_form(email: &str, password: &str) -> Vec<(&'static str, String)> {
@@ -87,7 +68,7 @@ async fn metrics_are_served_on_their_own_listener_in_prometheus_format() {
             continue;
         };
         let (mut child, base, metrics_url, _log) = start_with_metrics(server(&db));
-        create_user(&db, "metrics@example.com").await;
+        create_user(&db, "metrics@example.com", PASSWORD).await;
         let client = reqwest::Client::new();
         let status = |response: reqwest::Response| response.status().as_u16();
         let get = |path: &str| client.get(format!("{base}{path}")).send();
@@ -388,7 +369,7 @@ async fn json_logs_carry_the_request_id_on_every_line_a_request_causes() {
         }
 
         // A refresh token used again: the warning is logged while the request is served.
-        create_user(&db, "json@example.com").await;
+        create_user(&db, "json@example.com", PASSWORD).await;
         let login = client
             .post(format!("{base}/token"))
             .form(&login_form("json@example.com", PASSWORD))
