@@ -453,11 +453,7 @@ impl AuthService {
                 .as_ref()
                 .map_or(&*dummy_hash, |u| u.hashed_password.as_str());
             let outdated = hasher.needs_rehash(stored);
-            let timed = |phc: &str| {
-                let started = Instant::now();
-                let matched = hasher.verify(&password, phc);
-                (matched, started.elapsed())
-            };
+            let timed = |phc: &str| hasher.verify_timed(&password, phc);
             let (matched, took) = timed(stored);
             let pad = if outdated {
                 // With nothing to compare with yet, time a current check now.

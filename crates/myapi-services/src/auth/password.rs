@@ -1,10 +1,11 @@
 //! Argon2id hashing with configurable parameters, and the gate that bounds how many
 //! hashes run at once (each holds `argon2_memory_kib` of memory).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -16,7 +17,7 @@ use crate::{ServiceError, request_context};
 /// Hashes and verifies passwords as argon2id PHC strings.
 ///
 /// The argon2 working memory (`argon2_memory_kib`) is reused while hashes keep coming,
-/// instead of being allocated for every hash ([`SPARE_MEMORY`]).
+/// instead of being allocated for every hash ([`WORKING_MEMORY`]).
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
@@ -26,10 +27,12 @@ pub struct PasswordHasher {
 /// Largest stored `m` accepted when verifying (a corrupt hash must not allocate gigabytes).
 const MAX_VERIFY_MEMORY_KIB: u32 = 1 << 20;
 
-/// Argon2 working memory that finished hashes left for the next ones: at most one buffer
-/// per thread that hashed at the same time. The hashing threads free it all once no hash
-/// has come for [`RELEASE_AFTER`], so an idle server holds none.
-static SPARE_MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+thread_local! {
+    /// This thread's argon2 working memory, kept for its next hash. A hashing thread
+    /// ([`HashPool`]) frees it once no hash has come for [`RELEASE_AFTER`], so an idle
+    /// server holds none; another thread that hashed (the CLI) keeps it until it ends.
+    static WORKING_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Working memory is reserved at least this large (32 MiB and a block, of which only the
 /// blocks argon2 uses are ever touched), so that freeing it returns it to the operating
@@ -38,15 +41,6 @@ static SPARE_MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 /// would come from a heap the next time, where a free leaves it resident, and one more such
 /// buffer would stay with each later login.
 const RESERVED_BLOCKS: usize = (32 << 20) / size_of::<Block>() + 1;
-
-fn spare_memory() -> MutexGuard<'static, Vec<Vec<Block>>> {
-    SPARE_MEMORY.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn free_spare_memory() {
-    let spare = std::mem::take(&mut *spare_memory());
-    drop(spare); // outside the lock
-}
 
 /// A random 16-byte salt.
 fn new_salt() -> Result<SaltString, ServiceError> {
@@ -57,23 +51,28 @@ fn hashing_failed(error: impl std::fmt::Display) -> ServiceError {
     ServiceError::internal("password hashing failed", error.to_string())
 }
 
-/// Runs argon2 into `out`, in spare working memory if there is some.
+/// Runs argon2 into `out`, in this thread's working memory, grown first to at least
+/// `min_blocks`. Returns how long the hash itself took, without getting the memory.
 fn hash_into(
     argon2: &Argon2<'_>,
     params: &Params,
+    min_blocks: usize,
     password: &[u8],
     salt: &[u8],
     out: &mut [u8],
-) -> Result<(), argon2::Error> {
-    let mut blocks = spare_memory().pop().unwrap_or_default();
-    let needed = params.block_count();
-    if blocks.len() < needed {
-        blocks.reserve_exact(needed.max(RESERVED_BLOCKS) - blocks.len());
-        blocks.resize(needed, Block::default());
-    }
-    let hashed = argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed]);
-    spare_memory().push(blocks);
-    hashed
+) -> Result<Duration, argon2::Error> {
+    WORKING_MEMORY.with_borrow_mut(|blocks| {
+        let needed = params.block_count();
+        let wanted = needed.max(min_blocks);
+        if blocks.len() < wanted {
+            blocks.reserve_exact(wanted.max(RESERVED_BLOCKS) - blocks.len());
+            blocks.resize(wanted, Block::default());
+        }
+        let started = Instant::now();
+        argon2
+            .hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
+            .map(|()| started.elapsed())
+    })
 }
 
 impl PasswordHasher {
@@ -93,6 +92,7 @@ impl PasswordHasher {
         hash_into(
             &self.argon2,
             &self.params,
+            0,
             password.as_bytes(),
             salt_bytes,
             &mut out,
@@ -123,16 +123,25 @@ impl PasswordHasher {
     /// Whether `password` matches `phc` (compared in constant time); an unparsable hash
     /// never matches.
     pub fn verify(&self, password: &str, phc: &str) -> bool {
-        match Self::verify_phc(password, phc) {
-            Ok(matches) => matches,
+        self.verify_timed(password, phc).0
+    }
+
+    /// [`verify`](Self::verify), and how long the hash itself took. Working memory for the
+    /// current parameters is got first and not timed, also for an older, smaller hash: after
+    /// an idle second it is allocated afresh ([`RELEASE_AFTER`]), and that must cost every
+    /// kind of check alike, while the time returned, which checks against older hashes are
+    /// padded to, stays that of hashing alone.
+    pub fn verify_timed(&self, password: &str, phc: &str) -> (bool, Duration) {
+        match self.verify_phc(password, phc) {
+            Ok(verified) => verified,
             Err(error) => {
                 log::error!("stored password hash cannot be used: {error}");
-                false
+                (false, Duration::ZERO)
             }
         }
     }
 
-    fn verify_phc(password: &str, phc: &str) -> Result<bool, String> {
+    fn verify_phc(&self, password: &str, phc: &str) -> Result<(bool, Duration), String> {
         let hash = PasswordHash::new(phc).map_err(|e| e.to_string())?;
         let expected = hash.hash.ok_or("no hash")?;
         let params = Params::try_from(&hash).map_err(|e| e.to_string())?;
@@ -155,10 +164,20 @@ impl PasswordHasher {
             .map_err(|e| e.to_string())?;
         let mut out = vec![0u8; expected.len()];
         let argon2 = Argon2::new(algorithm, version, params.clone());
-        hash_into(&argon2, &params, password.as_bytes(), salt, &mut out)
-            .map_err(|e| e.to_string())?;
+        let took = hash_into(
+            &argon2,
+            &params,
+            self.params.block_count(),
+            password.as_bytes(),
+            salt,
+            &mut out,
+        )
+        .map_err(|e| e.to_string())?;
         // `Output`'s equality is constant-time.
-        Ok(Output::new(&out).map_err(|e| e.to_string())? == expected)
+        Ok((
+            Output::new(&out).map_err(|e| e.to_string())? == expected,
+            took,
+        ))
     }
 
     /// Whether `phc` was made with other parameters than the current ones.
@@ -213,17 +232,17 @@ impl CheckTimes {
 /// says 503 at once, and waiting callers hold no thread: they await a channel.
 ///
 /// Dedicated threads also bound memory: each argon2 hash needs `argon2_memory_kib`, so
-/// only `concurrency` such buffers are ever in use, and kept ([`SPARE_MEMORY`]).
+/// only `concurrency` such buffers are ever in use, and kept ([`WORKING_MEMORY`]).
 #[derive(Debug)]
 pub struct HashPool {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: crossbeam_channel::Sender<Job>,
     admitted: Arc<AtomicUsize>,
     capacity: usize,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A hashing thread that has waited this long for a hash frees the spare working memory.
+/// A hashing thread that has waited this long for a hash frees its working memory.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 impl HashPool {
@@ -234,25 +253,22 @@ impl HashPool {
     /// Starts `concurrency` hashing threads with `queue` waiting places.
     pub fn new(concurrency: usize, queue: usize) -> Arc<Self> {
         let concurrency = concurrency.max(1);
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
         for index in 0..concurrency {
-            let receiver = Arc::clone(&receiver);
+            let receiver = receiver.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("myapi-hash-{index}"))
                 .spawn(move || {
                     loop {
-                        let job = receiver
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .recv_timeout(RELEASE_AFTER);
-                        match job {
+                        match receiver.recv_timeout(RELEASE_AFTER) {
                             // A panicking job must not take the thread down with it.
                             Ok(job) => {
                                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                             }
-                            Err(mpsc::RecvTimeoutError::Timeout) => free_spare_memory(),
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                                WORKING_MEMORY.take();
+                            }
+                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                         }
                     }
                 });
@@ -261,7 +277,7 @@ impl HashPool {
             }
         }
         Arc::new(Self {
-            jobs: Mutex::new(sender),
+            jobs: sender,
             admitted: Arc::default(),
             capacity: concurrency + queue,
         })
@@ -302,8 +318,6 @@ impl HashTicket {
             let _ = sender.send(work());
         });
         pool.jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .send(job)
             .map_err(|e| ServiceError::internal("hashing threads have stopped", e.to_string()))?;
         receiver
