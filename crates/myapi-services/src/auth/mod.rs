@@ -457,11 +457,13 @@ impl AuthService {
             let (matched, took) = timed(stored);
             let pad = if outdated {
                 // With nothing to compare with yet, time a current check now.
-                let typical = check_times.median().unwrap_or_else(|| {
-                    let (_, took) = timed(&dummy_hash);
-                    check_times.record(took);
-                    took
-                });
+                let typical = check_times
+                    .median()
+                    .or_else(|| {
+                        let (_, took) = timed(&dummy_hash);
+                        took.inspect(|&took| check_times.record(took))
+                    })
+                    .unwrap_or_default();
                 // Within 5% either way, as a real check's time varies too.
                 let spread = u64::try_from(typical.as_micros() / 10).unwrap_or(u64::MAX);
                 let jitter = Duration::from_micros(
@@ -469,9 +471,12 @@ impl AuthService {
                 );
                 (typical + jitter)
                     .saturating_sub(Duration::from_micros(spread / 2))
-                    .saturating_sub(took)
+                    .saturating_sub(took.unwrap_or_default())
             } else {
-                check_times.record(took);
+                // Unusable hashes are not timed: their zero would pull the median down.
+                if let Some(took) = took {
+                    check_times.record(took);
+                }
                 Duration::ZERO
             };
             std::thread::sleep(pad);

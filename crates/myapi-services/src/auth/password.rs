@@ -28,9 +28,9 @@ pub struct PasswordHasher {
 const MAX_VERIFY_MEMORY_KIB: u32 = 1 << 20;
 
 thread_local! {
-    /// This thread's argon2 working memory, kept for its next hash. A hashing thread
-    /// ([`HashPool`]) frees it once no hash has come for [`RELEASE_AFTER`], so an idle
-    /// server holds none; another thread that hashed (the CLI) keeps it until it ends.
+    /// This thread's argon2 working memory, kept for its next hash. Hashing threads
+    /// ([`HashPool`]) free theirs once the pool has had no hash for [`RELEASE_AFTER`], so an
+    /// idle server holds none; another thread that hashed (the CLI) keeps it until it ends.
     static WORKING_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -51,23 +51,28 @@ fn hashing_failed(error: impl std::fmt::Display) -> ServiceError {
     ServiceError::internal("password hashing failed", error.to_string())
 }
 
-/// Runs argon2 into `out`, in this thread's working memory, grown first to at least
-/// `min_blocks`. Returns how long the hash itself took, without getting the memory.
+/// Grows this thread's working memory to at least `blocks`.
+fn grow_working_memory(blocks: usize) {
+    WORKING_MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.reserve_exact(blocks.max(RESERVED_BLOCKS) - memory.len());
+            memory.resize(blocks, Block::default());
+        }
+    });
+}
+
+/// Runs argon2 into `out`, in this thread's working memory. Returns how long the hash
+/// itself took, without getting the memory.
 fn hash_into(
     argon2: &Argon2<'_>,
     params: &Params,
-    min_blocks: usize,
     password: &[u8],
     salt: &[u8],
     out: &mut [u8],
 ) -> Result<Duration, argon2::Error> {
+    let needed = params.block_count();
+    grow_working_memory(needed);
     WORKING_MEMORY.with_borrow_mut(|blocks| {
-        let needed = params.block_count();
-        let wanted = needed.max(min_blocks);
-        if blocks.len() < wanted {
-            blocks.reserve_exact(wanted.max(RESERVED_BLOCKS) - blocks.len());
-            blocks.resize(wanted, Block::default());
-        }
         let started = Instant::now();
         argon2
             .hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
@@ -92,7 +97,6 @@ impl PasswordHasher {
         hash_into(
             &self.argon2,
             &self.params,
-            0,
             password.as_bytes(),
             salt_bytes,
             &mut out,
@@ -126,17 +130,19 @@ impl PasswordHasher {
         self.verify_timed(password, phc).0
     }
 
-    /// [`verify`](Self::verify), and how long the hash itself took. Working memory for the
-    /// current parameters is got first and not timed, also for an older, smaller hash: after
-    /// an idle second it is allocated afresh ([`RELEASE_AFTER`]), and that must cost every
-    /// kind of check alike, while the time returned, which checks against older hashes are
-    /// padded to, stays that of hashing alone.
-    pub fn verify_timed(&self, password: &str, phc: &str) -> (bool, Duration) {
+    /// [`verify`](Self::verify), and how long the hash itself took (`None` if `phc` could
+    /// not be used). Working memory for the current parameters is got first and not timed,
+    /// also for an older, smaller or unusable hash: after an idle second it is allocated
+    /// afresh ([`RELEASE_AFTER`]), and that must cost every kind of check alike, while the
+    /// time returned, which checks against older hashes are padded to, stays that of
+    /// hashing alone.
+    pub fn verify_timed(&self, password: &str, phc: &str) -> (bool, Option<Duration>) {
+        grow_working_memory(self.params.block_count());
         match self.verify_phc(password, phc) {
-            Ok(verified) => verified,
+            Ok((matched, took)) => (matched, Some(took)),
             Err(error) => {
                 log::error!("stored password hash cannot be used: {error}");
-                (false, Duration::ZERO)
+                (false, None)
             }
         }
     }
@@ -164,15 +170,8 @@ impl PasswordHasher {
             .map_err(|e| e.to_string())?;
         let mut out = vec![0u8; expected.len()];
         let argon2 = Argon2::new(algorithm, version, params.clone());
-        let took = hash_into(
-            &argon2,
-            &params,
-            self.params.block_count(),
-            password.as_bytes(),
-            salt,
-            &mut out,
-        )
-        .map_err(|e| e.to_string())?;
+        let took = hash_into(&argon2, &params, password.as_bytes(), salt, &mut out)
+            .map_err(|e| e.to_string())?;
         // `Output`'s equality is constant-time.
         Ok((
             Output::new(&out).map_err(|e| e.to_string())? == expected,
@@ -199,7 +198,7 @@ impl PasswordHasher {
 /// How long the last few password checks with the current parameters took. A check
 /// against an older, cheaper hash is padded to their median, so that how long a wrong
 /// password takes does not tell which accounts have old hashes (that is, exist). A median,
-/// so that a first check on a cold thread or one slowed by a burst does not skew it.
+/// so that a check slowed by a burst does not skew it.
 #[derive(Debug, Default)]
 pub struct CheckTimes(Mutex<VecDeque<Duration>>);
 
@@ -242,7 +241,8 @@ pub struct HashPool {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A hashing thread that has waited this long for a hash frees its working memory.
+/// Hashing threads free their working memory once the pool has had no hash for this long
+/// (within twice this after the last hash began).
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 impl HashPool {
@@ -254,24 +254,12 @@ impl HashPool {
     pub fn new(concurrency: usize, queue: usize) -> Arc<Self> {
         let concurrency = concurrency.max(1);
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+        let last_job = Arc::new(Mutex::new(Instant::now()));
         for index in 0..concurrency {
-            let receiver = receiver.clone();
+            let (receiver, last_job) = (receiver.clone(), Arc::clone(&last_job));
             let spawned = std::thread::Builder::new()
                 .name(format!("myapi-hash-{index}"))
-                .spawn(move || {
-                    loop {
-                        match receiver.recv_timeout(RELEASE_AFTER) {
-                            // A panicking job must not take the thread down with it.
-                            Ok(job) => {
-                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                            }
-                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                                WORKING_MEMORY.take();
-                            }
-                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                        }
-                    }
-                });
+                .spawn(move || Self::hash_thread(&receiver, &last_job));
             if let Err(error) = spawned {
                 log::error!("cannot start hashing thread: {error}");
             }
@@ -281,6 +269,39 @@ impl HashPool {
             admitted: Arc::default(),
             capacity: concurrency + queue,
         })
+    }
+
+    /// Runs jobs until the pool is dropped. The channel hands each job to the thread that
+    /// has waited longest, so while hashes keep coming each thread sees gaps of up to
+    /// `concurrency` times theirs: a thread frees its memory only once the whole pool has
+    /// been idle ([`RELEASE_AFTER`]), and then waits without a timeout.
+    fn hash_thread(jobs: &crossbeam_channel::Receiver<Job>, last_job: &Mutex<Instant>) {
+        use crossbeam_channel::RecvTimeoutError;
+        let since_last_job = || {
+            last_job
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+        };
+        loop {
+            let job = if WORKING_MEMORY.with_borrow(Vec::is_empty) {
+                jobs.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                jobs.recv_timeout(RELEASE_AFTER)
+            };
+            match job {
+                Ok(job) => {
+                    *last_job.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                    // A panicking job must not take the thread down with it.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+                Err(RecvTimeoutError::Timeout) if since_last_job() >= RELEASE_AFTER => {
+                    WORKING_MEMORY.take();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
     }
 
     /// A ticket for one hash if there is room, `None` if hashing is saturated. Never blocks.
@@ -396,12 +417,56 @@ mod tests {
     }
 
     #[test]
+    fn every_check_gets_memory_for_current_hashes_before_it_is_timed() {
+        let current = default_hasher();
+        let old = PasswordHasher::new(Params::new(1024, 1, 1, None).unwrap())
+            .hash("pw-12345")
+            .unwrap();
+        let blocks = || WORKING_MEMORY.with_borrow(Vec::len);
+        for (phc, timed) in [(old.as_str(), true), ("not a phc string", false)] {
+            WORKING_MEMORY.take();
+            let (matched, took) = current.verify_timed("pw-12345", phc);
+            assert_eq!((matched, took.is_some()), (timed, timed), "{phc}");
+            assert_eq!(blocks(), 19_456, "{phc}");
+        }
+    }
+
+    #[test]
     fn pool_admits_concurrency_plus_queue() {
         let pool = HashPool::new(2, 1);
         let tickets: Vec<_> = (0..3).map(|_| pool.try_admit().unwrap()).collect();
         assert!(pool.try_admit().is_none());
         drop(tickets);
         assert!(pool.try_admit().is_some());
+    }
+
+    /// Jobs go to whichever thread waits, so with two threads and a job every 0.6 s a thread
+    /// can wait 1.2 s or more between its jobs: past RELEASE_AFTER, but the pool was not
+    /// idle. Each thread finds its memory empty once, at its first job.
+    #[tokio::test]
+    async fn hashing_threads_keep_their_memory_until_the_whole_pool_is_idle() {
+        let pool = HashPool::new(2, 0);
+        let job = || async {
+            let ticket = pool.try_admit().unwrap();
+            ticket
+                .run(|| {
+                    let had = WORKING_MEMORY.with_borrow(Vec::len);
+                    grow_working_memory(8);
+                    (std::thread::current().id(), had)
+                })
+                .await
+                .unwrap()
+        };
+        let mut found = Vec::new();
+        for _ in 0..6 {
+            found.push(job().await);
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        let threads: std::collections::HashSet<_> = found.iter().map(|(id, _)| id).collect();
+        let empty = found.iter().filter(|(_, had)| *had == 0).count();
+        assert_eq!(empty, threads.len(), "{found:?}");
+        std::thread::sleep(RELEASE_AFTER * 2 + Duration::from_millis(500));
+        assert_eq!(job().await.1, 0, "freed once the pool was idle");
     }
 
     #[tokio::test]
