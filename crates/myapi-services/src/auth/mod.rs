@@ -453,14 +453,13 @@ impl AuthService {
                 .as_ref()
                 .map_or(&*dummy_hash, |u| u.hashed_password.as_str());
             let outdated = hasher.needs_rehash(stored);
-            let timed = |phc: &str| hasher.verify_timed(&password, phc);
-            let (matched, took) = timed(stored);
+            let (matched, took) = hasher.verify_timed(&password, stored);
             let pad = if outdated {
                 // With nothing to compare with yet, time a current check now.
                 let typical = check_times
                     .median()
                     .or_else(|| {
-                        let (_, took) = timed(&dummy_hash);
+                        let (_, took) = hasher.verify_timed(&password, &dummy_hash);
                         took.inspect(|&took| check_times.record(took))
                     })
                     .unwrap_or_default();
