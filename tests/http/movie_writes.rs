@@ -742,11 +742,14 @@ both_backends!(racing_patches);
 /// A write that lands between the service's precondition check and its conditional
 /// update — inside `edit`, which runs between the two — is detected every time: a named
 /// version then fails (412), while `*` re-applies the edit to what the other write left.
+/// The writes go through the server's own services, which invalidate its cache before they
+/// return, so the read that follows sees them at once (through another instance it would
+/// wait for the notification).
 async fn a_write_between_check_and_update(db: TestDb) {
     let (app, token) = app_with_editor(db).await;
     let etag = current_etag(&app, &token, "/movies/1").await;
     let version: Version = etag.trim_matches('"').parse().unwrap();
-    let services = app.services.clone();
+    let services = app.served.clone();
     let outcomes = tokio::task::spawn_blocking(move || {
         let id = MovieId(1);
         let mut outcomes = Vec::new();
