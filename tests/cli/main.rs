@@ -789,3 +789,80 @@ fn admin_commands_leave_an_audit_trail() {
         assert_eq!(audit_lines(&db, &[]).len(), 5);
     });
 }
+
+#[test]
+fn purge_idempotency_keys_deletes_only_expired_answers() {
+    use myapi_services::idempotency::{IdempotencyKey, KeyedRequest, StoredResponse};
+
+    each_backend(|db| {
+        let services = myapi_services::Services::build(&db.settings(), true).unwrap();
+        let heat = serde_json::json!({"title": "Heat", "released": 1995, "rating": 8.3});
+        for key in ["old", "new"] {
+            let key = IdempotencyKey::parse(key).unwrap();
+            let request = KeyedRequest::new("1".into(), "POST /movies/", key, b"{}");
+            let stored = |_: &_| {
+                Ok(StoredResponse {
+                    status: 201,
+                    location: None,
+                    etag: None,
+                    body: "{}".into(),
+                })
+            };
+            services
+                .movies
+                .create_once(&heat, &request, stored)
+                .unwrap();
+        }
+        let purged = cli(&db, &["purge-idempotency-keys"], "");
+        assert!(purged.status.success(), "{}", stderr(&purged));
+        assert_eq!(
+            stdout(&purged),
+            "purged 0 idempotency key(s) older than 24 hours\n"
+        );
+
+        // One answer a day and a second old, as an operator's SQL would make it.
+        let age = "UPDATE idempotency_keys SET created_at = created_at - 86401 \
+                   WHERE idempotency_key = 'old'";
+        let aged = match db.dsn.strip_prefix("sqlite://") {
+            Some(path) => Command::new("python3")
+                .args([
+                    "-c",
+                    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+                              c.execute(sys.argv[2]); c.commit()",
+                    path,
+                    age,
+                ])
+                .output()
+                .unwrap(),
+            None => Command::new("psql")
+                .args([db.dsn.as_str(), "-v", "ON_ERROR_STOP=1", "-c"])
+                .arg(age.replace("idempotency_keys", "myapi.idempotency_keys"))
+                .output()
+                .unwrap(),
+        };
+        assert!(aged.status.success(), "{}", stderr(&aged));
+        let purged = cli(&db, &["purge-idempotency-keys"], "");
+        assert_eq!(
+            stdout(&purged),
+            "purged 1 idempotency key(s) older than 24 hours\n"
+        );
+        let purged = cli(&db, &["purge-idempotency-keys"], "");
+        assert_eq!(
+            stdout(&purged),
+            "purged 0 idempotency key(s) older than 24 hours\n"
+        );
+
+        let zero = cli_with(
+            &db,
+            &["purge-idempotency-keys"],
+            &[("MYAPI_IDEMPOTENCY__RETENTION_HOURS", "0")],
+        );
+        assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
+        assert!(
+            stderr(&zero).contains("retention_hours"),
+            "{}",
+            stderr(&zero)
+        );
+        assert_eq!(stderr(&zero).trim().lines().count(), 1, "{}", stderr(&zero));
+    });
+}

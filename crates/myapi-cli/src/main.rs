@@ -107,6 +107,10 @@ enum Command {
     /// Delete audit events older than `audit.retention_days` (MYAPI_AUDIT__RETENTION_DAYS).
     /// Safe to run from cron at any time.
     PurgeAudit,
+    /// Delete the stored answers to `Idempotency-Key` requests older than
+    /// `idempotency.retention_hours` (MYAPI_IDEMPOTENCY__RETENTION_HOURS), which no repeat
+    /// gets any more. Safe to run from cron at any time.
+    PurgeIdempotencyKeys,
     /// Import movies from a CSV file with header `movie_id,title,released,rating`,
     /// all or nothing.
     ImportMovies {
@@ -238,6 +242,7 @@ fn run(command: Command) -> Result<(), Failure> {
             event.as_deref(),
         ),
         Command::PurgeAudit => purge_audit(&settings),
+        Command::PurgeIdempotencyKeys => purge_idempotency_keys(&settings),
         Command::ImportMovies { file, on_existing } => {
             import_movies(&settings, &file, on_existing.into())
         }
@@ -366,6 +371,15 @@ fn purge_audit(settings: &Settings) -> Result<(), Failure> {
         ),
         None => println!("kept every audit event: audit.retention_days is 0"),
     }
+    Ok(())
+}
+
+fn purge_idempotency_keys(settings: &Settings) -> Result<(), Failure> {
+    let purged = connect(settings)?.idempotency.purge()?;
+    println!(
+        "purged {purged} idempotency key(s) older than {} hours",
+        settings.idempotency.retention_hours
+    );
     Ok(())
 }
 

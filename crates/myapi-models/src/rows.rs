@@ -3,7 +3,9 @@
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 
-use crate::schema::{audit_events, movies, refresh_families, refresh_tokens, users};
+use crate::schema::{
+    audit_events, idempotency_keys, movies, refresh_families, refresh_tokens, users,
+};
 
 /// A full `movies` row, read and written as is (also by PostgreSQL `COPY`, which needs
 /// `treat_none_as_default_value = false`).
@@ -111,3 +113,20 @@ pub struct NewAuditEventRow<'a> {
 }
 
 // [xtask] row structs
+
+/// A stored answer to a request sent with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = idempotency_keys)]
+pub struct IdempotencyRow {
+    pub caller: String,
+    pub operation: String,
+    pub idempotency_key: String,
+    /// SHA-256 of the request body, hex.
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub status: i16,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+    pub body: String,
+}

@@ -99,6 +99,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The stored answers to requests sent with an `Idempotency-Key`, per caller and route.
+    idempotency_keys (caller, operation, idempotency_key) {
+        /// The caller's user id.
+        caller -> Text,
+        /// The route, such as `POST /movies/`.
+        operation -> Text,
+        idempotency_key -> Text,
+        /// SHA-256 of the request body, hex.
+        fingerprint -> Text,
+        /// Unix seconds.
+        created_at -> BigInt,
+        status -> SmallInt,
+        location -> Nullable<Text>,
+        etag -> Nullable<Text>,
+        body -> Text,
+    }
+}
+
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 
@@ -110,5 +129,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_families,
     refresh_tokens,
     audit_events,
+    idempotency_keys,
     // [xtask] joinable tables
 );

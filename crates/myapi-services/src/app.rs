@@ -3,6 +3,7 @@
 use crate::audit::AuditService;
 use crate::auth::AuthService;
 use crate::hooks::Hooks;
+use crate::idempotency::IdempotencyService;
 use crate::movies::MovieService;
 use crate::{Database, ServiceError, Settings};
 
@@ -13,6 +14,7 @@ pub struct Services {
     pub auth: AuthService,
     pub movies: MovieService,
     pub audit: AuditService,
+    pub idempotency: IdempotencyService,
     // [xtask] service fields
     /// Where tests pause a service (see [`crate::hooks`]); inert in a release build.
     pub hooks: Hooks,
@@ -34,6 +36,7 @@ impl Services {
             auth: AuthService::new(database.clone(), settings, hooks.clone())?,
             movies: MovieService::new(database.clone(), settings, hooks.clone())?,
             audit: AuditService::new(database.clone(), &settings.audit),
+            idempotency: IdempotencyService::new(database.clone(), &settings.idempotency),
             // [xtask] service constructors
             database,
             hooks,

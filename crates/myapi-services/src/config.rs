@@ -37,6 +37,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub users: UsersSettings,
     pub audit: AuditSettings,
+    pub idempotency: IdempotencySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +173,14 @@ pub struct AuditSettings {
     pub retention_days: u32,
     pub default_page_size: u32,
     pub max_page_size: NonZeroU32,
+}
+
+/// Requests sent with an `Idempotency-Key` (README: Idempotency keys).
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    /// A stored answer is replayed this long; after it the key is free again, and
+    /// `myapi-cli purge-idempotency-keys` deletes it.
+    pub retention_hours: NonZeroU32,
 }
 
 /// A thread count read as a number where 0 means one per core.

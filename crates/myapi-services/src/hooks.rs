@@ -16,6 +16,9 @@ pub enum Point {
     RefreshRotated,
     /// A movie read fetched its movie or page; it has not stored it in the cache yet.
     MovieFetched,
+    /// A create sent with an idempotency key inserted its movie; its answer is not stored
+    /// and its transaction, holding the key, has not committed yet.
+    KeyedMovieInserted,
 }
 
 #[cfg(feature = "test-hooks")]

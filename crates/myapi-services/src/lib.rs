@@ -14,6 +14,7 @@ pub mod config;
 pub mod database;
 mod error;
 pub mod hooks;
+pub mod idempotency;
 pub mod movies;
 pub mod query;
 pub mod request_context;

@@ -13,6 +13,7 @@ use myapi_models::{BigDecimal, DbConnection};
 
 use crate::ServiceError;
 use crate::database::Database;
+use crate::idempotency::{self, Answer, KeyedRequest, StoredResponse};
 
 /// What `RETURNING` reads into a [`VersionedMovieRow`] (MultiConnection cannot return a
 /// `Selectable`).
@@ -95,19 +96,30 @@ impl MovieDataManager {
     /// that `import`, plain SQL or a concurrent `insert` put in.
     pub fn insert(&self, row: &MovieRow) -> Result<VersionedMovieRow, ServiceError> {
         let mut conn = self.db.conn()?;
-        write_locked(&mut conn, |conn| {
-            let largest: Option<i32> = movies::table.select(max(movies::movie_id)).first(conn)?;
-            let movie_id = largest.unwrap_or(0).checked_add(1).ok_or_else(|| {
-                ServiceError::Conflict("no movie id is left: the largest one is taken".into())
-            })?;
-            diesel::insert_into(movies::table)
-                .values(MovieRow {
-                    movie_id,
-                    ..row.clone()
-                })
-                .returning(VERSIONED_COLUMNS)
-                .get_result(conn)
-                .map_err(write_error)
+        write_locked(&mut conn, |conn| insert_next(conn, row))
+    }
+
+    /// [`Self::insert`] once per idempotency key: in one transaction, claims `request`'s
+    /// key (see [`idempotency::claim`]; answers stored before `cutoff` are expired), and
+    /// unless an answer is stored for it, inserts `row` and stores what `respond` makes of
+    /// it. The key is claimed before the table's write lock is taken, so a repeat of a
+    /// running request is refused at once rather than queued behind other writers.
+    pub fn insert_once(
+        &self,
+        row: &MovieRow,
+        request: &KeyedRequest,
+        cutoff: i64,
+        respond: impl FnOnce(&VersionedMovieRow) -> Result<StoredResponse, ServiceError>,
+    ) -> Result<Answer, ServiceError> {
+        let mut conn = self.db.conn()?;
+        write_transaction(&mut conn, |conn| {
+            if let Some(stored) = idempotency::claim(conn, request, cutoff)? {
+                return Ok(Answer::Replayed(stored));
+            }
+            lock_movies(conn)?;
+            let response = respond(&insert_next(conn, row)?)?;
+            idempotency::record(conn, request, &response)?;
+            Ok(Answer::Fresh(response))
         })
     }
 
@@ -419,6 +431,28 @@ fn write_locked<T>(
     conn: &mut DbConnection,
     work: impl FnOnce(&mut DbConnection) -> Result<T, ServiceError>,
 ) -> Result<T, ServiceError> {
+    write_transaction(conn, |conn| {
+        lock_movies(conn)?;
+        work(conn)
+    })
+}
+
+/// The PostgreSQL half of [`write_locked`]'s lock (SQLite's is its `BEGIN IMMEDIATE`).
+fn lock_movies(conn: &mut DbConnection) -> Result<(), ServiceError> {
+    match conn {
+        DbConnection::Pg(pg) => {
+            Ok(pg.batch_execute("LOCK TABLE movies IN SHARE ROW EXCLUSIVE MODE")?)
+        }
+        DbConnection::Sqlite(_) => Ok(()),
+    }
+}
+
+/// Runs `work` in a transaction that, on SQLite, holds the database's write lock from the
+/// start (`BEGIN IMMEDIATE`).
+fn write_transaction<T>(
+    conn: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, ServiceError>,
+) -> Result<T, ServiceError> {
     type Manager = <DbConnection as Connection>::TransactionManager;
     match conn {
         DbConnection::Pg(pg) => AnsiTransactionManager::begin_transaction_sql(pg, "BEGIN")?,
@@ -426,13 +460,7 @@ fn write_locked<T>(
             AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
         }
     }
-    let result = match conn {
-        DbConnection::Pg(pg) => pg
-            .batch_execute("LOCK TABLE movies IN SHARE ROW EXCLUSIVE MODE")
-            .map_err(ServiceError::from),
-        DbConnection::Sqlite(_) => Ok(()),
-    }
-    .and_then(|()| work(conn));
+    let result = work(conn);
     // As `Connection::transaction` does: commit on success, else roll back and report the
     // first error.
     match result {
@@ -445,6 +473,22 @@ fn write_locked<T>(
             Err(rollback) => Err(rollback.into()),
         },
     }
+}
+
+/// Inserts `row` under the next id after the largest (inside [`write_locked`]'s lock).
+fn insert_next(conn: &mut DbConnection, row: &MovieRow) -> Result<VersionedMovieRow, ServiceError> {
+    let largest: Option<i32> = movies::table.select(max(movies::movie_id)).first(conn)?;
+    let movie_id = largest.unwrap_or(0).checked_add(1).ok_or_else(|| {
+        ServiceError::Conflict("no movie id is left: the largest one is taken".into())
+    })?;
+    diesel::insert_into(movies::table)
+        .values(MovieRow {
+            movie_id,
+            ..row.clone()
+        })
+        .returning(VERSIONED_COLUMNS)
+        .get_result(conn)
+        .map_err(write_error)
 }
 
 /// A write the database refused: a constraint the service's checks should have caught

@@ -27,9 +27,11 @@ use myapi_models::rows::{MovieRow, VersionedMovieRow};
 use myapi_schemas::MovieSchema;
 use serde_json::Value;
 
-use crate::config::{MoviesSettings, Settings};
+use crate::audit::unix_now;
+use crate::config::{IdempotencySettings, MoviesSettings, Settings};
 use crate::database::Database;
 use crate::hooks::{Hooks, Point};
+use crate::idempotency::{self, Answer, KeyedRequest, StoredResponse};
 use crate::{InvalidField, ServiceError};
 
 /// CSV errors reported before the importer stops listing them.
@@ -179,6 +181,7 @@ pub enum PageRead {
 pub struct MovieService {
     movies: MovieDataManager,
     settings: MoviesSettings,
+    idempotency: IdempotencySettings,
     cache: MovieCache,
     database: Database,
     hooks: Hooks,
@@ -192,6 +195,7 @@ impl MovieService {
             cache: MovieCache::new(&settings.cache, db.url())?,
             movies: MovieDataManager::new(db.clone()),
             settings: settings.movies.clone(),
+            idempotency: settings.idempotency.clone(),
             database: db,
             hooks,
         })
@@ -295,6 +299,31 @@ impl MovieService {
         self.cache
             .invalidate(&Change::Movies(vec![created.movie.movie_id]));
         Ok(created)
+    }
+
+    /// [`Self::create`] sent with an idempotency key: the first request with `request`'s
+    /// key runs, and its answer (what `respond` makes of the new movie) commits with the
+    /// movie; a repeat gets that answer and creates nothing (see [`crate::idempotency`]).
+    /// Invalid fields fail before the key is looked at, and leave it free (blocking).
+    pub fn create_once(
+        &self,
+        document: &Value,
+        request: &KeyedRequest,
+        respond: impl FnOnce(&VersionedMovie) -> Result<StoredResponse, ServiceError>,
+    ) -> Result<Answer, ServiceError> {
+        let row = fields::check_document(0, document)?;
+        let cutoff = idempotency::retention_cutoff(&self.idempotency, unix_now());
+        let mut created_id = None;
+        let answer = self.movies.insert_once(&row, request, cutoff, |created| {
+            let created = to_versioned(created)?;
+            created_id = Some(created.movie.movie_id);
+            self.hooks.reach(Point::KeyedMovieInserted);
+            respond(&created)
+        })?;
+        if let Some(movie_id) = created_id {
+            self.cache.invalidate(&Change::Movies(vec![movie_id]));
+        }
+        Ok(answer)
     }
 
     /// Replaces movie `movie_id` with what `edit` makes of its current state, if
