@@ -14,6 +14,7 @@ mod fleet;
 mod fuzz;
 mod health;
 mod hostile;
+mod idempotency;
 mod key_rotation;
 mod login_flood;
 mod movie_writes;

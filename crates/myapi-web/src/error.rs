@@ -47,6 +47,9 @@ pub enum ApiError {
     /// The path exists, served with other methods (listed in `Allow`).
     #[error("allowed methods: {allow}")]
     MethodNotAllowed { allow: String },
+    /// A header the route reads is not in its grammar: 400.
+    #[error("the {name} header {reason}")]
+    MalformedHeader { name: &'static str, reason: String },
     #[error("request headers exceed {limit} bytes")]
     HeadersTooLarge { limit: usize },
     /// `/ready` once a stop has begun (while the instance drains, and after).
@@ -92,7 +95,7 @@ impl ResponseError for ApiError {
             },
             Self::MissingCredentials => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedBody(_) | Self::MalformedHeader { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -147,6 +150,7 @@ impl ResponseError for ApiError {
             Self::Service(_)
             | Self::HeadersTooLarge { .. }
             | Self::MalformedBody(_)
+            | Self::MalformedHeader { .. }
             | Self::UnsupportedMediaType { .. } => {}
         }
         let detail = match self {

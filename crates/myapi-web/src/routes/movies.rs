@@ -14,6 +14,7 @@
 //! its scope: the data is shared, the permission is not.
 
 use actix_web::guard::GuardContext;
+use actix_web::http::StatusCode;
 use actix_web::http::header::{
     self, CacheControl, CacheDirective, ETag, EntityTag, Header, HeaderMap, HeaderName, HeaderValue,
 };
@@ -21,6 +22,7 @@ use actix_web::{
     HttpRequest, HttpResponse, HttpResponseBuilder, delete, get, patch, post, put, web,
 };
 use myapi_schemas::{MovieSchema, Problem};
+use myapi_services::idempotency::{IdempotencyKey, KeyedRequest, StoredResponse};
 use myapi_services::movies::cache::Rendered;
 use myapi_services::movies::{
     IfMatch, MOVIE_FIELDS, MovieId, PageRead, Version, VersionedMovie, is_field,
@@ -147,36 +149,106 @@ fn read_response(
 #[utoipa::path(
     tag = "movies",
     security(("oauth2" = ["movies:write"])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "A quoted string of 1 to 255 characters, unique per request, such as `\"8e03978e-40d5-43e8\"` (draft-ietf-httpapi-idempotency-key-header-07). A repeat with the same key and body gets the first answer and creates nothing, for `idempotency.retention_hours`",
+            nullable = false, pattern = r#"^"(?:[ !#-\[\]-~]|\\["\\]){1,255}"$"#),
+    ),
     request_body(content = MovieInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created", body = MovieSchema, headers(
+        (status = 201, description = "Created (or, for a repeated `Idempotency-Key`, the first request's answer)", body = MovieSchema, headers(
             ("Location" = String, description = "`/movies/{movie_id}` of the new movie"),
             ("ETag" = String, description = "The movie's version (strong)"))),
-        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not JSON, or `Idempotency-Key` is not a quoted string of 1 to 255 characters", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks `movies:write`", body = Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\"`"))),
-        (status = 409, description = "No movie id is left", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No movie id is left, or a request with this `Idempotency-Key` is still running", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body exceeds `server.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Fields missing, unknown, of the wrong type or out of range; each is named in `errors`",
+        (status = 422, description = "Fields missing, unknown, of the wrong type or out of range, or an `Idempotency-Key` sent before with another body; each is named in `errors`",
             body = Problem, content_type = "application/problem+json"),
         GuardedErrors,
     ),
 )]
 #[post("/")]
 pub async fn create_movie(
-    _user: Authorized<MoviesWrite>,
+    user: Authorized<MoviesWrite>,
     req: HttpRequest,
     body: web::Bytes,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(req.headers())?;
     require_media_type(req.headers(), JSON)?;
     let input = read_movie(&body)?;
-    let created = block(move || services.movies.create(&input)).await??;
-    let location = format!("/movies/{}", created.movie.movie_id);
-    Ok(with_etag(HttpResponse::Created(), &created)
-        .insert_header((header::LOCATION, location))
-        .json(created.movie))
+    let answer = match key {
+        None => created_answer(&block(move || services.movies.create(&input)).await??)?,
+        Some(key) => {
+            let caller = user.0.user.user_id.to_string();
+            let request = KeyedRequest::new(caller, "POST /movies/", key, &body);
+            let answer = block(move || {
+                services
+                    .movies
+                    .create_once(&input, &request, created_answer)
+            })
+            .await??;
+            answer.response().clone()
+        }
+    };
+    Ok(stored_response(&answer))
+}
+
+/// The answer to a create: 201 with the movie, its `Location` and `ETag`. Stored as is for
+/// an idempotency key's repeats, so they get the same bytes.
+fn created_answer(created: &VersionedMovie) -> Result<StoredResponse, ServiceError> {
+    Ok(StoredResponse {
+        status: StatusCode::CREATED.as_u16(),
+        location: Some(format!("/movies/{}", created.movie.movie_id)),
+        etag: Some(created.version.to_string()),
+        body: serde_json::to_string(&created.movie)
+            .map_err(|e| ServiceError::internal("cannot render the movie", e))?,
+    })
+}
+
+fn stored_response(stored: &StoredResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    if let Some(location) = &stored.location {
+        response.insert_header((header::LOCATION, location.as_str()));
+    }
+    if let Some(etag) = &stored.etag {
+        response.insert_header(ETag(EntityTag::new_strong(etag.clone())));
+    }
+    response
+        .insert_header(header::ContentType::json())
+        .body(stored.body.clone())
+}
+
+/// The `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header-07 §2.1): one
+/// RFC 9651 item whose value is a string; `None` when absent. Parameters are allowed and
+/// ignored, as RFC 9651 §2.1 asks of unknown ones. Sent more than once, it is a list, not
+/// an item: refused.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    const NAME: &str = "Idempotency-Key";
+    let malformed = |reason: &str| ApiError::MalformedHeader {
+        name: NAME,
+        reason: reason.to_owned(),
+    };
+    let mut values = headers.get_all(NAME);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(malformed("must be sent once"));
+    }
+    let item = sfv::Parser::new(value.as_bytes())
+        .parse::<sfv::Item>()
+        .map_err(|_| malformed("must be a quoted string, such as \"8e03978e-40d5\""))?;
+    let key = item
+        .bare_item
+        .as_string()
+        .ok_or_else(|| malformed("must be a quoted string, such as \"8e03978e-40d5\""))?;
+    IdempotencyKey::parse(key.as_str())
+        .map(Some)
+        .map_err(|invalid| malformed(&invalid.message))
 }
 
 /// Replaces a movie (never creates one). `If-Match` must name its current `ETag`, or be `*`.
