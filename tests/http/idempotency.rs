@@ -262,13 +262,11 @@ async fn concurrent_repeats_create_one_movie(db: TestDb) {
     assert_eq!(&after, created[0]);
 }
 
+both_backends!(a_repeat_while_the_first_runs_is_refused_or_waits);
 /// While the first request runs, a repeat on another instance is refused at once with 409
-/// (PostgreSQL: SQLite runs one writer at a time, so there the repeat waits for it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeat_while_the_first_runs_answers_409() {
-    let Some(db) = TestDb::new(Backend::Postgres) else {
-        return;
-    };
+/// on PostgreSQL; on SQLite, which runs one writer at a time, it waits and gets the answer.
+async fn a_repeat_while_the_first_runs_is_refused_or_waits(db: TestDb) {
+    let sqlite = db.dsn.starts_with("sqlite");
     let app = spawn_app(db).await;
     let token = editor(&app, "editor@example.com").await;
     let other = app.start_instance(|_| {}).await;
@@ -282,14 +280,31 @@ async fn a_repeat_while_the_first_runs_answers_409() {
     tokio::task::spawn_blocking(move || inserted.recv_timeout(Duration::from_secs(10)).unwrap())
         .await
         .unwrap();
-    let repeat = create(&app.client, &other, &token, Some(r#""slow""#), HEAT).await;
-    assert_problem(&repeat, StatusCode::CONFLICT, "still running");
+    let repeat = {
+        let (client, token) = (app.client.clone(), token.clone());
+        tokio::spawn(async move { create(&client, &other, &token, Some(r#""slow""#), HEAT).await })
+    };
+    let waiting = if sqlite {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !repeat.is_finished(),
+            "the repeat did not wait for the first"
+        );
+        Some(repeat)
+    } else {
+        let refused = repeat.await.unwrap();
+        assert_problem(&refused, StatusCode::CONFLICT, "still running");
+        None
+    };
     release.lock().unwrap().send(()).unwrap();
     let first = first.await.unwrap();
     assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
     app.served.hooks.clear(Point::KeyedMovieInserted);
-    let repeat = create(&app.client, &other, &token, Some(r#""slow""#), HEAT).await;
-    assert_eq!(repeat, first);
+    if let Some(repeat) = waiting {
+        assert_eq!(repeat.await.unwrap(), first);
+    }
+    let again = create(&app.client, &app.address, &token, Some(r#""slow""#), HEAT).await;
+    assert_eq!(again, first);
     assert_eq!(movie_count(&app).await, 1);
 }
 
@@ -309,8 +324,8 @@ async fn a_retry_after_the_first_died_mid_way_creates_one_movie() {
             .args(["-XAtq", "-v", "ON_ERROR_STOP=1", &dsn, "-c"])
             .arg(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND state = 'idle in transaction'",
+                 WHERE datname = current_database() AND state = 'idle in transaction' \
+                 AND query LIKE 'INSERT INTO \"movies\"%'",
             )
             .output()
             .unwrap();
@@ -347,6 +362,51 @@ async fn purging_deletes_only_expired_answers(db: TestDb) {
     // Purged, the key is free: the same request creates again.
     let again = create(&app.client, &app.address, &token, Some(r#""kept""#), HEAT).await;
     assert_eq!(again.location.as_deref(), Some("/movies/2"), "{again:?}");
+}
+
+both_backends!(an_expired_answer_is_not_replayed);
+async fn an_expired_answer_is_not_replayed(db: TestDb) {
+    let app = spawn_app(db).await;
+    let token = editor(&app, "editor@example.com").await;
+    let first = create(&app.client, &app.address, &token, Some(r#""old""#), HEAT).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    // One second short of the retention (24 hours): still replayed, even with a new body
+    // refused.
+    age_answers(&app, 86_399);
+    let repeat = create(&app.client, &app.address, &token, Some(r#""old""#), HEAT).await;
+    assert_eq!(repeat, first);
+    let other = create(&app.client, &app.address, &token, Some(r#""old""#), ALIEN).await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{other:?}");
+    // Past it, the key is free without a purge: any body runs again.
+    age_answers(&app, 2);
+    let other = create(&app.client, &app.address, &token, Some(r#""old""#), ALIEN).await;
+    assert_eq!(other.location.as_deref(), Some("/movies/2"), "{other:?}");
+    let repeat = create(&app.client, &app.address, &token, Some(r#""old""#), ALIEN).await;
+    assert_eq!(repeat, other);
+    assert_eq!(movie_count(&app).await, 2);
+}
+
+/// Moves every stored answer `seconds` into the past, with SQL as an operator would.
+fn age_answers(app: &TestApp, seconds: i64) {
+    let sql = format!("UPDATE idempotency_keys SET created_at = created_at - {seconds}");
+    let out = match app.db.dsn.strip_prefix("sqlite://") {
+        Some(path) => std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+                          c.execute(sys.argv[2]); c.commit()",
+                path,
+                &sql,
+            ])
+            .output()
+            .unwrap(),
+        None => std::process::Command::new("psql")
+            .args(["-XAtq", "-v", "ON_ERROR_STOP=1", &app.db.dsn, "-c"])
+            .arg(sql.replace("idempotency_keys", "myapi.idempotency_keys"))
+            .output()
+            .unwrap(),
+    };
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// Holds every keyed create of the app's own instance at [`Point::KeyedMovieInserted`]

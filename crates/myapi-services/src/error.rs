@@ -109,8 +109,11 @@ impl From<DieselError> for ServiceError {
         let unavailable = match &error {
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
             | DieselError::BrokenTransactionManager => true,
+            // PostgreSQL's `statement_timeout`; SQLite's busy timeout, spent waiting for
+            // another writer (SQLITE_BUSY).
             DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
                 info.message().contains("statement timeout")
+                    || info.message() == "database is locked"
             }
             _ => false,
         };

@@ -102,8 +102,10 @@ impl MovieDataManager {
     /// [`Self::insert`] once per idempotency key: in one transaction, claims `request`'s
     /// key (see [`idempotency::claim`]; answers stored before `cutoff` are expired), and
     /// unless an answer is stored for it, inserts `row` and stores what `respond` makes of
-    /// it. The key is claimed before the table's write lock is taken, so a repeat of a
-    /// running request is refused at once rather than queued behind other writers.
+    /// it. On PostgreSQL the key is claimed before the table's write lock is taken, so a
+    /// repeat of a running request is refused at once rather than queued behind other
+    /// writers; on SQLite the transaction is the only writer from its start, so a repeat
+    /// waits for the first (at most the busy timeout, then 503) and gets its answer.
     pub fn insert_once(
         &self,
         row: &MovieRow,

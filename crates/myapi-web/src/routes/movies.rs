@@ -193,7 +193,7 @@ pub async fn create_movie(
             answer.response().clone()
         }
     };
-    Ok(stored_response(&answer))
+    stored_response(&answer)
 }
 
 /// The answer to a create: 201 with the movie, its `Location` and `ETag`. Stored as is for
@@ -208,18 +208,27 @@ fn created_answer(created: &VersionedMovie) -> Result<StoredResponse, ServiceErr
     })
 }
 
-fn stored_response(stored: &StoredResponse) -> HttpResponse {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+/// The HTTP response of a stored answer. It was read from the database, so a status or
+/// header that is not valid HTTP (a row edited by hand) is an internal error, not a panic.
+fn stored_response(stored: &StoredResponse) -> Result<HttpResponse, ApiError> {
+    let corrupt = |what| ServiceError::internal("stored answer is not valid HTTP", what);
+    let status = StatusCode::from_u16(stored.status).map_err(|_| corrupt("status"))?;
     let mut response = HttpResponse::build(status);
     if let Some(location) = &stored.location {
-        response.insert_header((header::LOCATION, location.as_str()));
+        let location = HeaderValue::from_str(location).map_err(|_| corrupt("Location"))?;
+        response.insert_header((header::LOCATION, location));
     }
     if let Some(etag) = &stored.etag {
+        // An entity tag's characters (RFC 9110 §8.8.3), which `EntityTag` asserts.
+        let valid = |c: char| c == '\x21' || ('\x23'..='\x7e').contains(&c);
+        if !etag.chars().all(valid) {
+            return Err(corrupt("ETag").into());
+        }
         response.insert_header(ETag(EntityTag::new_strong(etag.clone())));
     }
-    response
+    Ok(response
         .insert_header(header::ContentType::json())
-        .body(stored.body.clone())
+        .body(stored.body.clone()))
 }
 
 /// The `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header-07 §2.1): one

@@ -11,15 +11,17 @@
 //! failed (a 4xx before anything was written, a 409, a 5xx) leaves its key free. Stored
 //! answers are replayed for `idempotency.retention_hours`.
 
-mod data;
-
-pub(crate) use data::{claim, record};
-
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
+use myapi_models::DbConnection;
+use myapi_models::rows::IdempotencyRow;
+use myapi_models::schema::idempotency_keys;
 use sha2::{Digest, Sha256};
 
 use crate::audit::unix_now;
 use crate::config::IdempotencySettings;
 use crate::database::Database;
+use crate::error::is_unique_violation;
 use crate::{InvalidField, ServiceError};
 
 /// Longest key accepted, in characters: a UUID or a hash fits many times over.
@@ -116,13 +118,139 @@ impl IdempotencyService {
 
     /// Deletes the answers stored before these Unix seconds (blocking).
     pub fn purge_before(&self, before: i64) -> Result<usize, ServiceError> {
-        data::purge(&mut *self.db.conn()?, before)
+        delete_before(&mut *self.db.conn()?, before)
     }
 }
 
 /// The Unix seconds before which a stored answer is expired, at `now`.
 pub(crate) fn retention_cutoff(settings: &IdempotencySettings, now: i64) -> i64 {
     now - i64::from(settings.retention_hours.get()) * 3600
+}
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+}
+
+/// Takes `request`'s key for the current transaction, and returns the answer stored for it
+/// if there is one younger than `cutoff` (Unix seconds).
+///
+/// A stored answer is replayed without taking the key, so repeats of a finished request
+/// never refuse each other. Otherwise the key is taken and the table read again, since the
+/// request that held it before may have committed meanwhile; an expired answer is deleted
+/// there, under the key. Fails with a conflict (409) while another transaction holds the
+/// key (PostgreSQL: a transaction advisory lock on a hash of it, so a repeat never waits;
+/// SQLite: the caller's `BEGIN IMMEDIATE` already made it the only writer), and with the
+/// key named as invalid (422) when its stored answer was for another body.
+pub(crate) fn claim(
+    conn: &mut DbConnection,
+    request: &KeyedRequest,
+    cutoff: i64,
+) -> Result<Option<StoredResponse>, ServiceError> {
+    if let Some(stored) = stored_answer(conn, request, cutoff, false)? {
+        return Ok(Some(stored));
+    }
+    if let DbConnection::Pg(pg) = conn {
+        let scope = format!(
+            "{}\n{}\n{}",
+            request.caller, request.operation, request.key.0
+        );
+        let taken: Locked = diesel::sql_query(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked",
+        )
+        .bind::<Text, _>(scope)
+        .get_result(pg)?;
+        if !taken.locked {
+            return Err(still_running());
+        }
+    }
+    stored_answer(conn, request, cutoff, true)
+}
+
+/// The answer stored for `request`'s key, unless there is none or it is older than `cutoff`
+/// (then deleted when `holding_key`); 422 when it was for another body.
+fn stored_answer(
+    conn: &mut DbConnection,
+    request: &KeyedRequest,
+    cutoff: i64,
+    holding_key: bool,
+) -> Result<Option<StoredResponse>, ServiceError> {
+    let this_key = idempotency_keys::table
+        .filter(idempotency_keys::caller.eq(&request.caller))
+        .filter(idempotency_keys::operation.eq(request.operation))
+        .filter(idempotency_keys::idempotency_key.eq(&request.key.0));
+    let Some(stored) = this_key
+        .select(IdempotencyRow::as_select())
+        .first(conn)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    if stored.created_at < cutoff {
+        if holding_key {
+            diesel::delete(this_key).execute(conn)?;
+        }
+        return Ok(None);
+    }
+    if stored.fingerprint != request.fingerprint {
+        return Err(ServiceError::invalid(
+            "Idempotency-Key",
+            "was sent before with another request body; use a new key for a new request",
+        ));
+    }
+    Ok(Some(StoredResponse {
+        status: u16::try_from(stored.status)
+            .map_err(|e| ServiceError::internal("stored status out of range", e))?,
+        location: stored.location,
+        etag: stored.etag,
+        body: stored.body,
+    }))
+}
+
+fn still_running() -> ServiceError {
+    ServiceError::Conflict(
+        "a request with this Idempotency-Key is still running; retry once it has ended".into(),
+    )
+}
+
+/// Stores `response` as the answer to `request` (after a [`claim`] that found none, in the
+/// same transaction).
+pub(crate) fn record(
+    conn: &mut DbConnection,
+    request: &KeyedRequest,
+    response: &StoredResponse,
+) -> Result<(), ServiceError> {
+    let row = IdempotencyRow {
+        caller: request.caller.clone(),
+        operation: request.operation.to_owned(),
+        idempotency_key: request.key.0.clone(),
+        fingerprint: request.fingerprint.clone(),
+        created_at: unix_now(),
+        status: i16::try_from(response.status)
+            .map_err(|e| ServiceError::internal("status out of range", e))?,
+        location: response.location.clone(),
+        etag: response.etag.clone(),
+        body: response.body.clone(),
+    };
+    // Unreachable while every instance takes the key first; an instance that does not
+    // (an older version during a rolling upgrade) is refused like a running request.
+    match diesel::insert_into(idempotency_keys::table)
+        .values(row)
+        .execute(conn)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if is_unique_violation(&error) => Err(still_running()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Deletes the answers stored before `before` (Unix seconds); returns how many.
+fn delete_before(conn: &mut DbConnection, before: i64) -> Result<usize, ServiceError> {
+    Ok(
+        diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(before)))
+            .execute(conn)?,
+    )
 }
 
 #[cfg(test)]
