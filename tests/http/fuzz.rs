@@ -17,6 +17,11 @@ const CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/http/schemathesis.toml"
 );
+/// Makes each well-formed `Idempotency-Key` unique (see the file).
+const HOOKS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/http/schemathesis_hooks.py"
+);
 const PASSWORD: &str = "correct-horse-battery";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,6 +63,7 @@ async fn schemathesis_finds_nothing() {
         let output = tokio::task::spawn_blocking(move || {
             Command::new("st")
                 .current_dir(scratch)
+                .env("SCHEMATHESIS_HOOKS", HOOKS)
                 .args(["--config-file", CONFIG])
                 .args([
                     "run",
