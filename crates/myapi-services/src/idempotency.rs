@@ -78,23 +78,6 @@ pub struct StoredResponse {
     pub body: String,
 }
 
-/// What a keyed request gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// The work ran now; this answer is stored for the repeats.
-    Fresh(StoredResponse),
-    /// A request with this key and body ran before; nothing ran now.
-    Replayed(StoredResponse),
-}
-
-impl Answer {
-    pub fn response(&self) -> &StoredResponse {
-        match self {
-            Self::Fresh(response) | Self::Replayed(response) => response,
-        }
-    }
-}
-
 /// How long answers are kept, and their purge.
 #[derive(Debug, Clone)]
 pub struct IdempotencyService {

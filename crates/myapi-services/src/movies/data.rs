@@ -13,7 +13,7 @@ use myapi_models::{BigDecimal, DbConnection};
 
 use crate::ServiceError;
 use crate::database::Database;
-use crate::idempotency::{self, Answer, KeyedRequest, StoredResponse};
+use crate::idempotency::{self, KeyedRequest, StoredResponse};
 
 /// What `RETURNING` reads into a [`VersionedMovieRow`] (MultiConnection cannot return a
 /// `Selectable`).
@@ -112,16 +112,16 @@ impl MovieDataManager {
         request: &KeyedRequest,
         cutoff: i64,
         respond: impl FnOnce(&VersionedMovieRow) -> Result<StoredResponse, ServiceError>,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<StoredResponse, ServiceError> {
         let mut conn = self.db.conn()?;
         write_transaction(&mut conn, |conn| {
             if let Some(stored) = idempotency::claim(conn, request, cutoff)? {
-                return Ok(Answer::Replayed(stored));
+                return Ok(stored);
             }
             lock_movies(conn)?;
             let response = respond(&insert_next(conn, row)?)?;
             idempotency::record(conn, request, &response)?;
-            Ok(Answer::Fresh(response))
+            Ok(response)
         })
     }
 

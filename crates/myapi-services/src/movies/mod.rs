@@ -31,7 +31,7 @@ use crate::audit::unix_now;
 use crate::config::{IdempotencySettings, MoviesSettings, Settings};
 use crate::database::Database;
 use crate::hooks::{Hooks, Point};
-use crate::idempotency::{self, Answer, KeyedRequest, StoredResponse};
+use crate::idempotency::{self, KeyedRequest, StoredResponse};
 use crate::{InvalidField, ServiceError};
 
 /// CSV errors reported before the importer stops listing them.
@@ -310,7 +310,7 @@ impl MovieService {
         document: &Value,
         request: &KeyedRequest,
         respond: impl FnOnce(&VersionedMovie) -> Result<StoredResponse, ServiceError>,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<StoredResponse, ServiceError> {
         let row = fields::check_document(0, document)?;
         let cutoff = idempotency::retention_cutoff(&self.idempotency, unix_now());
         let mut created_id = None;

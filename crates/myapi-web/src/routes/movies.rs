@@ -184,13 +184,12 @@ pub async fn create_movie(
         Some(key) => {
             let caller = user.0.user.user_id.to_string();
             let request = KeyedRequest::new(caller, "POST /movies/", key, &body);
-            let answer = block(move || {
+            block(move || {
                 services
                     .movies
                     .create_once(&input, &request, created_answer)
             })
-            .await??;
-            answer.response().clone()
+            .await??
         }
     };
     stored_response(&answer)
