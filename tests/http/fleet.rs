@@ -3,7 +3,7 @@
 //! the database cannot answer is a 503.
 
 use myapi_services::Settings;
-use myapi_services::config::LoginBudgetStore;
+use myapi_services::config::StateStore;
 
 use crate::spawn_app_configured;
 use crate::support::{Backend, TestDb};
@@ -14,7 +14,7 @@ const PASSWORD: &str = "correct-horse-battery";
 /// Three instances; `guesses` wrong passwords for one account (`same_client`: from one
 /// address, else each from its own) sent to them in turn. Returns how many were checked
 /// (400) before the first 429, and checks that every later one is a 429.
-async fn spread_guesses(store: LoginBudgetStore, same_client: bool) -> Option<usize> {
+async fn spread_guesses(store: StateStore, same_client: bool) -> Option<usize> {
     let db = TestDb::new(Backend::Postgres)?;
     // Clients are told apart by X-Forwarded-For, as behind the fleet's proxy.
     let app = spawn_app_configured(
@@ -66,14 +66,14 @@ async fn spread_guesses(store: LoginBudgetStore, same_client: bool) -> Option<us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_guesses_across_instances_stop_at_one_account_budget() {
-    if let Some(checked) = spread_guesses(LoginBudgetStore::Auto, false).await {
+    if let Some(checked) = spread_guesses(StateStore::Auto, false).await {
         assert_eq!(checked, 3, "one budget of 3 for the fleet");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_across_instances_spends_one_client_budget() {
-    if let Some(checked) = spread_guesses(LoginBudgetStore::Database, true).await {
+    if let Some(checked) = spread_guesses(StateStore::Database, true).await {
         assert_eq!(checked, 3, "one budget of 3 for the fleet");
     }
 }
@@ -82,7 +82,7 @@ async fn one_client_across_instances_spends_one_client_budget() {
 /// instance counts alone, so three instances allow three budgets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_budgets_are_per_instance() {
-    if let Some(checked) = spread_guesses(LoginBudgetStore::Memory, false).await {
+    if let Some(checked) = spread_guesses(StateStore::Memory, false).await {
         assert_eq!(checked, 9, "3 instances x a budget of 3");
     }
 }

@@ -88,6 +88,12 @@ impl TestDb {
         let mut settings = Settings::defaults().unwrap();
         settings.database.dsn = Secret::new(self.dsn.clone());
         settings.database.pool_size = 8.try_into().unwrap();
+        // Request limits stay on, so every request goes through them, but at rates no test
+        // reaches; `tests/http/rate_limits.rs` sets its own.
+        for class in [&mut settings.limits.read, &mut settings.limits.write] {
+            class.per_second = 1_000_000.try_into().unwrap();
+            class.burst = 1_000_000.try_into().unwrap();
+        }
         settings.token_key = Some(
             TokenKey::try_from(TEST_TOKEN_KEY.to_owned())
                 .unwrap()

@@ -4,6 +4,7 @@ use crate::audit::AuditService;
 use crate::auth::AuthService;
 use crate::hooks::Hooks;
 use crate::idempotency::IdempotencyService;
+use crate::limits::RateLimiter;
 use crate::movies::MovieService;
 use crate::{Database, ServiceError, Settings};
 
@@ -15,6 +16,8 @@ pub struct Services {
     pub movies: MovieService,
     pub audit: AuditService,
     pub idempotency: IdempotencyService,
+    /// Request limits of every route outside login.
+    pub limits: RateLimiter,
     // [xtask] service fields
     /// Where tests pause a service (see [`crate::hooks`]); inert in a release build.
     pub hooks: Hooks,
@@ -37,6 +40,7 @@ impl Services {
             movies: MovieService::new(database.clone(), settings, hooks.clone())?,
             audit: AuditService::new(database.clone(), &settings.audit),
             idempotency: IdempotencyService::new(database.clone(), &settings.idempotency),
+            limits: RateLimiter::new(&database, &settings.limits)?,
             // [xtask] service constructors
             database,
             hooks,

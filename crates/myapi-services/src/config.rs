@@ -5,7 +5,8 @@
 //! `config/default.toml` is the one place a default is written: no Rust restates one, and a
 //! field missing from every layer is a start-up error. Each tier deserialises only its own
 //! sections from a [`SettingsSource`]: the services read `database`, `auth`, `movies`, `cache`,
-//! `users`, `audit` and `token_key` or `token_keys` ([`Settings`]); the web tier reads `server`, `log` and `metrics`.
+//! `users`, `audit`, `idempotency`, `limits` and `token_key` or `token_keys` ([`Settings`]);
+//! the web tier reads `server`, `log` and `metrics`.
 //!
 //! Environment variables are `MYAPI_` followed by the key path joined with `__`:
 //! `MYAPI_DATABASE__DSN`, `MYAPI_SERVER__PORT`, `MYAPI_TOKEN_KEY`, `MYAPI_TOKEN_KEYS`.
@@ -21,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::auth::keys::TokenKeys;
 use crate::secrets::Secret;
+use crate::{Database, ServiceError};
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
@@ -38,6 +40,7 @@ pub struct Settings {
     pub users: UsersSettings,
     pub audit: AuditSettings,
     pub idempotency: IdempotencySettings,
+    pub limits: LimitSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,19 +104,35 @@ pub struct AuthSettings {
     pub revocation_cache_ms: u64,
     /// Where the login budgets live: shared by every instance in PostgreSQL, or in this
     /// process.
-    pub login_budget: LoginBudgetStore,
+    pub login_budget: StateStore,
 }
 
-/// `auth.login_budget`: which store holds the login budgets.
+/// `auth.login_budget` and `limits.store`: where state every instance should share lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LoginBudgetStore {
+pub enum StateStore {
     /// The database on PostgreSQL, memory on SQLite.
     Auto,
     /// In this process: each instance has budgets of its own.
     Memory,
     /// In PostgreSQL, shared by every instance on the database.
     Database,
+}
+
+impl StateStore {
+    /// Whether the state goes to the database, on this one; `key` names the setting in
+    /// the error when it asks for a database that cannot hold it.
+    pub fn is_shared(self, db: &Database, key: &'static str) -> Result<bool, ServiceError> {
+        match (self, db.backend_name()) {
+            (Self::Memory, _) => Ok(false),
+            (Self::Auto, backend) => Ok(backend == "postgres"),
+            (Self::Database, "postgres") => Ok(true),
+            (Self::Database, _) => Err(ServiceError::invalid(
+                key,
+                "\"database\" needs PostgreSQL; on SQLite use \"memory\" or \"auto\"",
+            )),
+        }
+    }
 }
 
 /// Longest password any policy may allow: argon2 hashes what it is given, so this bounds the
@@ -181,6 +200,24 @@ pub struct IdempotencySettings {
     /// A stored answer is replayed this long; after it the key is free again, and
     /// `myapi-cli purge-idempotency-keys` deletes it.
     pub retention_hours: NonZeroU32,
+}
+
+/// The `limits` section: request limits per caller on every route outside login (README:
+/// Rate limits).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    pub enabled: bool,
+    /// Where the buckets live: shared by every instance in PostgreSQL, or in this process.
+    pub store: StateStore,
+    pub read: ClassLimit,
+    pub write: ClassLimit,
+}
+
+/// One class's limit: `burst` requests at once, `per_second` more each second.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClassLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
 }
 
 /// A thread count read as a number where 0 means one per core.

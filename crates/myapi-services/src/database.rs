@@ -98,6 +98,12 @@ impl Database {
         Ok(conn?)
     }
 
+    /// [`Self::conn`] for work that can do without the database (the shared rate-limit
+    /// store): waits at most `wait`, and not at all while the database is failing.
+    pub(crate) fn conn_briefly(&self, wait: Duration) -> Result<PooledConnection, ServiceError> {
+        Ok(self.pool.checkout_briefly(wait)?)
+    }
+
     /// Histogram, seconds: how long checking a connection out of the pool took.
     pub const WAIT_TIME_METRIC: &str = "db_client_connection_wait_time_seconds";
 

@@ -15,6 +15,7 @@ pub mod database;
 mod error;
 pub mod hooks;
 pub mod idempotency;
+pub mod limits;
 pub mod movies;
 pub mod query;
 pub mod request_context;

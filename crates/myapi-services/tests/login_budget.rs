@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use myapi_services::auth::{BudgetError, BudgetKeys, LoginBudget, MemoryBudget, PostgresBudget};
-use myapi_services::config::{AuthSettings, LoginBudgetStore};
+use myapi_services::config::{AuthSettings, StateStore};
 use myapi_services::{Database, ServiceError};
 use support::{Backend, TestDb};
 
@@ -438,7 +438,7 @@ fn the_cost_of_a_login_on_the_shared_store() {
 fn the_database_store_needs_postgresql() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
     let mut settings = db.settings();
-    settings.auth.login_budget = LoginBudgetStore::Database;
+    settings.auth.login_budget = StateStore::Database;
     match myapi_services::Services::build(&settings, true) {
         Err(error) => assert!(error.to_string().contains("auth.login_budget"), "{error}"),
         Ok(_) => panic!("a database login budget on SQLite was accepted"),

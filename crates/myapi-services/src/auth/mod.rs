@@ -37,7 +37,7 @@ use myapi_schemas::{TokenResponse, UserSchema};
 
 use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent, unix_now};
 use crate::bounded::{BoundedMap, Retention};
-use crate::config::{LoginBudgetStore, Settings};
+use crate::config::Settings;
 use crate::database::Database;
 use crate::hooks::{Hooks, Point};
 use crate::query::{Page, PageSizes};
@@ -136,17 +136,7 @@ impl AuthService {
             .map_err(|e| ServiceError::invalid("auth.argon2_*", e.to_string()))?;
         let hasher = PasswordHasher::new(params);
         let dummy_hash = hasher.unmatchable_hash()?;
-        let shared = match (auth.login_budget, db.backend_name()) {
-            (LoginBudgetStore::Memory, _) => false,
-            (LoginBudgetStore::Auto, backend) => backend == "postgres",
-            (LoginBudgetStore::Database, "postgres") => true,
-            (LoginBudgetStore::Database, _) => {
-                return Err(ServiceError::invalid(
-                    "auth.login_budget",
-                    "\"database\" needs PostgreSQL; on SQLite use \"memory\" or \"auto\"",
-                ));
-            }
-        };
+        let shared = auth.login_budget.is_shared(&db, "auth.login_budget")?;
         let budget: Arc<dyn LoginBudget> = if shared {
             Arc::new(PostgresBudget::new(db.clone(), auth))
         } else {
