@@ -23,6 +23,7 @@ mod oauth_clients;
 mod observability;
 mod openapi;
 mod proxies;
+mod rate_limits;
 mod resilience;
 mod scopes;
 mod sessions;

@@ -13,7 +13,9 @@ const PASSWORD: &str = "correct-horse-battery";
 
 /// The binary with metrics on a free port of their own; returns it, the API's base URL, the
 /// metrics URL and its log.
-fn start_with_metrics(mut command: Command) -> (Child, String, String, Receiver<String>) {
+pub(crate) fn start_with_metrics(
+    mut command: Command,
+) -> (Child, String, String, Receiver<String>) {
     command.env("MYAPI_METRICS__ADDRESS", "127.0.0.1:0");
     let (child, port, log) = start_command(command);
     // Logged before "listening on", so it has arrived.
@@ -52,7 +54,7 @@ fn samples<'a>(text: &'a str, prefix: &str) -> Vec<(&'a str, f64)> {
         .collect()
 }
 
-fn value(text: &str, series: &str) -> f64 {
+pub(crate) fn value(text: &str, series: &str) -> f64 {
     let found: Vec<f64> = text
         .lines()
         .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

@@ -55,6 +55,12 @@ pub enum ApiError {
     /// `/ready` once a stop has begun (while the instance drains, and after).
     #[error("this instance is stopping")]
     Stopping,
+    /// The caller's bucket for the route's class is empty ([`crate::rate_limit`]).
+    #[error("too many {class} requests; retry in {retry_after_secs} s")]
+    RateLimited {
+        class: &'static str,
+        retry_after_secs: u64,
+    },
 }
 
 /// The errors of `POST /token`, answered per RFC 6749 §5.2.
@@ -100,6 +106,7 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -136,6 +143,9 @@ impl ResponseError for ApiError {
             Self::Service(ServiceError::Unavailable(_)) | Self::Stopping => {
                 retry_after(&mut response, UNAVAILABLE_RETRY_AFTER_SECS);
             }
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => retry_after(&mut response, *retry_after_secs),
             Self::Service(ServiceError::Invalid(invalid)) => {
                 let listed;
                 (listed, more_errors) = listed_fields(invalid);

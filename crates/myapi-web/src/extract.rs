@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use myapi_services::auth::AuthenticatedUser;
 use myapi_services::{ServiceError, Services};
 
@@ -26,6 +26,11 @@ impl FromRequest for BearerUser {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // The rate limit authenticated the request already and left the outcome here, for
+        // the one extractor that takes it (a second would authenticate again).
+        if let Some(Authenticated(outcome)) = req.extensions_mut().remove::<Authenticated>() {
+            return Box::pin(async move { Ok(Self(outcome?)) });
+        }
         let services = req.app_data::<web::Data<Services>>().cloned();
         let token = bearer_token(req);
         Box::pin(async move {
@@ -36,6 +41,11 @@ impl FromRequest for BearerUser {
         })
     }
 }
+
+/// How the request's bearer token authenticated, when something before the extractors
+/// (the rate limit) already asked: [`BearerUser`] takes it instead of asking again.
+#[derive(Debug)]
+pub struct Authenticated(pub Result<AuthenticatedUser, ServiceError>);
 
 /// A bearer user whose token carries the scope `S`; without it, 403 with
 /// `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1). Take it as a
@@ -67,7 +77,7 @@ impl<S: RequiredScope + 'static> FromRequest for Authorized<S> {
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+pub(crate) fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     let mut values = req.headers().get_all(header::AUTHORIZATION);
     let Some(value) = values.next() else {
         return Err(ApiError::MissingCredentials);

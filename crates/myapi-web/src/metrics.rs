@@ -18,6 +18,7 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogra
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use myapi_services::auth::HashPool;
 use myapi_services::config::ConfigError;
+use myapi_services::limits::LEASES_METRIC;
 use myapi_services::movies::cache::INVALIDATION_LAG_METRIC;
 use myapi_services::{Database, Services, SettingsSource};
 use serde::{Deserialize, Deserializer};
@@ -28,6 +29,8 @@ pub const REQUEST_DURATION: &str = "http_server_request_duration_seconds";
 pub const ACTIVE_REQUESTS: &str = "http_server_active_requests";
 /// Counter, label `outcome`: `/token` answers by kind ([`crate::error::login_outcome`]).
 pub const LOGIN_ATTEMPTS: &str = "myapi_login_attempts_total";
+/// Counter, label `class` (`read`, `write`): requests refused with 429 by the request limits.
+pub const RATE_LIMITED: &str = "myapi_rate_limited_total";
 const POOL_CONNECTIONS: &str = "db_client_connection_count";
 const POOL_MAX: &str = "db_client_connection_max";
 /// Counter, label `result` (`hit`, `miss`, `bypass`): movie reads by what the cache did.
@@ -143,6 +146,16 @@ fn describe() {
         LOGIN_ATTEMPTS,
         Unit::Count,
         "POST /token answers, by outcome."
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        Unit::Count,
+        "Requests refused with 429 by the request limits, by class."
+    );
+    describe_counter!(
+        LEASES_METRIC,
+        Unit::Count,
+        "Leases of request limits asked of the shared store, by class and result."
     );
     describe_gauge!(
         HashPool::QUEUE_DEPTH_METRIC,

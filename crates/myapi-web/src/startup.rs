@@ -26,6 +26,7 @@ use crate::middleware::{
     HeaderLimit, docs_security_policy, finish_errors, limit_header_size, observe,
 };
 use crate::openapi::ApiDoc;
+use crate::rate_limit::{self, limit_requests};
 use crate::routes;
 
 /// The `server` section of the settings (defaults in `config/default.toml`).
@@ -349,11 +350,12 @@ pub fn run(
     let services = web::Data::new(services);
     let server_settings = settings.clone();
     let server = HttpServer::new(move || {
-        let (app, api) = App::new()
+        let (app, mut api) = App::new()
             .into_utoipa_app()
             .openapi(ApiDoc::openapi())
             .configure(routes::configure)
             .split_for_parts();
+        rate_limit::document(&mut api);
         app.app_data(services.clone())
             .app_data(ThinData(stopping.clone()))
             .app_data(web::PayloadConfig::new(server_settings.max_body_bytes))
@@ -369,6 +371,7 @@ pub fn run(
                     // document, which the CSP refuses anyway.
                     .config(Config::default().validator_url("none")),
             )
+            .wrap(from_fn(limit_requests))
             .wrap(from_fn(docs_security_policy))
             .wrap(from_fn(limit_header_size))
             .wrap(ErrorHandlers::new().default_handler(finish_errors))

@@ -51,6 +51,9 @@ const VICTIM: &str = "bob@example.com";
 /// plus slack for a loaded machine.
 const STOP_LIMIT: Duration = Duration::from_secs(25);
 const READY_LIMIT: Duration = Duration::from_secs(30);
+/// A request limit no load of the checks reaches.
+const UNLIMITED: &str = "1000000";
+
 /// Stops under load by default (`--stop-cycles`); `bench/run.py` runs more.
 pub const STOP_CYCLES: usize = 50;
 /// `server.shutdown_timeout_secs` in the stop cycles.
@@ -433,6 +436,12 @@ impl Deployment {
                         format!("127.0.0.1:{metrics_port}"),
                     ),
                     ("MYAPI_SERVER__WORKERS", "1".to_owned()),
+                    // The load is one user sending as fast as it can, far past any caller's
+                    // request limit: lifted here, so the checks see the fleet, not 429s.
+                    ("MYAPI_LIMITS__READ__PER_SECOND", UNLIMITED.to_owned()),
+                    ("MYAPI_LIMITS__READ__BURST", UNLIMITED.to_owned()),
+                    ("MYAPI_LIMITS__WRITE__PER_SECOND", UNLIMITED.to_owned()),
+                    ("MYAPI_LIMITS__WRITE__BURST", UNLIMITED.to_owned()),
                 ]
                 .map(|(k, v)| (k.to_owned(), v)),
             );
