@@ -20,6 +20,7 @@ ceilings fall back to built-in SQL because it cannot read that server's log.
 """
 
 import argparse
+import concurrent.futures
 import datetime
 import hashlib
 import http.client
@@ -32,6 +33,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -81,7 +83,17 @@ METRICS_KEY, METRICS_ENV = "metrics.address", "MYAPI_METRICS__ADDRESS"
 # Every client here is one address logging in to one account, and the throttle counts
 # logins while they wait for a hashing thread: left at its defaults it would answer most
 # of them 429, and the /token rows would measure the throttle instead of the hashing.
-UNTHROTTLED = {"MYAPI_AUTH__IP_FAILURE_BURST": "1000000", "MYAPI_AUTH__ACCOUNT_FAILURE_BURST": "1000000"}
+# The request limits (issue #25) are off too, except in their own section: the other rows
+# send every request with one token, which a limit would refuse past its burst.
+UNTHROTTLED = {"MYAPI_AUTH__IP_FAILURE_BURST": "1000000", "MYAPI_AUTH__ACCOUNT_FAILURE_BURST": "1000000",
+               "MYAPI_LIMITS__ENABLED": "false"}
+
+# The request limits (issue #25): the reads with them at their defaults against the same reads
+# with them off, each request's token taken in turn from this many users, so that every
+# caller stays below the read limit (200/s) however fast the server goes.
+LIMIT_CALLERS = 400
+LIMIT_READS = [("GET /movies/{id}", BY_ID), (f"GET {LISTING}", LISTING)]
+LIMIT_RATIO = 0.95  # limits on / limits off, the issue's target
 
 # The read cache (issue #23): its setting, an editor for the writes mixed into reads, and
 # the flood of distinct listing queries under a small bound.
@@ -96,7 +108,7 @@ LAG_P99_MS = 100.0  # the README's bound (cache.max_staleness_ms)
 # The issue's figures for the original FastAPI app (2026-12-06, not this run): its peaks.
 ORIGINAL_PEAKS = {LISTING: 750, BY_ID: 1073}
 
-SECTIONS = ["reads", "login", "fleet", "cache", "big", "grid", "sweep", "micro", "stops"]
+SECTIONS = ["reads", "login", "fleet", "cache", "limits", "big", "grid", "sweep", "micro", "stops"]
 # Stops under load in a full run; CI's deploy step runs deploy-check's default 50.
 STOP_CYCLES = 300
 SWEEP_LEVELS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -179,8 +191,13 @@ def cli_env(dsn):
     return dict(os.environ, MYAPI_DATABASE__DSN=dsn, RUST_LOG="error")
 
 
+def plain_tls(dsn):
+    """The DSN without TLS (loopback): PostgreSQL's gets `sslmode=disable`; SQLite's is kept."""
+    return dsn + "?sslmode=disable" if dsn.startswith("postgres") else dsn
+
+
 def cli(*args, dsn, stdin=None):
-    return run([str(RELEASE / "myapi-cli"), *args], env=cli_env(dsn + "?sslmode=disable"), input=stdin)
+    return run([str(RELEASE / "myapi-cli"), *args], env=cli_env(plain_tls(dsn)), input=stdin)
 
 
 def create_user(dsn):
@@ -281,7 +298,7 @@ class Server:
         self.port = free_port()
         # No drain on stop: no load balancer is watching /ready here, and each stop would
         # wait its 5 s.
-        env = dict(os.environ, MYAPI_DATABASE__DSN=dsn + "?sslmode=disable", MYAPI_TOKEN_KEY=TOKEN_KEY,
+        env = dict(os.environ, MYAPI_DATABASE__DSN=plain_tls(dsn), MYAPI_TOKEN_KEY=TOKEN_KEY,
                    MYAPI_SERVER__PORT=str(self.port), MYAPI_SERVER__DRAIN_SECS="0", RUST_LOG="info",
                    **{**UNTHROTTLED, **(settings or {})})
         self.log_path = log_path
@@ -653,6 +670,7 @@ class Plan:
         self.flood_queries = 2_000 if smoke else 200_000
         self.flood_max_bytes = 256 * 1024 if smoke else FLOOD_MAX_BYTES
         self.stale_rounds = 200 if smoke else 10_000
+        self.limit_callers = 16 if smoke else LIMIT_CALLERS
 
 
 def measure(args, plan, work, cluster):
@@ -665,7 +683,7 @@ def measure(args, plan, work, cluster):
         log(f"{key}: {result['rps']:.0f}/s p50 {result['p50']:.2f} ms p99 {result['p99']:.2f} ms "
             f"{fmt_statuses(result['statuses'])}" + (f" rss {rss:.1f} MiB" if rss else ""))
 
-    need_small = only & {"reads", "login", "fleet", "cache", "sweep"}
+    need_small = only & {"reads", "login", "fleet", "cache", "limits", "sweep"}
     if need_small:
         small = load_small("myapi_bench_small")
         run(["pgbench", "-i", "-q", "-s", "10", small])
@@ -723,6 +741,9 @@ def measure(args, plan, work, cluster):
 
     if "cache" in only:
         measure_cache(R, plan, small, work)
+
+    if "limits" in only:
+        measure_limits(R, plan, small, work, row)
 
     if "big" in only or "grid" in only:
         big, R["big_generated_secs"] = load_big(plan.big_n)
@@ -1046,6 +1067,93 @@ def stale_reads(rounds):
             "line": found.group(0), "secs": took}
 
 
+def add_callers(dsn, count):
+    """`count` more readers with the bench user's password (its hash copied, so no hashing),
+    as bench1@example.com, bench2@…; returns their emails."""
+    emails = [f"bench{i}@example.com" for i in range(1, count + 1)]
+    copy = (f"INSERT INTO {{users}} (name, email, hashed_password, security_stamp, role) "
+            f"SELECT 'Bench ' || i, 'bench' || i || '@example.com', hashed_password, "
+            f"'stamp-' || i, 'reader' FROM {{users}}, {{series}} WHERE email = '{EMAIL}'")
+    if dsn.startswith("postgres"):
+        psql(dsn, copy.format(users="myapi.users", series=f"generate_series(1, {count}) AS s(i)"))
+    else:
+        with sqlite3.connect(dsn.removeprefix("sqlite://")) as db:
+            db.execute(copy.format(users="users", series=f"(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL "
+                                                         f"SELECT i + 1 FROM s WHERE i < {count}) SELECT i FROM s)"))
+    return emails
+
+
+def wrk_callers(base, path, conns, seconds, tokens):
+    """wrk on base+path, each request with the next of `tokens` in turn (per wrk thread), so
+    each caller gets 1/len(tokens) of the requests."""
+    target = path.replace("<id>", '" .. math.random(1, %d) .. "' % SMALL_N)
+    script = "tokens = {" + ",".join(lua_string(t) for t in tokens) + "}\n"
+    script += "n = 0\n"
+    script += ("request = function()\n  n = n + 1\n"
+               f'  return wrk.format("GET", "{target}", {{["Authorization"] = "Bearer " .. tokens[n % #tokens + 1]}})\n'
+               "end\n")
+    return wrk_script(base, script, conns, seconds)
+
+
+def measure_limits(R, plan, small, work, row):
+    """Issue #25: the read rows at 16 connections with the request limits at their defaults
+    against the same rows with them off, on both backends, in turns (off, on, off, on: the
+    best of each), every caller below its limit; and the 429 path: one caller past its burst."""
+    sqlite = f"sqlite://{work / 'limits.db'}"
+    cli("migrate", dsn=sqlite)
+    csv_path = Path(tempfile.mkdtemp(prefix="myapi-bench-")) / "movies-1010.csv"
+    write_small_csv(csv_path)
+    cli("import-movies", str(csv_path), dsn=sqlite)
+    create_user(sqlite)
+    for backend, dsn in [("postgres", small), ("sqlite", sqlite)]:
+        emails = add_callers(dsn, plan.limit_callers)
+        for turn in range(2):
+            for limits in ("off", "on"):
+                server = Server(dsn, work / f"server-limits-{backend}-{limits}.log",
+                                {"MYAPI_LIMITS__ENABLED": "true" if limits == "on" else "false"})
+                if turn == 0 and limits == "off":
+                    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                        tokens = list(pool.map(lambda e: login(server.base, e, PASSWORD), emails))
+                for _, path in LIMIT_READS:
+                    result = wrk_callers(server.base, path, 16, plan.seconds, tokens)
+                    key = ("limits", backend, limits, path)
+                    if key not in R or result["rps"] > R[key]["rps"]:
+                        row(key, result)
+                if limits == "on" and turn == 1:
+                    # One caller, its burst spent within the first moment: the rest is 429s.
+                    row(("limits", backend, "429"), wrk(server.base, BY_ID, 16, plan.seconds, tokens[0]))
+                server.stop()
+
+
+def limits_report(R, plan):
+    lines = [
+        "## Request limits (issue #25)", "",
+        f"The reads at 16 connections with the request limits at their defaults (reads 200/s, burst 400 "
+        f"per caller) and with them off, the same run, taking turns (off, on, off, on; the best of each). "
+        f"Each request carries the next of {plan.limit_callers} users' tokens in turn, so every caller "
+        f"stays below its limit (non-2xx counts any 429). The last row is one caller past its burst: "
+        f"nearly every answer is a 429, the path a flood meets.", "",
+        "| backend | read | limits off, req/s | limits on, req/s | on / off | p99 off / on, ms | non-2xx on |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for backend in ("postgres", "sqlite"):
+        for label, path in LIMIT_READS:
+            off, on = R.get(("limits", backend, "off", path)), R.get(("limits", backend, "on", path))
+            ratio = on["rps"] / off["rps"] if on and off and off["rps"] else None
+            lines.append(f"| {backend} | {label} | {n(get(R, ('limits', backend, 'off', path)))} | "
+                         f"{n(get(R, ('limits', backend, 'on', path)))} | "
+                         f"{n(ratio * 100 if ratio else None)}% ({verdict(None if ratio is None else ratio >= LIMIT_RATIO)}) | "
+                         f"{n(get(R, ('limits', backend, 'off', path), 'p99'), '.2f')} / "
+                         f"{n(get(R, ('limits', backend, 'on', path), 'p99'), '.2f')} | "
+                         f"{n(get(R, ('limits', backend, 'on', path), 'errors'), 'd')} |")
+        refused = R.get(("limits", backend, "429"))
+        lines.append(f"| {backend} | GET /movies/{{id}}, one caller past its burst (429 path) | | "
+                     f"{n(get(R, ('limits', backend, '429')))} | | "
+                     f"— / {n(get(R, ('limits', backend, '429'), 'p99'), '.2f')} | "
+                     f"{fmt_statuses(refused['statuses']) if refused else '—'} |")
+    return lines + [""]
+
+
 def measure_cache(R, plan, small, work):
     """Issue #23: the reads with the cache on and off (client and server p99), a 304 on the
     listing against /health, 1% writes mixed into the listing, the invalidation lag, memory
@@ -1344,6 +1452,7 @@ def report(R, plan, args, cluster):
     lines += [""] + [f"- {note}" for note in R["notes"]] + ([""] if R["notes"] else [])
 
     lines += cache_report(R, plan)
+    lines += limits_report(R, plan)
 
     lines += sweep_table(R.get("sweep"), plan.sweep_levels, SWEEP_PATHS, "this service", plan.sweep_seconds)
 
