@@ -503,18 +503,17 @@ impl DbPool {
         result.map_err(DbError::from)
     }
 
-    /// Checks out a connection for work that has a fallback: waits at most `wait`, and not
-    /// at all while the database is known to be failing. It never probes the database nor
-    /// reports a failure: a short wait that runs out says the pool is busy, not that the
-    /// database is down.
-    pub fn checkout_briefly(&self, wait: Duration) -> Result<PooledConnection, DbError> {
+    /// Checks out a connection for work that has a fallback: `Ok(None)` when none is free
+    /// within `wait` (the pool is busy), an error at once while the database is known to be
+    /// failing. It never probes the database nor reports a failure.
+    pub fn checkout_briefly(&self, wait: Duration) -> Result<Option<PooledConnection>, DbError> {
         if let Some(conn) = self.pool.try_get() {
-            return Ok(conn);
+            return Ok(Some(conn));
         }
         if self.health.failing.load(Ordering::Relaxed) {
             return Err(DbError::Unavailable("database unreachable".into()));
         }
-        self.pool.get_timeout(wait).map_err(DbError::from)
+        Ok(self.pool.get_timeout(wait).ok())
     }
 
     /// Connections open now, and how many of them are idle.

@@ -99,8 +99,12 @@ impl Database {
     }
 
     /// [`Self::conn`] for work that can do without the database (the shared rate-limit
-    /// store): waits at most `wait`, and not at all while the database is failing.
-    pub(crate) fn conn_briefly(&self, wait: Duration) -> Result<PooledConnection, ServiceError> {
+    /// store): `Ok(None)` when no connection is free within `wait`; an error at once while
+    /// the database is failing.
+    pub(crate) fn conn_briefly(
+        &self,
+        wait: Duration,
+    ) -> Result<Option<PooledConnection>, ServiceError> {
         Ok(self.pool.checkout_briefly(wait)?)
     }
 

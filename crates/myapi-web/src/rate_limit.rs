@@ -24,19 +24,21 @@ use crate::metrics;
 const EXEMPT: [&str; 4] = ["/health", "/ready", "/openapi.json", "/docs"];
 /// Paths under which nothing is limited.
 const EXEMPT_PREFIXES: [&str; 2] = ["/docs/", "/.well-known/"];
-/// Paths the login budget limits instead (`auth.*_failure_*`): it counts failures per
-/// client network and per account, which a request limit would only blur.
+/// Paths whose `POST` the login budget limits instead (`auth.*_failure_*`): it counts
+/// failures per client network and per account, which a request limit would only blur.
+/// Their other methods (405) are reads like any other.
 const LOGIN: [&str; 2] = ["/token", "/revoke"];
 
 /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10 §4, §5).
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// The class a request spends, or `None` when no request limit applies (exempt and login
-/// paths). Every other path is limited, routed or not: a loop of 404s costs too.
+/// The class a request spends, or `None` when no request limit applies (exempt paths,
+/// and the login routes' `POST`). Every other path is limited, routed or not: a loop of
+/// 404s costs too. `path` is the path as the router matches it (percent-decoded).
 pub fn route_class(method: &Method, path: &str) -> Option<Class> {
     let exempt = EXEMPT.contains(&path)
-        || LOGIN.contains(&path)
+        || (*method == Method::POST && LOGIN.contains(&path))
         || EXEMPT_PREFIXES
             .iter()
             .any(|prefix| path.starts_with(prefix));
@@ -63,7 +65,7 @@ pub async fn limit_requests(
         .app_data::<web::Data<Services>>()
         .filter(|services| services.limits.enabled())
         .cloned();
-    let class = route_class(req.method(), req.path());
+    let class = route_class(req.method(), req.match_info().as_str());
     let (Some(services), Some(class)) = (services, class) else {
         return next
             .call(req)
@@ -250,11 +252,13 @@ mod tests {
             "/docs/",
             "/docs/index.html",
             "/.well-known/jwks.json",
-            "/token",
-            "/revoke",
         ] {
             assert_eq!(class(Method::GET, exempt), None, "{exempt}");
             assert_eq!(class(Method::POST, exempt), None, "{exempt}");
+        }
+        for login in ["/token", "/revoke"] {
+            assert_eq!(class(Method::POST, login), None, "{login}");
+            assert_eq!(class(Method::GET, login), Some(Class::Read), "{login}");
         }
         assert_eq!(class(Method::GET, "/healthz"), Some(Class::Read));
         assert_eq!(class(Method::GET, "/docsx"), Some(Class::Read));

@@ -7,8 +7,9 @@
 -- A bucket is stored as the time it will be full again (GCRA): with `step` seconds per
 -- request it holds floor((burst * step - max(full_at - t, 0)) / step) requests at time t,
 -- and a lease of n moves full_at to max(full_at, t) + n * step. A row whose full_at has
--- passed counts as no row; one lease in 16 deletes such rows among 32 from a random key on,
--- so stale rows stay a small fraction of the table. Only the key is indexed and pages keep
+-- passed counts as no row; one lease in 16 deletes such rows among the 32 from a random key
+-- of its own kind on (same class, caller kind and first byte: user ids or network prefix
+-- length), so stale rows stay a small fraction of the table. Only the key is indexed and pages keep
 -- room, so updates stay HOT.
 CREATE UNLOGGED TABLE myapi.rate_limits (
     -- The class ('r' or 'w'), then 'u' || user id, or 'n' || prefix length || network.
@@ -50,8 +51,7 @@ BEGIN
             SELECT key FROM myapi.rate_limits
             WHERE key = ANY (ARRAY(
                     SELECT key FROM myapi.rate_limits
-                    WHERE key >= decode(CASE WHEN random() < 0.5 THEN '72' ELSE '77' END
-                                        || md5(random()::text), 'hex')
+                    WHERE key >= substring(k FROM 1 FOR 3) || decode(md5(random()::text), 'hex')
                     ORDER BY key LIMIT 32))
               AND full_at < t AND key <> k
             FOR UPDATE SKIP LOCKED);

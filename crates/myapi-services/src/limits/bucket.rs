@@ -1,5 +1,6 @@
 //! The buckets behind the request limits: whose they are ([`BucketKey`]), their rule
-//! ([`Policy`]), and the stores that hand out their requests in leases ([`LeaseStore`]).
+//! ([`Policy`]), and the in-process store ([`MemoryStore`]), which hands out their requests
+//! in leases as the PostgreSQL one does.
 //!
 //! A bucket is kept as its theoretical arrival time (GCRA): with `interval` seconds per
 //! request, it is full when that time has passed, and each request granted moves it
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::ServiceError;
 use crate::bounded::{BoundedMap, Retention};
 
 /// Which budget a request spends.
@@ -102,7 +102,14 @@ impl Policy {
 
     /// Seconds until a bucket `backlog` seconds from full can grant one request.
     pub fn wait(&self, backlog: f64) -> f64 {
-        (backlog - (self.window_secs() - self.interval())).max(0.0)
+        self.wait_for(backlog, 1)
+    }
+
+    /// Seconds until a bucket `backlog` seconds from full can grant `requests` (at most the
+    /// burst).
+    pub fn wait_for(&self, backlog: f64, requests: u32) -> f64 {
+        let requests = f64::from(requests.clamp(1, self.burst.max(1)));
+        (backlog - (self.window_secs() - requests * self.interval())).max(0.0)
     }
 }
 
@@ -113,13 +120,6 @@ pub struct Grant {
     pub granted: u32,
     /// Seconds from now until the bucket is full again, after this grant.
     pub backlog_secs: f64,
-}
-
-/// Where buckets live. A lease takes up to `want` requests from a bucket at once; the
-/// caller spends them as it likes, and what it never spends is lost (the bucket refills).
-pub trait LeaseStore: Send + Sync + std::fmt::Debug {
-    /// Takes what the bucket can give, up to `want` (at least 1).
-    fn lease(&self, key: BucketKey, policy: Policy, want: u32) -> Result<Grant, ServiceError>;
 }
 
 /// Most buckets one process keeps (each store, and the leases held).
@@ -183,12 +183,6 @@ impl MemoryStore {
             granted,
             backlog_secs,
         }
-    }
-}
-
-impl LeaseStore for MemoryStore {
-    fn lease(&self, key: BucketKey, policy: Policy, want: u32) -> Result<Grant, ServiceError> {
-        Ok(self.lease_at(key, policy, want, Instant::now()))
     }
 }
 

@@ -5,17 +5,22 @@
 //! and spends them from memory. A lease is sized to what the caller spent in the last
 //! [`LEASE_SECS`] on this instance (at least [`MIN_LEASE`], at most a quarter of the burst),
 //! and the next one is taken in the background once a quarter of it is left, so a steady
-//! caller costs one database call per [`LEASE_SECS`] and never waits for one. A refusal is
-//! remembered until the bucket can grant again, so a flood is refused from memory too.
+//! caller costs one database call per [`LEASE_SECS`] and never waits for one. When the
+//! bucket has less than a lease asked, the store is not asked again before it has that
+//! much (or a quarter second's worth of requests, if less), and requests that find nothing held are refused from memory until then: a caller
+//! past its limit gets its requests back a lease at a time, and a flood costs the database
+//! one call per lease, not per request.
 //!
 //! Worst case with N instances: a lease's requests are charged to the bucket when taken, so
 //! a caller gets at most its burst plus `per_second` for each second, plus what the
-//! instances held unspent at the start: N × 1.25 × the lease size, which is at most
-//! N × 1.25 × burst / 4. An instance that dies takes its unspent lease with it: that
-//! caller's bucket misses at most 1.25 × the lease, which it regains in as many intervals.
-//! While PostgreSQL cannot be reached, each instance limits alone from memory (each then
-//! grants the whole budget), and asks the store again once a second, so an outage does not
-//! make requests wait for the pool.
+//! instances held unspent at the start: at most 1.25 leases each, N × 1.25 × burst / 4.
+//! An instance that dies takes its unspent lease with it: that caller's bucket misses at
+//! most that much, which it regains in as many intervals.
+//!
+//! A lease that finds no pooled connection free within 100 ms is done without: that
+//! request is counted in memory. While PostgreSQL fails, each instance limits alone from
+//! memory (each then grants the whole budget) and asks the store again once a second, so an
+//! outage does not make requests wait for the pool.
 //!
 //! On SQLite the buckets are in memory ([`MemoryStore`]), one per process.
 
@@ -26,8 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use bucket::Grant;
 pub use bucket::{BucketKey, Caller, Class, MAX_TRACKED_BUCKETS, MemoryStore, Policy};
-use bucket::{Grant, LeaseStore};
 pub use postgres_store::PostgresStore;
 
 use crate::bounded::{BoundedMap, Retention};
@@ -35,8 +40,9 @@ use crate::config::{ClassLimit, LimitSettings};
 use crate::database::Database;
 use crate::{ServiceError, error_chain};
 
-/// Counter, labels `class` and `result` (`granted`, `refused`, `failed`): leases asked of
-/// the shared store.
+/// Counter, labels `class` and `result`: leases asked of the shared store, by what came of
+/// them (`granted`; `refused`, the bucket was empty; `busy`, no pooled connection was free;
+/// `failed`, the database did not answer).
 pub const LEASES_METRIC: &str = "myapi_rate_limit_leases_total";
 
 /// The span of spending one lease covers.
@@ -50,22 +56,104 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// entry goes and a stale lease is never spent long after it was taken.
 const LEASE_TTL: Duration = Duration::from_secs(10);
 
+/// A lease under way longer than this is taken for lost (its blocking task failed), and
+/// the next request leases again.
+const LEASE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// What an instance holds of one bucket.
 #[derive(Debug, Clone, Copy)]
 struct Held {
-    /// Leased requests not yet spent.
+    /// Leased requests not yet spent (all of them lapse [`LEASE_TTL`] after `granted_at`).
     tokens: u32,
-    /// The shared bucket's backlog at `seen` (for the remaining count a client is shown).
-    backlog_secs: f64,
-    seen: Instant,
-    /// Refused without asking the store until then.
-    refused_until: Option<Instant>,
-    /// A background lease is under way.
-    refilling: bool,
-    /// When the current lease began, and its size: the next lease is sized on how fast
-    /// this one went.
-    leased_at: Instant,
-    leased: u32,
+    /// When the last lease that granted anything was taken, and what it granted: the next
+    /// lease is sized on how fast it went.
+    granted_at: Instant,
+    granted: u32,
+    /// When the shared bucket will be full again, as the store last told it.
+    full_at: Instant,
+    /// The bucket had less than the last lease asked: the store is not asked again before
+    /// it has that much (or a quarter second's worth), and requests that find nothing held
+    /// are refused until then.
+    next_lease_at: Option<Instant>,
+    /// When the lease under way (a request's or a refill) began.
+    leasing_since: Option<Instant>,
+}
+
+impl Held {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: 0,
+            granted_at: now,
+            granted: 0,
+            full_at: now,
+            next_lease_at: None,
+            leasing_since: None,
+        }
+    }
+
+    fn tokens(&self, now: Instant) -> u32 {
+        if now.saturating_duration_since(self.granted_at) < LEASE_TTL {
+            self.tokens
+        } else {
+            0
+        }
+    }
+
+    fn backlog(&self, now: Instant) -> f64 {
+        self.full_at.saturating_duration_since(now).as_secs_f64()
+    }
+
+    fn leasing(&self, now: Instant) -> bool {
+        self.leasing_since
+            .is_some_and(|since| now.saturating_duration_since(since) < LEASE_DEADLINE)
+    }
+
+    fn waiting_until(&self, now: Instant) -> Option<Instant> {
+        self.next_lease_at.filter(|at| now < *at)
+    }
+
+    /// Takes in what the store answered to a lease of `want`.
+    fn record(&mut self, grant: Grant, want: u32, policy: Policy, now: Instant) {
+        self.tokens = self.tokens(now).saturating_add(grant.granted);
+        if grant.granted > 0 {
+            self.granted_at = now;
+            self.granted = grant.granted;
+        }
+        self.full_at = now + Duration::from_secs_f64(grant.backlog_secs.max(0.0));
+        // Waiting for the whole lease could be long at a low rate: a quarter second's worth
+        // is enough to keep a flood's statements few.
+        let chunk = want.min((policy.per_second / 4).max(1));
+        self.next_lease_at = (grant.granted < want)
+            .then(|| now + Duration::from_secs_f64(policy.wait_for(grant.backlog_secs, chunk)));
+    }
+
+    /// Spends one held request, or refuses until the store may be asked again.
+    fn spend(&mut self, class: Class, policy: Policy, now: Instant, refill: bool) -> Decision {
+        let tokens = self.tokens(now);
+        self.tokens = tokens.saturating_sub(1);
+        let retry_after_secs = (tokens == 0).then(|| {
+            self.waiting_until(now).map_or_else(
+                || policy.wait(self.backlog(now)),
+                |at| at.duration_since(now).as_secs_f64(),
+            )
+        });
+        let backlog = self.backlog(now);
+        Decision {
+            class,
+            policy,
+            remaining: if tokens == 0 {
+                0
+            } else {
+                policy
+                    .available(backlog)
+                    .saturating_add(self.tokens)
+                    .min(policy.burst)
+            },
+            reset_secs: backlog,
+            retry_after_secs,
+            refill,
+        }
+    }
 }
 
 /// How a request fared against its bucket.
@@ -126,15 +214,23 @@ struct Inner {
 impl RateLimiter {
     pub fn new(db: &Database, settings: &LimitSettings) -> Result<Self, ServiceError> {
         let shared = settings.store.is_shared(db, "limits.store")?;
-        let policy = |class: &ClassLimit| Policy {
-            per_second: class.per_second.get(),
-            burst: class.burst.get(),
+        let policy = |key: &'static str, class: &ClassLimit| {
+            let (per_second, burst) = (class.per_second.get(), class.burst.get());
+            if burst < per_second {
+                // The RateLimit fields could not describe it: their window is a whole second
+                // at least.
+                return Err(ServiceError::invalid(
+                    key,
+                    format!("burst ({burst}) must be at least per_second ({per_second})"),
+                ));
+            }
+            Ok(Policy { per_second, burst })
         };
         Ok(Self {
             inner: Arc::new(Inner {
                 enabled: settings.enabled,
-                read: policy(&settings.read),
-                write: policy(&settings.write),
+                read: policy("limits.read.burst", &settings.read)?,
+                write: policy("limits.write.burst", &settings.write)?,
                 shared: shared.then(|| PostgresStore::new(db.clone())),
                 memory: MemoryStore::default(),
                 held: Mutex::new(BoundedMap::new(MAX_TRACKED_BUCKETS)),
@@ -173,132 +269,79 @@ impl RateLimiter {
     }
 
     /// Spends one request of `key`'s bucket from memory when it can: always on SQLite; on
-    /// PostgreSQL from a lease this instance holds, or refused while a refusal stands.
+    /// PostgreSQL from a lease this instance holds, or refused while the bucket is known to
+    /// be short.
     pub fn admit(&self, key: BucketKey) -> Admission {
         let policy = self.policy(key.class);
         let now = Instant::now();
         if self.inner.shared.is_none() || self.store_resting(now) {
             let grant = self.inner.memory.lease_at(key, policy, 1, now);
-            return Admission::Decided(decide(key.class, policy, grant, 0));
+            return Admission::Decided(decide(key.class, policy, grant));
         }
         let mut held = self.lock();
-        let entry = held.get_mut(&key);
-        let usable = entry.as_ref().is_some_and(|entry| {
-            entry.tokens > 0
-                && now.duration_since(entry.seen) < LEASE_TTL
-                && entry.refused_until.is_none()
-        });
-        match entry {
-            Some(entry) if usable => {
-                entry.tokens -= 1;
-                let refill = !entry.refilling && entry.tokens * 4 <= entry.leased;
-                entry.refilling |= refill;
-                let backlog =
-                    (entry.backlog_secs - now.duration_since(entry.seen).as_secs_f64()).max(0.0);
-                Admission::Decided(Decision {
-                    class: key.class,
-                    policy,
-                    remaining: policy
-                        .available(backlog)
-                        .saturating_add(entry.tokens)
-                        .min(policy.burst),
-                    reset_secs: backlog + f64::from(entry.tokens) * policy.interval(),
-                    retry_after_secs: None,
-                    refill,
-                })
+        let Some(entry) = held.get_mut(&key) else {
+            let mut entry = Held::new(now);
+            entry.leasing_since = Some(now);
+            insert(&mut held, key, entry, now);
+            return Admission::NeedsLease(Lease {
+                key,
+                want: lease_size(None, policy, now),
+                first: true,
+            });
+        };
+        if entry.tokens(now) > 0 || entry.waiting_until(now).is_some() {
+            let refill = entry.tokens(now) > 0
+                && !entry.leasing(now)
+                && entry.waiting_until(now).is_none()
+                && (entry.tokens(now) - 1) * 4 <= entry.granted;
+            if refill {
+                entry.leasing_since = Some(now);
             }
-            Some(entry) if entry.refused_until.is_some_and(|until| now < until) => {
-                let backlog = entry.backlog_secs - now.duration_since(entry.seen).as_secs_f64();
-                let until = entry.refused_until.unwrap_or(now);
-                Admission::Decided(Decision {
-                    class: key.class,
-                    policy,
-                    remaining: 0,
-                    reset_secs: backlog.max(0.0),
-                    retry_after_secs: Some(until.duration_since(now).as_secs_f64()),
-                    refill: false,
-                })
-            }
-            Some(entry) if entry.refilling => Admission::NeedsLease(Lease {
+            return Admission::Decided(entry.spend(key.class, policy, now, refill));
+        }
+        if entry.leasing(now) {
+            return Admission::NeedsLease(Lease {
                 key,
                 want: 1,
                 first: false,
-            }),
-            Some(entry) => {
-                entry.refilling = true;
-                entry.refused_until = None;
-                Admission::NeedsLease(Lease {
-                    key,
-                    want: lease_size(Some(entry), policy, now),
-                    first: true,
-                })
-            }
-            None => {
-                let placeholder = Held {
-                    tokens: 0,
-                    backlog_secs: 0.0,
-                    seen: now,
-                    refused_until: None,
-                    refilling: true,
-                    leased_at: now,
-                    leased: 0,
-                };
-                insert(&mut held, key, placeholder, policy, now);
-                Admission::NeedsLease(Lease {
-                    key,
-                    want: lease_size(None, policy, now),
-                    first: true,
-                })
-            }
+            });
         }
+        entry.leasing_since = Some(now);
+        Admission::NeedsLease(Lease {
+            key,
+            want: lease_size(Some(entry), policy, now),
+            first: true,
+        })
     }
 
-    /// Takes `lease` and spends one request of it (blocking on PostgreSQL): for a request
+    /// Takes `lease` and spends one request (blocking on PostgreSQL): for a request
     /// [`Self::admit`] could not decide.
     pub fn lease(&self, lease: Lease) -> Decision {
         let Lease { key, want, first } = lease;
         let policy = self.policy(key.class);
-        let Some(grant) = self.take(key, policy, want) else {
-            if first && let Some(entry) = self.lock().get_mut(&key) {
-                entry.refilling = false;
-            }
-            return self.lease_from_memory(key);
-        };
+        let grant = self.take(key, policy, want);
         let now = Instant::now();
         let mut held = self.lock();
-        let previous = held
-            .get(&key)
-            .copied()
-            .filter(|entry| now.duration_since(entry.seen) < LEASE_TTL);
-        let kept = previous.map_or(0, |entry| entry.tokens) + grant.granted.saturating_sub(1);
-        let refused_until = (kept == 0 && grant.granted == 0)
-            .then(|| now + Duration::from_secs_f64(policy.wait(grant.backlog_secs)));
-        let next = Held {
-            tokens: kept,
-            backlog_secs: grant.backlog_secs,
-            seen: now,
-            refused_until,
-            refilling: previous.is_some_and(|entry| entry.refilling) && !first,
-            leased_at: if first {
-                now
-            } else {
-                previous.map_or(now, |e| e.leased_at)
-            },
-            leased: if first {
-                grant.granted
-            } else {
-                previous.map_or(0, |e| e.leased)
-            },
+        let mut entry = held.get(&key).copied().unwrap_or_else(|| Held::new(now));
+        if first {
+            entry.leasing_since = None;
+        }
+        let decision = match grant {
+            Some(grant) => {
+                entry.record(grant, want, policy, now);
+                entry.spend(key.class, policy, now, false)
+            }
+            None => self.lease_from_memory(key),
         };
-        insert(&mut held, key, next, policy, now);
-        decide(key.class, policy, grant, kept)
+        insert(&mut held, key, entry, now);
+        decision
     }
 
     /// Decides from this process's memory alone: when a lease could not be taken at all.
     pub fn lease_from_memory(&self, key: BucketKey) -> Decision {
         let policy = self.policy(key.class);
         let grant = self.inner.memory.lease_at(key, policy, 1, Instant::now());
-        decide(key.class, policy, grant, 0)
+        decide(key.class, policy, grant)
     }
 
     /// Takes the next lease for `key` ahead of need (blocking): when a [`Decision`] asks
@@ -309,18 +352,11 @@ impl RateLimiter {
         let grant = self.take(key, policy, want);
         let now = Instant::now();
         let mut held = self.lock();
-        let Some(entry) = held.get_mut(&key) else {
-            return;
-        };
-        entry.refilling = false;
-        if let Some(grant) = grant {
-            entry.tokens = entry.tokens.saturating_add(grant.granted);
-            entry.backlog_secs = grant.backlog_secs;
-            entry.seen = now;
-            // An empty bucket: no more refills until what is held is spent (then a lease
-            // finds out whether the bucket has refilled).
-            entry.leased_at = now;
-            entry.leased = grant.granted;
+        if let Some(entry) = held.get_mut(&key) {
+            entry.leasing_since = None;
+            if let Some(grant) = grant {
+                entry.record(grant, want, policy, now);
+            }
         }
     }
 
@@ -337,8 +373,9 @@ impl RateLimiter {
         retry_at.is_some_and(|at| now < at)
     }
 
-    /// A lease from the shared store; `None` when it failed (logged once per outage,
-    /// counted each time).
+    /// A lease from the shared store; `None` when there was none: the pool had no
+    /// connection free at once (this request goes without), or the store failed (logged
+    /// once per outage; buckets stay in memory for [`STORE_RETRY`]). Each is counted.
     fn take(&self, key: BucketKey, policy: Policy, want: u32) -> Option<Grant> {
         let Some(store) = &self.inner.shared else {
             return Some(
@@ -348,22 +385,27 @@ impl RateLimiter {
             );
         };
         let class = key.class.as_str();
+        let count = |result: &'static str| {
+            metrics::counter!(LEASES_METRIC, "class" => class, "result" => result).increment(1);
+        };
         match store.lease(key, policy, want) {
-            Ok(grant) => {
-                let result = if grant.granted > 0 {
+            Ok(Some(grant)) => {
+                count(if grant.granted > 0 {
                     "granted"
                 } else {
                     "refused"
-                };
-                metrics::counter!(LEASES_METRIC, "class" => class, "result" => result).increment(1);
+                });
                 if self.inner.store_failing.swap(false, Ordering::Relaxed) {
                     log::info!("rate limits: the shared store answers again");
                 }
                 Some(grant)
             }
+            Ok(None) => {
+                count("busy");
+                None
+            }
             Err(error) => {
-                metrics::counter!(LEASES_METRIC, "class" => class, "result" => "failed")
-                    .increment(1);
+                count("failed");
                 *self
                     .inner
                     .store_retry_at
@@ -383,47 +425,43 @@ impl RateLimiter {
 }
 
 /// The next lease's size: what this instance spent of the bucket per [`LEASE_SECS`]
-/// since its last lease, within [`MIN_LEASE`] and a quarter of the burst.
+/// since its last grant, within [`MIN_LEASE`] and a quarter of the burst.
 fn lease_size(entry: Option<&Held>, policy: Policy, now: Instant) -> u32 {
     let largest = (policy.burst / 4).max(1);
     let smallest = MIN_LEASE.min(largest);
     let spent_rate = entry.map_or(0.0, |entry| {
-        let spent = entry.leased.saturating_sub(entry.tokens);
-        let secs = now.duration_since(entry.leased_at).as_secs_f64().max(1e-3);
+        let spent = entry.granted.saturating_sub(entry.tokens(now));
+        let secs = now.duration_since(entry.granted_at).as_secs_f64().max(1e-3);
         f64::from(spent) / secs
     });
     ((spent_rate * LEASE_SECS).ceil().min(f64::from(largest)) as u32).clamp(smallest, largest)
 }
 
-/// A decision from a grant of which one request is spent now, `kept` more held.
-fn decide(class: Class, policy: Policy, grant: Grant, kept: u32) -> Decision {
+/// A decision from an in-memory grant of one request.
+fn decide(class: Class, policy: Policy, grant: Grant) -> Decision {
     let admitted = grant.granted > 0;
     Decision {
         class,
         policy,
-        remaining: policy
-            .available(grant.backlog_secs)
-            .saturating_add(kept)
-            .min(policy.burst),
+        remaining: if admitted {
+            policy.available(grant.backlog_secs)
+        } else {
+            0
+        },
         reset_secs: grant.backlog_secs,
         retry_after_secs: (!admitted).then(|| policy.wait(grant.backlog_secs)),
         refill: false,
     }
 }
 
-fn insert(
-    held: &mut BoundedMap<BucketKey, Held>,
-    key: BucketKey,
-    entry: Held,
-    policy: Policy,
-    now: Instant,
-) {
+/// Keeps `entry`; when room must be made, entries that hold nothing of a bucket that has
+/// refilled go first, and those of a short bucket (refusing) last.
+fn insert(held: &mut BoundedMap<BucketKey, Held>, key: BucketKey, entry: Held, now: Instant) {
     held.insert(key, entry, now, |entry| {
-        let idle = now.saturating_duration_since(entry.seen);
-        let refilled = idle.as_secs_f64() >= entry.backlog_secs + policy.interval();
-        if idle >= LEASE_TTL || (refilled && entry.tokens == 0 && !entry.refilling) {
+        let idle = entry.tokens(now) == 0 && !entry.leasing(now);
+        if idle && entry.backlog(now) <= 0.0 && entry.waiting_until(now).is_none() {
             Retention::Expired
-        } else if entry.refused_until.is_some_and(|until| until > now) {
+        } else if entry.waiting_until(now).is_some() {
             Retention::Precious
         } else {
             Retention::Normal

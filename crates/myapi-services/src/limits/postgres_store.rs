@@ -10,7 +10,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use myapi_models::{DbConnection, DbError};
 
-use super::bucket::{BucketKey, Grant, LeaseStore, Policy};
+use super::bucket::{BucketKey, Grant, Policy};
 use crate::ServiceError;
 use crate::database::Database;
 
@@ -26,7 +26,7 @@ mod sql {
 /// Longest a lease waits for a pooled connection. A lease has a fallback (the instance's
 /// own memory), so it must not hold a request for the pool's whole wait when the pool is
 /// busy or the database is down.
-const POOL_WAIT: Duration = Duration::from_millis(250);
+const POOL_WAIT: Duration = Duration::from_millis(100);
 
 /// The buckets of every instance on this PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -40,9 +40,18 @@ impl PostgresStore {
     }
 }
 
-impl LeaseStore for PostgresStore {
-    fn lease(&self, key: BucketKey, policy: Policy, want: u32) -> Result<Grant, ServiceError> {
-        let mut conn = self.db.conn_briefly(POOL_WAIT)?;
+impl PostgresStore {
+    /// Takes what the bucket can give, up to `want` (at least 1); `None` when the pool had
+    /// no connection free within [`POOL_WAIT`].
+    pub fn lease(
+        &self,
+        key: BucketKey,
+        policy: Policy,
+        want: u32,
+    ) -> Result<Option<Grant>, ServiceError> {
+        let Some(mut conn) = self.db.conn_briefly(POOL_WAIT)? else {
+            return Ok(None);
+        };
         let DbConnection::Pg(pg) = &mut *conn else {
             return Err(ServiceError::Unavailable(DbError::Unavailable(
                 "the shared request limits need PostgreSQL".into(),
@@ -57,10 +66,10 @@ impl LeaseStore for PostgresStore {
         .get_result::<Vec<f64>>(pg)
         .map_err(|error| ServiceError::Unavailable(DbError::Query(error)))?;
         match answer[..] {
-            [granted, backlog_secs] => Ok(Grant {
+            [granted, backlog_secs] => Ok(Some(Grant {
                 granted: granted.clamp(0.0, f64::from(want)) as u32,
                 backlog_secs,
-            }),
+            })),
             _ => Err(ServiceError::internal(
                 "rate_limit_lease answered a malformed grant",
                 format!("{answer:?}"),
