@@ -2,10 +2,10 @@
 //! ([`bucket`]), shared by the fleet on PostgreSQL without a database call per request.
 //!
 //! On PostgreSQL each instance takes a caller's requests from the shared bucket in leases
-//! and spends them from memory. A lease is sized to what the caller spent in the last
-//! [`LEASE_SECS`] on this instance (at least [`MIN_LEASE`], at most a quarter of the burst),
-//! and the next one is taken in the background once a quarter of it is left, so a steady
-//! caller costs one database call per [`LEASE_SECS`] and never waits for one. When the
+//! and spends them from memory. A lease is [`LEASE_SECS`] of what the caller has been
+//! spending on this instance (at least [`MIN_LEASE`], at most a quarter of the burst), and
+//! the next one is taken in the background once a quarter of it is left, so a steady caller
+//! costs one database call per [`LEASE_SECS`] (or per quarter burst) and never waits for one. When the
 //! bucket has less than a lease asked, the store is not asked again before it has that
 //! much (or a quarter second's worth of requests, if less), and requests that find nothing held are refused from memory until then: a caller
 //! past its limit gets its requests back a lease at a time, and a flood costs the database
@@ -45,8 +45,11 @@ use crate::{ServiceError, error_chain};
 /// `failed`, the database did not answer).
 pub const LEASES_METRIC: &str = "myapi_rate_limit_leases_total";
 
-/// The span of spending one lease covers.
-pub const LEASE_SECS: f64 = 1.0;
+/// Seconds of a caller's spending one lease covers. Longer leases cost the database fewer
+/// statements (at 20,000 reads/s from 400 callers, one-second leases took a tenth of the
+/// throughput, five-second ones a few percent); the quarter-burst cap keeps what an
+/// instance holds, and so the fleet bound, the same.
+pub const LEASE_SECS: f64 = 5.0;
 /// The smallest lease (but never more than the burst allows).
 pub const MIN_LEASE: u32 = 4;
 /// After the shared store failed, how long buckets are kept in memory before it is asked
