@@ -396,6 +396,24 @@ pub(crate) async fn create_user(db: &TestDb, email: &str, password: &str) {
     .unwrap();
 }
 
+/// The `access_token` `POST {base}/token` answers to `form`.
+pub(crate) async fn access_token(
+    client: &reqwest::Client,
+    base: &str,
+    form: &[(&str, &str)],
+) -> String {
+    let answer: serde_json::Value = client
+        .post(format!("{base}/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_owned()
+}
+
 /// Starts the binary with the test settings (see [`start_command`]).
 fn start(db: &TestDb) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     start_command(server(db))
@@ -476,16 +494,7 @@ async fn logs_never_carry_secrets_and_sigterm_stops_cleanly() {
             ("username", "log@example.com"),
             ("password", password),
         ];
-        let token: serde_json::Value = client
-            .post(format!("{base}/token"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = token["access_token"].as_str().unwrap().to_owned();
+        let token = access_token(&client, &base, &form).await;
         let wrong = [
             ("username", "log@example.com"),
             ("password", "Wrong-Secret-123"),

@@ -10,7 +10,7 @@ use myapi_services::Settings;
 use reqwest::{Response, StatusCode};
 use tokio::task::JoinSet;
 
-use crate::binary::{create_user, server, terminate};
+use crate::binary::{access_token, create_user, server, terminate};
 use crate::observability::{start_with_metrics, value};
 use crate::support::{Backend, TestDb};
 use crate::{TestApp, both_backends, json_body, spawn_app_configured, spawn_app_with};
@@ -54,6 +54,11 @@ fn remaining(response: &Response, class: &str, burst: u64) -> u64 {
     assert!(state.starts_with(&format!("\"{class}\";")), "{state}");
     parameter(&state, "t");
     parameter(&state, "r")
+}
+
+/// The text the metrics listener at `url` serves.
+async fn scrape(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 async fn get(app: &TestApp, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Response {
@@ -294,16 +299,12 @@ async fn an_instance_killed_holding_a_lease_costs_at_most_that_lease() {
         .env("MYAPI_LIMITS__READ__BURST", burst.to_string());
     let (mut child, base, metrics, _log) = start_with_metrics(command);
     let client = reqwest::Client::new();
-    let token: serde_json::Value = client
-        .post(format!("{base}/token"))
-        .form(&[("username", "kill@example.com"), ("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let token = access_token(
+        &client,
+        &base,
+        &[("username", "kill@example.com"), ("password", PASSWORD)],
+    )
+    .await;
 
     // Spent quickly on the binary, so its next lease is the largest (burst / 4 = 10).
     let mut spent = 0;
@@ -317,14 +318,7 @@ async fn an_instance_killed_holding_a_lease_costs_at_most_that_lease() {
         assert_eq!(response.status(), 200);
         spent += 1;
     }
-    let text = client
-        .get(&metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&client, &metrics).await;
     let leases = value(
         &text,
         r#"myapi_rate_limit_leases_total{class="read",result="granted"}"#,
@@ -385,14 +379,7 @@ async fn refusals_are_counted_by_class() {
     }
     assert_eq!(statuses[..2], [401, 401]);
     assert!(statuses[2..].contains(&429), "{statuses:?}");
-    let text = client
-        .get(&metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&client, &metrics).await;
     let refused = statuses.iter().filter(|s| **s == 429).count() as f64;
     assert_eq!(
         value(&text, r#"myapi_rate_limited_total{class="write"}"#),

@@ -259,11 +259,6 @@ impl RateLimiter {
         self.inner.shared.is_some()
     }
 
-    /// The most memory the limiter's own state can take, in bytes.
-    pub fn max_bytes(&self) -> usize {
-        self.lock().max_bytes() + self.inner.memory.max_bytes()
-    }
-
     fn lock(&self) -> MutexGuard<'_, BoundedMap<BucketKey, Held>> {
         self.inner
             .held
