@@ -18,7 +18,8 @@ fn command(db: &TestDb, args: &[&str]) -> Command {
         .current_dir(db.dir.path())
         .env("MYAPI_DATABASE__DSN", &db.dsn)
         .env_remove("MYAPI_TOKEN_KEY")
-        .env_remove("MYAPI_TOKEN_KEYS");
+        .env_remove("MYAPI_TOKEN_KEYS")
+        .env_remove("MYAPI_TOKEN_KEY_FILES");
     command
 }
 
@@ -865,4 +866,50 @@ fn purge_idempotency_keys_deletes_only_expired_answers() {
         );
         assert_eq!(stderr(&zero).trim().lines().count(), 1, "{}", stderr(&zero));
     });
+}
+
+/// `generate-key` needs no configuration (here, a broken one), writes the key for the
+/// owner's eyes only and its public half beside it, prints the kid the server will give
+/// it, and never overwrites a key.
+#[test]
+fn generate_key_writes_a_private_key_and_prints_its_kid() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let path = db.dir.path().join("token.pem");
+    let path_arg = path.display().to_string();
+    let broken = [("MYAPI_DATABASE__POOL_SIZE", "zero")];
+    let output = cli_with(&db, &["generate-key", &path_arg], &broken);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let kid = stdout(&output).trim().to_owned();
+    assert_eq!(
+        kid.len(),
+        43,
+        "an RFC 7638 SHA-256 thumbprint, base64url: {kid}"
+    );
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    let key = myapi_services::auth::JwsKey::read_file(&path).unwrap();
+    assert_eq!(
+        myapi_services::auth::keys::thumbprint(&key.public_key().unwrap()),
+        kid
+    );
+    let public = db.dir.path().join("token.pem.pub");
+    assert_eq!(mode(&public), 0o644);
+    assert!(
+        std::fs::read_to_string(&public)
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+
+    let before = std::fs::read(&path).unwrap();
+    let again = cli_with(&db, &["generate-key", &path_arg], &[]);
+    assert_eq!(again.status.code(), Some(1));
+    let message = stderr(&again);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.starts_with(&format!("myapi-cli: error: {path_arg}: cannot be written")),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
 }

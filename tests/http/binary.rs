@@ -170,6 +170,99 @@ fn bad_token_keys_fail_with_one_line_naming_the_variable() {
     }
 }
 
+const JWKS_VERIFIERS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/clients/jwks_verifiers.py"
+);
+
+/// A fresh start with a key file from `myapi-cli generate-key` (the same function) issues
+/// EdDSA tokens that PyJWT and Authlib verify from the JWK Set alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_signs_tokens_that_jwks_verifiers_accept() {
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let path = db.dir.path().join("token.pem");
+    let kid = myapi_services::auth::keys::write_new_key(&path).unwrap();
+    let mut command = server(&db);
+    command
+        .env_remove("MYAPI_TOKEN_KEY")
+        .env("MYAPI_TOKEN_KEY_FILES", &path);
+    let (mut child, port, _log) = start_command(command);
+    let base = format!("http://127.0.0.1:{port}");
+    create_user(&db, "keys@example.com", "Keys-Passw0rd-1").await;
+    let form = [
+        ("username", "keys@example.com"),
+        ("password", "Keys-Passw0rd-1"),
+    ];
+    let token = access_token(&reqwest::Client::new(), &base, &form).await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    assert_eq!(header.kid, Some(kid));
+
+    let available = Command::new("python3")
+        .args(["-c", "import jwt, authlib, cryptography"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if available {
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new("python3")
+                .args([JWKS_VERIFIERS, &base, &token])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    } else {
+        assert!(
+            !crate::support::in_ci(),
+            "CI=true needs the Python packages pyjwt and authlib"
+        );
+        eprintln!("SKIPPED JWKS verifier test: pip install pyjwt authlib");
+    }
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn bad_key_files_fail_with_one_line_naming_the_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new(Backend::Sqlite).unwrap();
+    let path = db.dir.path().join("token.pem");
+    myapi_services::auth::keys::write_new_key(&path).unwrap();
+    let not_a_key = db.dir.path().join("not-a-key.pem");
+    std::fs::write(&not_a_key, TEST_TOKEN_KEY).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let display = |path: &std::path::Path| path.display().to_string();
+    for (files, message) in [
+        (
+            display(&path),
+            format!(
+                "entry 1 ({}) is a private key other users can access (mode 0644)",
+                display(&path)
+            ),
+        ),
+        (
+            display(&not_a_key),
+            format!("entry 1 ({}) holds no Ed25519 key", display(&not_a_key)),
+        ),
+        (
+            "missing.pem".to_owned(),
+            "entry 1 (missing.pem) cannot be read".to_owned(),
+        ),
+    ] {
+        let stderr = one_line_failure(
+            server_without_database(&db).env("MYAPI_TOKEN_KEY_FILES", files),
+            2,
+            &format!("token_key_files (MYAPI_TOKEN_KEY_FILES): {message}"),
+        );
+        assert!(!stderr.contains(TEST_TOKEN_KEY), "{stderr}");
+    }
+}
+
 #[tokio::test]
 async fn the_token_keys_in_use_are_logged_by_kid_only() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
@@ -178,11 +271,12 @@ async fn the_token_keys_in_use_are_logged_by_kid_only() {
     for (token_keys, expected) in [
         (
             Some(listed),
-            "token keys: signing with kid 2025-06; accepting kids 2025-06, old",
+            "token keys: signing with kid 2025-06 (HS256); accepting kids 2025-06, old",
         ),
         (
             None,
-            "neither MYAPI_TOKEN_KEY nor MYAPI_TOKEN_KEYS is set: using a random key",
+            "none of MYAPI_TOKEN_KEY_FILES, MYAPI_TOKEN_KEY and MYAPI_TOKEN_KEYS is set: \
+             signing with a random per-process Ed25519 key",
         ),
     ] {
         let mut command = server(&db);

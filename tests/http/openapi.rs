@@ -17,7 +17,13 @@ const SNAPSHOT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/snapshots/openapi.json"
 );
-const PUBLIC: &[&str] = &["/health", "/ready", "/token", "/revoke"];
+const PUBLIC: &[&str] = &[
+    "/health",
+    "/ready",
+    "/token",
+    "/revoke",
+    "/.well-known/jwks.json",
+];
 
 async fn served_document() -> serde_json::Value {
     spawn_app(TestDb::new(Backend::Sqlite).unwrap())

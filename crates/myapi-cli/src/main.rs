@@ -111,6 +111,13 @@ enum Command {
     /// `idempotency.retention_hours` (MYAPI_IDEMPOTENCY__RETENTION_HOURS), which no repeat
     /// gets any more. Safe to run from cron at any time.
     PurgeIdempotencyKeys,
+    /// Write a new Ed25519 token signing key to PATH (PKCS#8 PEM, mode 0600) and its public
+    /// key to PATH.pub, and print its kid. Neither file may exist. List the key in
+    /// MYAPI_TOKEN_KEY_FILES (see the README's key rotation).
+    GenerateKey {
+        /// Where to write the private key.
+        path: PathBuf,
+    },
     /// Import movies from a CSV file with header `movie_id,title,released,rating`,
     /// all or nothing.
     ImportMovies {
@@ -219,6 +226,10 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<(), Failure> {
+    // Needs no configuration: it may run before there is any.
+    if let Command::GenerateKey { path } = &command {
+        return generate_key(path);
+    }
     let settings =
         Settings::load().map_err(|e| Failure::usage(format!("configuration error: {e}")))?;
     match command {
@@ -246,7 +257,17 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::ImportMovies { file, on_existing } => {
             import_movies(&settings, &file, on_existing.into())
         }
+        Command::GenerateKey { path } => generate_key(&path),
     }
+}
+
+fn generate_key(path: &Path) -> Result<(), Failure> {
+    let kid = myapi_services::auth::keys::write_new_key(path).map_err(|e| Failure {
+        message: format!("{}: {}", path.display(), error_chain(&e)),
+        code: exit::FAILED,
+    })?;
+    println!("{kid}");
+    Ok(())
 }
 
 /// Connects and builds the services, migrating first when the settings say so.

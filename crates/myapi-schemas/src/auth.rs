@@ -92,3 +92,28 @@ pub struct TokenForm {
     /// Accepted and ignored.
     pub client_secret: Option<String>,
 }
+
+/// The public keys access tokens are signed with (a JWK Set, RFC 7517 §5). A verifier picks
+/// the key whose `kid` the token's header names; secrets (HS256 keys) are never listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JsonWebKeySet {
+    pub keys: Vec<JsonWebKey>,
+}
+
+/// One Ed25519 public key (RFC 8037 §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JsonWebKey {
+    #[schema(example = "OKP")]
+    pub kty: String,
+    #[schema(example = "Ed25519")]
+    pub crv: String,
+    /// The `kid` of the tokens this key verifies.
+    pub kid: String,
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    pub use_: String,
+    #[schema(example = "EdDSA")]
+    pub alg: String,
+    /// The public key, base64url without padding.
+    pub x: String,
+}

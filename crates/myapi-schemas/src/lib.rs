@@ -10,7 +10,10 @@ mod movies;
 // [xtask] schema modules
 
 pub use audit::{AuditEvent, AuditEventSchema};
-pub use auth::{RefreshTokenForm, RevokeForm, TokenForm, TokenRequest, TokenResponse, UserSchema};
+pub use auth::{
+    JsonWebKey, JsonWebKeySet, RefreshTokenForm, RevokeForm, TokenForm, TokenRequest,
+    TokenResponse, UserSchema,
+};
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
 pub use movies::MovieSchema;
 // [xtask] schema exports

@@ -5,11 +5,13 @@
 //! `config/default.toml` is the one place a default is written: no Rust restates one, and a
 //! field missing from every layer is a start-up error. Each tier deserialises only its own
 //! sections from a [`SettingsSource`]: the services read `database`, `auth`, `movies`, `cache`,
-//! `users`, `audit`, `idempotency`, `limits` and `token_key` or `token_keys` ([`Settings`]);
+//! `users`, `audit`, `idempotency`, `limits`, `token_key` or `token_keys`, and
+//! `token_key_files` ([`Settings`]);
 //! the web tier reads `server`, `log` and `metrics`.
 //!
 //! Environment variables are `MYAPI_` followed by the key path joined with `__`:
-//! `MYAPI_DATABASE__DSN`, `MYAPI_SERVER__PORT`, `MYAPI_TOKEN_KEY`, `MYAPI_TOKEN_KEYS`.
+//! `MYAPI_DATABASE__DSN`, `MYAPI_SERVER__PORT`, `MYAPI_TOKEN_KEY`, `MYAPI_TOKEN_KEYS`,
+//! `MYAPI_TOKEN_KEY_FILES`.
 
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
@@ -31,7 +33,8 @@ const DEFAULTS: &str = include_str!("../../../config/default.toml");
 pub struct Settings {
     pub database: DatabaseSettings,
     /// The token keys, from `MYAPI_TOKEN_KEY` (one key) or `MYAPI_TOKEN_KEYS` (a `kid:key`
-    /// list); `None` when neither is set, and then a random key is generated per process.
+    /// list) and `MYAPI_TOKEN_KEY_FILES` (Ed25519 PEM files); `None` when none is set, and
+    /// then a random key is generated per process.
     #[serde(flatten, deserialize_with = "TokenKeys::from_settings")]
     pub token_key: Option<TokenKeys>,
     pub auth: AuthSettings,
@@ -567,6 +570,101 @@ mod tests {
             let message = services_with(&overrides).unwrap_err().to_string();
             assert_eq!(message, expected);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_sign_and_the_secrets_beside_them_verify() {
+        use crate::auth::JwsKey;
+        use crate::auth::keys::{generate_ed25519, thumbprint};
+        use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path.display().to_string()
+        };
+        let signing = generate_ed25519();
+        let private = write(
+            "a.pem",
+            &signing.to_pkcs8_pem(LineEnding::LF).unwrap(),
+            0o600,
+        );
+        let next = generate_ed25519().verifying_key();
+        let public = write(
+            "b.pem",
+            &next.to_public_key_pem(LineEnding::LF).unwrap(),
+            0o644,
+        );
+        let secrets = format!("old:{}", good_key('o'));
+
+        let files = format!("{public}, 2027-01:{private}");
+        let settings =
+            services_with(&[("token_key_files", &files), ("token_keys", &secrets)]).unwrap();
+        let keys = settings.token_key.unwrap();
+        assert_eq!(kids(&keys), ["2027-01", &thumbprint(&next), "old"]);
+        assert_eq!(
+            keys.signing().1,
+            &JwsKey::Ed25519(Box::new(signing.clone()))
+        );
+        assert!(!format!("{keys:?}").contains("0123456789"));
+
+        // Only public key files and secrets: the secret still signs (step 1 of the move).
+        let settings =
+            services_with(&[("token_key_files", &public), ("token_keys", &secrets)]).unwrap();
+        assert_eq!(settings.token_key.unwrap().signing().0, "old");
+
+        let open = write(
+            "open.pem",
+            &signing.to_pkcs8_pem(LineEnding::LF).unwrap(),
+            0o644,
+        );
+        let shared = format!("old:{private}");
+        for (overrides, expected) in [
+            (
+                vec![("token_key_files", open.as_str())],
+                format!(
+                    "token_key_files (MYAPI_TOKEN_KEY_FILES): entry 1 ({open}) is a private key \
+                     other users can access (mode 0644); `chmod 600` it"
+                ),
+            ),
+            (
+                vec![
+                    ("token_key_files", shared.as_str()),
+                    ("token_keys", &secrets),
+                ],
+                "token_key_files (MYAPI_TOKEN_KEY_FILES): the kid old names both a key file \
+                 and a MYAPI_TOKEN_KEY(S) secret"
+                    .to_owned(),
+            ),
+            (
+                vec![("token_key_files", public.as_str())],
+                "token_key_files (MYAPI_TOKEN_KEY_FILES): lists only public keys: a private \
+                 key file or MYAPI_TOKEN_KEY(S) must sign tokens"
+                    .to_owned(),
+            ),
+            (
+                vec![("token_key_files", &format!("a:{private},a:{public}"))],
+                "token_key_files (MYAPI_TOKEN_KEY_FILES): entry 2 repeats the kid of entry 1"
+                    .to_owned(),
+            ),
+        ] {
+            let message = services_with(&overrides).unwrap_err().to_string();
+            assert_eq!(message, expected);
+        }
+        let missing = dir.path().join("missing.pem").display().to_string();
+        let message = services_with(&[("token_key_files", &missing)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(&format!(
+                "token_key_files (MYAPI_TOKEN_KEY_FILES): entry 1 ({missing}) cannot be read"
+            )),
+            "{message}"
+        );
     }
 
     #[cfg(unix)]

@@ -182,12 +182,14 @@ impl Application {
             .transpose()?;
         match &settings.token_key {
             None => log::warn!(
-                "neither MYAPI_TOKEN_KEY nor MYAPI_TOKEN_KEYS is set: using a random key; \
-                 tokens will not survive a restart nor work on another instance"
+                "none of MYAPI_TOKEN_KEY_FILES, MYAPI_TOKEN_KEY and MYAPI_TOKEN_KEYS is set: \
+                 signing with a random per-process Ed25519 key; tokens will not survive a \
+                 restart nor work on another instance"
             ),
             Some(keys) => log::info!(
-                "token keys: signing with kid {}; accepting kids {}",
+                "token keys: signing with kid {} ({:?}); accepting kids {}",
                 keys.signing().0,
+                keys.signing().1.algorithm(),
                 keys.iter()
                     .map(|(kid, _)| kid)
                     .collect::<Vec<_>>()

@@ -25,7 +25,7 @@ use ipnet::IpNet;
 pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
 pub use credentials::{Credentials, Email, Password, UserName};
 pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
-pub use keys::{KeyError, TokenKey, TokenKeyError, TokenKeys};
+pub use keys::{JwsKey, KeyError, KeyFileError, TokenKey, TokenKeyError, TokenKeys};
 pub use memory_budget::{MAX_TRACKED_KEYS, MemoryBudget};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
 pub use postgres_budget::PostgresBudget;
@@ -33,7 +33,7 @@ pub use roles::{RequiredScope, Role, SCOPE_GRANTS, SCOPES, Scopes, scope};
 pub use tokens::{Claims, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
-use myapi_schemas::{TokenResponse, UserSchema};
+use myapi_schemas::{JsonWebKeySet, TokenResponse, UserSchema};
 
 use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent, unix_now};
 use crate::bounded::{BoundedMap, Retention};
@@ -224,6 +224,11 @@ impl AuthService {
         } else {
             Err(no_such_user(email.as_str()))
         }
+    }
+
+    /// The public keys of `/.well-known/jwks.json`.
+    pub fn published_keys(&self) -> &JsonWebKeySet {
+        self.signer.published_keys()
     }
 
     /// `limit` when none is given, and the largest accepted.
@@ -767,11 +772,15 @@ fn secs(seconds: u64) -> i64 {
 /// for a process that signs with a random key.
 fn audit_digest_key(settings: &Settings) -> [u8; 64] {
     let mut key = [0u8; 64];
-    let derived = settings.token_key.as_ref().is_some_and(|keys| {
-        hkdf::Hkdf::<sha2::Sha256>::new(None, keys.signing().1.as_bytes())
-            .expand(b"myapi audit username digest", &mut key)
-            .is_ok()
-    });
+    let derived = settings
+        .token_key
+        .as_ref()
+        .and_then(|keys| keys.signing().1.secret_bytes())
+        .is_some_and(|secret| {
+            hkdf::Hkdf::<sha2::Sha256>::new(None, secret)
+                .expand(b"myapi audit username digest", &mut key)
+                .is_ok()
+        });
     if derived { key } else { random_bytes() }
 }
 

@@ -1,16 +1,20 @@
-//! HS256 access tokens: issue and verify, with `kid`, `exp`, `iss`, `aud` and `sub` enforced.
+//! Access tokens (RFC 9068 JWTs, EdDSA or HS256): issue and verify, with `kid`, `typ`, `exp`,
+//! `nbf`, `iat`, `iss`, `aud` and `sub` enforced.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, TokenData, Validation};
+use myapi_schemas::{JsonWebKey, JsonWebKeySet};
 use serde::{Deserialize, Serialize};
 
 use crate::ServiceError;
 use crate::audit::unix_now;
-use crate::auth::keys::TokenKeys;
+use crate::auth::keys::{JwsKey, TokenKeys};
 use crate::bounded::{BoundedMap, Retention};
 use crate::config::AuthSettings;
 use crate::secrets::random_id;
@@ -57,18 +61,34 @@ impl Claims {
     }
 }
 
-/// Signs with the first configured key, naming it in the JWS header's `kid`, and verifies
-/// with the key the token's `kid` names.
+/// The JWS `typ` of access tokens (RFC 9068 §2.1), which keeps an ID token or any other JWT
+/// signed with the same key from passing for one.
+const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// What one `kid` verifies: its key, under its own algorithm only.
+#[derive(Clone)]
+struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+    /// EdDSA tokens have carried `typ: at+jwt` from the start; HS256 tokens issued before
+    /// it may lack it until they expire.
+    typ_required: bool,
+}
+
+/// Signs with the signing key, naming it in the JWS header's `kid`, and verifies with the
+/// key the token's `kid` names.
 #[derive(Clone)]
 pub struct TokenSigner {
     header: Header,
     encoding: EncodingKey,
-    decoding: HashMap<String, DecodingKey>,
+    verifiers: HashMap<String, Verifier>,
+    /// The public halves of the Ed25519 keys, for `/.well-known/jwks.json`.
+    published: Arc<JsonWebKeySet>,
     /// What a token without `kid` (issued before tokens named their key) is checked against:
     /// the keys configured under their derived kid, i.e. `MYAPI_TOKEN_KEY`, or that key moved
     /// into `MYAPI_TOKEN_KEYS`.
     kidless: Vec<DecodingKey>,
-    validation: Validation,
+    kidless_validation: Validation,
     issuer: String,
     audience: String,
     lifetime: Duration,
@@ -81,39 +101,74 @@ pub struct TokenSigner {
 }
 
 impl TokenSigner {
-    /// A signer using `keys`, or a random per-process key when `None` (tokens then do not
-    /// survive a restart nor work across instances; the server warns about it).
+    /// A signer using `keys`, or a random per-process Ed25519 key when `None` (tokens then do
+    /// not survive a restart nor work across instances; the server warns about it).
     pub fn new(keys: Option<&TokenKeys>, settings: &AuthSettings) -> Self {
         let keys = keys.cloned().unwrap_or_else(TokenKeys::random);
         let (signing_kid, signing_key) = keys.signing();
-        let decoding = keys
+        let validation = |algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.leeway = LEEWAY_SECS;
+            validation.validate_nbf = true;
+            validation.set_issuer(&[&settings.token_issuer]);
+            validation.set_audience(&[&settings.token_audience]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation
+        };
+        let verifiers = keys
             .iter()
-            .map(|(kid, key)| (kid.to_owned(), DecodingKey::from_secret(key.as_bytes())))
+            .map(|(kid, key)| {
+                let verifier = Verifier {
+                    key: key.decoding_key(),
+                    validation: validation(key.algorithm()),
+                    typ_required: key.algorithm() == Algorithm::EdDSA,
+                };
+                (kid.to_owned(), verifier)
+            })
             .collect();
         let kidless = keys
             .iter()
-            .filter(|(kid, key)| *kid == key.derived_kid())
-            .map(|(_, key)| DecodingKey::from_secret(key.as_bytes()))
+            .filter_map(|(kid, key)| match key {
+                JwsKey::Hs256(secret) if kid == secret.derived_kid() => Some(key.decoding_key()),
+                _ => None,
+            })
             .collect();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.set_issuer(&[&settings.token_issuer]);
-        validation.set_audience(&[&settings.token_audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let published = keys
+            .iter()
+            .filter_map(|(kid, key)| {
+                key.public_key().map(|public| JsonWebKey {
+                    kty: "OKP".into(),
+                    crv: "Ed25519".into(),
+                    kid: kid.to_owned(),
+                    use_: "sig".into(),
+                    alg: "EdDSA".into(),
+                    x: URL_SAFE_NO_PAD.encode(public.as_bytes()),
+                })
+            })
+            .collect();
         Self {
+            published: Arc::new(JsonWebKeySet { keys: published }),
             header: Header {
                 kid: Some(signing_kid.to_owned()),
-                ..Header::new(Algorithm::HS256)
+                typ: Some(ACCESS_TOKEN_TYP.to_owned()),
+                ..Header::new(signing_key.algorithm())
             },
-            encoding: EncodingKey::from_secret(signing_key.as_bytes()),
-            decoding,
+            encoding: signing_key
+                .encoding_key()
+                .unwrap_or_else(|| unreachable!("TokenKeys signs with a private key")),
+            verifiers,
             kidless,
-            validation,
+            kidless_validation: validation(Algorithm::HS256),
             issuer: settings.token_issuer.clone(),
             audience: settings.token_audience.clone(),
             lifetime: Duration::from_secs(settings.token_lifetime_minutes.get().saturating_mul(60)),
             verified: Arc::new(Mutex::new(BoundedMap::new(MEMOISED_TOKENS))),
         }
+    }
+
+    /// The public keys tokens are verified with, the signing one first.
+    pub fn published_keys(&self) -> &JsonWebKeySet {
+        &self.published
     }
 
     /// Token lifetime in seconds (the `expires_in` of the token response).
@@ -146,21 +201,27 @@ impl TokenSigner {
             .map_err(|e| ServiceError::internal("token signing failed", e))
     }
 
-    /// Verifies `kid`, signature, algorithm, `exp`, `iss`, `aud` and `sub`; CPU only, never
-    /// blocks.
+    /// Verifies `kid`, the algorithm of its key, `typ`, signature, `exp`, `nbf`, `iat`, `iss`,
+    /// `aud` and `sub`; CPU only, never blocks.
     pub fn verify(&self, token: &str) -> Result<Claims, ServiceError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| rejection(&e))?;
         let data = match header.kid {
             Some(kid) => {
-                let key = self
-                    .decoding
+                let verifier = self
+                    .verifiers
                     .get(&kid)
                     .ok_or(ServiceError::InvalidToken("unknown key id"))?;
-                jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+                if verifier.typ_required && !is_access_token_typ(header.typ.as_deref()) {
+                    return Err(ServiceError::InvalidToken("not an access token"));
+                }
+                jsonwebtoken::decode::<Claims>(token, &verifier.key, &verifier.validation)
                     .map_err(|e| rejection(&e))?
             }
             None => self.decode_without_kid(token)?,
         };
+        if data.claims.iat > unix_secs().saturating_add(LEEWAY_SECS) {
+            return Err(ServiceError::InvalidToken("issued in the future"));
+        }
         data.claims.user_id()?;
         Ok(data.claims)
     }
@@ -202,13 +263,21 @@ impl TokenSigner {
         }
         let mut outcome = Err(ErrorKind::InvalidSignature.into());
         for key in &self.kidless {
-            outcome = jsonwebtoken::decode::<Claims>(token, key, &self.validation);
+            outcome = jsonwebtoken::decode::<Claims>(token, key, &self.kidless_validation);
             if !matches!(&outcome, Err(e) if *e.kind() == ErrorKind::InvalidSignature) {
                 break;
             }
         }
         outcome.map_err(|e| rejection(&e))
     }
+}
+
+/// `at+jwt`, or its media type `application/at+jwt`, in any case (RFC 9068 §4).
+fn is_access_token_typ(typ: Option<&str>) -> bool {
+    typ.is_some_and(|typ| {
+        let typ = typ.to_ascii_lowercase();
+        typ.strip_prefix("application/").unwrap_or(&typ) == ACCESS_TOKEN_TYP
+    })
 }
 
 /// Whether `claims` are past `exp` at `now`, as `jsonwebtoken` judges it (with the leeway).
@@ -223,6 +292,7 @@ fn unix_secs() -> u64 {
 fn rejection(error: &jsonwebtoken::errors::Error) -> ServiceError {
     ServiceError::InvalidToken(match error.kind() {
         ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not yet valid",
         ErrorKind::InvalidSignature => "bad signature",
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm not allowed",
         ErrorKind::InvalidIssuer => "wrong issuer",
@@ -236,8 +306,6 @@ fn rejection(error: &jsonwebtoken::errors::Error) -> ServiceError {
 mod tests {
     use super::*;
     use crate::auth::keys::TokenKey;
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn b64(data: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(data)
@@ -261,7 +329,7 @@ mod tests {
     fn listed(keys: &[(&str, &str)]) -> TokenSigner {
         let keys = keys
             .iter()
-            .map(|(kid, byte)| ((*kid).to_owned(), key(byte)))
+            .map(|(kid, byte)| ((*kid).to_owned(), key(byte).into()))
             .collect();
         TokenSigner::new(Some(&TokenKeys::new(keys).unwrap()), &defaults())
     }

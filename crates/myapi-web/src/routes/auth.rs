@@ -1,15 +1,16 @@
 //! The `auth` scope: `POST /token` (OAuth2 password and refresh grants), `POST /revoke`
-//! (RFC 7009), `GET /users/me` and `GET /users/`.
+//! (RFC 7009), `GET /.well-known/jwks.json`, `GET /users/me` and `GET /users/`.
 
 use std::net::IpAddr;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use myapi_schemas::{
-    OAuthErrorResponse, Problem, RevokeForm, TokenRequest, TokenResponse, UserSchema,
+    JsonWebKeySet, OAuthErrorResponse, Problem, RevokeForm, TokenRequest, TokenResponse, UserSchema,
 };
 use myapi_services::Services;
 use myapi_services::audit::ThrottledAnswer;
+use myapi_services::auth::keys::JWKS_MAX_AGE_SECS;
 use myapi_services::auth::{Credentials, LoginError};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -29,6 +30,7 @@ pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token)
         .service(revoke)
+        .service(jwks)
         .service(scope("/users").service(me).service(list_users));
 }
 
@@ -209,6 +211,26 @@ impl Form {
             ))),
         }
     }
+}
+
+/// The public keys access tokens are signed with, for services that verify tokens
+/// themselves (RFC 7517). Cacheable: a key is published here at least `max-age` seconds
+/// before it signs (the README's rotation steps).
+#[utoipa::path(
+    tag = "auth",
+    responses(
+        (status = 200, description = "The Ed25519 public keys in use", body = JsonWebKeySet,
+            headers(("Cache-Control" = String, description = "`public, max-age=300`"))),
+    ),
+)]
+#[get("/.well-known/jwks.json")]
+pub async fn jwks(services: web::Data<Services>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(header::CacheControl(vec![
+            header::CacheDirective::Public,
+            header::CacheDirective::MaxAge(JWKS_MAX_AGE_SECS),
+        ]))
+        .json(services.auth.published_keys())
 }
 
 /// The signed-in user.
