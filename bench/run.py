@@ -111,7 +111,11 @@ LAG_P99_MS = 100.0  # the README's bound (cache.max_staleness_ms)
 # The issue's figures for the original FastAPI app (2026-12-06, not this run): its peaks.
 ORIGINAL_PEAKS = {LISTING: 750, BY_ID: 1073}
 
-SECTIONS = ["reads", "login", "fleet", "cache", "limits", "big", "grid", "sweep", "micro", "stops"]
+# Token keys (issue #24): `/movies/{id}` with EdDSA tokens (a key file) against HS256 tokens
+# (a secret), the same callers' tokens in turn, taking turns like the limits rows.
+KEYS_RATIO = 0.95  # EdDSA / HS256, the issue's target
+
+SECTIONS = ["reads", "login", "fleet", "cache", "limits", "keys", "big", "grid", "sweep", "micro", "stops"]
 # Stops under load in a full run; CI's deploy step runs deploy-check's default 50.
 STOP_CYCLES = 300
 SWEEP_LEVELS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -686,7 +690,7 @@ def measure(args, plan, work, cluster):
         log(f"{key}: {result['rps']:.0f}/s p50 {result['p50']:.2f} ms p99 {result['p99']:.2f} ms "
             f"{fmt_statuses(result['statuses'])}" + (f" rss {rss:.1f} MiB" if rss else ""))
 
-    need_small = only & {"reads", "login", "fleet", "cache", "limits", "sweep"}
+    need_small = only & {"reads", "login", "fleet", "cache", "limits", "keys", "sweep"}
     if need_small:
         small = load_small("myapi_bench_small")
         run(["pgbench", "-i", "-q", "-s", "10", small])
@@ -747,6 +751,9 @@ def measure(args, plan, work, cluster):
 
     if "limits" in only:
         measure_limits(R, plan, small, work, row)
+
+    if "keys" in only:
+        measure_keys(R, plan, small, work, row)
 
     if "big" in only or "grid" in only:
         big, R["big_generated_secs"] = load_big(plan.big_n)
@@ -1129,6 +1136,45 @@ def measure_limits(R, plan, small, work, row):
                 server.stop()
 
 
+def measure_keys(R, plan, small, work, row):
+    """Issue #24: GET /movies/{id} at 16 connections signed with an Ed25519 key file against
+    an HS256 secret, on PostgreSQL, in LIMIT_TURNS turns (the order flipped each turn, the best
+    of each), each request with the next of plan.limit_callers users' tokens."""
+    key_file = work / "token-ed25519.pem"
+    if not key_file.exists():
+        run([str(RELEASE / "myapi-cli"), "generate-key", str(key_file)])
+    emails = add_callers(small, plan.limit_callers)
+    tokens = {}
+    for turn in range(LIMIT_TURNS):
+        for kind in ("hs256", "eddsa") if turn % 2 == 0 else ("eddsa", "hs256"):
+            settings = {"MYAPI_TOKEN_KEY_FILES": str(key_file)} if kind == "eddsa" else {}
+            server = Server(small, work / f"server-keys-{kind}.log", settings)
+            if kind not in tokens:
+                with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                    tokens[kind] = list(pool.map(lambda e: login(server.base, e, PASSWORD), emails))
+            result = wrk_callers(server.base, BY_ID, 16, plan.seconds, tokens[kind])
+            key = ("keys", kind)
+            if key not in R or result["rps"] > R[key]["rps"]:
+                row(key, result)
+            server.stop()
+
+
+def keys_report(R, plan):
+    hs, ed = R.get(("keys", "hs256")), R.get(("keys", "eddsa"))
+    ratio = ed["rps"] / hs["rps"] if ed and hs and hs["rps"] else None
+    return [
+        "## Token keys (issue #24)", "",
+        f"GET /movies/{{id}} at 16 connections on PostgreSQL with access tokens signed by an Ed25519 key file "
+        f"(EdDSA) and by an HS256 secret, taking {LIMIT_TURNS} turns (the order flipped each turn; the best of "
+        f"each). Each request carries the next of {plan.limit_callers} users' tokens in turn.", "",
+        "| tokens | req/s | p99, ms |", "|---|---|---|",
+        f"| HS256 | {n(get(R, ('keys', 'hs256')))} | {n(get(R, ('keys', 'hs256'), 'p99'), '.2f')} |",
+        f"| EdDSA | {n(get(R, ('keys', 'eddsa')))} | {n(get(R, ('keys', 'eddsa'), 'p99'), '.2f')} |",
+        f"| EdDSA / HS256 | {n(ratio * 100 if ratio else None)}% "
+        f"({verdict(None if ratio is None else ratio >= KEYS_RATIO)}) | |", "",
+    ]
+
+
 def limits_report(R, plan):
     lines = [
         "## Request limits (issue #25)", "",
@@ -1458,6 +1504,7 @@ def report(R, plan, args, cluster):
 
     lines += cache_report(R, plan)
     lines += limits_report(R, plan)
+    lines += keys_report(R, plan)
 
     lines += sweep_table(R.get("sweep"), plan.sweep_levels, SWEEP_PATHS, "this service", plan.sweep_seconds)
 
