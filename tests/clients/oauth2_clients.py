@@ -1,5 +1,5 @@
 """Logs in to a running myapi with two real OAuth2 client libraries (requests-oauthlib and
-Authlib), calls a protected route with the token each returns, checks that a wrong password
+Authlib), at the token endpoint its RFC 8414 metadata names, calls a protected route with the token each returns, checks that a wrong password
 surfaces as the library's own invalid_grant error, and that each library refreshes by itself
 with the refresh token once its access token has expired. Usage: oauth2_clients.py BASE_URL
 EMAIL PASSWORD. Exits non-zero on any failure."""
@@ -15,7 +15,16 @@ from oauthlib.oauth2 import InvalidGrantError, LegacyApplicationClient
 from requests_oauthlib import OAuth2Session
 
 base, email, password = sys.argv[1:4]
-token_url = f"{base}/token"
+
+# Discovery (RFC 8414): the endpoints come from the metadata document, whose issuer is the
+# server's base URL (the test starts the server with `auth.issuer` set to it).
+import requests  # noqa: E402 (both libraries bring it)
+
+metadata = requests.get(f"{base}/.well-known/oauth-authorization-server", timeout=10).json()
+assert metadata["issuer"] == base, metadata
+assert "password" in metadata["grant_types_supported"], metadata
+assert metadata["response_types_supported"] == [], metadata
+token_url = metadata["token_endpoint"]
 
 session = OAuth2Session(client=LegacyApplicationClient(client_id="myapi-docs"))
 token = session.fetch_token(token_url=token_url, username=email, password=password,
@@ -65,4 +74,13 @@ authlib.token = {**first, "expires_at": int(time.time()) - 10}
 me = authlib.get(f"{base}/users/me")
 assert me.status_code == 200 and me.json()["email"] == email, me.text
 assert len(updated) == 1 and updated[0]["refresh_token"] != first["refresh_token"], updated
-print("ok: requests-oauthlib and Authlib, refreshing by themselves")
+
+# Authlib revokes the refresh token at the discovered revocation endpoint; it then refreshes
+# no more.
+revoked = authlib.revoke_token(metadata["revocation_endpoint"], token=updated[0]["refresh_token"],
+                               token_type_hint="refresh_token")
+assert revoked.status_code == 200, revoked.text
+again = requests.post(token_url, data={"grant_type": "refresh_token",
+                                       "refresh_token": updated[0]["refresh_token"]}, timeout=10)
+assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
+print("ok: requests-oauthlib and Authlib, discovering the endpoints and refreshing by themselves")

@@ -645,3 +645,78 @@ async fn outdated_hashes_answer_as_slowly_as_unknown_accounts(db: TestDb) {
     );
 }
 both_backends!(outdated_hashes_answer_as_slowly_as_unknown_accounts);
+
+/// RFC 8414 metadata: every endpoint under `auth.issuer`, which is the `iss` of the tokens;
+/// tokens with the `iss` of before `auth.issuer` (HS256, `myapi`) still verify.
+async fn the_metadata_names_the_issuer_tokens_carry(db: TestDb) {
+    let app = spawn_app(db).await;
+    let issuer = "https://api.example.com/v1";
+    let address = app
+        .start_instance(|s| s.auth.issuer = issuer.to_owned())
+        .await;
+    let response = app
+        .client
+        .get(format!("{address}/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "public, max-age=300");
+    let metadata = json_body(response, 200, "application/json").await;
+    assert_eq!(
+        metadata,
+        json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{issuer}/token"),
+            "revocation_endpoint": format!("{issuer}/revoke"),
+            "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+            "response_types_supported": [],
+            "grant_types_supported": ["password", "refresh_token"],
+            "scopes_supported": myapi_services::auth::SCOPES,
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "service_documentation": format!("{issuer}/docs/"),
+        })
+    );
+    app.create_user("issuer@example.com", "correct-horse-battery")
+        .await;
+    let response = app
+        .client
+        .post(format!("{address}/token"))
+        .form(&[
+            ("username", "issuer@example.com"),
+            ("password", "correct-horse-battery"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let token = json_body(response, 200, "application/json").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&token)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["iss"], issuer);
+    // The default instance (issuer http://127.0.0.1:8000) refuses it; a token as issued
+    // before `auth.issuer` (iss `myapi`) passes both.
+    assert_eq!(app.get_authed("/users/me", &token).await.status(), 401);
+    let mut legacy_claims = claims.clone();
+    legacy_claims["iss"] = "myapi".into();
+    let legacy = jsonwebtoken::encode(
+        &jsonwebtoken::decode_header(&token).unwrap(),
+        &legacy_claims,
+        &EncodingKey::from_secret(TEST_TOKEN_KEY.as_bytes()),
+    )
+    .unwrap();
+    for base in [&app.address, &address] {
+        let response = app
+            .client
+            .get(format!("{base}/users/me"))
+            .bearer_auth(&legacy)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{base}");
+    }
+}
+both_backends!(the_metadata_names_the_issuer_tokens_carry);

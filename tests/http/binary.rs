@@ -182,12 +182,20 @@ async fn a_key_file_signs_tokens_that_jwks_verifiers_accept() {
     let db = TestDb::new(Backend::Sqlite).unwrap();
     let path = db.dir.path().join("token.pem");
     let kid = myapi_services::auth::keys::write_new_key(&path).unwrap();
+    // The issuer is the server's address, as in production: reserve a port for both.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
     let mut command = server(&db);
     command
         .env_remove("MYAPI_TOKEN_KEY")
-        .env("MYAPI_TOKEN_KEY_FILES", &path);
-    let (mut child, port, _log) = start_command(command);
-    let base = format!("http://127.0.0.1:{port}");
+        .env("MYAPI_TOKEN_KEY_FILES", &path)
+        .env("MYAPI_SERVER__PORT", port.to_string())
+        .env("MYAPI_AUTH__ISSUER", &base);
+    let (mut child, _, _log) = start_command(command);
     create_user(&db, "keys@example.com", "Keys-Passw0rd-1").await;
     let form = [
         ("username", "keys@example.com"),
@@ -241,7 +249,8 @@ fn bad_key_files_fail_with_one_line_naming_the_file() {
         (
             display(&path),
             format!(
-                "entry 1 ({}) is a private key other users can access (mode 0644)",
+                "entry 1 ({}) is a private key other users can access or its group can \
+                 change (mode 0644)",
                 display(&path)
             ),
         ),
@@ -249,9 +258,10 @@ fn bad_key_files_fail_with_one_line_naming_the_file() {
             display(&not_a_key),
             format!("entry 1 ({}) holds no Ed25519 key", display(&not_a_key)),
         ),
+        // A path naming no file may be a secret in the wrong variable: it is not quoted.
         (
-            "missing.pem".to_owned(),
-            "entry 1 (missing.pem) cannot be read".to_owned(),
+            format!("2025-01:{TEST_TOKEN_KEY}"),
+            "entry 1 cannot be read: No such file".to_owned(),
         ),
     ] {
         let stderr = one_line_failure(

@@ -163,8 +163,9 @@ fn verify_with(jwks: &jsonwebtoken::jwk::JwkSet, token: &str) -> Result<(), Stri
         .ok_or(format!("kid {kid} is not in the cached set"))?;
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
     let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
-    validation.set_audience(&["myapi"]);
-    validation.set_issuer(&["myapi"]);
+    let auth = myapi_services::Settings::defaults().unwrap().auth;
+    validation.set_audience(&[auth.token_audience]);
+    validation.set_issuer(&[auth.issuer]);
     jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
         .map(drop)
         .map_err(|e| e.to_string())
@@ -362,15 +363,32 @@ async fn a_token_must_match_its_keys_algorithm_and_type(db: TestDb) {
             .status(),
         200
     );
-    for forged in [
-        confused,
-        sign_typed(Some("JWT")),
-        sign_typed(None),
-        not_yet,
-        issued_later,
+    for (forged, reason) in [
+        (confused, "algorithm not allowed"),
+        (sign_typed(Some("JWT")), "not an access token"),
+        (sign_typed(None), "not an access token"),
+        (not_yet, "token not yet valid"),
+        (issued_later, "issued in the future"),
     ] {
         let response = users_me(&app, &address, &forged).await;
-        json_body(response, 401, "application/problem+json").await;
+        let problem = json_body(response, 401, "application/problem+json").await;
+        assert_eq!(problem["detail"], format!("invalid token: {reason}"));
     }
 }
 both_backends!(a_token_must_match_its_keys_algorithm_and_type);
+
+/// With no key configured, the random per-process key is an Ed25519 key, published like any.
+async fn a_process_without_keys_publishes_its_random_key(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.create_user(EMAIL, PASSWORD).await;
+    let address = app.start_instance(|s| s.token_key = None).await;
+    let token = login(&app, &address).await;
+    assert_eq!(users_me(&app, &address, &token).await.status(), 200);
+    let jwks = published_keys(&app, &address).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(jwks["keys"][0]["kid"].as_str(), kid(&token).as_deref());
+    verify_with(&cached_verifier(&jwks), &token).unwrap();
+    // Another process's random key is another key: its tokens mean nothing here.
+    assert_eq!(users_me(&app, &app.address, &token).await.status(), 401);
+}
+both_backends!(a_process_without_keys_publishes_its_random_key);

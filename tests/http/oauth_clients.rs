@@ -1,14 +1,14 @@
-//! Real OAuth2 client libraries (Python requests-oauthlib and Authlib) log in with the
-//! password grant, use the token, and refresh it by themselves once it has expired, as
-//! third-party clients would.
+//! Real OAuth2 client libraries (Python requests-oauthlib and Authlib) find the endpoints in
+//! the RFC 8414 metadata, log in with the password grant, use the token, refresh it by
+//! themselves once it has expired, and revoke it, as third-party clients would.
 //!
 //! Needs `pip install requests-oauthlib authlib` (`.ci/run` installs them); without them the
 //! test says so and skips — except under `CI=true`, where it fails.
 
 use std::process::Command;
 
-use crate::spawn_app;
 use crate::support::{Backend, TestDb, in_ci};
+use crate::{TestApp, spawn_app};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -37,7 +37,7 @@ async fn oauth2_client_libraries_log_in_and_call_the_api() {
         app.import_sample().await;
         app.create_user("client@example.com", "client-password")
             .await;
-        let base = app.address.clone();
+        let base = instance_issuing_as_itself(&app).await;
         let output = tokio::task::spawn_blocking(move || {
             Command::new("python3")
                 .args([SCRIPT, &base, "client@example.com", "client-password"])
@@ -53,4 +53,22 @@ async fn oauth2_client_libraries_log_in_and_call_the_api() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// Another instance whose `auth.issuer` is its own address, as in production, so that the
+/// endpoints its metadata names are its own. The port is reserved by binding it first.
+async fn instance_issuing_as_itself(app: &TestApp) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = app.server.clone();
+    server.port = port;
+    let mut settings = app.settings.clone();
+    settings.database.run_migrations = false;
+    settings.auth.issuer = format!("http://127.0.0.1:{port}");
+    let (address, _) = crate::serve(server, settings).await;
+    assert_eq!(address, format!("http://127.0.0.1:{port}"));
+    address
 }

@@ -23,6 +23,7 @@ const PUBLIC: &[&str] = &[
     "/token",
     "/revoke",
     "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server",
 ];
 
 async fn served_document() -> serde_json::Value {

@@ -117,3 +117,24 @@ pub struct JsonWebKey {
     /// The public key, base64url without padding.
     pub x: String,
 }
+
+/// What a client needs to know about this authorization server (RFC 8414 §2), served at
+/// `/.well-known/oauth-authorization-server`. Endpoints are URLs under `issuer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuthorizationServerMetadata {
+    /// `auth.issuer`: the `iss` of every token.
+    #[schema(example = "https://api.example.com")]
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub revocation_endpoint: String,
+    pub jwks_uri: String,
+    /// No authorization endpoint: tokens come from `/token` alone.
+    pub response_types_supported: Vec<String>,
+    #[schema(example = json!(["password", "refresh_token"]))]
+    pub grant_types_supported: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    /// `none`: clients are public (a `client_id` is read, no secret is checked).
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub service_documentation: String,
+}

@@ -11,8 +11,8 @@ mod movies;
 
 pub use audit::{AuditEvent, AuditEventSchema};
 pub use auth::{
-    JsonWebKey, JsonWebKeySet, RefreshTokenForm, RevokeForm, TokenForm, TokenRequest,
-    TokenResponse, UserSchema,
+    AuthorizationServerMetadata, JsonWebKey, JsonWebKeySet, RefreshTokenForm, RevokeForm,
+    TokenForm, TokenRequest, TokenResponse, UserSchema,
 };
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
 pub use movies::MovieSchema;

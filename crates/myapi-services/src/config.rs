@@ -67,8 +67,14 @@ impl DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {
-    /// JWT `iss`, set on issue and required on verify.
-    pub token_issuer: String,
+    /// This API's public base URL: tokens' `iss` (set on issue, required on verify) and the
+    /// RFC 8414 issuer. An absolute `https` URL (`http` on loopback) without query or
+    /// fragment, unless it came from `token_issuer`.
+    pub issuer: String,
+    /// The older name of `issuer`, still read so that existing configurations keep their
+    /// `iss`: when set, it is the issuer, as it is (it predates the URL rule).
+    #[serde(default)]
+    pub token_issuer: Option<String>,
     /// JWT `aud`: a token signed with a shared key for another deployment is refused.
     pub token_audience: String,
     pub token_lifetime_minutes: NonZeroU64,
@@ -108,6 +114,48 @@ pub struct AuthSettings {
     /// Where the login budgets live: shared by every instance in PostgreSQL, or in this
     /// process.
     pub login_budget: StateStore,
+}
+
+impl AuthSettings {
+    /// Makes `token_issuer`, when set, the issuer. `issuer` set as well, to another value
+    /// than the compiled-in default, is a conflict: which one tokens should carry is unknown.
+    fn adopt_token_issuer(&mut self, default_issuer: &str) -> Result<(), ConfigError> {
+        let Some(alias) = &self.token_issuer else {
+            return Ok(());
+        };
+        if self.issuer != *alias && self.issuer != default_issuer {
+            return Err(ConfigError::Invalid {
+                key: "auth.token_issuer",
+                message: "is the older name of auth.issuer; both are set, to different \
+                          values: keep auth.issuer"
+                    .into(),
+            });
+        }
+        self.issuer.clone_from(alias);
+        Ok(())
+    }
+
+    /// Why `issuer` is not an RFC 8414 issuer, if it is not.
+    fn issuer_problem(&self) -> Option<&'static str> {
+        let Ok(url) = url::Url::parse(&self.issuer) else {
+            return Some("must be an absolute URL, such as https://api.example.com");
+        };
+        let loopback = match url.host() {
+            Some(url::Host::Domain(name)) => name == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => return Some("must be an https URL (http only on loopback)"),
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Some("must have no query or fragment (RFC 8414 §2)");
+        }
+        None
+    }
 }
 
 /// `auth.login_budget` and `limits.store`: where state every instance should share lives.
@@ -320,7 +368,11 @@ impl SettingsSource {
 
     /// The services' sections, checked.
     pub fn services(&self) -> Result<Settings, ConfigError> {
-        let settings: Settings = self.read()?;
+        let mut settings: Settings = self.read()?;
+        let default_issuer = Self::defaults_builder()
+            .build()?
+            .get_string("auth.issuer")?;
+        settings.auth.adopt_token_issuer(&default_issuer)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -408,6 +460,11 @@ impl Settings {
             return invalid("database.dsn", &error.to_string());
         }
         let auth = &self.auth;
+        if auth.token_issuer.is_none()
+            && let Some(problem) = auth.issuer_problem()
+        {
+            return invalid("auth.issuer", problem);
+        }
         if auth.password_min_chars.get() > auth.password_max_chars
             || auth.password_max_chars > MAX_PASSWORD_CHARS
         {
@@ -487,7 +544,7 @@ mod tests {
     #[test]
     fn the_compiled_in_defaults_are_complete_and_valid() {
         let settings = Settings::defaults().unwrap();
-        assert_eq!(settings.auth.token_issuer, "myapi");
+        assert_eq!(settings.auth.issuer, "http://127.0.0.1:8000");
         assert!(settings.token_key.is_none());
     }
 
@@ -572,6 +629,65 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_issuer_is_an_https_url_and_token_issuer_its_older_name() {
+        let issuer = |overrides: &[(&str, &str)]| {
+            services_with(overrides)
+                .map(|settings| settings.auth.issuer)
+                .map_err(|e| e.to_string())
+        };
+        for (overrides, expected) in [
+            (vec![], Ok("http://127.0.0.1:8000")),
+            (
+                vec![("auth.issuer", "https://api.example.com/v1")],
+                Ok("https://api.example.com/v1"),
+            ),
+            (
+                vec![("auth.issuer", "http://localhost:8000")],
+                Ok("http://localhost:8000"),
+            ),
+            (
+                vec![("auth.issuer", "http://[::1]:8000")],
+                Ok("http://[::1]:8000"),
+            ),
+            // The older name alone, as configurations from before `issuer` set it: taken
+            // as it is, URL or not; with `issuer` the same, too.
+            (vec![("auth.token_issuer", "myapi-prod")], Ok("myapi-prod")),
+            (
+                vec![
+                    ("auth.token_issuer", "https://a.example"),
+                    ("auth.issuer", "https://a.example"),
+                ],
+                Ok("https://a.example"),
+            ),
+            (
+                vec![
+                    ("auth.token_issuer", "https://a.example"),
+                    ("auth.issuer", "https://b.example"),
+                ],
+                Err(
+                    "auth.token_issuer: is the older name of auth.issuer; both are set, to \
+                     different values: keep auth.issuer",
+                ),
+            ),
+            (
+                vec![("auth.issuer", "api.example.com")],
+                Err("auth.issuer: must be an absolute URL, such as https://api.example.com"),
+            ),
+            (
+                vec![("auth.issuer", "http://api.example.com")],
+                Err("auth.issuer: must be an https URL (http only on loopback)"),
+            ),
+            (
+                vec![("auth.issuer", "https://api.example.com/?tenant=1")],
+                Err("auth.issuer: must have no query or fragment (RFC 8414 §2)"),
+            ),
+        ] {
+            let expected = expected.map(str::to_owned).map_err(str::to_owned);
+            assert_eq!(issuer(&overrides), expected, "{overrides:?}");
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn key_files_sign_and_the_secrets_beside_them_verify() {
@@ -628,7 +744,7 @@ mod tests {
                 vec![("token_key_files", open.as_str())],
                 format!(
                     "token_key_files (MYAPI_TOKEN_KEY_FILES): entry 1 ({open}) is a private key \
-                     other users can access (mode 0644); `chmod 600` it"
+                     other users can access or its group can change (mode 0644); `chmod 600` it"
                 ),
             ),
             (
@@ -660,9 +776,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            message.starts_with(&format!(
-                "token_key_files (MYAPI_TOKEN_KEY_FILES): entry 1 ({missing}) cannot be read"
-            )),
+            message.starts_with(
+                "token_key_files (MYAPI_TOKEN_KEY_FILES): entry 1 cannot be read: No such file"
+            ) && !message.contains(&missing),
             "{message}"
         );
     }

@@ -11,6 +11,7 @@ use actix_web::http::header;
 use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlers, from_fn};
 use actix_web::web::ThinData;
 use actix_web::{App, HttpResponse, HttpServer, web};
+use myapi_services::auth::TokenKeys;
 use myapi_services::config::{ConfigError, Threads, comma_list};
 use myapi_services::{ServiceError, Services, Settings, SettingsSource};
 use serde::{Deserialize, Deserializer};
@@ -180,22 +181,35 @@ impl Application {
             .as_ref()
             .map(|_| metrics::install())
             .transpose()?;
-        match &settings.token_key {
-            None => log::warn!(
-                "none of MYAPI_TOKEN_KEY_FILES, MYAPI_TOKEN_KEY and MYAPI_TOKEN_KEYS is set: \
-                 signing with a random per-process Ed25519 key; tokens will not survive a \
-                 restart nor work on another instance"
-            ),
-            Some(keys) => log::info!(
-                "token keys: signing with kid {} ({:?}); accepting kids {}",
-                keys.signing().0,
-                keys.signing().1.algorithm(),
-                keys.iter()
-                    .map(|(kid, _)| kid)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
+        let with_random_key;
+        let settings = match &settings.token_key {
+            None => {
+                let keys = TokenKeys::random();
+                log::warn!(
+                    "none of MYAPI_TOKEN_KEY_FILES, MYAPI_TOKEN_KEY and MYAPI_TOKEN_KEYS is \
+                     set: signing with a random per-process Ed25519 key, kid {}; tokens will \
+                     not survive a restart nor work on another instance",
+                    keys.signing().0
+                );
+                with_random_key = Settings {
+                    token_key: Some(keys),
+                    ..settings.clone()
+                };
+                &with_random_key
+            }
+            Some(keys) => {
+                log::info!(
+                    "token keys: signing with kid {} ({:?}); accepting kids {}",
+                    keys.signing().0,
+                    keys.signing().1.algorithm(),
+                    keys.iter()
+                        .map(|(kid, _)| kid)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                settings
+            }
+        };
         let services = Services::build(settings, settings.database.run_migrations)?;
         log::info!(
             "database: {} ({})",

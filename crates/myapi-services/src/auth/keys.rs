@@ -136,10 +136,10 @@ impl JwsKey {
     }
 
     pub fn decoding_key(&self) -> DecodingKey {
-        match (self, self.public_key()) {
-            (Self::Hs256(key), _) => DecodingKey::from_secret(key.as_bytes()),
-            (_, Some(public)) => DecodingKey::from_ed_der(public.as_bytes()),
-            (_, None) => unreachable!("only a secret has no public key"),
+        match self {
+            Self::Hs256(key) => DecodingKey::from_secret(key.as_bytes()),
+            Self::Ed25519(key) => DecodingKey::from_ed_der(key.verifying_key().as_bytes()),
+            Self::Ed25519Public(key) => DecodingKey::from_ed_der(key.as_bytes()),
         }
     }
 
@@ -154,36 +154,46 @@ impl JwsKey {
 
     /// Reads an Ed25519 key from a PEM file: a PKCS#8 private key (`BEGIN PRIVATE KEY`,
     /// which `myapi-cli generate-key` and `openssl genpkey -algorithm ed25519` write) that
-    /// no other user may read, or a public key (`BEGIN PUBLIC KEY`).
+    /// other users can neither read nor change, or a public key (`BEGIN PUBLIC KEY`) that
+    /// only its owner can change (whoever can swap it can sign tokens this server accepts).
+    /// The mode checked is that of the file read, opened once.
     pub fn read_file(path: &Path) -> Result<Self, KeyFileError> {
-        let pem = fs::read_to_string(path).map_err(KeyFileError::Unreadable)?;
-        if let Ok(key) = SigningKey::from_pkcs8_pem(&pem) {
-            refuse_open_to_others(path)?;
-            return Ok(Self::Ed25519(Box::new(key)));
+        use std::io::Read;
+        let mut file = fs::File::open(path).map_err(KeyFileError::Unreadable)?;
+        let mode = file_mode(&file)?;
+        let mut pem = String::new();
+        file.read_to_string(&mut pem)
+            .map_err(KeyFileError::Unreadable)?;
+        let (key, refused_bits) = if let Ok(key) = SigningKey::from_pkcs8_pem(&pem) {
+            (Self::Ed25519(Box::new(key)), 0o027)
+        } else if let Ok(key) = VerifyingKey::from_public_key_pem(&pem) {
+            (Self::Ed25519Public(key), 0o022)
+        } else {
+            return Err(KeyFileError::NotEd25519);
+        };
+        match mode {
+            Some(mode) if mode & refused_bits != 0 => Err(KeyFileError::OpenToOthers {
+                mode: mode & 0o777,
+                private: key.can_sign(),
+            }),
+            _ => Ok(key),
         }
-        VerifyingKey::from_public_key_pem(&pem)
-            .map(Self::Ed25519Public)
-            .map_err(|_| KeyFileError::NotEd25519)
     }
 }
 
-#[cfg(unix)]
-fn refuse_open_to_others(path: &Path) -> Result<(), KeyFileError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(path)
-        .map_err(KeyFileError::Unreadable)?
-        .permissions()
-        .mode();
-    if mode & 0o007 == 0 {
-        Ok(())
-    } else {
-        Err(KeyFileError::OpenToOthers { mode: mode & 0o777 })
+/// The permission bits of `file`; `None` where there are none (not Unix).
+fn file_mode(file: &fs::File) -> Result<Option<u32>, KeyFileError> {
+    let metadata = file.metadata().map_err(KeyFileError::Unreadable)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(Some(metadata.permissions().mode()))
     }
-}
-
-#[cfg(not(unix))]
-fn refuse_open_to_others(_: &Path) -> Result<(), KeyFileError> {
-    Ok(())
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        Ok(None)
+    }
 }
 
 impl From<TokenKey> for JwsKey {
@@ -231,7 +241,10 @@ pub fn write_new_key(path: &Path) -> Result<String, KeyFileError> {
         )));
     }
     write_new_file(path, private_pem.as_bytes(), 0o600)?;
-    write_new_file(&public_path, public_pem.as_bytes(), 0o644)?;
+    if let Err(error) = write_new_file(&public_path, public_pem.as_bytes(), 0o644) {
+        let _ = fs::remove_file(path);
+        return Err(error);
+    }
     Ok(thumbprint(&public))
 }
 
@@ -379,16 +392,24 @@ fn read_key_files(list: &str) -> Result<Vec<(String, JwsKey)>, TokenKeyError> {
                 Some((kid, path)) => (Some(kid), path),
                 None => (None, entry),
             };
-            let key =
-                JwsKey::read_file(Path::new(path)).map_err(|problem| TokenKeyError::BadFile {
+            let key = JwsKey::read_file(Path::new(path)).map_err(|problem| {
+                // A path that names no file may be a secret set in the wrong variable.
+                let exists = fs::symlink_metadata(path).is_ok();
+                TokenKeyError::BadFile {
                     entry: index + 1,
-                    path: path.to_owned(),
+                    path: if exists {
+                        format!(" ({path})")
+                    } else {
+                        String::new()
+                    },
                     problem: problem.to_string(),
-                })?;
-            let kid = match (kid, key.public_key()) {
+                }
+            })?;
+            let kid = match (kid, &key) {
                 (Some(kid), _) => kid.to_owned(),
-                (None, Some(public)) => thumbprint(&public),
-                (None, None) => unreachable!("a key file holds an Ed25519 key"),
+                (None, JwsKey::Ed25519(private)) => thumbprint(&private.verifying_key()),
+                (None, JwsKey::Ed25519Public(public)) => thumbprint(public),
+                (None, JwsKey::Hs256(_)) => return Err(TokenKeyError::NoKeys),
             };
             Ok((kid, key))
         })
@@ -447,8 +468,13 @@ pub enum KeyFileError {
          a public key (BEGIN PUBLIC KEY); make one with `myapi-cli generate-key PATH`"
     )]
     NotEd25519,
-    #[error("is a private key other users can access (mode 0{mode:o}); `chmod 600` it")]
-    OpenToOthers { mode: u32 },
+    #[error(
+        "is {} (mode 0{mode:o}); `chmod {}` it",
+        if *private { "a private key other users can access or its group can change" }
+        else { "a public key others than its owner can change" },
+        if *private { "600" } else { "644" }
+    )]
+    OpenToOthers { mode: u32, private: bool },
 }
 
 /// Why one key was refused; the key is never quoted.
@@ -488,9 +514,10 @@ pub enum TokenKeyError {
     },
     #[error("entry {entry} repeats the kid of entry {first}")]
     RepeatedKid { entry: usize, first: usize },
-    #[error("entry {entry} ({path}) {problem}")]
+    #[error("entry {entry}{path} {problem}")]
     BadFile {
         entry: usize,
+        /// ` (PATH)`, or nothing for a path naming no file: that may be a secret.
         path: String,
         problem: String,
     },
@@ -734,18 +761,27 @@ mod tests {
             let read = JwsKey::read_file(&path).unwrap();
             assert_eq!(read, JwsKey::Ed25519(Box::new(key.clone())), "{mode:o}");
         }
-        for mode in [0o644, 0o604, 0o602] {
+        for mode in [0o644, 0o604, 0o602, 0o660] {
             let path = write_key(dir.path(), "private.pem", &private, mode);
             assert!(matches!(
                 JwsKey::read_file(&path),
-                Err(KeyFileError::OpenToOthers { mode: m }) if m == mode
+                Err(KeyFileError::OpenToOthers { mode: m, private: true }) if m == mode
             ));
         }
-        let path = write_key(dir.path(), "public.pem", &public, 0o644);
-        assert_eq!(
-            JwsKey::read_file(&path).unwrap(),
-            JwsKey::Ed25519Public(key.verifying_key())
-        );
+        for mode in [0o644, 0o444, 0o600] {
+            let path = write_key(dir.path(), "public.pem", &public, mode);
+            assert_eq!(
+                JwsKey::read_file(&path).unwrap(),
+                JwsKey::Ed25519Public(key.verifying_key())
+            );
+        }
+        for mode in [0o664, 0o646] {
+            let path = write_key(dir.path(), "public.pem", &public, mode);
+            assert!(matches!(
+                JwsKey::read_file(&path),
+                Err(KeyFileError::OpenToOthers { mode: m, private: false }) if m == mode
+            ));
+        }
         let path = write_key(dir.path(), "secret.pem", &good_key('k'), 0o600);
         assert!(matches!(
             JwsKey::read_file(&path),

@@ -226,6 +226,11 @@ impl AuthService {
         }
     }
 
+    /// This API's base URL as tokens name it in `iss` (`auth.issuer`).
+    pub fn issuer(&self) -> &str {
+        self.signer.issuer()
+    }
+
     /// The public keys of `/.well-known/jwks.json`.
     pub fn published_keys(&self) -> &JsonWebKeySet {
         self.signer.published_keys()

@@ -65,6 +65,11 @@ impl Claims {
 /// signed with the same key from passing for one.
 const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
+/// The `iss` of every token issued before `auth.issuer` existed, when `auth.token_issuer`
+/// was left at its default. Still accepted on HS256 tokens, the only kind issued then, so
+/// that the upgrade logs nobody out; they expire within the token lifetime.
+const LEGACY_ISSUER: &str = "myapi";
+
 /// What one `kid` verifies: its key, under its own algorithm only.
 #[derive(Clone)]
 struct Verifier {
@@ -110,7 +115,11 @@ impl TokenSigner {
             let mut validation = Validation::new(algorithm);
             validation.leeway = LEEWAY_SECS;
             validation.validate_nbf = true;
-            validation.set_issuer(&[&settings.token_issuer]);
+            if algorithm == Algorithm::HS256 {
+                validation.set_issuer(&[settings.issuer.as_str(), LEGACY_ISSUER]);
+            } else {
+                validation.set_issuer(&[&settings.issuer]);
+            }
             validation.set_audience(&[&settings.token_audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             validation
@@ -159,11 +168,15 @@ impl TokenSigner {
             verifiers,
             kidless,
             kidless_validation: validation(Algorithm::HS256),
-            issuer: settings.token_issuer.clone(),
+            issuer: settings.issuer.clone(),
             audience: settings.token_audience.clone(),
             lifetime: Duration::from_secs(settings.token_lifetime_minutes.get().saturating_mul(60)),
             verified: Arc::new(Mutex::new(BoundedMap::new(MEMOISED_TOKENS))),
         }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// The public keys tokens are verified with, the signing one first.
@@ -464,7 +477,7 @@ mod tests {
                 claims.stm.as_str(),
                 claims.iss.as_str()
             ),
-            ("7", "stamp", "myapi")
+            ("7", "stamp", "http://127.0.0.1:8000")
         );
         assert_eq!(claims.aud, "myapi");
         assert_eq!(claims.exp - claims.iat, 30 * 60);
@@ -609,5 +622,30 @@ mod tests {
             ));
         }
         assert_eq!(signer.memo().len(), 0);
+    }
+
+    /// Tokens from before `auth.issuer` carry the old default `iss`: HS256 ones (all there
+    /// were) still verify; an EdDSA one never had it.
+    #[test]
+    fn the_legacy_issuer_is_accepted_on_hs256_tokens_only() {
+        let legacy = Claims {
+            iss: LEGACY_ISSUER.into(),
+            ..valid_claims()
+        };
+        let hs256 = single("0");
+        let token = jsonwebtoken::encode(&hs256.header, &legacy, &hs256.encoding).unwrap();
+        assert_eq!(hs256.verify(&token).unwrap().iss, LEGACY_ISSUER);
+
+        let eddsa = TokenSigner::new(Some(&TokenKeys::random()), &defaults());
+        assert_eq!(eddsa.header.alg, Algorithm::EdDSA);
+        assert_eq!(
+            eddsa.verify(&issue(&eddsa)).unwrap().iss,
+            "http://127.0.0.1:8000"
+        );
+        let token = jsonwebtoken::encode(&eddsa.header, &legacy, &eddsa.encoding).unwrap();
+        assert!(matches!(
+            eddsa.verify(&token),
+            Err(ServiceError::InvalidToken("wrong issuer"))
+        ));
     }
 }

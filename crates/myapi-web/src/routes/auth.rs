@@ -1,17 +1,19 @@
 //! The `auth` scope: `POST /token` (OAuth2 password and refresh grants), `POST /revoke`
-//! (RFC 7009), `GET /.well-known/jwks.json`, `GET /users/me` and `GET /users/`.
+//! (RFC 7009), `GET /.well-known/jwks.json`, `GET /.well-known/oauth-authorization-server`
+//! (RFC 8414), `GET /users/me` and `GET /users/`.
 
 use std::net::IpAddr;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use myapi_schemas::{
-    JsonWebKeySet, OAuthErrorResponse, Problem, RevokeForm, TokenRequest, TokenResponse, UserSchema,
+    AuthorizationServerMetadata, JsonWebKeySet, OAuthErrorResponse, Problem, RevokeForm,
+    TokenRequest, TokenResponse, UserSchema,
 };
-use myapi_services::Services;
 use myapi_services::audit::ThrottledAnswer;
 use myapi_services::auth::keys::JWKS_MAX_AGE_SECS;
-use myapi_services::auth::{Credentials, LoginError};
+use myapi_services::auth::{Credentials, LoginError, SCOPES};
+use myapi_services::{ServiceError, Services};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -31,6 +33,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token)
         .service(revoke)
         .service(jwks)
+        .service(metadata)
         .service(scope("/users").service(me).service(list_users));
 }
 
@@ -226,11 +229,56 @@ impl Form {
 #[get("/.well-known/jwks.json")]
 pub async fn jwks(services: web::Data<Services>) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header(header::CacheControl(vec![
-            header::CacheDirective::Public,
-            header::CacheDirective::MaxAge(JWKS_MAX_AGE_SECS),
-        ]))
+        .insert_header(cacheable_for(JWKS_MAX_AGE_SECS))
         .json(services.auth.published_keys())
+}
+
+/// This authorization server's metadata (RFC 8414): its issuer, endpoints, grant types and
+/// scopes, for clients that discover them. The endpoints are `auth.issuer` followed by
+/// each route's path.
+#[utoipa::path(
+    tag = "auth",
+    responses(
+        (status = 200, description = "The metadata", body = AuthorizationServerMetadata,
+            headers(("Cache-Control" = String, description = "`public, max-age=300`"))),
+    ),
+)]
+#[get("/.well-known/oauth-authorization-server")]
+pub async fn metadata(
+    req: HttpRequest,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let issuer = services.auth.issuer();
+    let base = issuer.trim_end_matches('/');
+    let endpoint = |route: &str| {
+        req.url_for_static(route)
+            .map(|url| format!("{base}{}", url.path()))
+            .map_err(|e| ServiceError::internal("a route of the metadata is not mounted", e))
+    };
+    let strings = |values: &[&str]| values.iter().map(|&value| value.to_owned()).collect();
+    let metadata = AuthorizationServerMetadata {
+        issuer: issuer.to_owned(),
+        token_endpoint: endpoint("token")?,
+        revocation_endpoint: endpoint("revoke")?,
+        jwks_uri: endpoint("jwks")?,
+        response_types_supported: Vec::new(),
+        grant_types_supported: strings(&["password", "refresh_token"]),
+        scopes_supported: strings(&SCOPES),
+        token_endpoint_auth_methods_supported: strings(&["none"]),
+        revocation_endpoint_auth_methods_supported: strings(&["none"]),
+        service_documentation: format!("{base}/docs/"),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(cacheable_for(JWKS_MAX_AGE_SECS))
+        .json(metadata))
+}
+
+/// `Cache-Control: public, max-age=SECS`.
+fn cacheable_for(secs: u32) -> header::CacheControl {
+    header::CacheControl(vec![
+        header::CacheDirective::Public,
+        header::CacheDirective::MaxAge(secs),
+    ])
 }
 
 /// The signed-in user.
