@@ -642,6 +642,7 @@ fn hidden_prompt_reads_the_password_from_the_terminal() {
             username: "ada@example.com".into(),
             password: password.into(),
             scope: None,
+            client_id: None,
         };
         let client_ip = std::net::IpAddr::from([127, 0, 0, 1]);
         runtime.block_on(services.auth.login(credentials, client_ip))

@@ -720,3 +720,98 @@ async fn the_metadata_names_the_issuer_tokens_carry(db: TestDb) {
     }
 }
 both_backends!(the_metadata_names_the_issuer_tokens_carry);
+
+fn claims_of(token: &str) -> serde_json::Value {
+    jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+        .unwrap()
+        .claims
+}
+
+/// RFC 9068 claims: `client_id` as sent to `/token` (else `auth.default_client_id`), and
+/// `sid`, the login's refresh family, both kept across refreshes; a refresh naming another
+/// client is refused, and `auth.client_ids`, when set, limits the clients.
+async fn tokens_name_their_client_and_session(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.create_user("client@example.com", "correct-horse-battery")
+        .await;
+    let login = |client_id: Option<&'static str>| {
+        let mut form = vec![
+            ("username", "client@example.com"),
+            ("password", "correct-horse-battery"),
+        ];
+        form.extend(client_id.map(|id| ("client_id", id)));
+        app.client.post(app.url("/token")).form(&form).send()
+    };
+    let response = login(None).await.unwrap();
+    let first = json_body(response, 200, "application/json").await;
+    let claims = claims_of(first["access_token"].as_str().unwrap());
+    assert_eq!(claims["client_id"], "myapi");
+    let response = login(Some("mobile-app")).await.unwrap();
+    let tokens = json_body(response, 200, "application/json").await;
+    let claims = claims_of(tokens["access_token"].as_str().unwrap());
+    assert_eq!(claims["client_id"], "mobile-app");
+    let sid = claims["sid"].as_str().unwrap().to_owned();
+    assert_ne!(
+        claims_of(first["access_token"].as_str().unwrap())["sid"],
+        sid.as_str()
+    );
+
+    let refresh = |token: String, client_id: Option<&'static str>| {
+        let mut form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", token),
+        ];
+        form.extend(client_id.map(|id| ("client_id", id.to_owned())));
+        app.client.post(app.url("/token")).form(&form).send()
+    };
+    let token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refused = refresh(token.clone(), Some("another-app")).await.unwrap();
+    let body = json_body(refused, 400, "application/json").await;
+    assert_eq!(body["error"], "invalid_grant");
+    // Refused before use: the token still refreshes, for its own client or naming none.
+    let refreshed = refresh(token, Some("mobile-app")).await.unwrap();
+    let refreshed = json_body(refreshed, 200, "application/json").await;
+    let claims = claims_of(refreshed["access_token"].as_str().unwrap());
+    assert_eq!(
+        (claims["client_id"].as_str(), claims["sid"].as_str()),
+        (Some("mobile-app"), Some(sid.as_str()))
+    );
+    let again = refresh(
+        refreshed["refresh_token"].as_str().unwrap().to_owned(),
+        None,
+    )
+    .await
+    .unwrap();
+    let again = json_body(again, 200, "application/json").await;
+    assert_eq!(
+        claims_of(again["access_token"].as_str().unwrap())["sid"],
+        sid.as_str()
+    );
+
+    let response = login(Some("not a client")).await.unwrap();
+    assert_eq!(
+        json_body(response, 400, "application/json").await["error"],
+        "invalid_request"
+    );
+    let listed = app
+        .start_instance(|s| {
+            s.auth.client_ids = vec!["web".into(), "myapi".into()];
+        })
+        .await;
+    let response = app
+        .client
+        .post(format!("{listed}/token"))
+        .form(&[
+            ("username", "client@example.com"),
+            ("password", "correct-horse-battery"),
+            ("client_id", "mobile-app"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_body(response, 400, "application/json").await["error"],
+        "invalid_client"
+    );
+}
+both_backends!(tokens_name_their_client_and_session);

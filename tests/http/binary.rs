@@ -183,11 +183,7 @@ async fn a_key_file_signs_tokens_that_jwks_verifiers_accept() {
     let path = db.dir.path().join("token.pem");
     let kid = myapi_services::auth::keys::write_new_key(&path).unwrap();
     // The issuer is the server's address, as in production: reserve a port for both.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::oauth_clients::reserved_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut command = server(&db);
     command
@@ -206,31 +202,8 @@ async fn a_key_file_signs_tokens_that_jwks_verifiers_accept() {
     assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
     assert_eq!(header.kid, Some(kid));
 
-    let available = Command::new("python3")
-        .args(["-c", "import jwt, authlib, cryptography"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if available {
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new("python3")
-                .args([JWKS_VERIFIERS, &base, &token])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(
-            output.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    } else {
-        assert!(
-            !crate::support::in_ci(),
-            "CI=true needs the Python packages pyjwt and authlib"
-        );
-        eprintln!("SKIPPED JWKS verifier test: pip install pyjwt authlib");
+    if crate::oauth_clients::python_has("jwt, authlib, cryptography", "pyjwt authlib") {
+        crate::oauth_clients::run_python(JWKS_VERIFIERS, &[&base, &token]).await;
     }
     assert!(terminate(&mut child).success());
 }

@@ -58,6 +58,27 @@ async fn assert_accepted(
     }
 }
 
+/// Restarts instance `restarted` with `keys`, then logs in on each instance: the tokens,
+/// each checked to name its instance's signing key.
+async fn restart_with(
+    app: &TestApp,
+    instances: &mut [(String, TokenKeys)],
+    restarted: usize,
+    keys: &TokenKeys,
+) -> Vec<String> {
+    let address = app
+        .start_instance(|s| s.token_key = Some(keys.clone()))
+        .await;
+    instances[restarted] = (address, keys.clone());
+    let mut issued = Vec::new();
+    for (address, keys) in instances.iter() {
+        let token = login(app, address).await;
+        assert_eq!(kid(&token).as_deref(), Some(keys.signing().0));
+        issued.push(token);
+    }
+    issued
+}
+
 fn kid(token: &str) -> Option<String> {
     jsonwebtoken::decode_header(token).unwrap().kid
 }
@@ -107,20 +128,13 @@ async fn rotation_across_instances_rejects_no_valid_token(db: TestDb) {
     for (step, keys) in steps.iter().enumerate() {
         let keys: TokenKeys = keys.parse().unwrap();
         for restarted in 0..instances.len() {
-            instances[restarted] = (
-                app.start_instance(|s| s.token_key = Some(keys.clone()))
-                    .await,
-                keys.clone(),
+            let issued = restart_with(&app, &mut instances, restarted, &keys).await;
+            signed_by_old_key.extend(
+                issued
+                    .iter()
+                    .filter(|token| kid(token).as_deref() == Some(old_kid.as_str()))
+                    .cloned(),
             );
-            let mut issued = Vec::new();
-            for (address, keys) in &instances {
-                let token = login(&app, address).await;
-                assert_eq!(kid(&token).as_deref(), Some(keys.signing().0));
-                if kid(&token).as_deref() == Some(old_kid.as_str()) {
-                    signed_by_old_key.push(token.clone());
-                }
-                issued.push(token);
-            }
             // Until step 3, tokens from before the change stay valid too; step 3 comes
             // after the access-token lifetime, when they have expired in real life.
             let legacy_still_valid = (step < 2).then_some(&legacy);
@@ -231,23 +245,15 @@ async fn moving_to_key_files_and_rotating_them_refuses_no_valid_token(db: TestDb
     let mut cached = None;
     for (step, keys) in steps.iter().enumerate() {
         for restarted in 0..instances.len() {
-            instances[restarted] = (
-                app.start_instance(|s| s.token_key = Some(keys.clone()))
-                    .await,
-                keys.clone(),
-            );
-            let mut issued = Vec::new();
-            for (address, keys) in &instances {
-                let token = login(&app, address).await;
-                let header = jsonwebtoken::decode_header(&token).unwrap();
-                assert_eq!(header.kid.as_deref(), Some(keys.signing().0));
+            let issued = restart_with(&app, &mut instances, restarted, keys).await;
+            for token in &issued {
+                let header = jsonwebtoken::decode_header(token).unwrap();
                 assert_eq!(header.typ.as_deref(), Some("at+jwt"));
                 if let Some(cached) = &cached
                     && header.alg == Algorithm::EdDSA
                 {
-                    verify_with(cached, &token).unwrap();
+                    verify_with(cached, token).unwrap();
                 }
-                issued.push(token);
             }
             // Steps 3 and 6 come after the access-token lifetime: the tokens signed with
             // the dropped key have expired by then in real life.

@@ -66,6 +66,7 @@ pub struct RefreshFamilyRow {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
     pub security_stamp: String,
+    pub client_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]

@@ -55,6 +55,8 @@ diesel::table! {
         /// The user's security stamp when the family started; it refreshes only while the
         /// user still has it.
         security_stamp -> Text,
+        /// The OAuth client of the login; '' for families from before clients were kept.
+        client_id -> Text,
     }
 }
 

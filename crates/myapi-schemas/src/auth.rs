@@ -58,6 +58,9 @@ pub struct RefreshTokenForm {
     pub refresh_token: String,
     /// Space-separated; may only narrow what the login was granted.
     pub scope: Option<String>,
+    /// When sent, the client of the login (else `invalid_grant`).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub client_id: Option<String>,
 }
 
 /// RFC 7009 revocation request, form-encoded.
@@ -87,9 +90,11 @@ pub struct TokenForm {
     /// omitted or empty means all the user's role allows. Values without a colon are ignored.
     #[schema(example = "movies:read")]
     pub scope: Option<String>,
-    /// Accepted and ignored.
+    /// The OAuth client asking, 1 to 64 of `A-Z a-z 0-9 . _ -` (one of `auth.client_ids`
+    /// when that is set); tokens name it in `client_id`. Default `auth.default_client_id`.
+    #[schema(example = "myapi-docs", pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub client_id: Option<String>,
-    /// Accepted and ignored.
+    /// Accepted and ignored: clients are public.
     pub client_secret: Option<String>,
 }
 

@@ -75,6 +75,11 @@ pub struct AuthSettings {
     /// `iss`: when set, it is the issuer, as it is (it predates the URL rule).
     #[serde(default)]
     pub token_issuer: Option<String>,
+    /// The OAuth clients `/token` issues to (`client_id`); empty: any well-formed id.
+    #[serde(deserialize_with = "comma_list")]
+    pub client_ids: Vec<String>,
+    /// The `client_id` of a token request that names none.
+    pub default_client_id: String,
     /// JWT `aud`: a token signed with a shared key for another deployment is refused.
     pub token_audience: String,
     pub token_lifetime_minutes: NonZeroU64,
@@ -464,6 +469,11 @@ impl Settings {
             && let Some(problem) = auth.issuer_problem()
         {
             return invalid("auth.issuer", problem);
+        }
+        if let Err((key, message)) =
+            crate::auth::credentials::Clients::new(&auth.client_ids, &auth.default_client_id)
+        {
+            return invalid(key, &message);
         }
         if auth.password_min_chars.get() > auth.password_max_chars
             || auth.password_max_chars > MAX_PASSWORD_CHARS

@@ -62,6 +62,7 @@ async fn logged_in(
         username: EMAIL.into(),
         password: PASSWORD.into(),
         scope: Some(scope.into()),
+        client_id: None,
     };
     let tokens = services.auth.login(credentials, CLIENT).await.unwrap();
     (services, tokens.refresh_token.unwrap())
@@ -102,13 +103,20 @@ async fn a_family_whose_scopes_left_the_list_refreshes_to_nothing(db: TestDb) {
     })
     .await;
     execute(&db, "UPDATE refresh_families SET scope = 'retired:read'");
-    let refused = services.auth.refresh(token.clone(), None, CLIENT).await;
+    let refused = services
+        .auth
+        .refresh(token.clone(), None, None, CLIENT)
+        .await;
     assert!(
         matches!(refused, Err(LoginError::InvalidScope(_))),
         "{refused:?}"
     );
     execute(&db, "UPDATE refresh_families SET scope = ''");
-    let legacy = services.auth.refresh(token, None, CLIENT).await.unwrap();
+    let legacy = services
+        .auth
+        .refresh(token, None, None, CLIENT)
+        .await
+        .unwrap();
     assert_eq!(
         legacy.scope,
         Some(Role::Editor.scopes().to_string()),
@@ -129,7 +137,11 @@ async fn no_session_outlives_its_maximum(db: TestDb) {
         &db,
         "UPDATE refresh_families SET created_at = created_at - 9 * 86400",
     );
-    let next = services.auth.refresh(token, None, CLIENT).await.unwrap();
+    let next = services
+        .auth
+        .refresh(token, None, None, CLIENT)
+        .await
+        .unwrap();
     let lifetime = query_i64(
         &db,
         "(SELECT t.expires_at - f.created_at FROM refresh_tokens t \
@@ -142,7 +154,7 @@ async fn no_session_outlives_its_maximum(db: TestDb) {
     );
     let refused = services
         .auth
-        .refresh(next.refresh_token.unwrap(), None, CLIENT)
+        .refresh(next.refresh_token.unwrap(), None, None, CLIENT)
         .await;
     assert!(
         matches!(refused, Err(LoginError::InvalidRefreshToken)),

@@ -190,6 +190,7 @@ impl TokenError {
                 LoginError::InvalidRequest(_) => ("invalid_request", StatusCode::BAD_REQUEST, None),
                 LoginError::InvalidScope(_) => ("invalid_scope", StatusCode::BAD_REQUEST, None),
                 LoginError::InvalidRefreshToken => ("invalid_grant", StatusCode::BAD_REQUEST, None),
+                LoginError::InvalidClient(_) => ("invalid_client", StatusCode::BAD_REQUEST, None),
                 LoginError::UnsupportedTokenType => {
                     ("unsupported_token_type", StatusCode::BAD_REQUEST, None)
                 }

@@ -169,7 +169,8 @@ mod tests {
         #[test]
         fn tampered_tokens_never_verify_as_someone_else(position in 0usize..400, replacement in "[A-Za-z0-9_.-]") {
             let signer = test_signer();
-            let token = signer.issue(7, "Ada", "ada@example.com", "stamp", "movies:read").unwrap();
+            let session = myapi_services::auth::Session { family_id: "f", client_id: "myapi" };
+            let token = signer.issue(7, "Ada", "ada@example.com", "stamp", "movies:read", session).unwrap();
             let mut chars: Vec<char> = token.chars().collect();
             let position = position % chars.len();
             chars[position] = replacement.chars().next().unwrap();

@@ -1,5 +1,6 @@
 //! What users are made of and log in with: [`Email`], [`UserName`] and [`Password`], each
-//! parsed by the one rule the CLI and the API share, and a login's [`Credentials`].
+//! parsed by the one rule the CLI and the API share, a login's [`Credentials`], and the
+//! [`ClientId`] a token is issued to.
 
 use crate::InvalidField;
 
@@ -97,6 +98,89 @@ pub struct Credentials {
     pub password: String,
     /// The `scope` parameter as sent, if any.
     pub scope: Option<String>,
+    /// The `client_id` parameter as sent, if any.
+    pub client_id: Option<String>,
+}
+
+/// The OAuth client a token is issued to (its RFC 9068 `client_id`): 1 to 64 of `A-Z a-z 0-9
+/// . _ -`. Clients are public: nothing authenticates them, so the id says which application
+/// asked, for the resource servers that read it, not who may ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let valid = (1..=64).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("client_id must be 1 to 64 of A-Z a-z 0-9 . _ -")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Which clients `/token` issues to: those of `auth.client_ids`, or any well-formed id when
+/// it is empty; a request naming none gets `auth.default_client_id`.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    allowed: Vec<ClientId>,
+    default: ClientId,
+}
+
+/// Why `/token` refused a `client_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRefusal {
+    Malformed(&'static str),
+    /// Well-formed, but not one of `auth.client_ids`.
+    Unlisted,
+}
+
+impl Clients {
+    /// The clients of `auth.client_ids` and `auth.default_client_id`; the error names the
+    /// setting at fault.
+    pub fn new(client_ids: &[String], default: &str) -> Result<Self, (&'static str, String)> {
+        let default =
+            ClientId::parse(default).map_err(|e| ("auth.default_client_id", e.to_owned()))?;
+        let allowed = client_ids
+            .iter()
+            .map(|id| ClientId::parse(id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ("auth.client_ids", format!("each {e}")))?;
+        if !allowed.is_empty() && !allowed.contains(&default) {
+            return Err((
+                "auth.default_client_id",
+                "must be one of auth.client_ids".to_owned(),
+            ));
+        }
+        Ok(Self { allowed, default })
+    }
+
+    /// The client of a `/token` request: the `client_id` it sent (empty counts as none),
+    /// else the default.
+    pub fn resolve(&self, given: Option<&str>) -> Result<ClientId, ClientRefusal> {
+        let Some(given) = given.filter(|given| !given.is_empty()) else {
+            return Ok(self.default.clone());
+        };
+        let client = ClientId::parse(given).map_err(ClientRefusal::Malformed)?;
+        if self.allowed.is_empty() || self.allowed.contains(&client) {
+            Ok(client)
+        } else {
+            Err(ClientRefusal::Unlisted)
+        }
+    }
+
+    /// The client a refresh-token family was started for; '' (a family from before clients
+    /// were kept) is the default.
+    pub(super) fn of_family(&self, stored: &str) -> ClientId {
+        ClientId::parse(stored).unwrap_or_else(|_| self.default.clone())
+    }
 }
 
 impl Credentials {
@@ -110,5 +194,53 @@ impl Credentials {
             return Err("password must not contain NUL");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients(allowed: &[&str], default: &str) -> Result<Clients, (&'static str, String)> {
+        let allowed: Vec<String> = allowed.iter().map(|id| (*id).to_owned()).collect();
+        Clients::new(&allowed, default)
+    }
+
+    #[test]
+    fn a_client_id_is_1_to_64_of_a_small_alphabet() {
+        for good in ["a", "myapi-docs", "web.app_2", &"x".repeat(64)] {
+            assert_eq!(ClientId::parse(good).unwrap().as_str(), good);
+        }
+        for bad in ["", &"x".repeat(65), "a b", "app/1", "é", "a\0", "app:1"] {
+            assert!(ClientId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn any_well_formed_client_unless_a_list_is_set() {
+        let any = clients(&[], "myapi").unwrap();
+        for (given, expected) in [(None, "myapi"), (Some(""), "myapi"), (Some("web"), "web")] {
+            assert_eq!(any.resolve(given).unwrap().as_str(), expected);
+        }
+        assert!(matches!(
+            any.resolve(Some("a b")),
+            Err(ClientRefusal::Malformed(_))
+        ));
+        let listed = clients(&["web", "cli"], "web").unwrap();
+        assert_eq!(listed.resolve(Some("cli")).unwrap().as_str(), "cli");
+        assert_eq!(listed.resolve(None).unwrap().as_str(), "web");
+        assert_eq!(listed.resolve(Some("other")), Err(ClientRefusal::Unlisted));
+        assert_eq!(listed.of_family("").as_str(), "web");
+        assert_eq!(listed.of_family("cli").as_str(), "cli");
+    }
+
+    #[test]
+    fn the_default_client_must_be_well_formed_and_listed() {
+        assert_eq!(clients(&[], "a b").unwrap_err().0, "auth.default_client_id");
+        assert_eq!(
+            clients(&["web"], "cli").unwrap_err().0,
+            "auth.default_client_id"
+        );
+        assert_eq!(clients(&["w eb"], "cli").unwrap_err().0, "auth.client_ids");
     }
 }

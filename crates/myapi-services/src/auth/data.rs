@@ -264,6 +264,7 @@ impl SessionDataManager {
                             family.scope.as_str().into_sql::<Text>(),
                             family.created_at.into_sql::<BigInt>(),
                             users::security_stamp,
+                            family.client_id.as_str().into_sql::<Text>(),
                         )),
                 )
                 .into_columns((
@@ -272,6 +273,7 @@ impl SessionDataManager {
                     refresh_families::scope,
                     refresh_families::created_at,
                     refresh_families::security_stamp,
+                    refresh_families::client_id,
                 ))
                 .execute(conn)?;
             if started == 0 {

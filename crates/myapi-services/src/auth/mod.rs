@@ -6,7 +6,7 @@
 
 mod audit_trail;
 mod budget;
-mod credentials;
+pub(crate) mod credentials;
 mod data;
 pub mod keys;
 mod memory_budget;
@@ -23,14 +23,14 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
-pub use credentials::{Credentials, Email, Password, UserName};
+pub use credentials::{ClientId, ClientRefusal, Clients, Credentials, Email, Password, UserName};
 pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
 pub use keys::{JwsKey, KeyError, KeyFileError, TokenKey, TokenKeyError, TokenKeys};
 pub use memory_budget::{MAX_TRACKED_KEYS, MemoryBudget};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
 pub use postgres_budget::PostgresBudget;
 pub use roles::{RequiredScope, Role, SCOPE_GRANTS, SCOPES, Scopes, scope};
-pub use tokens::{Claims, TokenSigner};
+pub use tokens::{Claims, Session, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
 use myapi_schemas::{JsonWebKeySet, TokenResponse, UserSchema};
@@ -71,11 +71,23 @@ pub enum LoginError {
     /// Unknown, expired, used or revoked: which one is not told.
     #[error("the refresh token is invalid, expired or revoked")]
     InvalidRefreshToken,
+    /// A `client_id` that `auth.client_ids` does not list.
+    #[error("{0}")]
+    InvalidClient(&'static str),
     /// `/revoke` was given an access token, which cannot be revoked on its own.
     #[error("access tokens cannot be revoked; revoke the refresh token")]
     UnsupportedTokenType,
     #[error(transparent)]
     Service(#[from] ServiceError),
+}
+
+impl From<ClientRefusal> for LoginError {
+    fn from(refusal: ClientRefusal) -> Self {
+        match refusal {
+            ClientRefusal::Malformed(why) => Self::InvalidRequest(why),
+            ClientRefusal::Unlisted => Self::InvalidClient("unknown client_id"),
+        }
+    }
 }
 
 impl From<BudgetError> for LoginError {
@@ -104,6 +116,7 @@ pub struct AuthService {
     hashing: Arc<HashPool>,
     budget: Arc<dyn LoginBudget>,
     budget_keys: BudgetKeys,
+    clients: Clients,
     signer: TokenSigner,
     /// What unknown users are checked against, so they cost what known ones do.
     dummy_hash: Arc<str>,
@@ -160,6 +173,8 @@ impl AuthService {
             hashing: HashPool::new(auth.hash_concurrency.get(), auth.hash_queue),
             budget,
             budget_keys: BudgetKeys::new(auth),
+            clients: Clients::new(&auth.client_ids, &auth.default_client_id)
+                .map_err(|(key, message)| ServiceError::invalid(key, message))?,
             signer: TokenSigner::new(settings.token_key.as_ref(), auth),
             dummy_hash: dummy_hash.into(),
             password_chars: (auth.password_min_chars.get(), auth.password_max_chars),
@@ -310,6 +325,7 @@ impl AuthService {
         client: IpAddr,
     ) -> Result<TokenResponse, LoginError> {
         credentials.check().map_err(LoginError::InvalidRequest)?;
+        let client_id = self.clients.resolve(credentials.client_id.as_deref())?;
         let asked = credentials
             .scope
             .as_deref()
@@ -376,11 +392,15 @@ impl AuthService {
         let granted = grant_scopes(&user, asked.as_ref(), None);
         let (refresh_token, session) = match &granted {
             Ok(granted) => {
-                let (token, rows) = self.new_session(&user, granted);
+                let (token, rows) = self.new_session(&user, granted, &client_id);
                 (token, Some(rows))
             }
             Err(_) => (String::new(), None),
         };
+        let family_id = session
+            .as_ref()
+            .map(|(family, _)| family.family_id.clone())
+            .unwrap_or_default();
         let (budget, users, sessions, hooks) = (
             Arc::clone(&self.budget),
             self.users.clone(),
@@ -431,7 +451,11 @@ impl AuthService {
                 return Err(refused);
             }
         };
-        Ok(self.grant(&user, asked.as_ref(), &granted, refresh_token)?)
+        let session = Session {
+            family_id: &family_id,
+            client_id: client_id.as_str(),
+        };
+        Ok(self.grant(&user, asked.as_ref(), &granted, refresh_token, session)?)
     }
 
     /// The password check a login runs on a hashing thread: against the user's hash, or a
@@ -513,8 +537,15 @@ impl AuthService {
         &self,
         refresh_token: String,
         scope: Option<String>,
+        client_id: Option<String>,
         client: IpAddr,
     ) -> Result<TokenResponse, LoginError> {
+        // A client_id, when sent, must be the login's (RFC 6749 §6).
+        let named_client = client_id
+            .filter(|given| !given.is_empty())
+            .map(|given| self.clients.resolve(Some(&given)))
+            .transpose()
+            .map_err(LoginError::from)?;
         let asked = scope
             .as_deref()
             .map(Scopes::parse_request)
@@ -537,13 +568,21 @@ impl AuthService {
             session_max_secs: self.session_max_secs,
             grace_secs: self.reuse_grace_secs,
         };
-        let (sessions, presented, decide_asked) = (
+        let (sessions, presented, decide_asked, clients) = (
             self.sessions.clone(),
             hash_secret(&refresh_token),
             asked.clone(),
+            self.clients.clone(),
         );
         let rotation = blocking(move || {
             Ok(sessions.rotate(&presented, &next, |user, family| {
+                let family_client = clients.of_family(&family.client_id);
+                if named_client
+                    .as_ref()
+                    .is_some_and(|named| *named != family_client)
+                {
+                    return Err(LoginError::InvalidRefreshToken);
+                }
                 let within = family_scopes(family);
                 if let (Some(asked), Some(within)) = (&decide_asked, &within)
                     && !asked.is_subset(within)
@@ -552,24 +591,36 @@ impl AuthService {
                         "a refresh may only narrow the scopes of the login".into(),
                     ));
                 }
-                grant_scopes(user, decide_asked.as_ref(), within.as_ref())
+                let scopes = grant_scopes(user, decide_asked.as_ref(), within.as_ref())?;
+                Ok((scopes, family.family_id.clone(), family_client))
             }))
         })
         .await??;
         match rotation {
-            Rotation::Rotated { user, decided } => {
+            Rotation::Rotated {
+                user,
+                decided: (scopes, family_id, client_id),
+            } => {
                 self.hooks.reach(Point::RefreshRotated);
-                Ok(self.grant(&user, asked.as_ref(), &decided, next_token)?)
+                let session = Session {
+                    family_id: &family_id,
+                    client_id: client_id.as_str(),
+                };
+                Ok(self.grant(&user, asked.as_ref(), &scopes, next_token, session)?)
             }
             Rotation::Repeated {
                 user,
-                decided,
+                decided: (scopes, family_id, client_id),
                 successor_hash,
                 successor_sealed,
             } => {
                 let successor = open_successor(&refresh_token, &successor_hash, &successor_sealed)
                     .ok_or(LoginError::InvalidRefreshToken)?;
-                Ok(self.grant(&user, asked.as_ref(), &decided, successor)?)
+                let session = Session {
+                    family_id: &family_id,
+                    client_id: client_id.as_str(),
+                };
+                Ok(self.grant(&user, asked.as_ref(), &scopes, successor, session)?)
             }
             Rotation::Reused { family_id, user_id } => {
                 log::warn!("refresh token reused: family {family_id} of user {user_id} revoked");
@@ -657,6 +708,7 @@ impl AuthService {
         &self,
         user: &UserRow,
         granted: &Scopes,
+        client_id: &ClientId,
     ) -> (String, (RefreshFamilyRow, RefreshTokenRow)) {
         let (token, now) = (random_secret(), unix_now());
         let family = RefreshFamilyRow {
@@ -666,6 +718,7 @@ impl AuthService {
             created_at: now,
             revoked_at: None,
             security_stamp: user.security_stamp.clone(),
+            client_id: client_id.as_str().to_owned(),
         };
         let first = RefreshTokenRow {
             token_hash: hash_secret(&token),
@@ -685,6 +738,7 @@ impl AuthService {
         asked: Option<&Scopes>,
         granted: &Scopes,
         refresh_token: String,
+        session: Session<'_>,
     ) -> Result<TokenResponse, ServiceError> {
         let scope = granted.to_string();
         let access_token = self.signer.issue(
@@ -693,6 +747,7 @@ impl AuthService {
             &user.email,
             &user.security_stamp,
             &scope,
+            session,
         )?;
         Ok(TokenResponse {
             access_token,

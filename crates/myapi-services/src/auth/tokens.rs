@@ -51,6 +51,22 @@ pub struct Claims {
     /// scopes existed: those mean everything the user's role allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The login's refresh-token family (a session id, OpenID Connect's `sid`). Absent from
+    /// tokens issued before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// The OAuth client the token was issued to (RFC 9068 §2.2). Absent from tokens issued
+    /// before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// The login an access token belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    /// Its refresh-token family.
+    pub family_id: &'a str,
+    pub client_id: &'a str,
 }
 
 impl Claims {
@@ -196,6 +212,7 @@ impl TokenSigner {
         email: &str,
         security_stamp: &str,
         scope: &str,
+        session: Session<'_>,
     ) -> Result<String, ServiceError> {
         let now = unix_secs();
         let claims = Claims {
@@ -209,6 +226,8 @@ impl TokenSigner {
             jti: random_id(),
             stm: security_stamp.to_owned(),
             scope: Some(scope.to_owned()),
+            sid: Some(session.family_id.to_owned()),
+            client_id: Some(session.client_id.to_owned()),
         };
         jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .map_err(|e| ServiceError::internal("token signing failed", e))
@@ -351,6 +370,11 @@ mod tests {
         single("k")
     }
 
+    const SESSION: Session<'static> = Session {
+        family_id: "family",
+        client_id: "myapi",
+    };
+
     fn valid_claims() -> Claims {
         Claims {
             sub: "1".into(),
@@ -363,6 +387,8 @@ mod tests {
             jti: "j".into(),
             stm: "s".into(),
             scope: None,
+            sid: None,
+            client_id: None,
         }
     }
 
@@ -382,7 +408,9 @@ mod tests {
     }
 
     fn issue(signer: &TokenSigner) -> String {
-        signer.issue(1, "a", "a@b.c", "s", "movies:read").unwrap()
+        signer
+            .issue(1, "a", "a@b.c", "s", "movies:read", SESSION)
+            .unwrap()
     }
 
     #[test]
@@ -468,7 +496,7 @@ mod tests {
     fn round_trip() {
         let s = signer();
         let token = s
-            .issue(7, "Ada", "ada@example.com", "stamp", "movies:read")
+            .issue(7, "Ada", "ada@example.com", "stamp", "movies:read", SESSION)
             .unwrap();
         let claims = s.verify(&token).unwrap();
         assert_eq!(
@@ -482,7 +510,7 @@ mod tests {
         assert_eq!(claims.aud, "myapi");
         assert_eq!(claims.exp - claims.iat, 30 * 60);
         let again = s.verify(
-            &s.issue(7, "Ada", "ada@example.com", "stamp", "movies:read")
+            &s.issue(7, "Ada", "ada@example.com", "stamp", "movies:read", SESSION)
                 .unwrap(),
         );
         assert_ne!(again.unwrap().jti, claims.jti, "each token has its own id");
@@ -521,6 +549,8 @@ mod tests {
             jti: "j".into(),
             stm: "s".into(),
             scope: None,
+            sid: None,
+            client_id: None,
         };
         let token = jsonwebtoken::encode(&s.header, &expired, &s.encoding).unwrap();
         assert!(matches!(

@@ -47,7 +47,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     responses(
         (status = 200, description = "Tokens issued", body = TokenResponse,
             headers(("Cache-Control" = String, description = "no-store"), ("Pragma" = String, description = "no-cache"))),
-        (status = 400, description = "invalid_request, invalid_grant, invalid_scope or unsupported_grant_type", body = OAuthErrorResponse),
+        (status = 400, description = "invalid_request, invalid_grant, invalid_scope, invalid_client (a client_id not in `auth.client_ids`) or unsupported_grant_type", body = OAuthErrorResponse),
         (status = 413, description = "Body larger than 4 KiB (`invalid_request`)", body = OAuthErrorResponse),
         (status = 429, description = "Too many failed logins", body = OAuthErrorResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -89,13 +89,18 @@ async fn issue(
                 username: form.required("username")?,
                 password: form.required("password")?,
                 scope: form.value("scope")?,
+                client_id: form.value("client_id")?,
             };
             services.auth.login(credentials, client).await?
         }
         Some("refresh_token") => {
             let refresh_token = form.required("refresh_token")?;
             let scope = form.value("scope")?;
-            services.auth.refresh(refresh_token, scope, client).await?
+            let client_id = form.value("client_id")?;
+            services
+                .auth
+                .refresh(refresh_token, scope, client_id, client)
+                .await?
         }
         Some("") => {
             return Err(TokenError::InvalidRequest(

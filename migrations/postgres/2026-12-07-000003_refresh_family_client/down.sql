@@ -1,0 +1,1 @@
+ALTER TABLE myapi.refresh_families DROP COLUMN client_id;
