@@ -1078,12 +1078,14 @@ def stale_reads(rounds):
 
 
 def add_callers(dsn, count):
-    """`count` more readers with the bench user's password (its hash copied, so no hashing),
-    as bench1@example.com, bench2@…; returns their emails."""
+    """`count` readers with the bench user's password (its hash copied, so no hashing), as
+    bench1@example.com, bench2@…, unless they exist (an earlier section added them); returns
+    their emails."""
     emails = [f"bench{i}@example.com" for i in range(1, count + 1)]
     copy = (f"INSERT INTO {{users}} (name, email, hashed_password, security_stamp, role) "
             f"SELECT 'Bench ' || i, 'bench' || i || '@example.com', hashed_password, "
-            f"'stamp-' || i, 'reader' FROM {{users}}, {{series}} WHERE email = '{EMAIL}'")
+            f"'stamp-' || i, 'reader' FROM {{users}}, {{series}} WHERE email = '{EMAIL}' "
+            f"ON CONFLICT DO NOTHING")
     if dsn.startswith("postgres"):
         psql(dsn, copy.format(users="myapi.users", series=f"generate_series(1, {count}) AS s(i)"))
     else:
