@@ -125,6 +125,9 @@ impl AuthSettings {
     /// Makes `token_issuer`, when set, the issuer. `issuer` set as well, to another value
     /// than the compiled-in default, is a conflict: which one tokens should carry is unknown.
     fn adopt_token_issuer(&mut self, default_issuer: &str) -> Result<(), ConfigError> {
+        if self.token_issuer.as_deref() == Some("") {
+            self.token_issuer = None;
+        }
         let Some(alias) = &self.token_issuer else {
             return Ok(());
         };
@@ -142,9 +145,20 @@ impl AuthSettings {
 
     /// Why `issuer` is not an RFC 8414 issuer, if it is not.
     fn issuer_problem(&self) -> Option<&'static str> {
+        // The URL parser drops blanks and line breaks; tokens would carry them.
+        if self
+            .issuer
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Some("must not contain spaces or control characters");
+        }
         let Ok(url) = url::Url::parse(&self.issuer) else {
             return Some("must be an absolute URL, such as https://api.example.com");
         };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Some("must not carry a user name or password: it is public");
+        }
         let loopback = match url.host() {
             Some(url::Host::Domain(name)) => name == "localhost",
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -692,6 +706,16 @@ mod tests {
                 vec![("auth.issuer", "https://api.example.com/?tenant=1")],
                 Err("auth.issuer: must have no query or fragment (RFC 8414 §2)"),
             ),
+            (
+                vec![("auth.issuer", "https://api.example.com ")],
+                Err("auth.issuer: must not contain spaces or control characters"),
+            ),
+            (
+                vec![("auth.issuer", "https://user:secret@api.example.com")],
+                Err("auth.issuer: must not carry a user name or password: it is public"),
+            ),
+            // An empty older name is no setting at all.
+            (vec![("auth.token_issuer", "")], Ok("http://127.0.0.1:8000")),
         ] {
             let expected = expected.map(str::to_owned).map_err(str::to_owned);
             assert_eq!(issuer(&overrides), expected, "{overrides:?}");

@@ -176,10 +176,18 @@ impl Clients {
         }
     }
 
-    /// The client a refresh-token family was started for; '' (a family from before clients
-    /// were kept) is the default.
-    pub(super) fn of_family(&self, stored: &str) -> ClientId {
-        ClientId::parse(stored).unwrap_or_else(|_| self.default.clone())
+    /// The client a refresh of a family started for `stored` issues to: that client, if
+    /// it is still allowed and `named` (the refresh's own `client_id`, resolved) is none or
+    /// the same. A family from before clients were kept (`''`) takes the named client, or
+    /// the default: its login's client is unknown, so no client the upgrade found is
+    /// refused.
+    pub(super) fn for_refresh(&self, stored: &str, named: Option<&ClientId>) -> Option<ClientId> {
+        if stored.is_empty() {
+            return Some(named.unwrap_or(&self.default).clone());
+        }
+        let client = ClientId::parse(stored).ok()?;
+        let allowed = self.allowed.is_empty() || self.allowed.contains(&client);
+        (allowed && named.is_none_or(|named| *named == client)).then_some(client)
     }
 }
 
@@ -230,8 +238,22 @@ mod tests {
         assert_eq!(listed.resolve(Some("cli")).unwrap().as_str(), "cli");
         assert_eq!(listed.resolve(None).unwrap().as_str(), "web");
         assert_eq!(listed.resolve(Some("other")), Err(ClientRefusal::Unlisted));
-        assert_eq!(listed.of_family("").as_str(), "web");
-        assert_eq!(listed.of_family("cli").as_str(), "cli");
+        let id = |id: &str| ClientId::parse(id).unwrap();
+        let refresh = |stored, named: Option<&str>| {
+            listed
+                .for_refresh(stored, named.map(id).as_ref())
+                .map(|client| client.0)
+        };
+        assert_eq!(refresh("cli", None).as_deref(), Some("cli"));
+        assert_eq!(refresh("cli", Some("cli")).as_deref(), Some("cli"));
+        assert_eq!(refresh("cli", Some("web")), None, "another client");
+        assert_eq!(refresh("gone", None), None, "no longer listed");
+        assert_eq!(
+            refresh("", None).as_deref(),
+            Some("web"),
+            "from before clients"
+        );
+        assert_eq!(refresh("", Some("cli")).as_deref(), Some("cli"));
     }
 
     #[test]

@@ -540,7 +540,8 @@ impl AuthService {
         client_id: Option<String>,
         client: IpAddr,
     ) -> Result<TokenResponse, LoginError> {
-        // A client_id, when sent, must be the login's (RFC 6749 §6).
+        // A client_id, when sent, must be the login's (RFC 6749 §6), and the login's client
+        // must still be allowed.
         let named_client = client_id
             .filter(|given| !given.is_empty())
             .map(|given| self.clients.resolve(Some(&given)))
@@ -576,13 +577,11 @@ impl AuthService {
         );
         let rotation = blocking(move || {
             Ok(sessions.rotate(&presented, &next, |user, family| {
-                let family_client = clients.of_family(&family.client_id);
-                if named_client
-                    .as_ref()
-                    .is_some_and(|named| *named != family_client)
-                {
+                let Some(family_client) =
+                    clients.for_refresh(&family.client_id, named_client.as_ref())
+                else {
                     return Err(LoginError::InvalidRefreshToken);
-                }
+                };
                 let within = family_scopes(family);
                 if let (Some(asked), Some(within)) = (&decide_asked, &within)
                     && !asked.is_subset(within)
