@@ -20,17 +20,10 @@ const SESSION: Session<'static> = Session {
     client_id: "myapi",
 };
 
-/// EdDSA (an Ed25519 key file) beside the HS256 rows below: what a token costs to sign and
-/// to verify the first time (later uses are remembered, as `token_verify_memoised` shows).
-fn eddsa_tokens(c: &mut Criterion) {
-    let signer = TokenSigner::new(
-        Some(&TokenKeys::random()),
-        &Settings::defaults().unwrap().auth,
-    );
-    let token = signer
-        .issue(7, "Ada", "ada@example.com", "stamp", "movies:read", SESSION)
-        .unwrap();
-    c.bench_function("token_sign_eddsa", |b| {
+/// `token_sign{suffix}` and `token_verify{suffix}` for `signer`: what a token costs to sign
+/// and to verify the first time; returns a token it signed.
+fn sign_and_verify(c: &mut Criterion, signer: &TokenSigner, suffix: &str) -> String {
+    c.bench_function(&format!("token_sign{suffix}"), |b| {
         b.iter(|| {
             signer
                 .issue(
@@ -44,37 +37,31 @@ fn eddsa_tokens(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    c.bench_function("token_verify_eddsa", |b| {
+    let token = signer
+        .issue(7, "Ada", "ada@example.com", "stamp", "movies:read", SESSION)
+        .unwrap();
+    c.bench_function(&format!("token_verify{suffix}"), |b| {
         b.iter(|| signer.verify(black_box(&token)).unwrap())
     });
+    token
 }
 
+/// HS256 (a secret), and how a token verified before is answered from memory.
 fn tokens(c: &mut Criterion) {
     let key = TokenKey::try_from("bench-0123456789abcdefghijklmnopqrstuv".to_owned()).unwrap();
     let signer = TokenSigner::new(Some(&key.into()), &Settings::defaults().unwrap().auth);
-    c.bench_function("token_sign", |b| {
-        b.iter(|| {
-            signer
-                .issue(
-                    black_box(7),
-                    "Ada",
-                    "ada@example.com",
-                    "stamp",
-                    "movies:read",
-                    SESSION,
-                )
-                .unwrap()
-        })
-    });
-    let token = signer
-        .issue(7, "Ada", "ada@example.com", "stamp", "movies:read", SESSION)
-        .unwrap();
-    c.bench_function("token_verify", |b| {
-        b.iter(|| signer.verify(black_box(&token)).unwrap())
-    });
+    let token = sign_and_verify(c, &signer, "");
     c.bench_function("token_verify_memoised", |b| {
         b.iter(|| signer.verify_memoised(black_box(&token)).unwrap())
     });
+}
+
+/// EdDSA (an Ed25519 key file) beside the HS256 rows; later uses of a token are
+/// remembered alike, as `token_verify_memoised` shows.
+fn eddsa_tokens(c: &mut Criterion) {
+    let keys = TokenKeys::random();
+    let signer = TokenSigner::new(Some(&keys), &Settings::defaults().unwrap().auth);
+    sign_and_verify(c, &signer, "_eddsa");
 }
 
 fn argon2(c: &mut Criterion) {
