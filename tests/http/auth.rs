@@ -25,7 +25,7 @@ async fn login_flow_and_users_me(db: TestDb) {
     assert_eq!(response.headers()["pragma"], "no-cache");
     let body = json_body(response, 200, "application/json").await;
     assert_eq!(body["token_type"], "bearer");
-    assert_eq!(body["expires_in"], 1800);
+    assert_eq!(body["expires_in"], 900);
     let token = body["access_token"].as_str().unwrap();
 
     // The username is matched regardless of case and surrounding blanks; grant_type is optional.
@@ -674,6 +674,8 @@ async fn the_metadata_names_the_issuer_tokens_carry(db: TestDb) {
             "scopes_supported": myapi_services::auth::SCOPES,
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint": format!("{issuer}/introspect"),
+            "introspection_endpoint_auth_methods_supported": ["bearer"],
             "service_documentation": format!("{issuer}/docs/"),
         })
     );

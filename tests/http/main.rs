@@ -15,6 +15,7 @@ mod fuzz;
 mod health;
 mod hostile;
 mod idempotency;
+mod introspection;
 mod key_rotation;
 mod login_flood;
 mod movie_writes;

@@ -33,15 +33,22 @@ async fn scope_requests_are_granted_what_the_role_allows(db: TestDb) {
         let all_a_reader_may = Role::Reader.scopes().to_string();
         assert_eq!(body["scope"], all_a_reader_may.as_str(), "{scope:?}");
     }
-    // Scopes are granted by name: `users:read` and `audit:read` are an admin's alone.
+    // Scopes are granted by name: `users:read`, `audit:read` and `tokens:introspect` are an
+    // admin's alone.
     app.create_user_with_role("admin@example.com", PASSWORD, Role::Admin)
         .await;
     let (_, body) = token_for(&app, "admin@example.com", None).await;
     let granted: Vec<&str> = body["scope"].as_str().unwrap().split(' ').collect();
-    for scope in ["audit:read", "movies:read", "movies:write", "users:read"] {
+    for scope in [
+        "audit:read",
+        "movies:read",
+        "movies:write",
+        "tokens:introspect",
+        "users:read",
+    ] {
         assert!(granted.contains(&scope), "{body}");
     }
-    for scope in ["users:read", "audit:read"] {
+    for scope in ["users:read", "audit:read", "tokens:introspect"] {
         let response = ask(&app, reader, Some(scope)).await;
         let body = json_body(response, 400, "application/json").await;
         assert_eq!(body["error"], "invalid_scope", "{scope}");

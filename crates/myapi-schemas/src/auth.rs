@@ -27,7 +27,7 @@ pub struct TokenResponse {
     #[schema(example = "bearer")]
     pub token_type: String,
     /// Seconds until the token expires.
-    #[schema(example = 1800)]
+    #[schema(example = 900)]
     pub expires_in: u64,
     /// The scopes granted, space-separated; sent whenever they differ from those asked for
     /// (RFC 6749 §5.1), so also when none were asked.
@@ -66,8 +66,8 @@ pub struct RefreshTokenForm {
 /// RFC 7009 revocation request, form-encoded.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RevokeForm {
-    /// A refresh token: its whole family is revoked. Access tokens cannot be revoked one
-    /// by one (they expire; a password change revokes them all).
+    /// A refresh token: its whole family is revoked, and with it the access tokens the
+    /// family issued. Access tokens cannot be revoked one by one.
     #[schema(min_length = 1)]
     pub token: String,
     /// `refresh_token` or `access_token`; a hint only.
@@ -141,5 +141,59 @@ pub struct AuthorizationServerMetadata {
     /// `none`: clients are public (a `client_id` is read, no secret is checked).
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint: String,
+    /// `bearer`: the caller sends an access token with the scope `tokens:introspect`
+    /// (RFC 7662 §2.1 leaves the method open; this is not a registered method name).
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
     pub service_documentation: String,
+}
+
+/// RFC 7662 introspection request, form-encoded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IntrospectionForm {
+    /// An access token or a refresh token of this server.
+    #[schema(min_length = 1)]
+    pub token: String,
+    /// `access_token` or `refresh_token`; a hint only (the token's form decides).
+    pub token_type_hint: Option<String>,
+}
+
+/// RFC 7662 §2.2: whether a token is active now and, only when it is, what it stands for.
+/// An inactive token (expired, revoked, used, unknown, or of a user whose password has
+/// changed since) is `{"active": false}` and nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IntrospectionResponse {
+    pub active: bool,
+    /// The scopes the token is good for now: those granted, narrowed to what the user's
+    /// role allows today.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The user's email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// `Bearer` for an access token, `refresh_token` for a refresh token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// Expiry, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Issue time, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// The user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Access tokens only: `auth.token_audience`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Access tokens only: the token's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The login (refresh-token family) the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }

@@ -11,8 +11,9 @@ mod movies;
 
 pub use audit::{AuditEvent, AuditEventSchema};
 pub use auth::{
-    AuthorizationServerMetadata, JsonWebKey, JsonWebKeySet, RefreshTokenForm, RevokeForm,
-    TokenForm, TokenRequest, TokenResponse, UserSchema,
+    AuthorizationServerMetadata, IntrospectionForm, IntrospectionResponse, JsonWebKey,
+    JsonWebKeySet, RefreshTokenForm, RevokeForm, TokenForm, TokenRequest, TokenResponse,
+    UserSchema,
 };
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
 pub use movies::MovieSchema;

@@ -46,6 +46,8 @@ pub fn route_class(method: &Method, path: &str) -> Option<Class> {
         return None;
     }
     match *method {
+        // Introspection writes nothing: a resource server asking is reading.
+        Method::POST if path == "/introspect" => Some(Class::Read),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE => Some(Class::Write),
         _ => Some(Class::Read),
     }
@@ -244,6 +246,7 @@ mod tests {
         assert_eq!(class(Method::GET, "/no/such/path"), Some(Class::Read));
         assert_eq!(class(Method::POST, "/movies/"), Some(Class::Write));
         assert_eq!(class(Method::DELETE, "/movies/7"), Some(Class::Write));
+        assert_eq!(class(Method::POST, "/introspect"), Some(Class::Read));
         for exempt in [
             "/health",
             "/ready",

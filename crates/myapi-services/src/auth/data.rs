@@ -339,10 +339,7 @@ impl SessionDataManager {
             let Some((token, family, user)) = found else {
                 return Err(Abort::Refused);
             };
-            let live = family.revoked_at.is_none()
-                && family.security_stamp == user.security_stamp
-                && family.created_at > oldest_live;
-            if !live {
+            if !is_live(&family, &user, oldest_live) {
                 return Err(Abort::Refused);
             }
             if claimed == 1 {
@@ -410,6 +407,54 @@ impl SessionDataManager {
             Err(Abort::Decided(refusal)) => Err(refusal),
             Err(Abort::Query(error)) => Err(E::from(ServiceError::from(error))),
         }
+    }
+
+    /// The user `user_id`, if they exist, and whether `family_id` is one of their sessions
+    /// that has not been revoked (`true` when there is none to check: tokens from before
+    /// tokens named their session). A purged family is not live either.
+    pub fn session_holder(
+        &self,
+        user_id: i32,
+        family_id: Option<&str>,
+    ) -> Result<Option<(UserRow, bool)>, ServiceError> {
+        let mut conn = self.db.conn()?;
+        let Some(user) = users::table
+            .find(user_id)
+            .select(UserRow::as_select())
+            .first(&mut conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let live = match family_id {
+            None => true,
+            Some(family_id) => diesel::select(diesel::dsl::exists(
+                refresh_families::table
+                    .find(family_id)
+                    .filter(refresh_families::user_id.eq(user_id))
+                    .filter(refresh_families::revoked_at.is_null()),
+            ))
+            .get_result(&mut conn)?,
+        };
+        Ok(Some((user, live)))
+    }
+
+    /// A refresh token with its family and user, if the token is known.
+    pub fn refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(RefreshTokenRow, RefreshFamilyRow, UserRow)>, ServiceError> {
+        let mut conn = self.db.conn()?;
+        Ok(refresh_tokens::table
+            .inner_join(refresh_families::table.inner_join(users::table))
+            .filter(refresh_tokens::token_hash.eq(token_hash))
+            .select((
+                RefreshTokenRow::as_select(),
+                RefreshFamilyRow::as_select(),
+                UserRow::as_select(),
+            ))
+            .first(&mut conn)
+            .optional()?)
     }
 
     /// The family of the token `token_hash` and its user, if the token is known.
@@ -508,6 +553,14 @@ impl SessionDataManager {
             .execute(conn)?)
         })
     }
+}
+
+/// Whether a family can still refresh: not revoked, bound to its user's current security
+/// stamp, and started after `oldest_live` (`auth.session_max_days` ago).
+pub fn is_live(family: &RefreshFamilyRow, user: &UserRow, oldest_live: i64) -> bool {
+    family.revoked_at.is_none()
+        && family.security_stamp == user.security_stamp
+        && family.created_at > oldest_live
 }
 
 fn revoke_families_of(

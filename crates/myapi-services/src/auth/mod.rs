@@ -24,7 +24,7 @@ use ipnet::IpNet;
 
 pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
 pub use credentials::{ClientId, ClientRefusal, Clients, Credentials, Email, Password, UserName};
-pub use data::{Rotation, SessionDataManager, Successor, UserDataManager};
+pub use data::{Rotation, SessionDataManager, Successor, UserDataManager, is_live};
 pub use keys::{JwsKey, KeyError, KeyFileError, TokenKey, TokenKeyError, TokenKeys};
 pub use memory_budget::{MAX_TRACKED_KEYS, MemoryBudget};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
@@ -33,7 +33,7 @@ pub use roles::{RequiredScope, Role, SCOPE_GRANTS, SCOPES, Scopes, scope};
 pub use tokens::{Claims, Session, TokenSigner};
 
 use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
-use myapi_schemas::{JsonWebKeySet, TokenResponse, UserSchema};
+use myapi_schemas::{IntrospectionResponse, JsonWebKeySet, TokenResponse, UserSchema};
 
 use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent, unix_now};
 use crate::bounded::{BoundedMap, Retention};
@@ -49,7 +49,8 @@ use refresh_secret::{hash_secret, open_successor, seal_successor};
 
 /// Seconds a client should wait when hashing is saturated.
 const BUSY_RETRY_AFTER_SECS: u64 = 1;
-const MAX_CACHED_USERS: usize = 50_000;
+/// Sessions the bearer check remembers, at a few hundred bytes each.
+const MAX_CACHED_SESSIONS: usize = 50_000;
 
 /// Why a login was refused. Web maps each to its RFC 6749 §5.2 answer.
 #[derive(Debug, thiserror::Error)]
@@ -122,15 +123,28 @@ pub struct AuthService {
     dummy_hash: Arc<str>,
     password_chars: (usize, usize),
     page_sizes: PageSizes,
-    revocation_cache: Arc<Mutex<BoundedMap<i32, CachedUser>>>,
+    revocation_cache: Arc<Mutex<BoundedMap<SessionKey, CachedSession>>>,
     revocation_ttl: Duration,
 }
 
+/// A bearer token's user id and session (its `sid`; `None` in tokens from before tokens
+/// named one).
+type SessionKey = (i32, Option<Box<str>>);
+
 #[derive(Debug, Clone)]
-struct CachedUser {
+struct CachedSession {
     checked_at: Instant,
-    /// The user's current security stamp, role and shape; `None` once deleted.
-    user: Option<(String, Role, UserSchema)>,
+    /// `None` once the user is deleted.
+    holder: Option<SessionHolder>,
+}
+
+/// A session's user as the database last said, and whether the session is still live.
+#[derive(Debug, Clone)]
+struct SessionHolder {
+    stamp: String,
+    role: Role,
+    user: UserSchema,
+    session_live: bool,
 }
 
 /// The user of a valid bearer token, and what the token lets them do now: the token's
@@ -182,7 +196,7 @@ impl AuthService {
                 default: settings.users.default_page_size,
                 max: settings.users.max_page_size.get(),
             },
-            revocation_cache: Arc::new(Mutex::new(BoundedMap::new(MAX_CACHED_USERS))),
+            revocation_cache: Arc::new(Mutex::new(BoundedMap::new(MAX_CACHED_SESSIONS))),
             revocation_ttl: Duration::from_millis(auth.revocation_cache_ms),
         })
     }
@@ -627,7 +641,9 @@ impl AuthService {
                 let reuse = AuditEntry::new(AuditEvent::RefreshReuseDetected, Actor::Anonymous)
                     .user_id(user_id)
                     .client(address);
-                blocking(move || sessions.revoke_family(&family_id, now, &reuse)).await?;
+                let revoked = family_id.clone();
+                blocking(move || sessions.revoke_family(&revoked, now, &reuse)).await?;
+                self.forget_session(user_id, &family_id);
                 self.count_client_failure(client).await?;
                 Err(LoginError::InvalidRefreshToken)
             }
@@ -655,14 +671,18 @@ impl AuthService {
                 let audit = AuditEntry::new(AuditEvent::TokenRevoked, Actor::User(user_id))
                     .user_id(user_id)
                     .client(address);
-                sessions.revoke_family(&family_id, unix_now(), &audit)
+                let revoked = sessions.revoke_family(&family_id, unix_now(), &audit)?;
+                Ok(revoked.then_some((user_id, family_id)))
             }
-            None => Ok(false),
+            None => Ok(None),
         })
         .await?;
+        if let Some((user_id, family_id)) = &revoked {
+            self.forget_session(*user_id, family_id);
+        }
         // An unknown token, or one whose family was revoked already, costs the client: no
         // endless revocations of one old token, each a write.
-        if !revoked {
+        if revoked.is_none() {
             self.count_client_failure(client).await?;
         }
         Ok(())
@@ -758,29 +778,26 @@ impl AuthService {
     }
 
     /// The user of a bearer token: its signature and claims, then whether the user still
-    /// exists with the token's security stamp, from a cache refreshed every
-    /// `revocation_cache_ms`.
+    /// exists with the token's security stamp and the token's session (refresh-token
+    /// family) is not revoked, from a cache refreshed every `revocation_cache_ms`.
     pub async fn authenticate(&self, token: &str) -> Result<AuthenticatedUser, ServiceError> {
         let claims = self.signer.verify_memoised(token)?;
-        let user_id = claims.user_id()?;
-        if let Some(cached) = self.cached_user(user_id) {
-            return accept(&claims, cached.user.as_ref());
+        let key: SessionKey = (claims.user_id()?, claims.sid.as_deref().map(Box::from));
+        if let Some(cached) = self.cached_session(&key) {
+            return accept(&claims, cached.holder.as_ref());
         }
-        let users = self.users.clone();
-        let user = blocking(move || users.find_by_id(user_id))
-            .await?
-            .map(|row| (row.security_stamp.clone(), role_of(&row), to_schema(&row)));
-        let result = accept(&claims, user.as_ref());
+        let holder = self.session_holder(key.0, key.1.clone()).await?;
+        let result = accept(&claims, holder.as_ref());
         let now = Instant::now();
         let ttl = self.revocation_ttl;
         self.revocation_cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(
-                user_id,
-                CachedUser {
+                key,
+                CachedSession {
                     checked_at: now,
-                    user,
+                    holder,
                 },
                 now,
                 |cached| {
@@ -794,32 +811,125 @@ impl AuthService {
         result
     }
 
-    fn cached_user(&self, user_id: i32) -> Option<CachedUser> {
+    /// RFC 7662 introspection of an access or a refresh token, read from the database now
+    /// rather than the bearer check's cache, so that a revocation shows at once.
+    pub async fn introspect(&self, token: String) -> Result<IntrospectionResponse, ServiceError> {
+        let inactive = IntrospectionResponse::default();
+        if jsonwebtoken::decode_header(&token).is_ok() {
+            let Ok(claims) = self.signer.verify(&token) else {
+                return Ok(inactive);
+            };
+            let holder = self
+                .session_holder(claims.user_id()?, claims.sid.as_deref().map(Box::from))
+                .await?;
+            let Ok(user) = accept(&claims, holder.as_ref()) else {
+                return Ok(inactive);
+            };
+            return Ok(IntrospectionResponse {
+                active: true,
+                scope: Some(user.scopes.to_string()),
+                client_id: claims.client_id,
+                username: Some(user.user.email),
+                token_type: Some("Bearer".into()),
+                exp: i64::try_from(claims.exp).ok(),
+                iat: i64::try_from(claims.iat).ok(),
+                sub: Some(claims.sub),
+                aud: Some(claims.aud),
+                iss: Some(claims.iss),
+                jti: Some(claims.jti),
+                sid: claims.sid,
+            });
+        }
+        let (sessions, presented) = (self.sessions.clone(), hash_secret(&token));
+        let Some((token, family, user)) =
+            blocking(move || sessions.refresh_token(&presented)).await?
+        else {
+            return Ok(inactive);
+        };
+        let now = unix_now();
+        let active = token.used_at.is_none()
+            && token.expires_at > now
+            && is_live(&family, &user, now.saturating_sub(self.session_max_secs));
+        let client_id = self.clients.for_refresh(&family.client_id, None);
+        let (true, Some(client_id)) = (active, client_id) else {
+            return Ok(inactive);
+        };
+        let role = role_of(&user);
+        let scopes = family_scopes(&family).map_or_else(|| role.scopes(), |s| s.allowed_for(role));
+        Ok(IntrospectionResponse {
+            active: true,
+            scope: Some(scopes.to_string()),
+            client_id: Some(client_id.as_str().to_owned()),
+            username: Some(user.email),
+            token_type: Some("refresh_token".into()),
+            exp: Some(token.expires_at),
+            iat: Some(token.created_at),
+            sub: Some(user.user_id.to_string()),
+            iss: Some(self.issuer().to_owned()),
+            sid: Some(family.family_id),
+            ..inactive
+        })
+    }
+
+    /// The user `user_id` and whether the session `family_id` is live, from the database
+    /// (no cache).
+    async fn session_holder(
+        &self,
+        user_id: i32,
+        family_id: Option<Box<str>>,
+    ) -> Result<Option<SessionHolder>, ServiceError> {
+        let sessions = self.sessions.clone();
+        let found =
+            blocking(move || sessions.session_holder(user_id, family_id.as_deref())).await?;
+        Ok(found.map(|(row, session_live)| SessionHolder {
+            stamp: row.security_stamp.clone(),
+            role: role_of(&row),
+            user: to_schema(&row),
+            session_live,
+        }))
+    }
+
+    fn cached_session(&self, key: &SessionKey) -> Option<CachedSession> {
         let cache = self
             .revocation_cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         cache
-            .get(&user_id)
+            .get(key)
             .filter(|cached| cached.checked_at.elapsed() < self.revocation_ttl)
             .cloned()
     }
+
+    /// Drops what the bearer check remembers of a session this instance just revoked, so
+    /// that here its access tokens are refused at once rather than within the window.
+    fn forget_session(&self, user_id: i32, family_id: &str) {
+        self.revocation_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(user_id, Some(Box::from(family_id))));
+    }
 }
 
+/// A verified token's user, if `holder` (its user and session as last read) still
+/// accepts it.
 fn accept(
     claims: &Claims,
-    user: Option<&(String, Role, UserSchema)>,
+    holder: Option<&SessionHolder>,
 ) -> Result<AuthenticatedUser, ServiceError> {
-    match user {
-        Some((stamp, role, user)) if *stamp == claims.stm => Ok(AuthenticatedUser {
-            user: user.clone(),
+    match holder {
+        Some(holder) if holder.stamp != claims.stm => {
+            Err(ServiceError::InvalidToken("token revoked"))
+        }
+        Some(holder) if !holder.session_live => Err(ServiceError::InvalidToken("session ended")),
+        Some(holder) => Ok(AuthenticatedUser {
+            user: holder.user.clone(),
             scopes: claims
                 .scope
                 .as_deref()
-                .map_or_else(|| role.scopes(), Scopes::from_claim)
-                .allowed_for(*role),
+                .map_or_else(|| holder.role.scopes(), Scopes::from_claim)
+                .allowed_for(holder.role),
         }),
-        _ => Err(ServiceError::InvalidToken("token revoked")),
+        None => Err(ServiceError::InvalidToken("token revoked")),
     }
 }
 

@@ -41,6 +41,7 @@ scopes! {
     MoviesWrite = "movies:write" for Editor,
     UsersRead = "users:read" for Admin,
     AuditRead = "audit:read" for Admin,
+    TokensIntrospect = "tokens:introspect" for Admin,
     // [xtask] scopes
 }
 
@@ -65,7 +66,7 @@ pub enum Role {
     Reader,
     /// A reader's scopes and `movies:write`.
     Editor,
-    /// Every scope: `users:read` and `audit:read` too.
+    /// Every scope: `users:read`, `audit:read` and `tokens:introspect` too.
     Admin,
 }
 

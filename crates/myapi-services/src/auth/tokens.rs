@@ -508,7 +508,7 @@ mod tests {
             ("7", "stamp", "http://127.0.0.1:8000")
         );
         assert_eq!(claims.aud, "myapi");
-        assert_eq!(claims.exp - claims.iat, 30 * 60);
+        assert_eq!(claims.exp - claims.iat, 15 * 60);
         let again = s.verify(
             &s.issue(7, "Ada", "ada@example.com", "stamp", "movies:read", SESSION)
                 .unwrap(),

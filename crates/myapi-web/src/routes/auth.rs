@@ -1,5 +1,5 @@
 //! The `auth` scope: `POST /token` (OAuth2 password and refresh grants), `POST /revoke`
-//! (RFC 7009), `GET /.well-known/jwks.json`, `GET /.well-known/oauth-authorization-server`
+//! (RFC 7009), `POST /introspect` (RFC 7662), `GET /.well-known/jwks.json`, `GET /.well-known/oauth-authorization-server`
 //! (RFC 8414), `GET /users/me` and `GET /users/`.
 
 use std::net::IpAddr;
@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use myapi_schemas::{
-    AuthorizationServerMetadata, JsonWebKeySet, OAuthErrorResponse, Problem, RevokeForm,
-    TokenRequest, TokenResponse, UserSchema,
+    AuthorizationServerMetadata, IntrospectionForm, IntrospectionResponse, JsonWebKeySet,
+    OAuthErrorResponse, Problem, RevokeForm, TokenRequest, TokenResponse, UserSchema,
 };
 use myapi_services::audit::ThrottledAnswer;
 use myapi_services::auth::keys::JWKS_MAX_AGE_SECS;
@@ -20,7 +20,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::blocking::block;
 use crate::error::{ApiError, TokenError, login_outcome};
 use crate::extract::{
-    Authorized, BearerUser, UsersRead, client_ip, has_media_type, next_page_link,
+    Authorized, BearerUser, TokensIntrospect, UsersRead, client_ip, has_media_type, next_page_link,
 };
 use crate::openapi::GuardedErrors;
 use crate::query::{self, query_pairs};
@@ -32,6 +32,7 @@ pub const TOKEN_BODY_LIMIT: usize = 4 * 1024;
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token)
         .service(revoke)
+        .service(introspect)
         .service(jwks)
         .service(metadata)
         .service(scope("/users").service(me).service(list_users));
@@ -157,6 +158,45 @@ pub async fn revoke(
     answer
 }
 
+/// Whether a token is active now, and what it stands for (RFC 7662), for resource servers
+/// that ask rather than verify signatures: access and refresh tokens, read from the
+/// database, so a revoked session or a changed password shows at once. The caller needs
+/// a token with `tokens:introspect` (admins only).
+#[utoipa::path(
+    tag = "auth",
+    security(("oauth2" = ["tokens:introspect"])),
+    request_body(content = IntrospectionForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "`{\"active\": false}` alone for an expired, revoked, used or unknown token", body = IntrospectionResponse,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "invalid_request: no `token`, or a malformed form", body = OAuthErrorResponse),
+        (status = 403, description = "The caller's token lacks `tokens:introspect`", body = Problem,
+            content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\", scope=\"tokens:introspect\"`"))),
+        (status = 413, description = "Body larger than 4 KiB (`invalid_request`)", body = OAuthErrorResponse),
+        GuardedErrors,
+    ),
+)]
+#[post("/introspect")]
+pub async fn introspect(
+    _caller: Authorized<TokensIntrospect>,
+    req: HttpRequest,
+    body: web::Payload,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, TokenError> {
+    let form = Form::read(&req, body).await?;
+    form.value("token_type_hint")?;
+    let presented = form.required("token")?;
+    let answer = services
+        .auth
+        .introspect(presented)
+        .await
+        .map_err(LoginError::from)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(answer))
+}
+
 /// Counts a 429 (`too_many`) or a 503 of saturated hashing in the audit trail, which
 /// records throttled answers as counts per client network and minute, not one by one.
 fn count_throttled(
@@ -271,6 +311,8 @@ pub async fn metadata(
         scopes_supported: strings(&SCOPES),
         token_endpoint_auth_methods_supported: strings(&["none"]),
         revocation_endpoint_auth_methods_supported: strings(&["none"]),
+        introspection_endpoint: endpoint("introspect")?,
+        introspection_endpoint_auth_methods_supported: strings(&["bearer"]),
         service_documentation: format!("{base}/docs/"),
     };
     Ok(HttpResponse::Ok()
