@@ -53,6 +53,19 @@ const FORBIDDEN_ANYWHERE: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// `examples/resource-server` stands for another team's service: it may know our tokens'
+/// format and JWK Set URL, never our code. (myapi-web's tests use it as a dev-dependency.)
+const FOREIGN: &[(&str, &[&str])] = &[(
+    "resource-server",
+    &[
+        "myapi-models",
+        "myapi-schemas",
+        "myapi-services",
+        "myapi-web",
+        "myapi-cli",
+    ],
+)];
+
 /// `myapi-schemas` holds data shapes only: these are all it may depend on.
 const SCHEMAS_MAY_USE: &[&str] = &["serde", "utoipa"];
 
@@ -134,6 +147,19 @@ fn tiers_only_depend_downwards() {
         for (path_end, path) in reachable(&graph, krate) {
             if forbidden.contains(&path_end) {
                 violations.push(path.join(" -> "));
+            }
+        }
+    }
+    for (krate, forbidden) in FOREIGN {
+        assert!(graph.contains_key(krate), "{krate} is not in the workspace");
+        for (path_end, path) in reachable(&graph, krate) {
+            if forbidden.contains(&path_end) {
+                violations.push(path.join(" -> "));
+            }
+        }
+        for (other, deps) in &graph {
+            if deps.contains(krate) {
+                violations.push(format!("{other} -> {krate} (a normal dependency)"));
             }
         }
     }

@@ -1,9 +1,16 @@
 //! Signing-key rotation across two instances on one database, rolled out one instance at a
 //! time as the README describes: 1. add the new key second, everywhere; 2. move it first;
 //! 3. drop the old key. The same for the move from a secret to Ed25519 key files, with a
-//! verifier that knows only the published JWK Set; and the checks that bind a token to
-//! its key's algorithm and to the access-token type.
+//! verifier that knows only the published JWK Set, and with `examples/resource-server`
+//! running throughout; and the checks that bind a token to its key's algorithm and to the
+//! access-token type.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix_web::{HttpResponse, HttpServer, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use myapi_services::auth::keys::{JWKS_MAX_AGE_SECS, generate_ed25519};
@@ -199,6 +206,16 @@ async fn published_keys(app: &TestApp, address: &str) -> serde_json::Value {
     json_body(response, 200, "application/json").await
 }
 
+fn private(key: &SigningKey) -> JwsKey {
+    JwsKey::Ed25519(Box::new(key.clone()))
+}
+
+/// The keys every instance of a step is started with.
+fn fleet(keys: Vec<(&str, JwsKey)>) -> TokenKeys {
+    let keys = keys.into_iter().map(|(kid, key)| (kid.to_owned(), key));
+    TokenKeys::new(keys.collect()).unwrap()
+}
+
 /// The move from an HS256 secret to Ed25519 key files, then a rotation of the key files, on
 /// two instances restarted one at a time, as the README's steps say: every token either
 /// instance issued stays valid on both, and a verifier that cached the JWK Set once the new
@@ -209,12 +226,7 @@ async fn moving_to_key_files_and_rotating_them_refuses_no_valid_token(db: TestDb
     let secret = TokenKey::try_from(TEST_TOKEN_KEY.to_owned()).unwrap();
     let secret = (secret.derived_kid(), JwsKey::from(secret));
     let (first, second) = (generate_ed25519(), generate_ed25519());
-    let private = |key: &SigningKey| JwsKey::Ed25519(Box::new(key.clone()));
     let public = JwsKey::Ed25519Public(first.verifying_key());
-    let fleet = |keys: Vec<(&str, JwsKey)>| {
-        let keys = keys.into_iter().map(|(kid, key)| (kid.to_owned(), key));
-        TokenKeys::new(keys.collect()).unwrap()
-    };
     let secret_kid = secret.0.as_str();
     // (keys, kids that sign tokens still valid once the step is done everywhere)
     let steps = [
@@ -398,3 +410,269 @@ async fn a_process_without_keys_publishes_its_random_key(db: TestDb) {
     assert_eq!(users_me(&app, &app.address, &token).await.status(), 401);
 }
 both_backends!(a_process_without_keys_publishes_its_random_key);
+
+/// What a JWK Set URL in front of the fleet does: each fetch goes to the next instance of
+/// those now running, and is counted.
+struct JwksFront {
+    instances: Mutex<Vec<String>>,
+    turn: AtomicUsize,
+    fetches: AtomicUsize,
+    client: reqwest::Client,
+}
+
+impl JwksFront {
+    fn point_at(&self, instances: &[(String, TokenKeys)]) {
+        *self.instances.lock().unwrap() = instances.iter().map(|(a, _)| a.clone()).collect();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+async fn forward_jwks(front: web::Data<JwksFront>) -> HttpResponse {
+    front.fetches.fetch_add(1, Ordering::SeqCst);
+    let address = {
+        let instances = front.instances.lock().unwrap();
+        instances[front.turn.fetch_add(1, Ordering::SeqCst) % instances.len()].clone()
+    };
+    let response = front
+        .client
+        .get(format!("{address}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    let cache_control = response.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    HttpResponse::Ok()
+        .insert_header(("cache-control", cache_control))
+        .content_type("application/json")
+        .body(response.bytes().await.unwrap())
+}
+
+/// Starts a [`JwksFront`] for `instances`; it and its JWK Set URL.
+fn start_jwks_front(instances: &[(String, TokenKeys)]) -> (Arc<JwksFront>, String) {
+    let front = web::Data::new(JwksFront {
+        instances: Mutex::default(),
+        turn: AtomicUsize::new(0),
+        fetches: AtomicUsize::new(0),
+        client: reqwest::Client::new(),
+    });
+    front.point_at(instances);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let state = front.clone();
+    let server = HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .route("/jwks.json", web::get().to(forward_jwks))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    (front.into_inner(), url)
+}
+
+/// `GET /whoami` on the resource server with `token`.
+async fn whoami(app: &TestApp, whoami: &str, token: &str) -> reqwest::Response {
+    app.client
+        .get(whoami)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Each token passes the resource server, which answers with its claims.
+async fn assert_resource_server_accepts(
+    app: &TestApp,
+    url: &str,
+    tokens: impl Iterator<Item = &String>,
+    state: &str,
+) {
+    for token in tokens {
+        let response = whoami(app, url, token).await;
+        assert_eq!(response.status(), 200, "{state}: kid {:?}", kid(token));
+        let body: serde_json::Value = response.json().await.unwrap();
+        let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+            .unwrap()
+            .claims;
+        for claim in ["sub", "scope", "client_id"] {
+            assert_eq!(body[claim], claims[claim], "{state}: {claim}");
+        }
+    }
+}
+
+/// The resource server's answer to `token`: 401, as RFC 6750 says for a bad token.
+async fn assert_resource_server_refuses(app: &TestApp, url: &str, token: &str, what: &str) {
+    let response = whoami(app, url, token).await;
+    assert_eq!(response.status(), 401, "{what}");
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token""#,
+        "{what}"
+    );
+    let body = json_body(response, 401, "application/json").await;
+    assert_eq!(body["error"], "invalid_token", "{what}");
+}
+
+fn typed_header(alg: Algorithm, kid: &str, typ: &str) -> Header {
+    Header {
+        kid: Some(kid.to_owned()),
+        typ: Some(typ.to_owned()),
+        ..Header::new(alg)
+    }
+}
+
+/// Forgeries of `token`, whose kid `kid` names `signing`: each must be refused, and none
+/// names a kid the resource server has not cached (none makes it fetch the set).
+fn forgeries(token: &str, kid: &str, signing: &SigningKey) -> [(&'static str, String); 3] {
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+        .unwrap()
+        .claims;
+    let mut other_user = claims.clone();
+    other_user["sub"] = "0".into();
+    let parts: Vec<&str> = token.split('.').collect();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(other_user.to_string()),
+        parts[2]
+    );
+    let hmac_with_public_key = jsonwebtoken::encode(
+        &typed_header(Algorithm::HS256, kid, "at+jwt"),
+        &claims,
+        &EncodingKey::from_secret(signing.verifying_key().as_bytes()),
+    )
+    .unwrap();
+    let key = private(signing).encoding_key().unwrap();
+    let not_an_access_token =
+        jsonwebtoken::encode(&typed_header(Algorithm::EdDSA, kid, "JWT"), &claims, &key).unwrap();
+    [
+        ("tampered claims", tampered),
+        ("HS256 with the public key as secret", hmac_with_public_key),
+        ("typ JWT", not_an_access_token),
+    ]
+}
+
+/// `token`'s claims signed with a key nobody published: the resource server fetches the
+/// set again for its kid (every unknown kid does, in this test), then refuses it.
+async fn assert_unknown_kid_refused(app: &TestApp, front: &JwksFront, url: &str, token: &str) {
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+        .unwrap()
+        .claims;
+    let key = private(&generate_ed25519()).encoding_key().unwrap();
+    let header = typed_header(Algorithm::EdDSA, "unpublished", "at+jwt");
+    let forged = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let fetches = front.fetches();
+    assert_resource_server_refuses(app, url, &forged, "an unknown kid").await;
+    assert_eq!(front.fetches(), fetches + 1);
+}
+
+/// A resource server that knows nothing but the fleet's JWK Set URL, started before the
+/// rotation so that its cached set is stale when the new key first signs: it fetches the
+/// set again for that kid, and accepts every token either instance issued and that is
+/// still valid, at every step of the README's rotation of key files.
+async fn a_resource_server_with_only_the_jwks_url_follows_a_key_rotation(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.create_user(EMAIL, PASSWORD).await;
+    let (first, second) = (generate_ed25519(), generate_ed25519());
+    let key_of = |kid: &str| {
+        if kid == "a" {
+            first.clone()
+        } else {
+            second.clone()
+        }
+    };
+    let start = fleet(vec![("a", private(&first))]);
+    let steps = [
+        fleet(vec![
+            ("a", private(&first)),
+            ("b", JwsKey::Ed25519Public(second.verifying_key())),
+        ]),
+        fleet(vec![("b", private(&second)), ("a", private(&first))]),
+        fleet(vec![("b", private(&second))]),
+    ];
+    let mut instances = [
+        (
+            app.start_instance(|s| s.token_key = Some(start.clone()))
+                .await,
+            start.clone(),
+        ),
+        (
+            app.start_instance(|s| s.token_key = Some(start.clone()))
+                .await,
+            start,
+        ),
+    ];
+    let (front, jwks_url) = start_jwks_front(&instances);
+    let auth = &app.settings.auth;
+    let mut config =
+        resource_server::Config::new(jwks_url, auth.token_audience.clone(), auth.issuer.clone());
+    // Every unknown kid fetches, so that the count of fetches below says exactly which
+    // tokens made one (the bound on fetches has its own test in the example).
+    config.min_refetch_interval = std::time::Duration::ZERO;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/whoami", listener.local_addr().unwrap());
+    tokio::spawn(resource_server::run(listener, config).await.unwrap());
+    assert_eq!(front.fetches(), 1);
+
+    let mut previous = vec![
+        login(&app, &instances[0].0).await,
+        login(&app, &instances[1].0).await,
+    ];
+    assert_resource_server_accepts(&app, &url, previous.iter(), "before step 1").await;
+    assert_unknown_kid_refused(&app, &front, &url, &previous[0]).await;
+    let mut all_issued = previous.clone();
+    for (step, keys) in steps.iter().enumerate() {
+        for restarted in 0..instances.len() {
+            let issued = restart_with(&app, &mut instances, restarted, keys).await;
+            front.point_at(&instances);
+            let state = format!("step {} with instance {restarted} restarted", step + 1);
+            // Step 3 comes after the access-token lifetime: the tokens signed with the
+            // dropped key have expired by then in real life.
+            let earlier = previous.iter().filter(|_| step != 2);
+            let fetches = front.fetches();
+            assert_resource_server_accepts(&app, &url, earlier.chain(&issued), &state).await;
+            // Only the first token signed with the new key finds the cached set stale.
+            let first_of_b = step == 1 && restarted == 0;
+            assert_eq!(
+                front.fetches(),
+                fetches + usize::from(first_of_b),
+                "{state}"
+            );
+
+            let signing_kid = keys.signing().0;
+            for (what, forged) in forgeries(&issued[0], signing_kid, &key_of(signing_kid)) {
+                let what = format!("{state}: {what}");
+                assert_resource_server_refuses(&app, &url, &forged, &what).await;
+            }
+            // Not during step 1: the fetch would bring the resource server the new key
+            // before it signs, and leave no stale set to test.
+            if step > 0 {
+                assert_unknown_kid_refused(&app, &front, &url, &issued[0]).await;
+            }
+            all_issued.extend(issued.iter().cloned());
+            previous = issued;
+        }
+    }
+    // The unknown kid of the last forgeries made the resource server fetch the set of the
+    // finished rotation, without the dropped key: it refuses that key's tokens now, as the
+    // instances do.
+    let mut refused = 0;
+    for token in &all_issued {
+        if kid(token).as_deref() == Some("a") {
+            assert_resource_server_refuses(&app, &url, token, "signed with the dropped key").await;
+            refused += 1;
+        } else {
+            assert_eq!(whoami(&app, &url, token).await.status(), 200);
+        }
+    }
+    assert!(refused > 0);
+}
+both_backends!(a_resource_server_with_only_the_jwks_url_follows_a_key_rotation);
