@@ -4,6 +4,8 @@ surfaces as the library's own invalid_grant error, and that each library refresh
 with the refresh token once its access token has expired. Usage: oauth2_clients.py BASE_URL
 EMAIL PASSWORD. Exits non-zero on any failure."""
 
+import base64
+import json
 import os
 import sys
 import time
@@ -43,6 +45,10 @@ except InvalidGrantError:
 
 authlib = AuthlibSession(client_id="myapi-docs", client_secret="", token_endpoint_auth_method="client_secret_basic")
 token = authlib.fetch_token(token_url, username=email, password=password, grant_type="password")
+# Authlib sends its client_id in HTTP Basic (RFC 6749 §2.3.1): the token names it.
+payload = token["access_token"].split(".")[1]
+claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+assert claims["client_id"] == "myapi-docs", claims
 me = authlib.get(f"{base}/users/me")
 assert me.status_code == 200 and me.json()["email"] == email, me.text
 

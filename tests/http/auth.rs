@@ -4,7 +4,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use crate::support::{Backend, TEST_TOKEN_KEY, TestDb};
+use crate::support::{Backend, TEST_TOKEN_KEY, TestDb, psql};
 use crate::{TestApp, both_backends, json_body, spawn_app, spawn_app_configured, spawn_app_with};
 
 const PASSWORD: &str = "correct-horse-battery";
@@ -815,5 +815,77 @@ async fn tokens_name_their_client_and_session(db: TestDb) {
         json_body(response, 400, "application/json").await["error"],
         "invalid_client"
     );
+
+    // RFC 6749 §2.3.1: the client_id may come in HTTP Basic, form-urlencoded, with a
+    // secret that is not checked (clients are public); the body may repeat it, not
+    // contradict it.
+    let basic = |username: &str, form: &[(&str, &str)]| {
+        app.client
+            .post(app.url("/token"))
+            .basic_auth(username, Some("any-secret"))
+            .form(form)
+            .send()
+    };
+    let credentials = [
+        ("username", "client@example.com"),
+        ("password", "correct-horse-battery"),
+    ];
+    for form in [
+        credentials.to_vec(),
+        [&credentials[..], &[("client_id", "web.app")]].concat(),
+    ] {
+        let response = basic("web%2Eapp", &form).await.unwrap();
+        let tokens = json_body(response, 200, "application/json").await;
+        assert_eq!(
+            claims_of(tokens["access_token"].as_str().unwrap())["client_id"],
+            "web.app"
+        );
+    }
+    let contradicted = [&credentials[..], &[("client_id", "other")]].concat();
+    let response = basic("web.app", &contradicted).await.unwrap();
+    assert_eq!(
+        json_body(response, 400, "application/json").await["error"],
+        "invalid_request"
+    );
 }
 both_backends!(tokens_name_their_client_and_session);
+
+/// A login from before clients were kept (its family's `client_id` empty, as the migration
+/// leaves it) refreshes to the client the refresh names, or else the default. PostgreSQL
+/// only: the rows are changed with `psql`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_from_before_clients_were_kept_refreshes() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let app = spawn_app(db).await;
+    app.create_user("old-client@example.com", "correct-horse-battery")
+        .await;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .post_token(&[
+                ("username", "old-client@example.com"),
+                ("password", "correct-horse-battery"),
+            ])
+            .await;
+        let body = json_body(response, 200, "application/json").await;
+        sessions.push(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    psql(
+        &app.db.dsn,
+        "UPDATE myapi.refresh_families SET client_id = ''",
+    );
+    let refresh = |token: &str, client_id: Option<&str>| {
+        let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
+        form.extend(client_id.map(|id| ("client_id", id)));
+        let request = app.client.post(app.url("/token")).form(&form);
+        async move { json_body(request.send().await.unwrap(), 200, "application/json").await }
+    };
+    let named = refresh(&sessions[0], Some("legacy-app")).await;
+    let unnamed = refresh(&sessions[1], None).await;
+    for (answer, client) in [(&named, "legacy-app"), (&unnamed, "myapi")] {
+        let claims = claims_of(answer["access_token"].as_str().unwrap());
+        assert_eq!(claims["client_id"], client, "{answer}");
+    }
+}

@@ -11,7 +11,7 @@ use myapi_services::movies::{IfMatch, MovieId};
 use myapi_services::{Services, Settings};
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestCluster, TestDb, in_ci};
+use crate::support::{Backend, TestCluster, TestDb, in_ci, psql};
 use crate::{MAX_STALENESS, TestApp, json_body, spawn_app, spawn_app_with};
 
 const PASSWORD: &str = "correct-horse-battery";
@@ -38,20 +38,6 @@ async fn trusted(client: &reqwest::Client, address: &str, token: &str, served: &
         title(client, address, token, 9).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// `sql` run by `psql` on `dsn`, as an operator would; its unaligned output.
-fn psql(dsn: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args(["-XAtq", "-v", "ON_ERROR_STOP=1", dsn, "-c", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        output.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// The backend pids of the cache listeners on the database of `dsn`.

@@ -223,3 +223,17 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// `sql` run by `psql` on `dsn`, as an operator would; its unaligned output.
+pub fn psql(dsn: &str, sql: &str) -> String {
+    let output = std::process::Command::new("psql")
+        .args(["-XAtq", "-v", "ON_ERROR_STOP=1", dsn, "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        output.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use myapi_schemas::{
     AuthorizationServerMetadata, IntrospectionForm, IntrospectionResponse, JsonWebKeySet,
     OAuthErrorResponse, Problem, RevokeForm, TokenRequest, TokenResponse, UserSchema,
@@ -14,6 +16,7 @@ use myapi_services::audit::ThrottledAnswer;
 use myapi_services::auth::keys::JWKS_MAX_AGE_SECS;
 use myapi_services::auth::{Credentials, LoginError, SCOPES};
 use myapi_services::{ServiceError, Services};
+use percent_encoding::percent_decode_str;
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -84,20 +87,20 @@ async fn issue(
     client: IpAddr,
 ) -> Result<HttpResponse, TokenError> {
     let form = Form::read(&req, body).await?;
+    let client_id = form.client_id(&req)?;
     let issued = match form.value("grant_type")?.as_deref() {
         None | Some("password") => {
             let credentials = Credentials {
                 username: form.required("username")?,
                 password: form.required("password")?,
                 scope: form.value("scope")?,
-                client_id: form.value("client_id")?,
+                client_id,
             };
             services.auth.login(credentials, client).await?
         }
         Some("refresh_token") => {
             let refresh_token = form.required("refresh_token")?;
             let scope = form.value("scope")?;
-            let client_id = form.value("client_id")?;
             services
                 .auth
                 .refresh(refresh_token, scope, client_id, client)
@@ -249,6 +252,46 @@ impl Form {
             )));
         }
         Ok(first)
+    }
+
+    /// The `client_id` of the body or of an `Authorization: Basic` header (RFC 6749 §2.3.1,
+    /// each half form-urlencoded), which clients such as Authlib send by default. A secret,
+    /// in either place, is not checked: the clients are public. Both places naming
+    /// different clients is `invalid_request`.
+    fn client_id(&self, req: &HttpRequest) -> Result<Option<String>, TokenError> {
+        let invalid = |why: &str| TokenError::InvalidRequest(why.into());
+        let in_body = self.value("client_id")?;
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return Ok(in_body);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| invalid("malformed Authorization header"))?;
+        let Some((scheme, credentials)) = value.trim().split_once(' ') else {
+            return Ok(in_body);
+        };
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Ok(in_body);
+        }
+        let decoded = BASE64
+            .decode(credentials.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| invalid("malformed Basic credentials"))?;
+        let (id, _secret) = decoded.split_once(':').unwrap_or((&decoded, ""));
+        let id = percent_decode_str(&id.replace('+', " "))
+            .decode_utf8()
+            .map_err(|_| invalid("malformed Basic credentials"))?
+            .into_owned();
+        if id.is_empty() {
+            return Ok(in_body);
+        }
+        match in_body {
+            Some(body) if !body.is_empty() && body != id => Err(invalid(
+                "`client_id` differs between the Authorization header and the body",
+            )),
+            _ => Ok(Some(id)),
+        }
     }
 
     fn required(&self, name: &str) -> Result<String, TokenError> {
