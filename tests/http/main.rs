@@ -18,6 +18,7 @@ mod idempotency;
 mod introspection;
 mod key_rotation;
 mod login_flood;
+mod mail;
 mod movie_writes;
 mod movies;
 mod oauth_clients;

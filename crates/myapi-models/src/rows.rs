@@ -4,7 +4,7 @@ use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 
 use crate::schema::{
-    audit_events, idempotency_keys, movies, refresh_families, refresh_tokens, users,
+    audit_events, idempotency_keys, mail_outbox, movies, refresh_families, refresh_tokens, users,
 };
 
 /// A full `movies` row, read and written as is (also by PostgreSQL `COPY`, which needs
@@ -130,4 +130,29 @@ pub struct IdempotencyRow {
     pub location: Option<String>,
     pub etag: Option<String>,
     pub body: String,
+}
+
+/// A new row of the mail outbox: due at once, never tried.
+#[derive(Debug, Clone, PartialEq, Insertable)]
+#[diesel(table_name = mail_outbox)]
+pub struct NewMailRow<'a> {
+    pub message_id: &'a str,
+    pub recipient: &'a str,
+    pub subject: &'a str,
+    pub body: &'a str,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+}
+
+/// A mail a sender has claimed: what it sends, and how many attempts it has had.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, QueryableByName)]
+#[diesel(table_name = mail_outbox)]
+pub struct ClaimedMailRow {
+    pub message_id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    /// Counting the one now claimed.
+    pub attempts: i32,
 }

@@ -120,6 +120,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Mail waiting to be sent, or sent: one row per message. Times are Unix seconds.
+    mail_outbox (message_id) {
+        /// The `Message-ID`, kept across retries.
+        message_id -> Text,
+        recipient -> Text,
+        subject -> Text,
+        /// Plain text; may hold a live single-use token.
+        body -> Text,
+        created_at -> BigInt,
+        next_attempt_at -> BigInt,
+        attempts -> Integer,
+        /// A sender's lease on the row.
+        claimed_until -> Nullable<BigInt>,
+        sent_at -> Nullable<BigInt>,
+        /// Set when the attempts ran out.
+        failed_at -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(refresh_families -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 
@@ -132,5 +153,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     audit_events,
     idempotency_keys,
+    mail_outbox,
     // [xtask] joinable tables
 );

@@ -5,6 +5,7 @@ use crate::auth::AuthService;
 use crate::hooks::Hooks;
 use crate::idempotency::IdempotencyService;
 use crate::limits::RateLimiter;
+use crate::mail::MailService;
 use crate::movies::MovieService;
 use crate::{Database, ServiceError, Settings};
 
@@ -18,6 +19,8 @@ pub struct Services {
     pub idempotency: IdempotencyService,
     /// Request limits of every route outside login.
     pub limits: RateLimiter,
+    /// The mail outbox; the server starts its sender ([`MailService::start_sender`]).
+    pub mail: MailService,
     // [xtask] service fields
     /// Where tests pause a service (see [`crate::hooks`]); inert in a release build.
     pub hooks: Hooks,
@@ -41,6 +44,7 @@ impl Services {
             audit: AuditService::new(database.clone(), &settings.audit),
             idempotency: IdempotencyService::new(database.clone(), &settings.idempotency),
             limits: RateLimiter::new(&database, &settings.limits)?,
+            mail: MailService::new(database.clone(), &settings.mail)?,
             // [xtask] service constructors
             database,
             hooks,

@@ -16,8 +16,10 @@
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use lettre::message::Mailbox;
 use myapi_models::one_line;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -44,6 +46,7 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub idempotency: IdempotencySettings,
     pub limits: LimitSettings,
+    pub mail: MailSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +273,132 @@ pub struct IdempotencySettings {
     /// A stored answer is replayed this long; after it the key is free again, and
     /// `myapi-cli purge-idempotency-keys` deletes it.
     pub retention_hours: NonZeroU32,
+}
+
+/// The `mail` section (README: Accounts).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MailSettings {
+    pub transport: MailTransport,
+    /// Where `transport = "smtp"` sends; empty when it is not used.
+    #[serde(deserialize_with = "optional_smtp_url")]
+    pub smtp_url: Option<SmtpUrl>,
+    /// The `From` of every mail, such as `myapi <no-reply@example.com>`; its domain also
+    /// ends every `Message-ID`.
+    #[serde(deserialize_with = "parsed")]
+    pub from: Mailbox,
+    /// Where the links in mails lead: a page that posts the token it carries to the API.
+    pub link_base_url: String,
+    /// Attempts at one mail before it is given up, with the reason logged.
+    pub max_attempts: NonZeroU32,
+    /// How long a sender holds the mails it claimed; past it, another sender (or this one
+    /// after a restart) takes them. Longer than an SMTP exchange takes (15 s per step).
+    pub lease_secs: NonZeroU32,
+    /// Lets `transport = "log"` run with open registration or password reset, which writes
+    /// live single-use tokens to the log: for development only.
+    pub log_links: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// Each mail, link included, goes to the log at info level: the quick start needs no
+    /// mail server.
+    Log,
+    Smtp,
+}
+
+/// `mail.smtp_url`: `smtp://[user:password@]host[:port]` (port 587; STARTTLS required, unless
+/// the host is loopback, where the connection may stay plain) or `smtps://…` (port 465, TLS
+/// from the start). `Debug` leaves the password out.
+#[derive(Clone)]
+pub struct SmtpUrl {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) security: SmtpSecurity,
+    pub(crate) credentials: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SmtpSecurity {
+    ImplicitTls,
+    StartTls,
+    /// Loopback only: a relay on the same machine.
+    Plain,
+}
+
+impl FromStr for SmtpUrl {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let url = url::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+        let host = url
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or("names no host")?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let (security, default_port) = match url.scheme() {
+            "smtps" => (SmtpSecurity::ImplicitTls, 465),
+            "smtp" if loopback => (SmtpSecurity::Plain, 587),
+            "smtp" => (SmtpSecurity::StartTls, 587),
+            other => return Err(format!("scheme `{other}` is not smtp or smtps")),
+        };
+        if url.query().is_some() || url.fragment().is_some() || !matches!(url.path(), "" | "/") {
+            return Err("takes no path, query or fragment".into());
+        }
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|decoded| decoded.into_owned())
+                .map_err(|_| "its user or password is not UTF-8".to_owned())
+        };
+        let credentials = match (url.username(), url.password()) {
+            ("", None) => None,
+            (user, password) => Some((decode(user)?, decode(password.unwrap_or(""))?)),
+        };
+        Ok(Self {
+            host,
+            port: url.port().unwrap_or(default_port),
+            security,
+            credentials,
+        })
+    }
+}
+
+impl fmt::Debug for SmtpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish_non_exhaustive()
+    }
+}
+
+fn optional_smtp_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SmtpUrl>, D::Error> {
+    let raw = String::deserialize(d)?;
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    raw.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("mail.smtp_url {e}")))
+}
+
+fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    String::deserialize(d)?
+        .parse()
+        .map_err(|e| serde::de::Error::custom(format!("not an address: {e}")))
 }
 
 /// The `limits` section: request limits per caller on every route outside login (README:
@@ -563,6 +692,43 @@ mod tests {
     /// A key that passes every check, told apart from others by its first character.
     fn good_key(tag: char) -> String {
         format!("{tag}-0123456789abcdefghijklmnopqrstuv")
+    }
+
+    #[test]
+    fn smtp_urls_require_tls_off_loopback() {
+        let parsed = |raw: &str| raw.parse::<SmtpUrl>().map(|url| (url.security, url.port));
+        assert_eq!(
+            parsed("smtp://mail.example.com"),
+            Ok((SmtpSecurity::StartTls, 587))
+        );
+        assert_eq!(
+            parsed("smtp://127.0.0.1:2525"),
+            Ok((SmtpSecurity::Plain, 2525))
+        );
+        assert_eq!(parsed("smtp://[::1]"), Ok((SmtpSecurity::Plain, 587)));
+        assert_eq!(
+            parsed("smtps://mail.example.com"),
+            Ok((SmtpSecurity::ImplicitTls, 465))
+        );
+        for bad in [
+            "http://mail.example.com",
+            "smtp://",
+            "smtp://h/path",
+            "smtp://h?tls=none",
+        ] {
+            assert!(parsed(bad).is_err(), "{bad}");
+        }
+        let url: SmtpUrl = "smtp://me%40example.com:p%3Ass@mail.example.com"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            url.credentials,
+            Some(("me@example.com".to_owned(), "p:ss".to_owned()))
+        );
+        assert!(
+            !format!("{url:?}").contains("p:ss"),
+            "the password is not shown"
+        );
     }
 
     #[test]

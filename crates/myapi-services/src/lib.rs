@@ -16,6 +16,7 @@ mod error;
 pub mod hooks;
 pub mod idempotency;
 pub mod limits;
+pub mod mail;
 pub mod movies;
 pub mod query;
 pub mod request_context;

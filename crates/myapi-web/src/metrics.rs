@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use myapi_services::auth::HashPool;
 use myapi_services::config::ConfigError;
 use myapi_services::limits::LEASES_METRIC;
+use myapi_services::mail;
 use myapi_services::movies::cache::INVALIDATION_LAG_METRIC;
 use myapi_services::{Database, Services, SettingsSource};
 use serde::{Deserialize, Deserializer};
@@ -196,6 +197,16 @@ fn describe() {
         INVALIDATION_LAG_METRIC,
         Unit::Seconds,
         "From a change to the movies (its trigger's clock_timestamp()) to this instance dropping what it changed."
+    );
+    describe_counter!(
+        mail::SENT_METRIC,
+        Unit::Count,
+        "Attempts at sending mail from the outbox, by result: sent, retry, failed (given up)."
+    );
+    describe_gauge!(
+        mail::PENDING_METRIC,
+        Unit::Count,
+        "Mails in the outbox not yet sent or given up, fleet-wide."
     );
 }
 

@@ -217,6 +217,10 @@ impl Application {
             services.database.display_url()
         );
         services.movies.watch_changes()?;
+        services
+            .mail
+            .start_sender()
+            .map_err(|e| ServiceError::internal("cannot start the mail sender", e.to_string()))?;
         let metrics = match (metrics_listener, recorder) {
             (Some((listener, address)), Some(recorder)) => {
                 let server =

@@ -1,0 +1,1 @@
+DROP TABLE myapi.mail_outbox;
