@@ -148,6 +148,23 @@ pub struct AuthorizationServerMetadata {
     pub service_documentation: String,
 }
 
+/// `PUT /users/me/password`: the account's password now, and the one to replace it.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    /// The same rules as every password: `auth.password_min_chars` to
+    /// `auth.password_max_chars` characters (8 to 256 by default, as documented here), no NUL.
+    #[schema(min_length = 8, max_length = 256, pattern = "^[^\\x00]*$")]
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordChange(***)")
+    }
+}
+
 /// RFC 7662 introspection request, form-encoded.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct IntrospectionForm {

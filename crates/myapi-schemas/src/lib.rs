@@ -12,8 +12,8 @@ mod movies;
 pub use audit::{AuditEvent, AuditEventSchema};
 pub use auth::{
     AuthorizationServerMetadata, IntrospectionForm, IntrospectionResponse, JsonWebKey,
-    JsonWebKeySet, RefreshTokenForm, RevokeForm, TokenForm, TokenRequest, TokenResponse,
-    UserSchema,
+    JsonWebKeySet, PasswordChange, RefreshTokenForm, RevokeForm, TokenForm, TokenRequest,
+    TokenResponse, UserSchema,
 };
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
 pub use movies::MovieSchema;

@@ -38,13 +38,19 @@ impl Services {
             }
         }
         let hooks = Hooks::default();
+        let mail = MailService::new(database.clone(), &settings.mail)?;
         Ok(Self {
-            auth: AuthService::new(database.clone(), settings, hooks.clone())?,
+            auth: AuthService::new(
+                database.clone(),
+                settings,
+                hooks.clone(),
+                mail.outbox.clone(),
+            )?,
             movies: MovieService::new(database.clone(), settings, hooks.clone())?,
             audit: AuditService::new(database.clone(), &settings.audit),
             idempotency: IdempotencyService::new(database.clone(), &settings.idempotency),
             limits: RateLimiter::new(&database, &settings.limits)?,
-            mail: MailService::new(database.clone(), &settings.mail)?,
+            mail,
             // [xtask] service constructors
             database,
             hooks,

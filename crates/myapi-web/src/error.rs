@@ -61,6 +61,33 @@ pub enum ApiError {
         class: &'static str,
         retry_after_secs: u64,
     },
+    /// A password check outside `/token` (the current password of a change) refused, or
+    /// asked to wait, as a login would be.
+    #[error("{}", password_refusal(.0))]
+    Password(LoginError),
+}
+
+/// What a refused password check tells the client.
+fn password_refusal(error: &LoginError) -> String {
+    match error {
+        LoginError::InvalidGrant => "`current_password` is not the account's password".into(),
+        LoginError::Throttled { retry_after_secs } => {
+            format!("too many failed password checks; retry in {retry_after_secs} s")
+        }
+        LoginError::Saturated { .. } => "every password hashing thread is busy".into(),
+        other => other.to_string(),
+    }
+}
+
+impl From<LoginError> for ApiError {
+    /// The errors of a password check as a route other than `/token` answers them; the
+    /// rest are the service errors they wrap.
+    fn from(error: LoginError) -> Self {
+        match error {
+            LoginError::Service(error) => Self::Service(error),
+            refused => Self::Password(refused),
+        }
+    }
 }
 
 /// The errors of `POST /token`, answered per RFC 6749 §5.2.
@@ -107,6 +134,12 @@ impl ResponseError for ApiError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Password(refused) => match refused {
+                LoginError::InvalidGrant => StatusCode::FORBIDDEN,
+                LoginError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+                LoginError::Saturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            },
         }
     }
 
@@ -145,7 +178,11 @@ impl ResponseError for ApiError {
             }
             Self::RateLimited {
                 retry_after_secs, ..
-            } => retry_after(&mut response, *retry_after_secs),
+            }
+            | Self::Password(
+                LoginError::Throttled { retry_after_secs }
+                | LoginError::Saturated { retry_after_secs },
+            ) => retry_after(&mut response, *retry_after_secs),
             Self::Service(ServiceError::Invalid(invalid)) => {
                 let listed;
                 (listed, more_errors) = listed_fields(invalid);
@@ -158,6 +195,7 @@ impl ResponseError for ApiError {
                     .collect();
             }
             Self::Service(_)
+            | Self::Password(_)
             | Self::HeadersTooLarge { .. }
             | Self::MalformedBody(_)
             | Self::MalformedHeader { .. }

@@ -11,6 +11,7 @@ use crate::audit::{AuditEntry, AuditEvent, record};
 use crate::database::Database;
 use crate::error::is_unique_violation;
 use crate::hooks::{Hooks, Point};
+use crate::mail::{MailOutbox, OutgoingMail};
 
 /// Queries on `users`. Each method checks out its own pooled connection.
 #[derive(Debug, Clone)]
@@ -455,6 +456,56 @@ impl SessionDataManager {
             ))
             .first(&mut conn)
             .optional()?)
+    }
+
+    /// A user's change of their own password, in one transaction: the new hash and stamp
+    /// (only while the stamp is still `checked_stamp`, the one the current password was
+    /// checked under: a change meanwhile wins, and this one answers `false`), every family
+    /// of the user revoked, `family` (bound to the new stamp) started with its `first`
+    /// token for the session that asked, `mail` queued and `audit` recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn change_password(
+        &self,
+        checked_stamp: &str,
+        new_hash: &str,
+        family: &RefreshFamilyRow,
+        first: &RefreshTokenRow,
+        outbox: &MailOutbox,
+        mail: &OutgoingMail<'_>,
+        audit: &AuditEntry,
+    ) -> Result<bool, ServiceError> {
+        let mut conn = self.db.conn()?;
+        conn.transaction(|conn| {
+            let changed = diesel::update(
+                users::table
+                    .find(family.user_id)
+                    .filter(users::security_stamp.eq(checked_stamp)),
+            )
+            .set((
+                users::hashed_password.eq(new_hash),
+                users::security_stamp.eq(&family.security_stamp),
+            ))
+            .execute(conn)?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            diesel::update(
+                refresh_families::table
+                    .filter(refresh_families::user_id.eq(family.user_id))
+                    .filter(refresh_families::revoked_at.is_null()),
+            )
+            .set(refresh_families::revoked_at.eq(family.created_at))
+            .execute(conn)?;
+            diesel::insert_into(refresh_families::table)
+                .values(family)
+                .execute(conn)?;
+            diesel::insert_into(refresh_tokens::table)
+                .values(first)
+                .execute(conn)?;
+            outbox.enqueue(conn, mail)?;
+            record(conn, audit)?;
+            Ok(true)
+        })
     }
 
     /// The family of the token `token_hash` and its user, if the token is known.

@@ -4,6 +4,7 @@
 //! blocking parts (queries, argon2) off the caller's thread. The user administration
 //! methods block: async callers run them on a blocking pool.
 
+mod accounts;
 mod audit_trail;
 mod budget;
 pub(crate) mod credentials;
@@ -40,6 +41,7 @@ use crate::bounded::{BoundedMap, Retention};
 use crate::config::Settings;
 use crate::database::Database;
 use crate::hooks::{Hooks, Point};
+use crate::mail::MailOutbox;
 use crate::query::{Page, PageSizes};
 use crate::request_context::blocking;
 use crate::secrets::{random_bytes, random_id, random_secret};
@@ -125,6 +127,8 @@ pub struct AuthService {
     page_sizes: PageSizes,
     revocation_cache: Arc<Mutex<BoundedMap<SessionKey, CachedSession>>>,
     revocation_ttl: Duration,
+    /// Where the mails of account changes are queued.
+    outbox: MailOutbox,
 }
 
 /// A bearer token's user id and session (its `sid`; `None` in tokens from before tokens
@@ -153,10 +157,17 @@ struct SessionHolder {
 pub struct AuthenticatedUser {
     pub user: UserSchema,
     pub scopes: Scopes,
+    /// The token's `client_id`; `None` in tokens from before tokens named one.
+    pub client_id: Option<String>,
 }
 
 impl AuthService {
-    pub fn new(db: Database, settings: &Settings, hooks: Hooks) -> Result<Self, ServiceError> {
+    pub fn new(
+        db: Database,
+        settings: &Settings,
+        hooks: Hooks,
+        outbox: MailOutbox,
+    ) -> Result<Self, ServiceError> {
         let auth = &settings.auth;
         let params = auth
             .argon2_params()
@@ -198,6 +209,7 @@ impl AuthService {
             },
             revocation_cache: Arc::new(Mutex::new(BoundedMap::new(MAX_CACHED_SESSIONS))),
             revocation_ttl: Duration::from_millis(auth.revocation_cache_ms),
+            outbox,
         })
     }
 
@@ -928,6 +940,7 @@ fn accept(
                 .as_deref()
                 .map_or_else(|| holder.role.scopes(), Scopes::from_claim)
                 .allowed_for(holder.role),
+            client_id: claims.client_id.clone(),
         }),
         None => Err(ServiceError::InvalidToken("token revoked")),
     }

@@ -5,12 +5,13 @@
 use std::net::IpAddr;
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use myapi_schemas::{
     AuthorizationServerMetadata, IntrospectionForm, IntrospectionResponse, JsonWebKeySet,
-    OAuthErrorResponse, Problem, RevokeForm, TokenRequest, TokenResponse, UserSchema,
+    OAuthErrorResponse, PasswordChange, Problem, RevokeForm, TokenRequest, TokenResponse,
+    UserSchema,
 };
 use myapi_services::audit::ThrottledAnswer;
 use myapi_services::auth::keys::JWKS_MAX_AGE_SECS;
@@ -38,7 +39,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(introspect)
         .service(jwks)
         .service(metadata)
-        .service(scope("/users").service(me).service(list_users));
+        .service(
+            scope("/users")
+                .service(me)
+                .service(change_password)
+                .service(list_users),
+        );
 }
 
 /// Issues an access token and a refresh token: for an email and password (RFC 6749 §4.3),
@@ -383,6 +389,69 @@ fn cacheable_for(secs: u32) -> header::CacheControl {
 #[get("/me")]
 pub async fn me(user: BearerUser) -> HttpResponse {
     HttpResponse::Ok().json(user.0.user)
+}
+
+/// Changes the signed-in user's password, given the current one.
+///
+/// Every session of the user ends (their access tokens within the revocation window, their
+/// refresh tokens at once), and this call answers a new token pair for the caller's; the
+/// user is mailed that the password changed. A wrong `current_password` counts as a failed
+/// login against the client's network and the account.
+#[utoipa::path(
+    tag = "auth",
+    security(("oauth2" = [])),
+    request_body(content = PasswordChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed: the caller's new token pair", body = TokenResponse,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`current_password` is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field missing or unknown, or `new_password` breaks the password rules", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password checks from the client's network or for the account", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Hashing saturated or database unavailable", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        GuardedErrors,
+    ),
+)]
+#[put("/me/password")]
+pub async fn change_password(
+    caller: BearerUser,
+    req: HttpRequest,
+    body: web::Bytes,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    if !has_media_type(req.headers(), "application/json") {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/json",
+            accept_patch: false,
+        });
+    }
+    let document = serde_json::from_slice::<serde_json::Value>(&body)
+        .map_err(|error| ApiError::MalformedBody(error.to_string()))?;
+    // serde's message may quote a value (a password sent as a number): not echoed.
+    let change: PasswordChange = serde_json::from_value(document).map_err(|_| {
+        ServiceError::invalid(
+            "body",
+            "must be an object of the strings `current_password` and `new_password`, and \
+             nothing else",
+        )
+    })?;
+    let tokens = services
+        .auth
+        .change_password(
+            &caller.0,
+            change.current_password,
+            change.new_password,
+            client_ip(&req),
+        )
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(tokens))
 }
 
 /// One page of users, by id (admins: scope `users:read`). When more follow, a
