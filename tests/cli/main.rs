@@ -89,7 +89,10 @@ fn user_admin_round_trip() {
         assert!(stdout(&created).contains("ada@example.com"));
 
         let listed = cli(&db, &["list-users"], "");
-        assert_eq!(stdout(&listed).trim(), "1\tAda\tada@example.com\treader");
+        assert_eq!(
+            stdout(&listed).trim(),
+            "1\tAda\tada@example.com\treader\tverified"
+        );
 
         let promoted = cli(
             &db,
@@ -98,7 +101,10 @@ fn user_admin_round_trip() {
         );
         assert!(promoted.status.success(), "{}", stderr(&promoted));
         let listed = cli(&db, &["list-users"], "");
-        assert_eq!(stdout(&listed).trim(), "1\tAda\tada@example.com\teditor");
+        assert_eq!(
+            stdout(&listed).trim(),
+            "1\tAda\tada@example.com\teditor\tverified"
+        );
         let unknown = cli(
             &db,
             &["set-role", "--email", "ada@example.com", "--role", "owner"],
@@ -195,7 +201,7 @@ fn user_admin_round_trip() {
         assert_eq!(again.status.code(), Some(1));
         assert_eq!(
             stdout(&cli(&db, &["list-users"], "")),
-            "2\tRoot\troot@example.com\tadmin\n"
+            "2\tRoot\troot@example.com\tadmin\tverified\n"
         );
     });
 }

@@ -39,7 +39,7 @@ async fn login_flow_and_users_me(db: TestDb) {
     let me = json_body(me, 200, "application/json").await;
     assert_eq!(
         me,
-        json!({"user_id": me["user_id"], "name": "Test User", "email": "ada@example.com", "role": "reader"})
+        json!({"user_id": me["user_id"], "name": "Test User", "email": "ada@example.com", "role": "reader", "email_verified": true})
     );
     assert!(me["user_id"].as_i64().unwrap() > 0);
 

@@ -317,8 +317,16 @@ fn set_role(settings: &Settings, email: &str, role: Role) -> Result<(), Failure>
 fn list_users(settings: &Settings) -> Result<(), Failure> {
     for user in connect(settings)?.auth.list_users()? {
         println!(
-            "{}\t{}\t{}\t{}",
-            user.user_id, user.name, user.email, user.role
+            "{}\t{}\t{}\t{}\t{}",
+            user.user_id,
+            user.name,
+            user.email,
+            user.role,
+            if user.email_verified {
+                "verified"
+            } else {
+                "unverified"
+            }
         );
     }
     Ok(())

@@ -4,7 +4,8 @@ use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 
 use crate::schema::{
-    audit_events, idempotency_keys, mail_outbox, movies, refresh_families, refresh_tokens, users,
+    account_tokens, audit_events, idempotency_keys, mail_outbox, movies, refresh_families,
+    refresh_tokens, users,
 };
 
 /// A full `movies` row, read and written as is (also by PostgreSQL `COPY`, which needs
@@ -42,6 +43,8 @@ pub struct UserRow {
     /// Random, replaced on every password change; tokens carry it.
     pub security_stamp: String,
     pub role: String,
+    /// `false` from a sign-up until its mail's token comes back.
+    pub email_verified: bool,
 }
 
 /// What `INSERT INTO users` needs; the id and version come from the database.
@@ -55,6 +58,20 @@ pub struct NewUserRow<'a> {
     pub hashed_password: &'a str,
     pub security_stamp: &'a str,
     pub role: &'a str,
+    pub email_verified: bool,
+}
+
+/// A single-use token a mail carries, by its hash.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = account_tokens)]
+pub struct AccountTokenRow {
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    pub user_id: i32,
+    /// `verify` or `reset`.
+    pub purpose: String,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]

@@ -40,6 +40,21 @@ diesel::table! {
         security_stamp -> Text,
         /// `reader`, `editor` or `admin`.
         role -> Text,
+        /// `false` from a sign-up until its mail's token comes back.
+        email_verified -> Bool,
+    }
+}
+
+diesel::table! {
+    /// Single-use tokens that mails carry (`verify`, `reset`), by hash; one per user and
+    /// purpose.
+    account_tokens (token_hash) {
+        /// SHA-256 of the token, hex.
+        token_hash -> Text,
+        user_id -> Integer,
+        purpose -> Text,
+        /// Unix seconds.
+        expires_at -> BigInt,
     }
 }
 
@@ -142,6 +157,7 @@ diesel::table! {
 }
 
 diesel::joinable!(refresh_families -> users (user_id));
+diesel::joinable!(account_tokens -> users (user_id));
 diesel::joinable!(refresh_tokens -> refresh_families (family_id));
 
 // [xtask] tables
@@ -154,5 +170,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     idempotency_keys,
     mail_outbox,
+    account_tokens,
     // [xtask] joinable tables
 );

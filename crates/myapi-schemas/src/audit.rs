@@ -26,10 +26,19 @@ pub enum AuditEvent {
     UserDeleted,
     /// Every refresh-token family of a user was revoked (`myapi-cli revoke-sessions`).
     SessionsRevoked,
+    /// `POST /users/` with open registration: an account made (or made again, its
+    /// verification having expired), or a mail to the owner of an address already taken.
+    SignedUp,
+    /// A sign-up's token came back: the account may log in.
+    EmailVerified,
+    /// `POST /password-reset`, for an account (mailed a link) or for an address without one.
+    PasswordResetRequested,
+    /// A reset link's token came back with a new password: every session ended.
+    PasswordResetCompleted,
 }
 
 impl AuditEvent {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 15] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginThrottled,
@@ -41,6 +50,10 @@ impl AuditEvent {
         Self::UserCreated,
         Self::UserDeleted,
         Self::SessionsRevoked,
+        Self::SignedUp,
+        Self::EmailVerified,
+        Self::PasswordResetRequested,
+        Self::PasswordResetCompleted,
     ];
 
     /// The name serde writes, too.
@@ -57,6 +70,10 @@ impl AuditEvent {
             Self::UserCreated => "user_created",
             Self::UserDeleted => "user_deleted",
             Self::SessionsRevoked => "sessions_revoked",
+            Self::SignedUp => "signed_up",
+            Self::EmailVerified => "email_verified",
+            Self::PasswordResetRequested => "password_reset_requested",
+            Self::PasswordResetCompleted => "password_reset_completed",
         }
     }
 }

@@ -16,6 +16,9 @@ pub struct UserSchema {
     /// `reader` (reads), `editor` (also writes movies) or `admin` (everything).
     #[schema(example = "reader")]
     pub role: String,
+    /// `false` from a sign-up until its mail's link is followed; such an account cannot log
+    /// in. Accounts operators create are verified.
+    pub email_verified: bool,
 }
 
 /// RFC 6749 §5.1 access token response from `POST /token`.
@@ -162,6 +165,63 @@ pub struct PasswordChange {
 impl std::fmt::Debug for PasswordChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PasswordChange(***)")
+    }
+}
+
+/// `POST /users/`: a sign-up, with the rules of `myapi-cli create-user`.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignUpRequest {
+    #[schema(example = "Ada Lovelace", min_length = 1, max_length = 200)]
+    pub name: String,
+    /// A bare `name@domain.tld`; stored lower-case.
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// `auth.password_min_chars` to `auth.password_max_chars` characters (8 to 256 by
+    /// default), no NUL.
+    #[schema(min_length = 8, max_length = 256, pattern = "^[^\\x00]*$")]
+    pub password: String,
+}
+
+impl std::fmt::Debug for SignUpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignUpRequest")
+            .field("name", &self.name)
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /users/verify`: the token of a sign-up mail's link.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmailRequest {
+    #[schema(min_length = 1)]
+    pub token: String,
+}
+
+/// `POST /password-reset`: the address of the account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetRequest {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+}
+
+/// `POST /password-reset/confirm`: the token of a reset mail's link, and the new password.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetConfirmation {
+    #[schema(min_length = 1)]
+    pub token: String,
+    /// The password rules of every password (8 to 256 characters by default, no NUL).
+    #[schema(min_length = 8, max_length = 256, pattern = "^[^\\x00]*$")]
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for PasswordResetConfirmation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordResetConfirmation(***)")
     }
 }
 

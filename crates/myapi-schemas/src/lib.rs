@@ -12,8 +12,9 @@ mod movies;
 pub use audit::{AuditEvent, AuditEventSchema};
 pub use auth::{
     AuthorizationServerMetadata, IntrospectionForm, IntrospectionResponse, JsonWebKey,
-    JsonWebKeySet, PasswordChange, RefreshTokenForm, RevokeForm, TokenForm, TokenRequest,
-    TokenResponse, UserSchema,
+    JsonWebKeySet, PasswordChange, PasswordResetConfirmation, PasswordResetRequest,
+    RefreshTokenForm, RevokeForm, SignUpRequest, TokenForm, TokenRequest, TokenResponse,
+    UserSchema, VerifyEmailRequest,
 };
 pub use errors::{FieldError, OAuthErrorResponse, Problem};
 pub use movies::MovieSchema;
@@ -85,9 +86,10 @@ mod tests {
             name: "Ada".into(),
             email: "ada@example.com".into(),
             role: "reader".into(),
+            email_verified: true,
         };
         let json = serde_json::to_value(&user).unwrap();
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["email", "name", "role", "user_id"]);
+        assert_eq!(keys, ["email", "email_verified", "name", "role", "user_id"]);
     }
 }

@@ -122,6 +122,48 @@ pub struct AuthSettings {
     /// Where the login budgets live: shared by every instance in PostgreSQL, or in this
     /// process.
     pub login_budget: StateStore,
+    /// Whether `POST /users/` signs people up.
+    pub registration: Registration,
+    /// How long a sign-up's verification link works.
+    pub verification_ttl_hours: NonZeroU32,
+    /// Sign-ups one client network may make at once (its own bucket, not the login
+    /// budget's), and the seconds after which one is forgotten.
+    pub signup_ip_burst: NonZeroU32,
+    pub signup_ip_refill_secs: u64,
+    /// Sign-ups for one address at once, and the seconds after which one is forgotten.
+    pub signup_account_burst: NonZeroU32,
+    pub signup_account_refill_secs: u64,
+    /// Whether `POST /password-reset` mails reset links.
+    pub password_reset: PasswordReset,
+    /// How long a reset link works.
+    pub reset_ttl_minutes: NonZeroU32,
+    /// Reset requests one client network may make at once (its own bucket), and the
+    /// seconds after which one is forgotten.
+    pub reset_ip_burst: NonZeroU32,
+    pub reset_ip_refill_secs: u64,
+    /// Reset requests for one address at once, and the seconds after which one is
+    /// forgotten.
+    pub reset_account_burst: NonZeroU32,
+    pub reset_account_refill_secs: u64,
+}
+
+/// `auth.password_reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswordReset {
+    /// `POST /password-reset` and its confirmation answer 403.
+    Off,
+    On,
+}
+
+/// `auth.registration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Operators create every account (`myapi-cli create-user`); `POST /users/` is 403.
+    Closed,
+    /// Anyone may sign up for an unverified reader account.
+    Open,
 }
 
 impl AuthSettings {
@@ -626,6 +668,16 @@ impl Settings {
                 "must be between auth.password_min_chars and 4096",
             );
         }
+        let mails_links =
+            auth.registration == Registration::Open || auth.password_reset == PasswordReset::On;
+        if mails_links && self.mail.transport == MailTransport::Log && !self.mail.log_links {
+            return invalid(
+                "mail.transport",
+                "is \"log\" with auth.registration = \"open\" or auth.password_reset = \"on\": \
+                 the log would hold live links; set mail.transport = \"smtp\", or \
+                 mail.log_links = true in development",
+            );
+        }
         if auth.session_max_days < auth.refresh_token_lifetime_days {
             return invalid(
                 "auth.session_max_days",
@@ -692,6 +744,27 @@ mod tests {
     /// A key that passes every check, told apart from others by its first character.
     fn good_key(tag: char) -> String {
         format!("{tag}-0123456789abcdefghijklmnopqrstuv")
+    }
+
+    #[test]
+    fn open_registration_needs_a_mail_server_or_consent_to_log_links() {
+        let mut settings = Settings::defaults().unwrap();
+        settings.auth.registration = Registration::Open;
+        let refused = settings.validate().unwrap_err().to_string();
+        assert!(refused.contains("mail.transport"), "{refused}");
+        settings.mail.log_links = true;
+        settings.validate().unwrap();
+        settings.mail.log_links = false;
+        settings.mail.transport = MailTransport::Smtp;
+        settings.validate().unwrap();
+        settings.mail.transport = MailTransport::Log;
+        settings.auth.registration = Registration::Closed;
+        settings.validate().unwrap();
+        settings.auth.password_reset = PasswordReset::On;
+        assert!(
+            settings.validate().is_err(),
+            "password reset mails links too"
+        );
     }
 
     #[test]

@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Text};
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Message, SmtpTransport, Transport};
 use myapi_models::DbConnection;
 use myapi_models::rows::{ClaimedMailRow, NewMailRow};
-use myapi_models::schema::mail_outbox;
+use myapi_models::schema::{mail_outbox, users};
 
 use crate::audit::unix_now;
 use crate::config::{MailSettings, MailTransport, SmtpSecurity, SmtpUrl};
@@ -94,6 +94,39 @@ impl MailOutbox {
             })
             .execute(conn)?;
         Ok(())
+    }
+
+    /// Queues a mail to the account with this (lower-case) `email`, if there is one, in the
+    /// caller's transaction: the same statement either way (an insert of what a select of
+    /// the account finds), so that its cost does not tell whether the account exists.
+    /// Returns how many were queued (0 or 1).
+    pub fn enqueue_to_account(
+        &self,
+        conn: &mut DbConnection,
+        email: &str,
+        subject: &str,
+        body: &str,
+    ) -> QueryResult<usize> {
+        let now = unix_now();
+        let message_id = format!("<{}@{}>", random_id(), self.message_id_domain);
+        diesel::insert_into(mail_outbox::table)
+            .values(users::table.filter(users::email.eq(email)).select((
+                message_id.into_sql::<Text>(),
+                users::email,
+                subject.into_sql::<Text>(),
+                body.into_sql::<Text>(),
+                now.into_sql::<BigInt>(),
+                now.into_sql::<BigInt>(),
+            )))
+            .into_columns((
+                mail_outbox::message_id,
+                mail_outbox::recipient,
+                mail_outbox::subject,
+                mail_outbox::body,
+                mail_outbox::created_at,
+                mail_outbox::next_attempt_at,
+            ))
+            .execute(conn)
     }
 
     /// Tells this instance's sender that mail was committed, so it need not wait for its

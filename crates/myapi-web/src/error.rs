@@ -61,6 +61,15 @@ pub enum ApiError {
         class: &'static str,
         retry_after_secs: u64,
     },
+    /// `POST /users/` while `auth.registration` is `closed`.
+    #[error("registration is closed: an administrator creates accounts")]
+    RegistrationClosed,
+    /// `/password-reset` while `auth.password_reset` is `off`.
+    #[error("password reset is off: ask an administrator")]
+    PasswordResetOff,
+    /// A mail's single-use token that is no good; which way is not told.
+    #[error("the token is not valid: it was used, has expired, or a newer one replaced it")]
+    AccountToken,
     /// A password check outside `/token` (the current password of a change) refused, or
     /// asked to wait, as a login would be.
     #[error("{}", password_refusal(.0))]
@@ -134,6 +143,8 @@ impl ResponseError for ApiError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RegistrationClosed | Self::PasswordResetOff => StatusCode::FORBIDDEN,
+            Self::AccountToken => StatusCode::BAD_REQUEST,
             Self::Password(refused) => match refused {
                 LoginError::InvalidGrant => StatusCode::FORBIDDEN,
                 LoginError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -196,6 +207,9 @@ impl ResponseError for ApiError {
             }
             Self::Service(_)
             | Self::Password(_)
+            | Self::RegistrationClosed
+            | Self::PasswordResetOff
+            | Self::AccountToken
             | Self::HeadersTooLarge { .. }
             | Self::MalformedBody(_)
             | Self::MalformedHeader { .. }
@@ -224,7 +238,9 @@ impl TokenError {
             Self::BodyTooLarge => ("invalid_request", StatusCode::PAYLOAD_TOO_LARGE, None),
             Self::UnsupportedGrantType => ("unsupported_grant_type", StatusCode::BAD_REQUEST, None),
             Self::Login(error) => match error {
-                LoginError::InvalidGrant => ("invalid_grant", StatusCode::BAD_REQUEST, None),
+                LoginError::InvalidGrant | LoginError::Unverified => {
+                    ("invalid_grant", StatusCode::BAD_REQUEST, None)
+                }
                 LoginError::InvalidRequest(_) => ("invalid_request", StatusCode::BAD_REQUEST, None),
                 LoginError::InvalidScope(_) => ("invalid_scope", StatusCode::BAD_REQUEST, None),
                 LoginError::InvalidRefreshToken => ("invalid_grant", StatusCode::BAD_REQUEST, None),

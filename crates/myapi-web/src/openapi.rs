@@ -86,6 +86,25 @@ pub enum GuardedErrors {
     Unavailable(Problem),
 }
 
+/// The errors of every route that reads a JSON body of its own (the account routes),
+/// documented once; each documents its 422 itself.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a documentation type: never constructed
+pub enum JsonBodyErrors {
+    #[response(
+        status = 400,
+        description = "The body is not JSON",
+        content_type = "application/problem+json"
+    )]
+    Malformed(Problem),
+    #[response(
+        status = 415,
+        description = "The body is not `application/json`",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(Problem),
+}
+
 /// The errors every conditional movie write (PUT, PATCH, DELETE) can give besides its own,
 /// documented once.
 #[derive(utoipa::IntoResponses)]

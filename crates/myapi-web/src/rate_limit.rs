@@ -26,8 +26,10 @@ const EXEMPT: [&str; 4] = ["/health", "/ready", "/openapi.json", "/docs"];
 const EXEMPT_PREFIXES: [&str; 2] = ["/docs/", "/.well-known/"];
 /// Paths whose `POST` the login budget limits instead (`auth.*_failure_*`): it counts
 /// failures per client network and per account, which a request limit would only blur.
-/// Their other methods (405) are reads like any other.
-const LOGIN: [&str; 2] = ["/token", "/revoke"];
+/// Sign-ups and reset requests spend buckets of their own (`auth.signup_*`,
+/// `auth.reset_*`), per client network and per address. Their other methods are reads or
+/// writes like any other.
+const LOGIN: [&str; 4] = ["/token", "/revoke", "/users/", "/password-reset"];
 
 /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10 §4, §5).
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

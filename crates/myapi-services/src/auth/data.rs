@@ -3,8 +3,8 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use myapi_models::rows::{NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
-use myapi_models::schema::{refresh_families, refresh_tokens, users};
+use myapi_models::rows::{AccountTokenRow, NewUserRow, RefreshFamilyRow, RefreshTokenRow, UserRow};
+use myapi_models::schema::{account_tokens, refresh_families, refresh_tokens, users};
 
 use crate::ServiceError;
 use crate::audit::{AuditEntry, AuditEvent, record};
@@ -160,6 +160,204 @@ impl UserDataManager {
         })
     }
 
+    /// A sign-up, in one transaction. For a new address: the unverified user, its
+    /// verification token (`token_hash`, until `expires_at`) and the `welcome` mail. For an
+    /// unverified account whose token has expired (or was used up): the same, over the old
+    /// account (its name, password and stamp replaced), so an address cannot be squatted.
+    /// Otherwise, the address is taken: only the `taken` mail, to its owner. `audit` is
+    /// recorded either way.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_up(
+        &self,
+        user: &NewUserRow<'_>,
+        token_hash: &str,
+        expires_at: i64,
+        now: i64,
+        outbox: &MailOutbox,
+        welcome: &OutgoingMail<'_>,
+        taken: &OutgoingMail<'_>,
+        audit: &AuditEntry,
+    ) -> Result<SignUp, ServiceError> {
+        let mut conn = self.db.conn()?;
+        let outcome = conn.transaction(|conn| {
+            let existing = users::table
+                .filter(users::email.eq(user.email))
+                .select(UserRow::as_select())
+                .first(conn)
+                .optional()?;
+            let (user_id, outcome) = match existing {
+                None => {
+                    let inserted = diesel::insert_into(users::table).values(user).execute(conn);
+                    if let Err(error) = &inserted
+                        && is_unique_violation(error)
+                    {
+                        return Err(ServiceError::Conflict("address taken meanwhile".into()));
+                    }
+                    inserted?;
+                    let user_id = users::table
+                        .filter(users::email.eq(user.email))
+                        .select(users::user_id)
+                        .first(conn)?;
+                    (user_id, SignUp::Created)
+                }
+                Some(row)
+                    if !row.email_verified && !has_live_token(conn, row.user_id, VERIFY, now)? =>
+                {
+                    diesel::update(users::table.find(row.user_id))
+                        .set((
+                            users::name.eq(user.name),
+                            users::hashed_password.eq(user.hashed_password),
+                            users::security_stamp.eq(user.security_stamp),
+                        ))
+                        .execute(conn)?;
+                    (row.user_id, SignUp::Renewed)
+                }
+                Some(row) => {
+                    outbox.enqueue(conn, taken)?;
+                    record(
+                        conn,
+                        &audit
+                            .clone()
+                            .user_id(row.user_id)
+                            .detail("address already taken"),
+                    )?;
+                    return Ok(SignUp::Taken);
+                }
+            };
+            replace_token(conn, user_id, VERIFY, token_hash, expires_at)?;
+            outbox.enqueue(conn, welcome)?;
+            record(conn, &audit.clone().user_id(user_id))?;
+            Ok(outcome)
+        });
+        match outcome {
+            // Two sign-ups for one new address at once: the other made the account.
+            Err(ServiceError::Conflict(_)) => Ok(SignUp::Taken),
+            other => other,
+        }
+    }
+
+    /// Uses the verification token `token_hash`: the account is verified, and the token
+    /// gone. `false` for a token that is unknown, used, replaced or expired (an expired one
+    /// is deleted).
+    pub fn verify_email(
+        &self,
+        token_hash: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool, ServiceError> {
+        let mut conn = self.db.conn()?;
+        conn.transaction(|conn| {
+            let Some(token) = take_token(conn, token_hash, VERIFY, now)? else {
+                return Ok(false);
+            };
+            diesel::update(users::table.find(token.user_id))
+                .set(users::email_verified.eq(true))
+                .execute(conn)?;
+            record(conn, &audit.clone().user_id(token.user_id))?;
+            Ok(true)
+        })
+    }
+
+    /// A password-reset request, in one transaction: for an account with this (lower-case)
+    /// email, its reset token replaced by `token_hash` (until `expires_at`), the mail
+    /// (`subject`, `body`) queued and `audit` recorded about it; for an address without
+    /// one, `unknown` recorded. The statements are the same either way (deletes and
+    /// inserts of what a select of the account finds, then one audit row), so the work, and
+    /// the time it takes, do not tell whether the address has an account.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request_reset(
+        &self,
+        email: &str,
+        token_hash: &str,
+        expires_at: i64,
+        outbox: &MailOutbox,
+        subject: &str,
+        body: &str,
+        audit: &AuditEntry,
+        unknown: &AuditEntry,
+    ) -> Result<(), ServiceError> {
+        let mut conn = self.db.conn()?;
+        conn.transaction(|conn| {
+            let account = || {
+                users::table
+                    .filter(users::email.eq(email))
+                    .select(users::user_id)
+            };
+            diesel::delete(
+                account_tokens::table
+                    .filter(account_tokens::purpose.eq(RESET))
+                    .filter(account_tokens::user_id.eq_any(account())),
+            )
+            .execute(conn)?;
+            let issued = diesel::insert_into(account_tokens::table)
+                .values(users::table.filter(users::email.eq(email)).select((
+                    token_hash.into_sql::<Text>(),
+                    users::user_id,
+                    RESET.into_sql::<Text>(),
+                    expires_at.into_sql::<BigInt>(),
+                )))
+                .into_columns((
+                    account_tokens::token_hash,
+                    account_tokens::user_id,
+                    account_tokens::purpose,
+                    account_tokens::expires_at,
+                ))
+                .execute(conn)?;
+            outbox.enqueue_to_account(conn, email, subject, body)?;
+            record(conn, if issued == 1 { audit } else { unknown })
+        })
+    }
+
+    /// Uses the reset token `token_hash`, in one transaction: the new hash and stamp (so
+    /// every access token ends), every refresh-token family revoked, the address verified
+    /// (the mail came back), a mail to say so (`subject`, `body`) and `audit`. `false` for a
+    /// token that is unknown, used, replaced or expired (an expired one is deleted).
+    #[allow(clippy::too_many_arguments)]
+    pub fn confirm_reset(
+        &self,
+        token_hash: &str,
+        new_hash: &str,
+        new_stamp: &str,
+        now: i64,
+        outbox: &MailOutbox,
+        subject: &str,
+        body: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, ServiceError> {
+        let mut conn = self.db.conn()?;
+        conn.transaction(|conn| {
+            let Some(token) = take_token(conn, token_hash, RESET, now)? else {
+                return Ok(false);
+            };
+            diesel::update(users::table.find(token.user_id))
+                .set((
+                    users::hashed_password.eq(new_hash),
+                    users::security_stamp.eq(new_stamp),
+                    users::email_verified.eq(true),
+                ))
+                .execute(conn)?;
+            diesel::update(
+                refresh_families::table
+                    .filter(refresh_families::user_id.eq(token.user_id))
+                    .filter(refresh_families::revoked_at.is_null()),
+            )
+            .set(refresh_families::revoked_at.eq(now))
+            .execute(conn)?;
+            let email: String = users::table
+                .find(token.user_id)
+                .select(users::email)
+                .first(conn)?;
+            let mail = OutgoingMail {
+                to: &email,
+                subject,
+                body,
+            };
+            outbox.enqueue(conn, &mail)?;
+            record(conn, &audit.clone().user_id(token.user_id).email(&email))?;
+            Ok(true)
+        })
+    }
+
     /// Replaces an outdated hash of the same password, unless the password changed meanwhile.
     pub fn upgrade_hash(
         &self,
@@ -177,6 +375,84 @@ impl UserDataManager {
         .execute(&mut conn)?;
         Ok(())
     }
+}
+
+/// The `purpose` of a sign-up's verification token.
+const VERIFY: &str = "verify";
+/// The `purpose` of a password reset's token.
+const RESET: &str = "reset";
+
+/// Gives `user_id` the `purpose` token `token_hash`, in place of any it had.
+fn replace_token(
+    conn: &mut myapi_models::DbConnection,
+    user_id: i32,
+    purpose: &str,
+    token_hash: &str,
+    expires_at: i64,
+) -> QueryResult<()> {
+    diesel::delete(
+        account_tokens::table
+            .filter(account_tokens::user_id.eq(user_id))
+            .filter(account_tokens::purpose.eq(purpose)),
+    )
+    .execute(conn)?;
+    diesel::insert_into(account_tokens::table)
+        .values(&AccountTokenRow {
+            token_hash: token_hash.to_owned(),
+            user_id,
+            purpose: purpose.to_owned(),
+            expires_at,
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Deletes the `purpose` token `token_hash` and returns it, unless it is unknown or has
+/// expired (deleted all the same).
+fn take_token(
+    conn: &mut myapi_models::DbConnection,
+    token_hash: &str,
+    purpose: &str,
+    now: i64,
+) -> QueryResult<Option<AccountTokenRow>> {
+    let this_token = account_tokens::table
+        .find(token_hash)
+        .filter(account_tokens::purpose.eq(purpose));
+    let Some(token) = this_token
+        .select(AccountTokenRow::as_select())
+        .first(conn)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    diesel::delete(this_token).execute(conn)?;
+    Ok((token.expires_at > now).then_some(token))
+}
+
+/// What a sign-up did: the mail it queued says the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignUp {
+    Created,
+    /// An unverified account whose verification had expired, made again.
+    Renewed,
+    /// The address belongs to another account: its owner is told.
+    Taken,
+}
+
+/// Whether `user_id` holds a `purpose` token that has not expired.
+fn has_live_token(
+    conn: &mut myapi_models::DbConnection,
+    user_id: i32,
+    purpose: &str,
+    now: i64,
+) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        account_tokens::table
+            .filter(account_tokens::user_id.eq(user_id))
+            .filter(account_tokens::purpose.eq(purpose))
+            .filter(account_tokens::expires_at.gt(now)),
+    ))
+    .get_result(conn)
 }
 
 /// What presenting a refresh token did. `decided` is what the caller's check returned for

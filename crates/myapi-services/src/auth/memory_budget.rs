@@ -78,14 +78,18 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     pub fn new(settings: &AuthSettings) -> Self {
+        Self::with_limits(Limit::client(settings), Limit::account(settings))
+    }
+
+    pub(crate) fn with_limits(client_limit: Limit, account_limit: Limit) -> Self {
         Self {
             state: Mutex::new(State {
                 per_client: BoundedMap::new(MAX_TRACKED_KEYS),
                 per_account: BoundedMap::new(MAX_TRACKED_KEYS),
                 trusted: BoundedMap::new(MAX_TRACKED_KEYS),
             }),
-            client_limit: Limit::client(settings),
-            account_limit: Limit::account(settings),
+            client_limit,
+            account_limit,
         }
     }
 

@@ -25,7 +25,7 @@ use ipnet::IpNet;
 
 pub use budget::{Attempt, BudgetError, BudgetKeys, LoginBudget, Reservation};
 pub use credentials::{ClientId, ClientRefusal, Clients, Credentials, Email, Password, UserName};
-pub use data::{Rotation, SessionDataManager, Successor, UserDataManager, is_live};
+pub use data::{Rotation, SessionDataManager, SignUp, Successor, UserDataManager, is_live};
 pub use keys::{JwsKey, KeyError, KeyFileError, TokenKey, TokenKeyError, TokenKeys};
 pub use memory_budget::{MAX_TRACKED_KEYS, MemoryBudget};
 pub use password::{CheckTimes, HashPool, PasswordHasher};
@@ -38,7 +38,7 @@ use myapi_schemas::{IntrospectionResponse, JsonWebKeySet, TokenResponse, UserSch
 
 use crate::audit::{Actor, AuditDataManager, AuditEntry, AuditEvent, unix_now};
 use crate::bounded::{BoundedMap, Retention};
-use crate::config::Settings;
+use crate::config::{PasswordReset, Registration, Settings};
 use crate::database::Database;
 use crate::hooks::{Hooks, Point};
 use crate::mail::MailOutbox;
@@ -77,6 +77,12 @@ pub enum LoginError {
     /// A `client_id` that `auth.client_ids` does not list.
     #[error("{0}")]
     InvalidClient(&'static str),
+    /// The password was right, but the account signed up and has not followed its mail's
+    /// link yet: told only after a correct password, so it tells nothing about the address.
+    #[error(
+        "the email address of this account is not verified yet: follow the link in the sign-up mail"
+    )]
+    Unverified,
     /// `/revoke` was given an access token, which cannot be revoked on its own.
     #[error("access tokens cannot be revoked; revoke the refresh token")]
     UnsupportedTokenType,
@@ -129,6 +135,15 @@ pub struct AuthService {
     revocation_ttl: Duration,
     /// Where the mails of account changes are queued.
     outbox: MailOutbox,
+    registration: Registration,
+    verification_ttl_secs: i64,
+    /// Sign-ups per client network and per address: buckets of their own, in the login
+    /// budget's store.
+    signup_budget: Arc<dyn LoginBudget>,
+    password_reset: PasswordReset,
+    reset_ttl_secs: i64,
+    /// Reset requests per client network and per address: buckets of their own.
+    reset_budget: Arc<dyn LoginBudget>,
 }
 
 /// A bearer token's user id and session (its `sid`; `None` in tokens from before tokens
@@ -180,6 +195,39 @@ impl AuthService {
         } else {
             Arc::new(MemoryBudget::new(auth))
         };
+        let signup_limits = (
+            budget::Limit::new(auth.signup_ip_burst.get(), auth.signup_ip_refill_secs),
+            budget::Limit::new(
+                auth.signup_account_burst.get(),
+                auth.signup_account_refill_secs,
+            ),
+        );
+        // Buckets of their own: a namespace of keys in the shared store, or a store apart.
+        let own_budget = |(client, account): (budget::Limit, budget::Limit),
+                          namespace: &'static [u8]|
+         -> Arc<dyn LoginBudget> {
+            if shared {
+                Arc::new(PostgresBudget::with_limits(
+                    db.clone(),
+                    client,
+                    account,
+                    namespace,
+                ))
+            } else {
+                Arc::new(MemoryBudget::with_limits(client, account))
+            }
+        };
+        let signup_budget = own_budget(signup_limits, b"s");
+        let reset_budget = own_budget(
+            (
+                budget::Limit::new(auth.reset_ip_burst.get(), auth.reset_ip_refill_secs),
+                budget::Limit::new(
+                    auth.reset_account_burst.get(),
+                    auth.reset_account_refill_secs,
+                ),
+            ),
+            b"r",
+        );
         Ok(Self {
             users: UserDataManager::new(db.clone()),
             audit: AuditDataManager::new(db.clone()),
@@ -210,6 +258,14 @@ impl AuthService {
             revocation_cache: Arc::new(Mutex::new(BoundedMap::new(MAX_CACHED_SESSIONS))),
             revocation_ttl: Duration::from_millis(auth.revocation_cache_ms),
             outbox,
+            registration: auth.registration,
+            verification_ttl_secs: secs(
+                u64::from(auth.verification_ttl_hours.get()).saturating_mul(3600),
+            ),
+            signup_budget,
+            password_reset: auth.password_reset,
+            reset_ttl_secs: secs(u64::from(auth.reset_ttl_minutes.get()).saturating_mul(60)),
+            reset_budget,
         })
     }
 
@@ -249,6 +305,7 @@ impl AuthService {
                 hashed_password: &hashed_password,
                 security_stamp: &random_id(),
                 role: role.as_str(),
+                email_verified: true,
             },
             &audit,
         )?;
@@ -414,8 +471,13 @@ impl AuthService {
                 .await?;
             return Err(LoginError::InvalidGrant);
         };
-        // A refused scope still refunds the reservation: the password was right.
-        let granted = grant_scopes(&user, asked.as_ref(), None);
+        // A refused scope, or an unverified account, still refunds the reservation: the
+        // password was right.
+        let granted = if user.email_verified {
+            grant_scopes(&user, asked.as_ref(), None)
+        } else {
+            Err(LoginError::Unverified)
+        };
         let (refresh_token, session) = match &granted {
             Ok(granted) => {
                 let (token, rows) = self.new_session(&user, granted, &client_id);
@@ -471,7 +533,10 @@ impl AuthService {
         let granted = match granted {
             Ok(granted) => granted,
             Err(refused) => {
-                let why = Some("right password, refused scope");
+                let why = Some(match refused {
+                    LoginError::Unverified => "right password, email not verified",
+                    _ => "right password, refused scope",
+                });
                 self.audit_failed_login(&audit_account, known, client, why)
                     .await?;
                 return Err(refused);
@@ -983,6 +1048,7 @@ fn to_schema(row: &UserRow) -> UserSchema {
         name: row.name.clone(),
         email: row.email.clone(),
         role: row.role.clone(),
+        email_verified: row.email_verified,
     }
 }
 

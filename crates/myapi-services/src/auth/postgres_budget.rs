@@ -63,6 +63,9 @@ pub struct PostgresBudget {
     db: Database,
     client_limit: Limit,
     account_limit: Limit,
+    /// Put before every key, so that another budget's buckets (the sign-ups') are rows of
+    /// their own in the same table; empty for the login budget.
+    namespace: &'static [u8],
 }
 
 /// The account's row key: `a` and its digest.
@@ -91,11 +94,26 @@ fn store_error(error: diesel::result::Error) -> ServiceError {
 
 impl PostgresBudget {
     pub fn new(db: Database, settings: &AuthSettings) -> Self {
+        Self::with_limits(db, Limit::client(settings), Limit::account(settings), b"")
+    }
+
+    /// A budget with buckets of its own: `namespace` goes before each of its keys.
+    pub(crate) fn with_limits(
+        db: Database,
+        client_limit: Limit,
+        account_limit: Limit,
+        namespace: &'static [u8],
+    ) -> Self {
         Self {
             db,
-            client_limit: Limit::client(settings),
-            account_limit: Limit::account(settings),
+            client_limit,
+            account_limit,
+            namespace,
         }
+    }
+
+    fn keyed(&self, key: Vec<u8>) -> Vec<u8> {
+        [self.namespace, &key].concat()
     }
 
     /// Runs `step` on a pooled PostgreSQL connection.
@@ -122,7 +140,7 @@ impl LoginBudget for PostgresBudget {
         let limit = self.client_limit;
         let wait = self.with_pg(|pg| {
             diesel::select(login_budget_client_wait(
-                client_key(client),
+                self.keyed(client_key(client)),
                 limit.burst,
                 limit.leak_every.as_secs_f64(),
             ))
@@ -142,10 +160,10 @@ impl LoginBudget for PostgresBudget {
         let (account, client) = (self.account_limit, self.client_limit);
         let wait = self.with_pg(|pg| {
             diesel::select(login_budget_reserve_v2(
-                account_key(attempt),
+                self.keyed(account_key(attempt)),
                 account.burst,
                 account.leak_every.as_secs_f64(),
-                client_key(&attempt.client),
+                self.keyed(client_key(&attempt.client)),
                 client.burst,
                 client.leak_every.as_secs_f64(),
                 security_stamp.map(|stamp| digest(stamp).to_vec()),
@@ -174,9 +192,9 @@ impl LoginBudget for PostgresBudget {
         };
         self.with_pg(|pg| {
             diesel::select(login_budget_release(
-                account_key(attempt),
+                self.keyed(account_key(attempt)),
                 account_refund,
-                client_key(&attempt.client),
+                self.keyed(client_key(&attempt.client)),
                 client.leak_every.as_secs_f64(),
                 trust.map(|stamp| digest(stamp).to_vec()),
                 TRUSTED_FOR.as_secs_f64(),
@@ -189,9 +207,12 @@ impl LoginBudget for PostgresBudget {
     fn count_client_failure(&self, client: &IpNet) -> Result<(), ServiceError> {
         let leak = self.client_limit.leak_every.as_secs_f64();
         self.with_pg(|pg| {
-            diesel::select(login_budget_charge_client(client_key(client), leak))
-                .get_result::<f64>(pg)
-                .map(drop)
+            diesel::select(login_budget_charge_client(
+                self.keyed(client_key(client)),
+                leak,
+            ))
+            .get_result::<f64>(pg)
+            .map(drop)
         })
     }
 }

@@ -10,8 +10,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use myapi_schemas::{
     AuthorizationServerMetadata, IntrospectionForm, IntrospectionResponse, JsonWebKeySet,
-    OAuthErrorResponse, PasswordChange, Problem, RevokeForm, TokenRequest, TokenResponse,
-    UserSchema,
+    OAuthErrorResponse, PasswordChange, PasswordResetConfirmation, PasswordResetRequest, Problem,
+    RevokeForm, SignUpRequest, TokenRequest, TokenResponse, UserSchema, VerifyEmailRequest,
 };
 use myapi_services::audit::ThrottledAnswer;
 use myapi_services::auth::keys::JWKS_MAX_AGE_SECS;
@@ -26,7 +26,7 @@ use crate::error::{ApiError, TokenError, login_outcome};
 use crate::extract::{
     Authorized, BearerUser, TokensIntrospect, UsersRead, client_ip, has_media_type, next_page_link,
 };
-use crate::openapi::GuardedErrors;
+use crate::openapi::{GuardedErrors, JsonBodyErrors};
 use crate::query::{self, query_pairs};
 
 /// Largest `/token` and `/revoke` body, in bytes: a form of a few short fields needs far
@@ -37,12 +37,16 @@ pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token)
         .service(revoke)
         .service(introspect)
+        .service(request_password_reset)
+        .service(confirm_password_reset)
         .service(jwks)
         .service(metadata)
         .service(
             scope("/users")
                 .service(me)
                 .service(change_password)
+                .service(verify_email)
+                .service(sign_up)
                 .service(list_users),
         );
 }
@@ -404,9 +408,8 @@ pub async fn me(user: BearerUser) -> HttpResponse {
     responses(
         (status = 200, description = "Changed: the caller's new token pair", body = TokenResponse,
             headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`current_password` is wrong", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
+        JsonBodyErrors,
         (status = 422, description = "A field missing or unknown, or `new_password` breaks the password rules", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed password checks from the client's network or for the account", body = Problem,
             content_type = "application/problem+json",
@@ -424,22 +427,11 @@ pub async fn change_password(
     body: web::Bytes,
     services: web::Data<Services>,
 ) -> Result<HttpResponse, ApiError> {
-    if !has_media_type(req.headers(), "application/json") {
-        return Err(ApiError::UnsupportedMediaType {
-            expected: "application/json",
-            accept_patch: false,
-        });
-    }
-    let document = serde_json::from_slice::<serde_json::Value>(&body)
-        .map_err(|error| ApiError::MalformedBody(error.to_string()))?;
-    // serde's message may quote a value (a password sent as a number): not echoed.
-    let change: PasswordChange = serde_json::from_value(document).map_err(|_| {
-        ServiceError::invalid(
-            "body",
-            "must be an object of the strings `current_password` and `new_password`, and \
-             nothing else",
-        )
-    })?;
+    let change: PasswordChange = read_json(
+        &req,
+        &body,
+        "an object of the strings `current_password` and `new_password`, and nothing else",
+    )?;
     let tokens = services
         .auth
         .change_password(
@@ -452,6 +444,186 @@ pub async fn change_password(
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(tokens))
+}
+
+/// A JSON body of the shape `T`: 415 unless `application/json`, 400 unless JSON, 422 naming
+/// `shape` otherwise. serde's own message is not echoed: it may quote a value (a password
+/// sent as a number).
+fn read_json<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+    shape: &'static str,
+) -> Result<T, ApiError> {
+    if !has_media_type(req.headers(), "application/json") {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/json",
+            accept_patch: false,
+        });
+    }
+    let document = serde_json::from_slice::<serde_json::Value>(body)
+        .map_err(|error| ApiError::MalformedBody(error.to_string()))?;
+    serde_json::from_value(document)
+        .map_err(|_| ServiceError::invalid("body", format!("must be {shape}")).into())
+}
+
+/// Signs up for an account, when `auth.registration` is `open`: an unverified reader, who
+/// can log in once the link of the mail that follows has been used.
+///
+/// 202 whether or not the address already has an account (its owner is told by mail
+/// instead), after the same work, so the answer tells nothing about the address.
+#[utoipa::path(
+    tag = "auth",
+    request_body(content = SignUpRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: a mail is on its way to the address"),
+        (status = 403, description = "Registration is closed", body = Problem, content_type = "application/problem+json"),
+        JsonBodyErrors,
+        (status = 422, description = "A field breaks its rule, or is missing or unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many sign-ups from the client's network or for the address", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Hashing saturated or database unavailable", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
+#[post("/")]
+pub async fn sign_up(
+    req: HttpRequest,
+    body: web::Bytes,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    if !services.auth.registration_open() {
+        return Err(ApiError::RegistrationClosed);
+    }
+    let request: SignUpRequest = read_json(
+        &req,
+        &body,
+        "an object of the strings `name`, `email` and `password`, and nothing else",
+    )?;
+    services
+        .auth
+        .sign_up(
+            request.name,
+            request.email,
+            request.password,
+            client_ip(&req),
+        )
+        .await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Verifies the address of a sign-up with the token its mail's link carries; the account
+/// can then log in. Only this `POST` uses the token (mail scanners fetch links with `GET`).
+#[utoipa::path(
+    tag = "auth",
+    request_body(content = VerifyEmailRequest, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Verified"),
+        (status = 400, description = "Not JSON, or a token that was used, has expired or was replaced", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`token` missing, or a member unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
+#[post("/verify")]
+pub async fn verify_email(
+    req: HttpRequest,
+    body: web::Bytes,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    let request: VerifyEmailRequest = read_json(
+        &req,
+        &body,
+        "an object with the string `token`, and nothing else",
+    )?;
+    if services.auth.verify_email(request.token).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::AccountToken)
+    }
+}
+
+/// Asks for a password reset, when `auth.password_reset` is `on`: the account of `email`,
+/// if there is one, is mailed a single-use link.
+///
+/// 202 whether or not there is an account, after the same work, so the answer tells
+/// nothing about the address.
+#[utoipa::path(
+    tag = "auth",
+    request_body(content = PasswordResetRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: a mail is on its way if the address has an account"),
+        (status = 403, description = "Password reset is off", body = Problem, content_type = "application/problem+json"),
+        JsonBodyErrors,
+        (status = 422, description = "`email` missing or not an address, or a member unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from the client's network or for the address", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
+#[post("/password-reset")]
+pub async fn request_password_reset(
+    req: HttpRequest,
+    body: web::Bytes,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    if !services.auth.password_reset_on() {
+        return Err(ApiError::PasswordResetOff);
+    }
+    let request: PasswordResetRequest = read_json(
+        &req,
+        &body,
+        "an object with the string `email`, and nothing else",
+    )?;
+    services
+        .auth
+        .request_password_reset(request.email, client_ip(&req))
+        .await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// Sets a new password with the token of a reset mail's link: every session of the
+/// account ends, and its address counts as verified.
+#[utoipa::path(
+    tag = "auth",
+    request_body(content = PasswordResetConfirmation, content_type = "application/json"),
+    responses(
+        (status = 204, description = "The password is set"),
+        (status = 400, description = "Not JSON, or a token that was used, has expired or was replaced", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Password reset is off", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`new_password` breaks the password rules, or a member is missing or unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Hashing saturated or database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
+#[post("/password-reset/confirm")]
+pub async fn confirm_password_reset(
+    req: HttpRequest,
+    body: web::Bytes,
+    services: web::Data<Services>,
+) -> Result<HttpResponse, ApiError> {
+    if !services.auth.password_reset_on() {
+        return Err(ApiError::PasswordResetOff);
+    }
+    let request: PasswordResetConfirmation = read_json(
+        &req,
+        &body,
+        "an object of the strings `token` and `new_password`, and nothing else",
+    )?;
+    if services
+        .auth
+        .confirm_password_reset(request.token, request.new_password)
+        .await?
+    {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::AccountToken)
+    }
 }
 
 /// One page of users, by id (admins: scope `users:read`). When more follow, a

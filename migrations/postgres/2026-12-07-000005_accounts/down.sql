@@ -1,0 +1,2 @@
+DROP TABLE myapi.account_tokens;
+ALTER TABLE myapi.users DROP COLUMN email_verified;
