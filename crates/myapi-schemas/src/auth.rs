@@ -193,11 +193,17 @@ impl std::fmt::Debug for SignUpRequest {
 }
 
 /// `POST /users/verify`: the token of a sign-up mail's link.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyEmailRequest {
     #[schema(min_length = 1)]
     pub token: String,
+}
+
+impl std::fmt::Debug for VerifyEmailRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifyEmailRequest(***)")
+    }
 }
 
 /// `POST /password-reset`: the address of the account.
@@ -225,14 +231,23 @@ impl std::fmt::Debug for PasswordResetConfirmation {
     }
 }
 
-/// RFC 7662 introspection request, form-encoded.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// RFC 7662 introspection request, form-encoded. (Documentation only: the route reads the
+/// form itself.)
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct IntrospectionForm {
     /// An access token or a refresh token of this server.
     #[schema(min_length = 1)]
     pub token: String,
     /// `access_token` or `refresh_token`; a hint only (the token's form decides).
     pub token_type_hint: Option<String>,
+}
+
+impl std::fmt::Debug for IntrospectionForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionForm")
+            .field("token_type_hint", &self.token_type_hint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// RFC 7662 §2.2: whether a token is active now and, only when it is, what it stands for.

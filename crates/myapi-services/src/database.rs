@@ -3,8 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
+use diesel::result::Error as DieselError;
 use myapi_models::{
-    ConnectionOptions, DatabaseUrl, DbError, DbPool, PoolOptions, PooledConnection,
+    ConnectionOptions, DatabaseUrl, DbConnection, DbError, DbPool, PoolOptions, PooledConnection,
 };
 
 use crate::ServiceError;
@@ -147,4 +149,33 @@ pub fn drop_postgres_database(admin_url: &str, name: &str) -> Result<(), Service
     Ok(myapi_models::migrations::drop_postgres_database(
         admin_url, name,
     )?)
+}
+
+/// Runs `work` in a transaction that, on SQLite, holds the database's write lock from the
+/// start (`BEGIN IMMEDIATE`): one that reads and then writes would otherwise fail at once
+/// (not wait) when another connection wrote in between.
+pub(crate) fn write_transaction<T>(
+    conn: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, ServiceError>,
+) -> Result<T, ServiceError> {
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    match conn {
+        DbConnection::Pg(pg) => AnsiTransactionManager::begin_transaction_sql(pg, "BEGIN")?,
+        DbConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+        }
+    }
+    let result = work(conn);
+    // As `Connection::transaction` does: commit on success, else roll back and report the
+    // first error.
+    match result {
+        Ok(value) => {
+            Manager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(error) => match Manager::rollback_transaction(conn) {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(error),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
 }

@@ -37,6 +37,14 @@ const BATCH: i64 = 16;
 /// The longest wait between two attempts at one mail.
 const MAX_BACKOFF_SECS: i64 = 3600;
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long before its lease ends a sender stops starting sends: two SMTP steps' timeout.
+const LEASE_MARGIN_SECS: i64 = 30;
+
+/// Why a mail was not sent, and whether trying again could help.
+struct Failure {
+    reason: String,
+    permanent: bool,
+}
 
 /// Mails sent, by `result`: `sent`, `retry` (failed, tried again later) or `failed` (given
 /// up after `mail.max_attempts`).
@@ -253,8 +261,18 @@ impl Sending {
         if self.report_pending()? == 0 {
             return Ok(0);
         }
+        let claimed_at = unix_now();
         let claimed = self.claim()?;
-        for mail in &claimed {
+        // Past this, another sender may take what this one still holds: it stops, and gives
+        // back what it has not begun, rather than send what the other may send too.
+        let send_by = claimed_at
+            .saturating_add(self.lease_secs)
+            .saturating_sub(LEASE_MARGIN_SECS);
+        for (sent, mail) in claimed.iter().enumerate() {
+            if sent > 0 && unix_now() > send_by {
+                self.give_back(&claimed[sent..])?;
+                break;
+            }
             let outcome = self.deliver(mail);
             self.record(mail, outcome)?;
         }
@@ -290,18 +308,40 @@ impl Sending {
             .load(&mut conn)?)
     }
 
-    fn deliver(&self, mail: &ClaimedMailRow) -> Result<(), String> {
+    /// Returns the untouched mails of a claim to the outbox, their attempt not counted.
+    fn give_back(&self, mails: &[ClaimedMailRow]) -> Result<(), ServiceError> {
+        let ids: Vec<&str> = mails.iter().map(|mail| mail.message_id.as_str()).collect();
+        let mut conn = self.db.conn()?;
+        diesel::update(
+            mail_outbox::table
+                .filter(mail_outbox::message_id.eq_any(&ids))
+                .filter(mail_outbox::sent_at.is_null()),
+        )
+        .set((
+            mail_outbox::claimed_until.eq(None::<i64>),
+            mail_outbox::attempts.eq(mail_outbox::attempts - 1),
+        ))
+        .execute(&mut conn)?;
+        Ok(())
+    }
+
+    fn deliver(&self, mail: &ClaimedMailRow) -> Result<(), Failure> {
+        // A message that cannot be built will never be: no retry.
+        let permanent = |reason: String| Failure {
+            reason,
+            permanent: true,
+        };
         let message = Message::builder()
             .message_id(Some(mail.message_id.clone()))
             .from(self.from.clone())
             .to(mail
                 .recipient
                 .parse::<Mailbox>()
-                .map_err(|e| format!("bad recipient: {e}"))?)
+                .map_err(|e| permanent(format!("bad recipient: {e}")))?)
             .subject(mail.subject.as_str())
             .header(ContentType::TEXT_PLAIN)
             .body(mail.body.clone())
-            .map_err(|e| format!("cannot build the message: {e}"))?;
+            .map_err(|e| permanent(format!("cannot build the message: {e}")))?;
         match &self.transport {
             Delivery::Log => {
                 log::info!(
@@ -313,19 +353,21 @@ impl Sending {
                 );
                 Ok(())
             }
-            Delivery::Smtp(transport) => transport
-                .send(&message)
-                .map(drop)
-                .map_err(|e| error_chain(&e)),
+            Delivery::Smtp(transport) => transport.send(&message).map(drop).map_err(|e| Failure {
+                reason: error_chain(&e),
+                permanent: false,
+            }),
         }
     }
 
     /// Marks `mail` sent, or after a failure schedules the next attempt (backoff doubling
-    /// from 1 s up to [`MAX_BACKOFF_SECS`]) or gives it up after `mail.max_attempts`.
+    /// from 1 s up to [`MAX_BACKOFF_SECS`]) or gives it up, after `mail.max_attempts` or at
+    /// once when it can never be sent. A mail sent or given up keeps no body: it may hold a
+    /// live single-use link, which the database keeps nowhere else in the clear.
     fn record(
         &self,
         mail: &ClaimedMailRow,
-        outcome: Result<(), String>,
+        outcome: Result<(), Failure>,
     ) -> Result<(), ServiceError> {
         let now = unix_now();
         let mut conn = self.db.conn()?;
@@ -339,11 +381,14 @@ impl Sending {
                     .set((
                         mail_outbox::sent_at.eq(now),
                         mail_outbox::claimed_until.eq(None::<i64>),
+                        mail_outbox::body.eq(""),
                     ))
                     .execute(&mut conn)?;
                 "sent"
             }
-            Err(reason) if mail.attempts >= self.max_attempts => {
+            Err(Failure { reason, permanent })
+                if permanent || mail.attempts >= self.max_attempts =>
+            {
                 log::error!(
                     "mail {} to {}: given up after {} attempts: {reason}",
                     mail.message_id,
@@ -355,15 +400,15 @@ impl Sending {
                         mail_outbox::failed_at.eq(now),
                         mail_outbox::claimed_until.eq(None::<i64>),
                         mail_outbox::last_error.eq(&reason),
+                        mail_outbox::body.eq(""),
                     ))
                     .execute(&mut conn)?;
                 "failed"
             }
-            Err(reason) => {
-                let backoff = 1i64
-                    .checked_shl(u32::try_from(mail.attempts.saturating_sub(1)).unwrap_or(0))
-                    .unwrap_or(MAX_BACKOFF_SECS)
-                    .min(MAX_BACKOFF_SECS);
+            Err(Failure { reason, .. }) => {
+                // 2^12 s is past the cap already.
+                let doublings = mail.attempts.saturating_sub(1).clamp(0, 12);
+                let backoff = (1i64 << doublings).min(MAX_BACKOFF_SECS);
                 log::warn!(
                     "mail {} to {}: attempt {} failed, next in {backoff} s: {reason}",
                     mail.message_id,

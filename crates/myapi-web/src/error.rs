@@ -81,7 +81,9 @@ fn password_refusal(error: &LoginError) -> String {
     match error {
         LoginError::InvalidGrant => "`current_password` is not the account's password".into(),
         LoginError::Throttled { retry_after_secs } => {
-            format!("too many failed password checks; retry in {retry_after_secs} s")
+            format!(
+                "too many attempts from this network or for this account; retry in {retry_after_secs} s"
+            )
         }
         LoginError::Saturated { .. } => "every password hashing thread is busy".into(),
         other => other.to_string(),

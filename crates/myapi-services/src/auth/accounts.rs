@@ -56,11 +56,13 @@ impl AuthService {
         let hasher = self.hasher.clone();
         let hashed = ticket.run(move || hasher.hash(&password.0)).await??;
         let (token, now) = (random_secret(), unix_now());
+        // The name the caller chose stays out of the mail: anyone may sign up any address,
+        // and their text must not reach its owner.
         let welcome = format!(
-            "Welcome, {name}.\n\nTo verify your address and start using your account, follow \
-             this link within {hours} hours:\n\n{link}\n\nIf you did not sign up, ignore this \
-             mail: the account stays unusable and is removed from use when the link expires.",
-            name = name.0,
+            "To verify your address and start using your new account, follow this link \
+             within {hours} hours:\n\n{link}\n\nIf you did not sign up, ignore this mail: \
+             the account stays unusable, and the address can be signed up for again once the \
+             link expires.",
             hours = self.verification_ttl_secs / 3600,
             link = self.outbox.link("verify-email", &token),
         );
@@ -76,7 +78,10 @@ impl AuthService {
         let (users, outbox) = (self.users.clone(), self.outbox.clone());
         let expires_at = now.saturating_add(self.verification_ttl_secs);
         let token_hash = hash_secret(&token);
-        blocking(move || {
+        // Answered before this work is done, so that the answer's timing cannot tell a new
+        // address from a taken one (the hashing above is the same for both). A failure is
+        // logged; the client, told 202, signs up again when no mail comes.
+        let work = request_context::carried(move || {
             let user = NewUserRow {
                 name: &name.0,
                 email: email.as_str(),
@@ -95,7 +100,7 @@ impl AuthService {
                 subject: "Someone tried to sign up with your address",
                 body: &taken,
             };
-            users.sign_up(
+            let signed_up = users.sign_up(
                 &user,
                 &token_hash,
                 expires_at,
@@ -104,10 +109,15 @@ impl AuthService {
                 &welcome,
                 &taken,
                 &audit,
-            )
-        })
-        .await?;
-        self.outbox.wake_sender();
+            );
+            match signed_up {
+                Ok(_) => outbox.wake_sender(),
+                Err(error) => {
+                    log::error!("a sign-up was not recorded: {}", crate::error_chain(&error))
+                }
+            }
+        });
+        drop(tokio::task::spawn_blocking(work));
         Ok(())
     }
 
@@ -206,6 +216,12 @@ impl AuthService {
         let new = self.parse_password(new_password).map_err(|invalid| {
             LoginError::Service(ServiceError::invalid("new_password", invalid.message))
         })?;
+        // A token that is no good costs no hashing: made-up tokens cannot fill the threads.
+        let token_hash = hash_secret(&token);
+        let (users, looked_up) = (self.users.clone(), token_hash.clone());
+        if !blocking(move || users.reset_token_live(&looked_up, unix_now())).await? {
+            return Ok(false);
+        }
         let ticket = self.hashing.try_admit().ok_or(LoginError::Saturated {
             retry_after_secs: super::BUSY_RETRY_AFTER_SECS,
         })?;
@@ -213,7 +229,6 @@ impl AuthService {
         let new_hash = ticket.run(move || hasher.hash(&new.0)).await??;
         let (users, outbox) = (self.users.clone(), self.outbox.clone());
         let audit = AuditEntry::new(AuditEvent::PasswordResetCompleted, Actor::Anonymous);
-        let token_hash = hash_secret(&token);
         let done = blocking(move || {
             users.confirm_reset(
                 &token_hash,

@@ -8,7 +8,7 @@ use myapi_models::schema::{account_tokens, refresh_families, refresh_tokens, use
 
 use crate::ServiceError;
 use crate::audit::{AuditEntry, AuditEvent, record};
-use crate::database::Database;
+use crate::database::{Database, write_transaction};
 use crate::error::is_unique_violation;
 use crate::hooks::{Hooks, Point};
 use crate::mail::{MailOutbox, OutgoingMail};
@@ -179,7 +179,7 @@ impl UserDataManager {
         audit: &AuditEntry,
     ) -> Result<SignUp, ServiceError> {
         let mut conn = self.db.conn()?;
-        let outcome = conn.transaction(|conn| {
+        let outcome = write_transaction(&mut conn, |conn| {
             let existing = users::table
                 .filter(users::email.eq(user.email))
                 .select(UserRow::as_select())
@@ -246,7 +246,7 @@ impl UserDataManager {
         audit: &AuditEntry,
     ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
-        conn.transaction(|conn| {
+        write_transaction(&mut conn, |conn| {
             let Some(token) = take_token(conn, token_hash, VERIFY, now)? else {
                 return Ok(false);
             };
@@ -277,7 +277,7 @@ impl UserDataManager {
         unknown: &AuditEntry,
     ) -> Result<(), ServiceError> {
         let mut conn = self.db.conn()?;
-        conn.transaction(|conn| {
+        write_transaction(&mut conn, |conn| {
             let account = || {
                 users::table
                     .filter(users::email.eq(email))
@@ -308,6 +308,18 @@ impl UserDataManager {
         })
     }
 
+    /// Whether `token_hash` is a reset token that has not expired; uses nothing.
+    pub fn reset_token_live(&self, token_hash: &str, now: i64) -> Result<bool, ServiceError> {
+        let mut conn = self.db.conn()?;
+        Ok(diesel::select(diesel::dsl::exists(
+            account_tokens::table
+                .find(token_hash)
+                .filter(account_tokens::purpose.eq(RESET))
+                .filter(account_tokens::expires_at.gt(now)),
+        ))
+        .get_result(&mut conn)?)
+    }
+
     /// Uses the reset token `token_hash`, in one transaction: the new hash and stamp (so
     /// every access token ends), every refresh-token family revoked, the address verified
     /// (the mail came back), a mail to say so (`subject`, `body`) and `audit`. `false` for a
@@ -325,7 +337,7 @@ impl UserDataManager {
         audit: &AuditEntry,
     ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
-        conn.transaction(|conn| {
+        write_transaction(&mut conn, |conn| {
             let Some(token) = take_token(conn, token_hash, RESET, now)? else {
                 return Ok(false);
             };
@@ -425,8 +437,10 @@ fn take_token(
     else {
         return Ok(None);
     };
-    diesel::delete(this_token).execute(conn)?;
-    Ok((token.expires_at > now).then_some(token))
+    // Of two transactions that read the token, only the one whose delete removed it may
+    // use it (PostgreSQL lets the other read it first, then delete nothing).
+    let taken = diesel::delete(this_token).execute(conn)? == 1;
+    Ok((taken && token.expires_at > now).then_some(token))
 }
 
 /// What a sign-up did: the mail it queued says the rest.
@@ -751,7 +765,7 @@ impl SessionDataManager {
         audit: &AuditEntry,
     ) -> Result<bool, ServiceError> {
         let mut conn = self.db.conn()?;
-        conn.transaction(|conn| {
+        write_transaction(&mut conn, |conn| {
             let changed = diesel::update(
                 users::table
                     .find(family.user_id)
@@ -771,6 +785,13 @@ impl SessionDataManager {
                     .filter(refresh_families::revoked_at.is_null()),
             )
             .set(refresh_families::revoked_at.eq(family.created_at))
+            .execute(conn)?;
+            // A reset link mailed before the change must not undo it.
+            diesel::delete(
+                account_tokens::table
+                    .filter(account_tokens::user_id.eq(family.user_id))
+                    .filter(account_tokens::purpose.eq(RESET)),
+            )
             .execute(conn)?;
             diesel::insert_into(refresh_families::table)
                 .values(family)

@@ -1,6 +1,6 @@
 //! `MovieDataManager`: every query the movies service makes, and nothing else.
 
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::connection::SimpleConnection;
 use diesel::dsl::max;
 use diesel::pg::{Pg, PgQueryBuilder};
 use diesel::prelude::*;
@@ -12,7 +12,7 @@ use myapi_models::schema::{movie_changes, movies};
 use myapi_models::{BigDecimal, DbConnection};
 
 use crate::ServiceError;
-use crate::database::Database;
+use crate::database::{Database, write_transaction};
 use crate::idempotency::{self, KeyedRequest, StoredResponse};
 
 /// What `RETURNING` reads into a [`VersionedMovieRow`] (MultiConnection cannot return a
@@ -446,34 +446,6 @@ fn lock_movies(conn: &mut DbConnection) -> Result<(), ServiceError> {
             Ok(pg.batch_execute("LOCK TABLE movies IN SHARE ROW EXCLUSIVE MODE")?)
         }
         DbConnection::Sqlite(_) => Ok(()),
-    }
-}
-
-/// Runs `work` in a transaction that, on SQLite, holds the database's write lock from the
-/// start (`BEGIN IMMEDIATE`).
-fn write_transaction<T>(
-    conn: &mut DbConnection,
-    work: impl FnOnce(&mut DbConnection) -> Result<T, ServiceError>,
-) -> Result<T, ServiceError> {
-    type Manager = <DbConnection as Connection>::TransactionManager;
-    match conn {
-        DbConnection::Pg(pg) => AnsiTransactionManager::begin_transaction_sql(pg, "BEGIN")?,
-        DbConnection::Sqlite(sqlite) => {
-            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
-        }
-    }
-    let result = work(conn);
-    // As `Connection::transaction` does: commit on success, else roll back and report the
-    // first error.
-    match result {
-        Ok(value) => {
-            Manager::commit_transaction(conn)?;
-            Ok(value)
-        }
-        Err(error) => match Manager::rollback_transaction(conn) {
-            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(error),
-            Err(rollback) => Err(rollback.into()),
-        },
     }
 }
 
