@@ -183,12 +183,25 @@ async fn loses_its_listener<T>(app: &TestApp, lose: impl FnOnce(&str, i32) -> Op
     trusted(&app.client, &app.address, &token, &app.served).await;
     let hits = || app.served.movies.cache().stats().hits;
     title(&app.client, &app.address, &token, 2).await;
-    let before = hits();
-    assert_eq!(
-        title(&app.client, &app.address, &token, 2).await,
-        "The Godfather"
-    );
-    assert_eq!(hits(), before + 1, "the second read was not a hit");
+    // A read is a hit while the last heartbeat is within the bound; on a loaded machine one
+    // can come back late and a read bypass the cache. What matters here is that reads hit
+    // before the listener goes: read until one does.
+    let started = Instant::now();
+    loop {
+        let before = hits();
+        assert_eq!(
+            title(&app.client, &app.address, &token, 2).await,
+            "The Godfather"
+        );
+        if hits() > before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no read was a hit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let [old] = listener_pids(dsn)[..] else {
         panic!("one listener expected: {:?}", listener_pids(dsn));
