@@ -310,12 +310,7 @@ impl AuthService {
         let (user, new_hash) = match checked {
             Ok(checked) => checked,
             Err(error) => {
-                let cancelled = self
-                    .budget_step(move |budget| Ok(budget.release(&reservation, None)?))
-                    .await;
-                if let Err(cancel_error) = cancelled {
-                    log::warn!("login budget: a cancelled attempt stays counted: {cancel_error}");
-                }
+                self.cancel_reservation(reservation).await;
                 return Err(error.into());
             }
         };

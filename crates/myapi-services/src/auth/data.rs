@@ -348,13 +348,7 @@ impl UserDataManager {
                     users::email_verified.eq(true),
                 ))
                 .execute(conn)?;
-            diesel::update(
-                refresh_families::table
-                    .filter(refresh_families::user_id.eq(token.user_id))
-                    .filter(refresh_families::revoked_at.is_null()),
-            )
-            .set(refresh_families::revoked_at.eq(now))
-            .execute(conn)?;
+            revoke_families_of_user(conn, token.user_id, now)?;
             let email: String = users::table
                 .find(token.user_id)
                 .select(users::email)
@@ -779,13 +773,7 @@ impl SessionDataManager {
             if changed == 0 {
                 return Ok(false);
             }
-            diesel::update(
-                refresh_families::table
-                    .filter(refresh_families::user_id.eq(family.user_id))
-                    .filter(refresh_families::revoked_at.is_null()),
-            )
-            .set(refresh_families::revoked_at.eq(family.created_at))
-            .execute(conn)?;
+            revoke_families_of_user(conn, family.user_id, family.created_at)?;
             // A reset link mailed before the change must not undo it.
             diesel::delete(
                 account_tokens::table
@@ -909,6 +897,21 @@ pub fn is_live(family: &RefreshFamilyRow, user: &UserRow, oldest_live: i64) -> b
     family.revoked_at.is_none()
         && family.security_stamp == user.security_stamp
         && family.created_at > oldest_live
+}
+
+/// Revokes every live refresh-token family of `user_id` at `now`: every session ends.
+fn revoke_families_of_user(
+    conn: &mut myapi_models::DbConnection,
+    user_id: i32,
+    now: i64,
+) -> QueryResult<usize> {
+    diesel::update(
+        refresh_families::table
+            .filter(refresh_families::user_id.eq(user_id))
+            .filter(refresh_families::revoked_at.is_null()),
+    )
+    .set(refresh_families::revoked_at.eq(now))
+    .execute(conn)
 }
 
 fn revoke_families_of(

@@ -455,13 +455,7 @@ impl AuthService {
         let (user, upgraded_hash) = match checked {
             Ok(checked) => checked,
             Err(error) => {
-                // Not the client's doing: the attempt does not count.
-                let cancelled = self
-                    .budget_step(move |budget| Ok(budget.release(&reservation, None)?))
-                    .await;
-                if let Err(cancel_error) = cancelled {
-                    log::warn!("login budget: a cancelled attempt stays counted: {cancel_error}");
-                }
+                self.cancel_reservation(reservation).await;
                 return Err(error.into());
             }
         };
@@ -599,6 +593,18 @@ impl AuthService {
             }
             let upgraded_hash = outdated.then(|| hasher.hash(&password).ok()).flatten();
             (user, upgraded_hash)
+        }
+    }
+
+    /// Gives back a reservation whose password check failed through no doing of the
+    /// client (the hashing or the database): the attempt does not count. A refund that
+    /// fails leaves it counted, and is logged.
+    async fn cancel_reservation(&self, reservation: Reservation) {
+        let cancelled = self
+            .budget_step(move |budget| Ok(budget.release(&reservation, None)?))
+            .await;
+        if let Err(cancel_error) = cancelled {
+            log::warn!("login budget: a cancelled attempt stays counted: {cancel_error}");
         }
     }
 
