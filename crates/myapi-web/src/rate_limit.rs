@@ -7,9 +7,11 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use std::fmt::Write;
+
 use actix_web::{HttpMessage, ResponseError, web};
 use myapi_services::Services;
-use myapi_services::limits::{Admission, BucketKey, Caller, Class, Decision, RateLimiter};
+use myapi_services::limits::{Admission, BucketKey, Caller, Class, Decision, Policy, RateLimiter};
 use utoipa::PartialSchema;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, Response};
@@ -70,7 +72,9 @@ pub async fn limit_requests(
         .filter(|services| services.limits.enabled())
         .cloned();
     let class = route_class(req.method(), req.match_info().as_str());
-    let (Some(services), Some(class)) = (services, class) else {
+    // Registered by the server beside `Services` (built once at start-up).
+    let policies = req.app_data::<PolicyFields>().cloned();
+    let (Some(services), Some(class), Some(policies)) = (services, class, policies) else {
         return next
             .call(req)
             .await
@@ -97,11 +101,11 @@ pub async fn limit_requests(
             retry_after_secs: whole_secs(secs).max(1),
         }
         .error_response();
-        set_fields(response.headers_mut(), &decision);
+        set_fields(response.headers_mut(), &policies, &decision);
         return Ok(req.into_response(response).map_into_right_body());
     }
     let mut response = next.call(req).await?;
-    set_fields(response.headers_mut(), &decision);
+    set_fields(response.headers_mut(), &policies, &decision);
     Ok(response.map_into_left_body())
 }
 
@@ -131,31 +135,56 @@ async fn decide(limiter: &RateLimiter, key: BucketKey) -> Decision {
     decision
 }
 
+/// The `RateLimit-Policy` value of each class, rendered once at start-up (an app datum
+/// beside `Services`): it changes only with the settings, and every limited answer
+/// carries it.
+#[derive(Debug, Clone)]
+pub struct PolicyFields {
+    read: Option<HeaderValue>,
+    write: Option<HeaderValue>,
+}
+
+impl PolicyFields {
+    pub fn new(limiter: &RateLimiter) -> Self {
+        Self {
+            read: policy_field(Class::Read, limiter.policy(Class::Read)),
+            write: policy_field(Class::Write, limiter.policy(Class::Write)),
+        }
+    }
+
+    fn of(&self, class: Class) -> Option<&HeaderValue> {
+        match class {
+            Class::Read => self.read.as_ref(),
+            Class::Write => self.write.as_ref(),
+        }
+    }
+}
+
+/// `"read";q=400;w=2`: the quota and the seconds it takes to refill (at least one).
+fn policy_field(class: Class, policy: Policy) -> Option<HeaderValue> {
+    let window = whole_secs(policy.window_secs()).max(1);
+    let value = format!("\"{}\";q={};w={window}", class.as_str(), policy.burst);
+    HeaderValue::from_str(&value).ok()
+}
+
 /// `RateLimit-Policy: "read";q=400;w=2` and `RateLimit: "read";r=399;t=1`: the quota and
 /// the window it refills in, and what is left and when it is whole again, in seconds
 /// (rounded up: a client that waits `t` finds it whole).
-fn set_fields(headers: &mut HeaderMap, decision: &Decision) {
-    let name = decision.class.as_str();
-    let policy = decision.policy;
-    let window = whole_secs(policy.window_secs()).max(1);
-    let fields = [
-        (
-            RATELIMIT_POLICY,
-            format!("\"{name}\";q={};w={window}", policy.burst),
-        ),
-        (
-            RATELIMIT,
-            format!(
-                "\"{name}\";r={};t={}",
-                decision.remaining,
-                whole_secs(decision.reset_secs)
-            ),
-        ),
-    ];
-    for (field, value) in fields {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(field, value);
-        }
+fn set_fields(headers: &mut HeaderMap, policies: &PolicyFields, decision: &Decision) {
+    let mut value = web::BytesMut::with_capacity(32);
+    // Writing to a `BytesMut` does not fail; the value is then shared, not copied.
+    let _ = write!(
+        value,
+        "\"{}\";r={};t={}",
+        decision.class.as_str(),
+        decision.remaining,
+        whole_secs(decision.reset_secs)
+    );
+    if let Some(policy) = policies.of(decision.class) {
+        headers.insert(RATELIMIT_POLICY, policy.clone());
+    }
+    if let Ok(value) = HeaderValue::from_maybe_shared(value.freeze()) {
+        headers.insert(RATELIMIT, value);
     }
 }
 
@@ -273,7 +302,7 @@ mod tests {
     fn fields_round_up_and_name_the_policy() {
         let decision = Decision {
             class: Class::Read,
-            policy: myapi_services::limits::Policy {
+            policy: Policy {
                 per_second: 200,
                 burst: 400,
             },
@@ -283,7 +312,11 @@ mod tests {
             refill: false,
         };
         let mut headers = HeaderMap::new();
-        set_fields(&mut headers, &decision);
+        let policies = PolicyFields {
+            read: policy_field(Class::Read, decision.policy),
+            write: policy_field(Class::Write, decision.policy),
+        };
+        set_fields(&mut headers, &policies, &decision);
         assert_eq!(headers.get(RATELIMIT_POLICY).unwrap(), "\"read\";q=400;w=2");
         assert_eq!(headers.get(RATELIMIT).unwrap(), "\"read\";r=399;t=1");
     }

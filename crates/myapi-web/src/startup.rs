@@ -27,7 +27,7 @@ use crate::middleware::{
     HeaderLimit, docs_security_policy, finish_errors, limit_header_size, observe,
 };
 use crate::openapi::ApiDoc;
-use crate::rate_limit::{self, limit_requests};
+use crate::rate_limit::{self, PolicyFields, limit_requests};
 use crate::routes;
 
 /// The `server` section of the settings (defaults in `config/default.toml`).
@@ -367,6 +367,7 @@ pub fn run(
         settings.workers.get(),
         services.database.pool_state().max,
     );
+    let rate_limit_fields = PolicyFields::new(&services.limits);
     let services = web::Data::new(services);
     let server_settings = settings.clone();
     let server = HttpServer::new(move || {
@@ -382,6 +383,7 @@ pub fn run(
             .app_data(HeaderLimit(server_settings.max_header_bytes))
             .app_data(server_settings.trusted_proxies.clone())
             .app_data(server_settings.client_ip_header)
+            .app_data(rate_limit_fields.clone())
             .service(web::resource("/docs").route(web::get().to(redirect_to_docs)))
             .default_service(routes::unrouted(&api))
             .service(
