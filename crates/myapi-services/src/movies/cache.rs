@@ -11,8 +11,11 @@
 //!   Entries are served only while the latest heartbeat back was sent within the bound;
 //!   otherwise (connection lost, backend frozen) every read bypasses the cache until a new
 //!   session has listened and emptied it.
-//! - **SQLite.** Each lookup first reads `PRAGMA data_version` on a connection of its own,
-//!   which changes whenever another connection (the pool, `myapi-cli`) commits.
+//! - **SQLite.** Each lookup first reads `PRAGMA data_version` on a connection kept for
+//!   it, which changes whenever another connection (the pool, `myapi-cli`) commits. There
+//!   is one such connection per core, so async workers looking up at once do not turn each
+//!   other away; each keeps the version it last saw, and any of them seeing a change
+//!   empties the cache.
 //! - **Both.** This instance's own writes invalidate before they are answered.
 //! - **The race.** A read that fetched before a write and stores after the write's
 //!   invalidation would keep the old value until the next write. Every invalidation raises
@@ -21,6 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+use std::num::NonZero;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::thread;
@@ -138,8 +142,9 @@ enum Watch {
     /// PostgreSQL: the send time (ms since `started`, plus one) of the latest heartbeat
     /// back; 0 while no session is listening.
     Listener { heartbeat: AtomicU64 },
-    /// SQLite: the connection and the `data_version` last seen.
-    DataVersion(Mutex<(DataVersion, Option<i64>)>),
+    /// SQLite: connections, each with the `data_version` it last saw (one per core: the
+    /// async workers' default count).
+    DataVersion(Vec<Mutex<(DataVersion, Option<i64>)>>),
 }
 
 #[derive(Default)]
@@ -162,7 +167,11 @@ impl MovieCache {
                 heartbeat: AtomicU64::new(0),
             },
             DatabaseUrl::Sqlite(_) => {
-                Watch::DataVersion(Mutex::new((DataVersion::open(url)?, None)))
+                let cores = thread::available_parallelism().map_or(1, NonZero::get);
+                let watchers = (0..cores)
+                    .map(|_| Ok(Mutex::new((DataVersion::open(url)?, None))))
+                    .collect::<Result<_, DbError>>()?;
+                Watch::DataVersion(watchers)
             }
         };
         Ok(Self {
@@ -226,12 +235,18 @@ impl MovieCache {
         match &self.inner.watch {
             Watch::None => true,
             Watch::Listener { .. } => self.heard_recently(),
-            Watch::DataVersion(watch) => {
-                // Another request is reading it: bypass rather than queue on a worker.
-                let mut watch = match watch.try_lock() {
-                    Ok(watch) => watch,
-                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                    Err(TryLockError::WouldBlock) => return false,
+            Watch::DataVersion(watchers) => {
+                // Every connection is in use: bypass rather than queue on a worker.
+                let Some(mut watch) =
+                    watchers
+                        .iter()
+                        .find_map(|watcher| match watcher.try_lock() {
+                            Ok(watch) => Some(watch),
+                            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                            Err(TryLockError::WouldBlock) => None,
+                        })
+                else {
+                    return false;
                 };
                 let (connection, seen) = &mut *watch;
                 match connection.read() {
