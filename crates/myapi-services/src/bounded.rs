@@ -35,15 +35,16 @@ struct Entry<V> {
 }
 
 impl<K: Eq + Hash, V> BoundedMap<K, V> {
-    /// The table is allocated whole, for twice `capacity`, and never grows: removals leave
-    /// tombstones, and hashbrown clears them in place only while at most half its room is
-    /// used (past that it would double the table). The operating system backs only the
-    /// pages that get written.
+    /// The table starts empty and grows with the entries. It never outgrows
+    /// [`Self::max_bytes`]: the map holds at most `capacity` entries, and hashbrown, when
+    /// tombstones fill it, doubles a table only while its entries would fill more than half
+    /// of it, and otherwise clears them in place. A small map stays small, so look-ups on
+    /// the request path touch a few cache lines, not pages scattered over a table sized for
+    /// the worst case.
     pub(crate) fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
         Self {
-            entries: HashMap::with_capacity(capacity * 2),
-            capacity,
+            entries: HashMap::new(),
+            capacity: capacity.max(1),
         }
     }
 
@@ -106,13 +107,16 @@ impl<K: Eq + Hash, V> BoundedMap<K, V> {
         });
     }
 
-    /// The most memory the map can take, in bytes: the table (hashbrown keeps at most 7/8
-    /// of its buckets full and spends a control byte on each) plus the ranking
-    /// [`Self::make_room`] builds for a moment.
+    /// The most memory the map can take, in bytes: the largest table (room for twice
+    /// `capacity`; hashbrown keeps at most 7/8 of its buckets full and spends a control
+    /// byte on each) plus the ranking [`Self::make_room`] builds for a moment.
     pub(crate) fn max_bytes(&self) -> usize {
-        let buckets = (self.capacity * 2 * 8 / 7 + 1).next_power_of_two();
-        let table = buckets * (std::mem::size_of::<(K, Entry<V>)>() + 1);
+        let table = Self::max_buckets(self.capacity) * (std::mem::size_of::<(K, Entry<V>)>() + 1);
         table + self.capacity * std::mem::size_of::<(Retention, Instant)>()
+    }
+
+    fn max_buckets(capacity: usize) -> usize {
+        (capacity * 2 * 8 / 7 + 1).next_power_of_two()
     }
 
     #[cfg(test)]
@@ -167,5 +171,29 @@ mod tests {
         }
         assert_eq!(map.len(), 10);
         assert!(map.get(&0).is_some() && map.get(&199).is_some());
+    }
+
+    #[test]
+    fn the_table_grows_with_the_entries_and_stays_within_its_bound() {
+        let start = Instant::now();
+        let capacity = 1_000;
+        let mut map = BoundedMap::new(capacity);
+        for key in 0..10u32 {
+            map.insert(key, key, start, |_| Retention::Normal);
+        }
+        assert!(map.entries.capacity() < 64, "{}", map.entries.capacity());
+        // Churn: inserts past the capacity and removals leave tombstones behind.
+        for key in 10..50_000u32 {
+            map.insert(key, key, start, |_| Retention::Normal);
+            if key % 3 == 0 {
+                map.remove(&(key - 1));
+            }
+            assert!(map.len() <= capacity);
+            assert!(
+                map.entries.capacity() <= BoundedMap::<u32, u32>::max_buckets(capacity) * 7 / 8,
+                "{} entries' room after {key}",
+                map.entries.capacity()
+            );
+        }
     }
 }
