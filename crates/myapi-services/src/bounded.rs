@@ -2,7 +2,8 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// How readily an entry may go when the map needs room.
@@ -122,6 +123,52 @@ impl<K: Eq + Hash, V> BoundedMap<K, V> {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// A [`BoundedMap`] split over a few locks by key, for maps every request takes: the async
+/// workers then rarely wait for each other. Each shard holds an equal part of the capacity
+/// and makes room on its own.
+#[derive(Debug)]
+pub(crate) struct ShardedMap<K, V> {
+    shards: Box<[Mutex<BoundedMap<K, V>>]>,
+    hasher: RandomState,
+}
+
+/// Enough shards that a few workers seldom meet on one lock.
+const SHARDS: usize = 8;
+
+impl<K: Eq + Hash, V> ShardedMap<K, V> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS);
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(BoundedMap::new(per_shard)))
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The shard that holds `key`, locked.
+    pub(crate) fn lock(&self, key: &K) -> MutexGuard<'_, BoundedMap<K, V>> {
+        // The modulo of a u64 by a small count fits a usize.
+        let shard = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
+        self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most memory the shards can take together, in bytes.
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                shard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .max_bytes()
+            })
+            .sum()
     }
 }
 

@@ -11,7 +11,9 @@ use std::fmt::Write;
 
 use actix_web::{HttpMessage, ResponseError, web};
 use myapi_services::Services;
-use myapi_services::limits::{Admission, BucketKey, Caller, Class, Decision, Policy, RateLimiter};
+use myapi_services::limits::{
+    Admission, BucketKey, Caller, Class, Decision, Lease, Policy, RateLimiter,
+};
 use utoipa::PartialSchema;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, Response};
@@ -115,15 +117,9 @@ pub async fn limit_requests(
 async fn decide(limiter: &RateLimiter, key: BucketKey) -> Decision {
     let decision = match limiter.admit(key) {
         Admission::Decided(decision) => decision,
-        Admission::NeedsLease(lease) => {
-            let limiter = limiter.clone();
-            let fallback = limiter.clone();
-            match block(move || limiter.lease(lease)).await {
-                Ok(decision) => decision,
-                // The blocking pool is gone (the server is stopping): count from memory.
-                Err(_) => fallback.lease_from_memory(key),
-            }
-        }
+        // Boxed: the common path above then carries no blocking call's state, and every
+        // request's future stays small.
+        Admission::NeedsLease(lease) => Box::pin(take_lease(limiter.clone(), key, lease)).await,
     };
     if decision.refill {
         let limiter = limiter.clone();
@@ -133,6 +129,15 @@ async fn decide(limiter: &RateLimiter, key: BucketKey) -> Decision {
         });
     }
     decision
+}
+
+async fn take_lease(limiter: RateLimiter, key: BucketKey, lease: Lease) -> Decision {
+    let fallback = limiter.clone();
+    match block(move || limiter.lease(lease)).await {
+        Ok(decision) => decision,
+        // The blocking pool is gone (the server is stopping): count from memory.
+        Err(_) => fallback.lease_from_memory(key),
+    }
 }
 
 /// The `RateLimit-Policy` value of each class, rendered once at start-up (an app datum

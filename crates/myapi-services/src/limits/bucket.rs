@@ -8,12 +8,11 @@
 //! PostgreSQL store keeps the same rule in SQL (`rate_limits` migration).
 
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::bounded::{BoundedMap, Retention};
+use crate::bounded::{Retention, ShardedMap};
 
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,25 +130,21 @@ pub const MAX_TRACKED_BUCKETS: usize = 50_000;
 #[derive(Debug)]
 pub struct MemoryStore {
     /// When each bucket will be full again.
-    full_at: Mutex<BoundedMap<BucketKey, Instant>>,
+    full_at: ShardedMap<BucketKey, Instant>,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
         Self {
-            full_at: Mutex::new(BoundedMap::new(MAX_TRACKED_BUCKETS)),
+            full_at: ShardedMap::new(MAX_TRACKED_BUCKETS),
         }
     }
 }
 
 impl MemoryStore {
-    fn lock(&self) -> MutexGuard<'_, BoundedMap<BucketKey, Instant>> {
-        self.full_at.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// The most memory the buckets can take, in bytes.
     pub fn max_bytes(&self) -> usize {
-        self.lock().max_bytes()
+        self.full_at.max_bytes()
     }
 
     pub(crate) fn lease_at(
@@ -159,7 +154,7 @@ impl MemoryStore {
         want: u32,
         now: Instant,
     ) -> Grant {
-        let mut buckets = self.lock();
+        let mut buckets = self.full_at.lock(&key);
         let backlog = buckets.get(&key).map_or(0.0, |full_at| {
             full_at.saturating_duration_since(now).as_secs_f64()
         });

@@ -35,7 +35,7 @@ use bucket::Grant;
 pub use bucket::{BucketKey, Caller, Class, MAX_TRACKED_BUCKETS, MemoryStore, Policy};
 pub use postgres_store::PostgresStore;
 
-use crate::bounded::{BoundedMap, Retention};
+use crate::bounded::{BoundedMap, Retention, ShardedMap};
 use crate::config::{ClassLimit, LimitSettings};
 use crate::database::Database;
 use crate::{ServiceError, error_chain};
@@ -207,7 +207,7 @@ struct Inner {
     shared: Option<PostgresStore>,
     /// The buckets on SQLite, and while the shared store fails.
     memory: MemoryStore,
-    held: Mutex<BoundedMap<BucketKey, Held>>,
+    held: ShardedMap<BucketKey, Held>,
     /// Set while the shared store fails, so its failure is logged once per outage.
     store_failing: AtomicBool,
     /// Until when the shared store is not asked, after it failed.
@@ -236,7 +236,7 @@ impl RateLimiter {
                 write: policy("limits.write.burst", &settings.write)?,
                 shared: shared.then(|| PostgresStore::new(db.clone())),
                 memory: MemoryStore::default(),
-                held: Mutex::new(BoundedMap::new(MAX_TRACKED_BUCKETS)),
+                held: ShardedMap::new(MAX_TRACKED_BUCKETS),
                 store_failing: AtomicBool::new(false),
                 store_retry_at: Mutex::new(None),
             }),
@@ -259,11 +259,8 @@ impl RateLimiter {
         self.inner.shared.is_some()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BoundedMap<BucketKey, Held>> {
-        self.inner
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self, key: &BucketKey) -> MutexGuard<'_, BoundedMap<BucketKey, Held>> {
+        self.inner.held.lock(key)
     }
 
     /// Spends one request of `key`'s bucket from memory when it can: always on SQLite; on
@@ -276,7 +273,7 @@ impl RateLimiter {
             let grant = self.inner.memory.lease_at(key, policy, 1, now);
             return Admission::Decided(decide(key.class, policy, grant));
         }
-        let mut held = self.lock();
+        let mut held = self.lock(&key);
         let Some(entry) = held.get_mut(&key) else {
             let mut entry = Held::new(now);
             entry.leasing_since = Some(now);
@@ -319,7 +316,7 @@ impl RateLimiter {
         let policy = self.policy(key.class);
         let grant = self.take(key, policy, want);
         let now = Instant::now();
-        let mut held = self.lock();
+        let mut held = self.lock(&key);
         let mut entry = held.get(&key).copied().unwrap_or_else(|| Held::new(now));
         if first {
             entry.leasing_since = None;
@@ -346,10 +343,10 @@ impl RateLimiter {
     /// for it, in the background.
     pub fn refill(&self, key: BucketKey) {
         let policy = self.policy(key.class);
-        let want = lease_size(self.lock().get(&key), policy, Instant::now());
+        let want = lease_size(self.lock(&key).get(&key), policy, Instant::now());
         let grant = self.take(key, policy, want);
         let now = Instant::now();
-        let mut held = self.lock();
+        let mut held = self.lock(&key);
         if let Some(entry) = held.get_mut(&key) {
             entry.leasing_since = None;
             if let Some(grant) = grant {
@@ -474,7 +471,7 @@ mod tests {
     /// The README's bound on what the limits keep in memory, buckets and leases together.
     #[test]
     fn the_state_in_memory_is_bounded() {
-        let held: BoundedMap<BucketKey, Held> = BoundedMap::new(MAX_TRACKED_BUCKETS);
+        let held: ShardedMap<BucketKey, Held> = ShardedMap::new(MAX_TRACKED_BUCKETS);
         let bytes = held.max_bytes() + MemoryStore::default().max_bytes();
         println!("rate limit state: at most {} KiB", bytes / 1024);
         assert!(bytes <= 24 << 20, "{bytes} bytes");
