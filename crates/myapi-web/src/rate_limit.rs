@@ -2,13 +2,13 @@
 //! is, and the RateLimit fields of draft-ietf-httpapi-ratelimit-headers-10 on every limited
 //! answer ([`limit_requests`]). The buckets are the services' [`RateLimiter`].
 
+use std::fmt::Write;
+
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use std::fmt::Write;
-
 use actix_web::{HttpMessage, ResponseError, web};
 use myapi_services::Services;
 use myapi_services::limits::{
@@ -131,6 +131,8 @@ async fn decide(limiter: &RateLimiter, key: BucketKey) -> Decision {
     decision
 }
 
+/// A lease taken on a blocking thread, for a request [`RateLimiter::admit`] could not
+/// decide from memory.
 async fn take_lease(limiter: RateLimiter, key: BucketKey, lease: Lease) -> Decision {
     let fallback = limiter.clone();
     match block(move || limiter.lease(lease)).await {
