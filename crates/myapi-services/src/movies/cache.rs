@@ -751,6 +751,49 @@ mod tests {
         })
     }
 
+    /// With the first watch connection busy, a look-up reads the version on another, and
+    /// a commit by a connection outside the cache still empties it before the next hit.
+    #[test]
+    fn every_sqlite_watch_connection_sees_a_commit_from_elsewhere() {
+        use diesel::{Connection, RunQueryDsl, SqliteConnection};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("watch.db");
+        let settings = CacheSettings {
+            enabled: true,
+            max_bytes: NonZero::new(1 << 20).unwrap(),
+            max_staleness_ms: NonZero::new(100).unwrap(),
+        };
+        let cache = MovieCache::new(&settings, &DatabaseUrl::Sqlite(path.clone())).unwrap();
+        let Watch::DataVersion(watchers) = &cache.inner.watch else {
+            panic!("a SQLite cache watches data_version");
+        };
+        if watchers.len() < 2 {
+            // One core: there is no second connection to prove.
+            return;
+        }
+        // Each connection reads the version once.
+        let busy = watchers[0].lock().unwrap();
+        cache.movie(7);
+        drop(busy);
+        cache.movie(7);
+        cache.store_movie(cache.ticket(), 7, rendered("old"));
+        assert_eq!(cache.movie(7).0, Lookup::Hit);
+
+        let busy = watchers[0].lock().unwrap();
+        assert_eq!(
+            cache.movie(7).0,
+            Lookup::Hit,
+            "the second connection, nothing changed"
+        );
+        let mut writer = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        diesel::sql_query("CREATE TABLE elsewhere (x INTEGER)")
+            .execute(&mut writer)
+            .unwrap();
+        assert_eq!(cache.movie(7), (Lookup::Miss, None));
+        drop(busy);
+    }
+
     #[test]
     fn a_store_after_an_invalidation_is_refused() {
         let cache = cache(1 << 20);
