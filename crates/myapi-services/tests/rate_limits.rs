@@ -1,6 +1,6 @@
 //! The request limiter on a real PostgreSQL database (created for each test), driven as the
-//! web tier drives it: a lease where [`Admission::NeedsLease`] says so, a refill where a
-//! decision asks for one. It leases, rather than asking per request; it answers refusals
+//! web tier drives it: a lease where [`Admission::NeedsLease`] says so, and the refills
+//! that admitting queued, as the refill thread takes them. It leases, rather than asking per request; it answers refusals
 //! from memory; and it limits from memory while the store fails. Without PostgreSQL these
 //! skip, except under `CI=true`, where they fail.
 
@@ -42,9 +42,8 @@ fn request(limiter: &RateLimiter, statements: &mut u32) -> Decision {
             limiter.lease(lease)
         }
     };
-    if decision.refill {
+    if limiter.refill_queued() > 0 {
         *statements += 1;
-        limiter.refill(KEY);
     }
     decision
 }
@@ -88,7 +87,11 @@ fn a_failing_store_leaves_each_instance_to_limit_from_memory() {
     };
     // Take the function away, as a database that is not migrated would.
     let dropped = std::process::Command::new("psql")
-        .args([&db.dsn, "-XAtqc", "DROP FUNCTION myapi.rate_limit_lease"])
+        .args([
+            &db.dsn,
+            "-XAtqc",
+            "DROP FUNCTION myapi.rate_limit_lease_many",
+        ])
         .status()
         .unwrap();
     assert!(dropped.success());
@@ -104,4 +107,106 @@ fn a_failing_store_leaves_each_instance_to_limit_from_memory() {
         .count();
     assert_eq!(admitted, 10);
     assert_eq!(statements, 1, "the failed store was asked again at once");
+}
+
+/// Spends `count` requests of `key` as the web tier does; whether each took a lease first.
+fn spend(limiter: &RateLimiter, key: BucketKey, count: usize) -> Vec<bool> {
+    (0..count)
+        .map(|_| match limiter.admit(key) {
+            Admission::Decided(decision) => {
+                assert!(decision.retry_after_secs.is_none(), "{key:?} refused");
+                false
+            }
+            Admission::NeedsLease(lease) => {
+                let decision = limiter.lease(lease);
+                assert!(decision.retry_after_secs.is_none(), "{key:?} refused");
+                true
+            }
+        })
+        .collect()
+}
+
+fn user(id: i32) -> BucketKey {
+    BucketKey {
+        caller: Caller::User(id),
+        class: Class::Read,
+    }
+}
+
+#[test]
+fn the_refills_of_many_callers_are_one_statement() {
+    let Some((_db, limiter)) = limiter(1, 400) else {
+        return;
+    };
+    // A first lease of 4 each; the third request finds a quarter left and queues a refill,
+    // the fourth spends the last request held.
+    for id in 1..=50 {
+        assert_eq!(spend(&limiter, user(id), 4), [true, false, false, false]);
+    }
+    assert_eq!(
+        limiter.refill_queued(),
+        50,
+        "one statement for every refill"
+    );
+    assert_eq!(limiter.refill_queued(), 0);
+    // Each caller now holds its refill: no request waits for a lease.
+    for id in 1..=50 {
+        assert_eq!(spend(&limiter, user(id), 20), [false; 20], "caller {id}");
+    }
+}
+
+#[test]
+fn the_refill_thread_leases_ahead_of_need() {
+    let Some((_db, limiter)) = limiter(1, 400) else {
+        return;
+    };
+    limiter.start_refills().unwrap();
+    assert_eq!(spend(&limiter, user(1), 4), [true, false, false, false]);
+    // The refill thread gathers for 20 ms, then takes the lease; the requests after it
+    // spend from memory.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(limiter.refill_queued(), 0, "the thread took the refill");
+    assert_eq!(spend(&limiter, user(1), 20), [false; 20]);
+}
+
+/// Instances lease overlapping buckets in whatever order their refills fell due; the
+/// function locks them in key order, so concurrent statements queue and never deadlock.
+#[test]
+fn concurrent_batches_over_the_same_buckets_do_not_deadlock() {
+    let Some((db, _limiter)) = limiter(1, 400) else {
+        return;
+    };
+    let keys: Vec<String> = (0..12)
+        .map(|k| format!("'\\x7275{k:08x}'::bytea"))
+        .collect();
+    let batches: Vec<std::thread::JoinHandle<()>> = (0..6)
+        .map(|batch| {
+            let dsn = db.dsn.clone();
+            let mut order = keys.clone();
+            order.rotate_left(batch * 5 % 12);
+            if batch % 2 == 1 {
+                order.reverse();
+            }
+            std::thread::spawn(move || {
+                let n = order.len();
+                let sql = format!(
+                    "SELECT myapi.rate_limit_lease_many(ARRAY[{}], array_fill(0.01::float8, \
+                     ARRAY[{n}]), array_fill(400::float8, ARRAY[{n}]), array_fill(1, ARRAY[{n}])) \
+                     FROM generate_series(1, 40)",
+                    order.join(","),
+                );
+                for _ in 0..5 {
+                    let out = std::process::Command::new("psql")
+                        .args([&dsn, "-XAtqc", &sql])
+                        .output()
+                        .unwrap();
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+                }
+            })
+        })
+        .collect();
+    for batch in batches {
+        batch.join().unwrap();
+    }
 }

@@ -18,7 +18,7 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogra
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use myapi_services::auth::HashPool;
 use myapi_services::config::ConfigError;
-use myapi_services::limits::LEASES_METRIC;
+use myapi_services::limits::{LEASE_STATEMENTS_METRIC, LEASES_METRIC};
 use myapi_services::mail;
 use myapi_services::movies::cache::INVALIDATION_LAG_METRIC;
 use myapi_services::{Database, Services, SettingsSource};
@@ -157,6 +157,11 @@ fn describe() {
         LEASES_METRIC,
         Unit::Count,
         "Leases of request limits asked of the shared store, by class and result."
+    );
+    describe_counter!(
+        LEASE_STATEMENTS_METRIC,
+        Unit::Count,
+        "Statements that took leases of request limits from the shared store (several leases each)."
     );
     describe_gauge!(
         HashPool::QUEUE_DEPTH_METRIC,

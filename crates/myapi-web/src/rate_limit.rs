@@ -111,24 +111,15 @@ pub async fn limit_requests(
     Ok(response.map_into_left_body())
 }
 
-/// Spends one request of `key`'s bucket: from memory when the instance can, else after a
-/// lease on a blocking thread. A lease the decision asks for ahead of need is taken in the
-/// background.
+/// Spends one request of `key`'s bucket: from memory when the instance can (the limiter's
+/// own thread takes the next lease ahead of need), else after a lease on a blocking thread.
 async fn decide(limiter: &RateLimiter, key: BucketKey) -> Decision {
-    let decision = match limiter.admit(key) {
+    match limiter.admit(key) {
         Admission::Decided(decision) => decision,
         // Boxed: the common path above then carries no blocking call's state, and every
         // request's future stays small.
         Admission::NeedsLease(lease) => Box::pin(take_lease(limiter.clone(), key, lease)).await,
-    };
-    if decision.refill {
-        let limiter = limiter.clone();
-        actix_web::rt::spawn(async move {
-            // A failed refill leaves the next request to lease for itself.
-            drop(block(move || limiter.refill(key)).await);
-        });
     }
-    decision
 }
 
 /// A lease taken on a blocking thread, for a request [`RateLimiter::admit`] could not
@@ -316,7 +307,6 @@ mod tests {
             remaining: 399,
             reset_secs: 0.005,
             retry_after_secs: None,
-            refill: false,
         };
         let mut headers = HeaderMap::new();
         let policies = PolicyFields {

@@ -221,6 +221,9 @@ impl Application {
             .mail
             .start_sender()
             .map_err(|e| ServiceError::internal("cannot start the mail sender", e.to_string()))?;
+        services.limits.start_refills().map_err(|e| {
+            ServiceError::internal("cannot start the rate limit refills", e.to_string())
+        })?;
         let metrics = match (metrics_listener, recorder) {
             (Some((listener, address)), Some(recorder)) => {
                 let server =

@@ -4,8 +4,10 @@
 //! On PostgreSQL each instance takes a caller's requests from the shared bucket in leases
 //! and spends them from memory. A lease is [`LEASE_SECS`] of what the caller has been
 //! spending on this instance (at least [`MIN_LEASE`], at most a quarter of the burst), and
-//! the next one is taken in the background once a quarter of it is left, so a steady caller
-//! costs one database call per [`LEASE_SECS`] (or per quarter burst) and never waits for one. When the
+//! the next one is taken ahead of need once a quarter of it is left, by the instance's
+//! refill thread, which gathers the refills due for [`REFILL_GATHER`] and takes them in one
+//! statement: a steady caller never waits for the database, and a busy instance costs it
+//! a few statements a second, however many callers it serves. When the
 //! bucket has less than a lease asked, the store is not asked again before it has that
 //! much (or a quarter second's worth of requests, if less), and requests that find nothing held are refused from memory until then: a caller
 //! past its limit gets its requests back a lease at a time, and a flood costs the database
@@ -28,11 +30,14 @@ pub mod bucket;
 mod postgres_store;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use bucket::Grant;
 pub use bucket::{BucketKey, Caller, Class, MAX_TRACKED_BUCKETS, MemoryStore, Policy};
+use crossbeam_channel::{Receiver, Sender};
+use postgres_store::LeaseRequest;
 pub use postgres_store::PostgresStore;
 
 use crate::bounded::{BoundedMap, Retention, ShardedMap};
@@ -44,6 +49,8 @@ use crate::{ServiceError, error_chain};
 /// them (`granted`; `refused`, the bucket was empty; `busy`, no pooled connection was free;
 /// `failed`, the database did not answer).
 pub const LEASES_METRIC: &str = "myapi_rate_limit_leases_total";
+/// Counter: statements sent to the shared store; each takes one or more leases.
+pub const LEASE_STATEMENTS_METRIC: &str = "myapi_rate_limit_lease_statements_total";
 
 /// Seconds of a caller's spending one lease covers. Longer leases cost the database fewer
 /// statements (at 20,000 reads/s from 400 callers, one-second leases took a tenth of the
@@ -59,9 +66,17 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// entry goes and a stale lease is never spent long after it was taken.
 const LEASE_TTL: Duration = Duration::from_secs(10);
 
-/// A lease under way longer than this is taken for lost (its blocking task failed), and
-/// the next request leases again.
+/// A lease under way longer than this is taken for lost (its blocking task failed, or no
+/// refill thread runs), and the next request leases again.
 const LEASE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long the refill thread gathers refills after the first before it takes them all in
+/// one statement. A refill is due when a quarter of a lease is left, which lasts 125 ms
+/// even for a caller at the default read rate's limit; at 400 callers spending 20,000
+/// requests a second, 20 ms turn ~450 statements a second into ~50.
+pub const REFILL_GATHER: Duration = Duration::from_millis(20);
+/// The most leases one statement takes.
+const MAX_REFILL_BATCH: usize = 256;
 
 /// What an instance holds of one bucket.
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +146,7 @@ impl Held {
     }
 
     /// Spends one held request, or refuses until the store may be asked again.
-    fn spend(&mut self, class: Class, policy: Policy, now: Instant, refill: bool) -> Decision {
+    fn spend(&mut self, class: Class, policy: Policy, now: Instant) -> Decision {
         let tokens = self.tokens(now);
         self.tokens = tokens.saturating_sub(1);
         let retry_after_secs = (tokens == 0).then(|| {
@@ -154,7 +169,6 @@ impl Held {
             },
             reset_secs: backlog,
             retry_after_secs,
-            refill,
         }
     }
 }
@@ -170,8 +184,6 @@ pub struct Decision {
     pub reset_secs: f64,
     /// `Some(seconds)`: refused; retry after that long.
     pub retry_after_secs: Option<f64>,
-    /// A lease the caller should take in the background ([`RateLimiter::refill`]).
-    pub refill: bool,
 }
 
 /// What [`RateLimiter::admit`] could decide from memory.
@@ -212,6 +224,9 @@ struct Inner {
     store_failing: AtomicBool,
     /// Until when the shared store is not asked, after it failed.
     store_retry_at: Mutex<Option<Instant>>,
+    /// Refills due, for the refill thread ([`RateLimiter::start_refills`]). Each key is
+    /// queued at most once per lease, so the queue is no longer than `held`.
+    refills: (Sender<BucketKey>, Receiver<BucketKey>),
 }
 
 impl RateLimiter {
@@ -239,6 +254,7 @@ impl RateLimiter {
                 held: ShardedMap::new(MAX_TRACKED_BUCKETS),
                 store_failing: AtomicBool::new(false),
                 store_retry_at: Mutex::new(None),
+                refills: crossbeam_channel::unbounded(),
             }),
         })
     }
@@ -254,7 +270,7 @@ impl RateLimiter {
         }
     }
 
-    /// Whether [`Self::lease`] and [`Self::refill`] wait on the database.
+    /// Whether [`Self::lease`] and [`Self::refill_queued`] wait on the database.
     pub fn blocks(&self) -> bool {
         self.inner.shared.is_some()
     }
@@ -291,8 +307,10 @@ impl RateLimiter {
                 && (entry.tokens(now) - 1) * 4 <= entry.granted;
             if refill {
                 entry.leasing_since = Some(now);
+                // Cannot fail: the receiver lives as long as the sender, in `inner`.
+                let _ = self.inner.refills.0.send(key);
             }
-            return Admission::Decided(entry.spend(key.class, policy, now, refill));
+            return Admission::Decided(entry.spend(key.class, policy, now));
         }
         if entry.leasing(now) {
             return Admission::NeedsLease(Lease {
@@ -314,7 +332,9 @@ impl RateLimiter {
     pub fn lease(&self, lease: Lease) -> Decision {
         let Lease { key, want, first } = lease;
         let policy = self.policy(key.class);
-        let grant = self.take(key, policy, want);
+        let grant = self
+            .take(&[LeaseRequest { key, policy, want }])
+            .and_then(|grants| grants.first().copied());
         let now = Instant::now();
         let mut held = self.lock(&key);
         let mut entry = held.get(&key).copied().unwrap_or_else(|| Held::new(now));
@@ -324,7 +344,7 @@ impl RateLimiter {
         let decision = match grant {
             Some(grant) => {
                 entry.record(grant, want, policy, now);
-                entry.spend(key.class, policy, now, false)
+                entry.spend(key.class, policy, now)
             }
             None => self.lease_from_memory(key),
         };
@@ -339,20 +359,60 @@ impl RateLimiter {
         decide(key.class, policy, grant)
     }
 
-    /// Takes the next lease for `key` ahead of need (blocking): when a [`Decision`] asks
-    /// for it, in the background.
-    pub fn refill(&self, key: BucketKey) {
-        let policy = self.policy(key.class);
-        let want = lease_size(self.lock(&key).get(&key), policy, Instant::now());
-        let grant = self.take(key, policy, want);
+    /// Starts this instance's refill thread (on PostgreSQL; SQLite needs none), which
+    /// ends once every clone of this limiter is dropped. Without it, refills wait for
+    /// [`Self::refill_queued`], and a caller that runs out of its lease first leases a
+    /// request at a time.
+    pub fn start_refills(&self) -> std::io::Result<()> {
+        if self.inner.shared.is_none() {
+            return Ok(());
+        }
+        let (limiter, queued) = (Arc::downgrade(&self.inner), self.inner.refills.1.clone());
+        thread::Builder::new()
+            .name("myapi-limit-refills".into())
+            .spawn(move || refill_until_dropped(&limiter, &queued))
+            .map(drop)
+    }
+
+    /// Takes the refills queued so far in one statement (blocking); returns how many. The
+    /// refill thread does this in a loop; tests call it by hand.
+    pub fn refill_queued(&self) -> usize {
+        let keys: Vec<BucketKey> = self
+            .inner
+            .refills
+            .1
+            .try_iter()
+            .take(MAX_REFILL_BATCH)
+            .collect();
+        self.refill(&keys)
+    }
+
+    /// Takes the next lease of each of `keys` ahead of need, in one statement (blocking).
+    fn refill(&self, keys: &[BucketKey]) -> usize {
+        if keys.is_empty() {
+            return 0;
+        }
         let now = Instant::now();
-        let mut held = self.lock(&key);
-        if let Some(entry) = held.get_mut(&key) {
-            entry.leasing_since = None;
-            if let Some(grant) = grant {
-                entry.record(grant, want, policy, now);
+        let requests: Vec<LeaseRequest> = keys
+            .iter()
+            .map(|&key| {
+                let policy = self.policy(key.class);
+                let want = lease_size(self.lock(&key).get(&key), policy, now);
+                LeaseRequest { key, policy, want }
+            })
+            .collect();
+        let grants = self.take(&requests);
+        let now = Instant::now();
+        for (index, request) in requests.iter().enumerate() {
+            let mut held = self.lock(&request.key);
+            if let Some(entry) = held.get_mut(&request.key) {
+                entry.leasing_since = None;
+                if let Some(grant) = grants.as_ref().and_then(|grants| grants.get(index)) {
+                    entry.record(*grant, request.want, request.policy, now);
+                }
             }
         }
+        requests.len()
     }
 
     /// Whether the shared store failed less than [`STORE_RETRY`] ago.
@@ -368,39 +428,48 @@ impl RateLimiter {
         retry_at.is_some_and(|at| now < at)
     }
 
-    /// A lease from the shared store; `None` when there was none: the pool had no
-    /// connection free at once (this request goes without), or the store failed (logged
-    /// once per outage; buckets stay in memory for [`STORE_RETRY`]). Each is counted.
-    fn take(&self, key: BucketKey, policy: Policy, want: u32) -> Option<Grant> {
+    /// Leases from the shared store, in one statement, in the order of `requests`; `None`
+    /// when there were none: the pool had no connection free at once (these requests go
+    /// without), or the store failed (logged once per outage; buckets stay in memory for
+    /// [`STORE_RETRY`]). Each lease is counted.
+    fn take(&self, requests: &[LeaseRequest]) -> Option<Vec<Grant>> {
         let Some(store) = &self.inner.shared else {
+            let now = Instant::now();
             return Some(
-                self.inner
-                    .memory
-                    .lease_at(key, policy, want, Instant::now()),
+                requests
+                    .iter()
+                    .map(|r| self.inner.memory.lease_at(r.key, r.policy, r.want, now))
+                    .collect(),
             );
         };
-        let class = key.class.as_str();
-        let count = |result: &'static str| {
+        let count = |request: &LeaseRequest, result: &'static str| {
+            let class = request.key.class.as_str();
             metrics::counter!(LEASES_METRIC, "class" => class, "result" => result).increment(1);
         };
-        match store.lease(key, policy, want) {
-            Ok(Some(grant)) => {
-                count(if grant.granted > 0 {
-                    "granted"
-                } else {
-                    "refused"
-                });
+        metrics::counter!(LEASE_STATEMENTS_METRIC).increment(1);
+        match store.lease(requests) {
+            Ok(Some(grants)) => {
+                for (request, grant) in requests.iter().zip(&grants) {
+                    count(
+                        request,
+                        if grant.granted > 0 {
+                            "granted"
+                        } else {
+                            "refused"
+                        },
+                    );
+                }
                 if self.inner.store_failing.swap(false, Ordering::Relaxed) {
                     log::info!("rate limits: the shared store answers again");
                 }
-                Some(grant)
+                Some(grants)
             }
             Ok(None) => {
-                count("busy");
+                requests.iter().for_each(|request| count(request, "busy"));
                 None
             }
             Err(error) => {
-                count("failed");
+                requests.iter().for_each(|request| count(request, "failed"));
                 *self
                     .inner
                     .store_retry_at
@@ -416,6 +485,25 @@ impl RateLimiter {
                 None
             }
         }
+    }
+}
+
+/// Gathers the refills due for [`REFILL_GATHER`] after the first, then takes them in one
+/// statement; until the limiter is dropped (its sender with it).
+fn refill_until_dropped(limiter: &Weak<Inner>, queued: &Receiver<BucketKey>) {
+    while let Ok(first) = queued.recv() {
+        let until = Instant::now() + REFILL_GATHER;
+        let mut keys = vec![first];
+        while keys.len() < MAX_REFILL_BATCH {
+            match queued.recv_deadline(until) {
+                Ok(key) => keys.push(key),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = limiter.upgrade() else {
+            return;
+        };
+        RateLimiter { inner }.refill(&keys);
     }
 }
 
@@ -445,7 +533,6 @@ fn decide(class: Class, policy: Policy, grant: Grant) -> Decision {
         },
         reset_secs: grant.backlog_secs,
         retry_after_secs: (!admitted).then(|| policy.wait(grant.backlog_secs)),
-        refill: false,
     }
 }
 
