@@ -93,7 +93,8 @@ pub(crate) fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
         return Err(ApiError::MissingCredentials);
     }
     let token = token.trim();
-    if token.is_empty() || token.len() > 4096 || token.contains(char::is_whitespace) {
+    // `to_str` let through visible ASCII, spaces and tabs only.
+    if token.is_empty() || token.len() > 4096 || token.bytes().any(|b| b == b' ' || b == b'\t') {
         return Err(ServiceError::InvalidToken("malformed token").into());
     }
     Ok(token.to_owned())
