@@ -6,8 +6,9 @@
 //! spending on this instance (at least [`MIN_LEASE`], at most a quarter of the burst), and
 //! the next one is taken ahead of need once a quarter of it is left, by the instance's
 //! refill thread, which gathers the refills due for [`REFILL_GATHER`] and takes them in one
-//! statement: a steady caller never waits for the database, and a busy instance costs it
-//! a few statements a second, however many callers it serves. When the
+//! statement: a steady caller never waits for the database, and an instance's refills
+//! cost it at most one statement per [`REFILL_GATHER`], however many callers it serves
+//! (up to [`MAX_REFILL_BATCH`] leases each). When the
 //! bucket has less than a lease asked, the store is not asked again before it has that
 //! much (or a quarter second's worth of requests, if less), and requests that find nothing held are refused from memory until then: a caller
 //! past its limit gets its requests back a lease at a time, and a flood costs the database
@@ -73,8 +74,8 @@ const LEASE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the refill thread gathers refills after the first before it takes them all in
 /// one statement. A refill is due when a quarter of a lease is left, which lasts 125 ms
 /// even for a caller at the default read rate's limit; at 400 callers spending 20,000
-/// requests a second, 20 ms turn ~450 statements a second into ~50.
-pub const REFILL_GATHER: Duration = Duration::from_millis(20);
+/// requests a second, 20 ms turn ~450 statements a second into at most 50.
+const REFILL_GATHER: Duration = Duration::from_millis(20);
 /// The most leases one statement takes.
 const MAX_REFILL_BATCH: usize = 256;
 
