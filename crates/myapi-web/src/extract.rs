@@ -93,7 +93,7 @@ pub(crate) fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
         return Err(ApiError::MissingCredentials);
     }
     let token = token.trim();
-    // `to_str` let through visible ASCII, spaces and tabs only.
+    // `to_str` lets through visible ASCII, spaces and tabs only.
     if token.is_empty() || token.len() > 4096 || token.bytes().any(|b| b == b' ' || b == b'\t') {
         return Err(ServiceError::InvalidToken("malformed token").into());
     }

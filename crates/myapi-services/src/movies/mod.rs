@@ -457,12 +457,11 @@ fn kept_changing(MovieId(movie_id): MovieId) -> ServiceError {
     ))
 }
 
-/// Exactly as long as the JSON (the serialiser's buffer grows by doubling), so the cache's
-/// byte count is what it holds.
-/// The JSON of `value` in one allocation of exactly its size: measured first, then written.
-/// The body may live in the cache long after this request; growing a buffer and shrinking
-/// it would leave freed pieces of every size around it on the blocking thread's heap, which
-/// under a flood of distinct pages kept several MiB more resident than the cache holds.
+/// The JSON of `value` in one allocation of exactly its size, measured first, then written:
+/// the cache's byte count is then what it holds. The body may live in the cache long after
+/// this request; growing a buffer and shrinking it would leave freed pieces of every size
+/// around it on the blocking thread's heap, which under a flood of distinct pages kept
+/// several MiB more resident than the cache holds.
 fn to_json(value: &impl serde::Serialize) -> Result<bytes::Bytes, ServiceError> {
     let failed =
         |e: serde_json::Error| ServiceError::internal("cannot serialise a movie", e.to_string());
