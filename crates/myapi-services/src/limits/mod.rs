@@ -38,8 +38,7 @@ use std::time::{Duration, Instant};
 use bucket::Grant;
 pub use bucket::{BucketKey, Caller, Class, MAX_TRACKED_BUCKETS, MemoryStore, Policy};
 use crossbeam_channel::{Receiver, Sender};
-use postgres_store::LeaseRequest;
-pub use postgres_store::PostgresStore;
+use postgres_store::{LeaseRequest, PostgresStore};
 
 use crate::bounded::{BoundedMap, Retention, ShardedMap};
 use crate::config::{ClassLimit, LimitSettings};
