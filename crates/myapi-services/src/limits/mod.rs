@@ -5,10 +5,10 @@
 //! and spends them from memory. A lease is [`LEASE_SECS`] of what the caller has been
 //! spending on this instance (at least [`MIN_LEASE`], at most a quarter of the burst), and
 //! the next one is taken ahead of need once a quarter of it is left, by the instance's
-//! refill thread, which gathers the refills due for [`REFILL_GATHER`] and takes them in one
+//! refill thread, which gathers the refills due for `REFILL_GATHER` and takes them in one
 //! statement: a steady caller never waits for the database, and an instance's refills
-//! cost it at most one statement per [`REFILL_GATHER`], however many callers it serves
-//! (up to [`MAX_REFILL_BATCH`] leases each). When the
+//! cost it at most one statement per `REFILL_GATHER`, however many callers it serves
+//! (up to `MAX_REFILL_BATCH` leases each). When the
 //! bucket has less than a lease asked, the store is not asked again before it has that
 //! much (or a quarter second's worth of requests, if less), and requests that find nothing held are refused from memory until then: a caller
 //! past its limit gets its requests back a lease at a time, and a flood costs the database
