@@ -109,6 +109,10 @@ WRITE_SHARE = 100  # one request in this many is a PATCH in the mixed row
 FLOOD_MAX_BYTES = 16 * 1024 * 1024
 SERVER_P99_MS = 10.0  # issue #23: p99 by the server's own histogram at 16 connections
 LAG_P99_MS = 100.0  # the README's bound (cache.max_staleness_ms)
+# The off-CPU view of the cache-off listing (issue #23 item 6): threads grouped by name, as
+# `perf sched` shows them.
+SCHED_GROUPS = {"actix-rt|system": "server: async workers", "tokio-rt-worker": "server: blocking threads",
+                "postgres": "PostgreSQL backends", "wrk": "wrk (the load generator)"}
 # The issue's figures for the original FastAPI app (2026-12-06, not this run): its peaks,
 # used when a run has no `--base-url` to measure it side by side.
 ORIGINAL_PEAKS = {LISTING: 750, BY_ID: 1073}
@@ -1256,6 +1260,47 @@ def measure_original(R, plan, args, work):
     R["original"] = base
 
 
+def scheduling_delays(base, token, work, seconds):
+    """The off-CPU view of the cache-off listing at 16 connections: `perf sched record` notes
+    every context switch on the machine for the first half of a wrk run, and each group of
+    threads (SCHED_GROUPS) gets how long its threads, once woken, waited for a core. None when
+    perf cannot record (not installed, or not allowed)."""
+    data = work / "sched.data"
+    window = max(1, seconds // 2)
+    try:
+        recorder = subprocess.Popen(["perf", "sched", "record", "-o", str(data), "--", "sleep", str(window)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return None
+    time.sleep(0.5)  # perf's start-up, before the load
+    load = wrk(base, LISTING, 16, seconds, token)
+    if recorder.wait() != 0:
+        return None
+    timeline = subprocess.run(["perf", "sched", "timehist", "-i", str(data)], capture_output=True, text=True).stdout
+    delays, cpu_ms, span = {}, {}, [math.inf, 0.0]
+    for line in timeline.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or not re.fullmatch(r"\d+\.\d+", fields[0]):
+            continue
+        comm = fields[2].split("[")[0]
+        if comm == "<idle>":  # a core with nothing to run
+            continue
+        group = SCHED_GROUPS.get(comm, "other")
+        _, delay, run_ms = map(float, fields[-3:])
+        delays.setdefault(group, []).append(delay)
+        cpu_ms[group] = cpu_ms.get(group, 0.0) + run_ms
+        span = [min(span[0], float(fields[0])), max(span[1], float(fields[0]))]
+    if not delays:
+        return None
+    groups = {group: {"wakeups": len(found), "p50": percentile(found, 50), "p99": percentile(found, 99),
+                      "max": max(found), "cpu_ms": cpu_ms[group]} for group, found in delays.items()}
+    secs = span[1] - span[0]
+    busy = sum(cpu_ms.values()) / (secs * 1000 * os.cpu_count()) if secs > 0 else None
+    log(f"scheduling delays over {secs:.1f} s ({n(busy * 100 if busy else None)}% of the cores busy): " + "; ".join(
+        f"{g} p99 {r['p99']:.2f} max {r['max']:.2f} ms" for g, r in groups.items()))
+    return {"groups": groups, "secs": secs, "busy": busy, "load": load}
+
+
 def original_peak(R, plan, path):
     """The original's best error-free rate for the read at `path` in this run, else None."""
     rates = [r["rps"] for c in plan.original_levels
@@ -1316,6 +1361,8 @@ def measure_cache(R, plan, small, work):
             log(f"invalidation lag over the mixed run: {R['cache lag']['count']} recorded, p99 "
                 f"{fmt_bucket(R['cache lag']['p99'])}")
         psql(small, "UPDATE myapi.movies SET title = 'Movie ' || movie_id WHERE title <> 'Movie ' || movie_id")
+        if state == "off":
+            R["cache sched"] = scheduling_delays(server.base, token, work, plan.seconds)
         server.stop()
 
     # Memory: a flood of distinct listing queries under a small bound.
@@ -1682,6 +1729,7 @@ def cache_report(R, plan):
                 lines.append(f"| {label} | {c} | {state} | {n(get(R, key))} | {n(get(R, key, 'p50'), '.2f')} | "
                              f"{n(get(R, key, 'p99'), '.2f')} | {server(key, 'server_p50')} | {server(key, 'server_p99')} | "
                              f"{fmt_statuses(r['server_statuses']) if r else '—'} |")
+    lines += sched_report(R.get("cache sched"))
     lines += [
         "", f"Conditional GET at 16 connections: `{LISTING}` with `If-None-Match` set to its current `ETag` "
         "(fetched first), against `GET /health` on the same server.", "",
@@ -1744,6 +1792,29 @@ def cache_report(R, plan):
                 if stale else "—"), "```", "",
     ]
     return lines + original_report(R, plan)
+
+
+def sched_report(sched):
+    """Where the client's p99 goes beyond the server's: the off-CPU view."""
+    lines = ["", f"Off-CPU view, cache off, `GET {LISTING}` at 16 connections: `perf sched record` over the first "
+             "half of another wrk run, then `perf sched timehist`. A woken thread's wait for a core is its scheduling "
+             "delay. One read wakes threads several times (the async worker, a blocking thread, a PostgreSQL backend, "
+             "and back, besides wrk's own), and the server's histogram sees only the waits between reading the "
+             "request and writing the answer: the client's p99 also carries the others."]
+    if not sched:
+        return lines + ["", "Not measured: `perf sched record` did not run here (perf missing or not allowed).", ""]
+    load = sched["load"]
+    lines += [
+        "", f"Over {sched['secs']:.1f} s, the threads below used {n(sched['busy'] * 100 if sched['busy'] else None)}% "
+        f"of the {os.cpu_count()} cores (wrk: {load['rps']:.0f} req/s, p99 {load['p99']:.2f} ms).", "",
+        "| threads | wake-ups | wait for a core p50 / p99 / max, ms | CPU time, ms |", "|---|---|---|---|",
+    ]
+    for group in [*SCHED_GROUPS.values(), "other"]:
+        r = sched["groups"].get(group)
+        if r:
+            lines.append(f"| {group} | {r['wakeups']} | {r['p50']:.3f} / {r['p99']:.3f} / {r['max']:.3f} | "
+                         f"{r['cpu_ms']:.0f} |")
+    return lines + [""]
 
 
 def original_report(R, plan):
