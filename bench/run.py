@@ -1260,8 +1260,8 @@ def measure_original(R, plan, args, work):
     R["original"] = base
 
 
-def scheduling_delays(base, token, work, seconds):
-    """The off-CPU view of the cache-off listing at 16 connections: `perf sched record` notes
+def scheduling_delays(base, path, token, work, seconds):
+    """The off-CPU view of a cache-off read at 16 connections: `perf sched record` notes
     every context switch on the machine for the first half of a wrk run, and each group of
     threads (SCHED_GROUPS) gets how long its threads, once woken, waited for a core. None when
     perf cannot record (not installed, or not allowed)."""
@@ -1273,7 +1273,7 @@ def scheduling_delays(base, token, work, seconds):
     except FileNotFoundError:
         return None
     time.sleep(0.5)  # perf's start-up, before the load
-    load = wrk(base, LISTING, 16, seconds, token)
+    load = wrk(base, path, 16, seconds, token)
     if recorder.wait() != 0:
         return None
     timeline = subprocess.run(["perf", "sched", "timehist", "-i", str(data)], capture_output=True, text=True).stdout
@@ -1362,7 +1362,8 @@ def measure_cache(R, plan, small, work):
                 f"{fmt_bucket(R['cache lag']['p99'])}")
         psql(small, "UPDATE myapi.movies SET title = 'Movie ' || movie_id WHERE title <> 'Movie ' || movie_id")
         if state == "off":
-            R["cache sched"] = scheduling_delays(server.base, token, work, plan.seconds)
+            for label, path, _ in CACHE_READS:
+                R[("cache sched", path)] = scheduling_delays(server.base, path, token, work, plan.seconds)
         server.stop()
 
     # Memory: a flood of distinct listing queries under a small bound.
@@ -1729,7 +1730,8 @@ def cache_report(R, plan):
                 lines.append(f"| {label} | {c} | {state} | {n(get(R, key))} | {n(get(R, key, 'p50'), '.2f')} | "
                              f"{n(get(R, key, 'p99'), '.2f')} | {server(key, 'server_p50')} | {server(key, 'server_p99')} | "
                              f"{fmt_statuses(r['server_statuses']) if r else '—'} |")
-    lines += sched_report(R.get("cache sched"))
+    for label, path, _ in CACHE_READS:
+        lines += sched_report(label, R.get(("cache sched", path)))
     lines += [
         "", f"Conditional GET at 16 connections: `{LISTING}` with `If-None-Match` set to its current `ETag` "
         "(fetched first), against `GET /health` on the same server.", "",
@@ -1794,9 +1796,9 @@ def cache_report(R, plan):
     return lines + original_report(R, plan)
 
 
-def sched_report(sched):
-    """Where the client's p99 goes beyond the server's: the off-CPU view."""
-    lines = ["", f"Off-CPU view, cache off, `GET {LISTING}` at 16 connections: `perf sched record` over the first "
+def sched_report(label, sched):
+    """Where the client's p99 goes beyond the server's: the off-CPU view of one read."""
+    lines = ["", f"Off-CPU view, cache off, `{label}` at 16 connections: `perf sched record` over the first "
              "half of another wrk run, then `perf sched timehist`. A woken thread's wait for a core is its scheduling "
              "delay. One read wakes threads several times (the async worker, a blocking thread, a PostgreSQL backend, "
              "and back, besides wrk's own), and the server's histogram sees only the waits between reading the "
