@@ -1367,7 +1367,7 @@ def measure_cache(R, plan, small, work):
                 f"{fmt_bucket(R['cache lag']['p99'])}")
         psql(small, "UPDATE myapi.movies SET title = 'Movie ' || movie_id WHERE title <> 'Movie ' || movie_id")
         if state == "off":
-            for label, path, _ in CACHE_READS:
+            for _, path, _ in CACHE_READS:
                 R[("cache sched", path)] = scheduling_delays(server.base, path, token, work, plan.seconds)
         server.stop()
 
