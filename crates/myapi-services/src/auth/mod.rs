@@ -153,8 +153,8 @@ type SessionKey = (i32, Option<Box<str>>);
 #[derive(Debug, Clone)]
 struct CachedSession {
     checked_at: Instant,
-    /// `None` once the user is deleted.
-    holder: Option<SessionHolder>,
+    /// `None` once the user is deleted. Shared: every request of the session reads it.
+    holder: Option<Arc<SessionHolder>>,
 }
 
 /// A session's user as the database last said, and whether the session is still live.
@@ -867,10 +867,13 @@ impl AuthService {
         let claims = self.signer.verify_memoised(token)?;
         let key: SessionKey = (claims.user_id()?, claims.sid.as_deref().map(Box::from));
         if let Some(cached) = self.cached_session(&key) {
-            return accept(&claims, cached.holder.as_ref());
+            return accept(&claims, cached.holder.as_deref());
         }
-        let holder = self.session_holder(key.0, key.1.clone()).await?;
-        let result = accept(&claims, holder.as_ref());
+        let holder = self
+            .session_holder(key.0, key.1.clone())
+            .await?
+            .map(Arc::new);
+        let result = accept(&claims, holder.as_deref());
         let now = Instant::now();
         let ttl = self.revocation_ttl;
         self.revocation_cache
