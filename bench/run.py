@@ -94,9 +94,12 @@ UNTHROTTLED = {"MYAPI_AUTH__IP_FAILURE_BURST": "1000000", "MYAPI_AUTH__ACCOUNT_F
 LIMIT_CALLERS = 400
 LIMIT_READS = [("GET /movies/{id}", BY_ID), (f"GET {LISTING}", LISTING)]
 LIMIT_RATIO = 0.95  # limits on / limits off, the issue's target
-# Servers with the limits off and on take turns, the order flipped each turn. This machine's
-# figures move by ±10% from one 10 s run to the next: the limits rows are each the median of
-# their turns (an odd count), and the token-key rows the best.
+# Servers with the limits off and on alternate (`alternate`), each warmed first.
+LIMIT_WARMUP_SECS = 3
+# Loads compared with each other alternate in short runs: this many pairs of this many
+# seconds.
+PAIRS, PAIR_SECS = 15, 2
+# The token-key rows take this many 10 s turns instead, the best of each.
 LIMIT_TURNS = 5
 
 # The read cache (issue #23): its setting, an editor for the writes mixed into reads, and
@@ -691,6 +694,8 @@ class Plan:
         self.stale_rounds = 200 if smoke else 10_000
         self.limit_callers = 16 if smoke else LIMIT_CALLERS
         self.original_levels = [1, 4] if smoke else ORIGINAL_LEVELS
+        self.pairs, self.pair_seconds = (2, 1) if smoke else (PAIRS, PAIR_SECS)
+        self.limit_warmup = 1 if smoke else LIMIT_WARMUP_SECS
 
 
 def measure(args, plan, work, cluster):
@@ -1128,11 +1133,51 @@ def cpu_secs(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def alternate(first, second, pairs, seconds):
+    """Two loads, each `(name, start(seconds) -> wrk result, server pid or None)`, run
+    `pairs` times each for `seconds`, back to back, the order flipped each pair (first
+    second, second first, …). Short runs in alternation: this machine's pace drifts by tens of
+    percent within a minute (other tenants' CPU steal), so two loads compare only when run
+    seconds apart, and many pairs are needed for a steady ratio.
+
+    Returns each load's runs merged (requests/s over all of its runs, the median run's
+    p50 and p99, statuses summed, and the server's CPU time per request when a pid is given),
+    and each pair's ratio of first to second."""
+    runs, ratios = {first[0]: [], second[0]: []}, []
+    for pair in range(pairs):
+        rates = {}
+        for name, start, pid in (first, second) if pair % 2 == 0 else (second, first):
+            used = cpu_secs(pid) if pid else None
+            result = start(seconds)
+            if pid:
+                result["cpu_secs"] = cpu_secs(pid) - used
+            runs[name].append(result)
+            rates[name] = result["rps"]
+        ratios.append(rates[first[0]] / rates[second[0]] if rates[second[0]] else 0.0)
+
+    def merged(results):
+        median = lambda field: sorted(r[field] for r in results)[len(results) // 2]
+        statuses = {}
+        for r in results:
+            for status, number in r["statuses"].items():
+                statuses[status] = statuses.get(status, 0) + number
+        served = sum(r["rps"] for r in results) * seconds
+        cpu = [r["cpu_secs"] for r in results if "cpu_secs" in r]
+        return {"rps": served / (seconds * len(results)), "p50": median("p50"), "p99": median("p99"),
+                "statuses": statuses, "errors": sum(r["errors"] for r in results), "runs": len(results),
+                "cpu_us": sum(cpu) / served * 1e6 if cpu and served else None}
+
+    return {name: merged(results) for name, results in runs.items()}, ratios
+
+
 def measure_limits(R, plan, small, work, row):
     """Issue #25: the read rows at 16 connections with the request limits at their defaults
-    against the same rows with them off, on both backends, in LIMIT_TURNS turns (off then on,
-    on then off, ...: each row the median turn, with the server's CPU time per request), every
-    caller below its limit; and the 429 path: one caller past its burst."""
+    against the same rows with them off, on both backends, every caller below its limit; and
+    the 429 path: one caller past its burst.
+
+    A server of each kind runs throughout, warmed first with the same load (so each caller's
+    first lease is taken, as on a server that has been up a while), then the two alternate
+    in short runs (`alternate`); each row is all of a kind's runs, the ratio theirs."""
     sqlite = f"sqlite://{work / 'limits.db'}"
     cli("migrate", dsn=sqlite)
     csv_path = Path(tempfile.mkdtemp(prefix="myapi-bench-")) / "movies-1010.csv"
@@ -1141,29 +1186,30 @@ def measure_limits(R, plan, small, work, row):
     create_user(sqlite)
     for backend, dsn in [("postgres", small), ("sqlite", sqlite)]:
         emails = add_callers(dsn, plan.limit_callers)
-        turns = {}
-        for turn in range(LIMIT_TURNS):
-            for limits in ("off", "on") if turn % 2 == 0 else ("on", "off"):
-                server = Server(dsn, work / f"server-limits-{backend}-{limits}.log",
-                                {"MYAPI_LIMITS__ENABLED": "true" if limits == "on" else "false"})
-                if turn == 0 and limits == "off":
-                    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                        tokens = list(pool.map(lambda e: login(server.base, e, PASSWORD), emails))
-                for _, path in LIMIT_READS:
-                    used = cpu_secs(server.proc.pid)
-                    result = wrk_callers(server.base, path, 16, plan.seconds, tokens)
-                    served = result["rps"] * plan.seconds
-                    result["cpu_us"] = (cpu_secs(server.proc.pid) - used) / served * 1e6 if served else None
-                    log(f"limits {backend} {limits} turn {turn + 1}: {path} {result['rps']:.0f}/s, "
-                        f"{result['cpu_us'] or 0:.1f} µs CPU per request")
-                    turns.setdefault((backend, limits, path), []).append(result)
-                if limits == "on" and turn == LIMIT_TURNS - 1:
-                    # One caller, its burst spent within the first moment: the rest is 429s.
-                    row(("limits", backend, "429"), wrk(server.base, BY_ID, 16, plan.seconds, tokens[0]))
-                server.stop()
-        for (backend, limits, path), results in turns.items():
-            ranked = sorted(results, key=lambda r: r["rps"])
-            row(("limits", backend, limits, path), ranked[len(ranked) // 2])
+        servers = {limits: Server(dsn, work / f"server-limits-{backend}-{limits}.log",
+                                  {"MYAPI_LIMITS__ENABLED": "true" if limits == "on" else "false"})
+                   for limits in ("off", "on")}
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            tokens = list(pool.map(lambda e: login(servers["off"].base, e, PASSWORD), emails))
+        for server in servers.values():
+            for _, path in LIMIT_READS:
+                wrk_callers(server.base, path, 16, plan.limit_warmup, tokens)
+        for _, path in LIMIT_READS:
+            def load(limits, path=path):
+                server = servers[limits]
+                return limits, lambda secs: wrk_callers(server.base, path, 16, secs, tokens), server.proc.pid
+
+            merged, ratios = alternate(load("on"), load("off"), plan.pairs, plan.pair_seconds)
+            for limits in ("off", "on"):
+                row(("limits", backend, limits, path), merged[limits])
+            R[("limits ratios", backend, path)] = ratios
+            log(f"limits {backend} {path}: on / off {pct(merged['on']['rps'], merged['off']['rps'])}; by pair "
+                f"{', '.join(pct(r, 1) for r in ratios)}; server CPU per request "
+                f"{merged['off']['cpu_us'] or 0:.1f} / {merged['on']['cpu_us'] or 0:.1f} µs")
+        # One caller, its burst spent within the first moment: the rest is 429s.
+        row(("limits", backend, "429"), wrk(servers["on"].base, BY_ID, 16, plan.seconds, tokens[0]))
+        for server in servers.values():
+            server.stop()
 
 
 def measure_keys(R, plan, small, work, row):
@@ -1209,9 +1255,13 @@ def limits_report(R, plan):
     lines = [
         "## Request limits (issue #25)", "",
         f"The reads at 16 connections with the request limits at their defaults (reads 200/s, burst 400 "
-        f"per caller) and with them off, the same run, taking {LIMIT_TURNS} turns (off then on, on then off, …); "
-        f"each figure is the median turn's, and the server's CPU time per request is that turn's CPU time "
-        f"(user and system) over the requests it answered. "
+        f"per caller) and with them off, the same run: a server of each kind, both up throughout and warmed "
+        f"for {plan.limit_warmup} s on each read first (so every caller holds a lease, as on a server that has "
+        f"been up a while), then {plan.pairs} pairs of {plan.pair_seconds} s runs, one on each, back to back, the "
+        f"order flipped each pair (on then off, off then on, …): this machine's pace drifts by tens of percent "
+        f"within a minute, so only runs seconds apart compare. Each rate is over all of its runs, p99 is the median "
+        f"run's, the spread of the pairs' ratios is beside the ratio, and the server's CPU time per request is its CPU "
+        f"time (user and system) over the requests it answered. "
         f"Each request carries the next of {plan.limit_callers} users' tokens in turn, so every caller "
         f"stays below its limit (non-2xx counts any 429). The last row is one caller past its burst: "
         f"nearly every answer is a 429, the path a flood meets.", "",
@@ -1225,7 +1275,8 @@ def limits_report(R, plan):
             ratio = on["rps"] / off["rps"] if on and off and off["rps"] else None
             lines.append(f"| {backend} | {label} | {n(get(R, ('limits', backend, 'off', path)))} | "
                          f"{n(get(R, ('limits', backend, 'on', path)))} | "
-                         f"{n(ratio * 100 if ratio else None)}% ({verdict(None if ratio is None else ratio >= LIMIT_RATIO)}) | "
+                         f"{n(ratio * 100 if ratio else None)}% ({verdict(None if ratio is None else ratio >= LIMIT_RATIO)}; "
+                         f"pairs {spread(R.get(('limits ratios', backend, path)))}) | "
                          f"{n(get(R, ('limits', backend, 'off', path), 'cpu_us'), '.1f')} / "
                          f"{n(get(R, ('limits', backend, 'on', path), 'cpu_us'), '.1f')} | "
                          f"{n(get(R, ('limits', backend, 'off', path), 'p99'), '.2f')} / "
@@ -1344,9 +1395,20 @@ def measure_cache(R, plan, small, work):
             R[("cache oha", state, path)] = oha(server.base, path, 16, plan.seconds, auth_header(token))
         etag, status = conditional_get(server.base, token, LISTING)
         R[("cache etag", state)] = (etag, status)
-        timed(("cache 304", state), lambda: wrk(server.base, LISTING, 16, plan.seconds, token,
-                                                {"If-None-Match": etag or ""}), "/movies/new")
-        timed(("cache health", state), lambda: wrk(server.base, "/health", 16, plan.seconds, token), "/health")
+        # The 304 and /health alternate in short runs: the machine's pace drifts by more than
+        # the target's margin between longer ones.
+        before = scrape(metrics)
+        merged, ratios = alternate(
+            ("304", lambda secs: wrk(server.base, LISTING, 16, secs, token, {"If-None-Match": etag or ""}), None),
+            ("health", lambda secs: wrk(server.base, "/health", 16, secs, token), None),
+            plan.pairs, plan.pair_seconds)
+        after = scrape(metrics)
+        for kind, route in [("304", "/movies/new"), ("health", "/health")]:
+            R[("cache " + kind, state)] = with_server_view(merged[kind], before, after, route)
+            log_row(("cache " + kind, state), R[("cache " + kind, state)])
+        R[("cache 304 ratios", state)] = ratios
+        log(f"cache {state}: 304 / health {pct(merged['304']['rps'], merged['health']['rps'])}; by pair "
+            f"{', '.join(pct(r, 1) for r in ratios)}")
 
         before = scrape(metrics)
         mixed = wrk_script(server.base, mixed_script(token), 16, plan.seconds)
@@ -1412,6 +1474,16 @@ def fmt_statuses(statuses):
 
 def n(value, spec=".0f"):
     return "—" if value is None else format(value, spec)
+
+
+def spread(ratios):
+    """The quartiles of a list of ratios, as percentages: `min, p25, median, p75, max`."""
+    if not ratios:
+        return "—"
+    ranked = sorted(ratios)
+    at = lambda q: ranked[min(len(ranked) - 1, int(q * len(ranked)))]
+    middle = ", ".join(f"{label} {at(q):.0%}" for label, q in [("p25", 0.25), ("median", 0.5), ("p75", 0.75)])
+    return f"min {ranked[0]:.0%}, {middle}, max {ranked[-1]:.0%}"
 
 
 def pct(a, b):
@@ -1683,8 +1755,10 @@ def cache_targets(R, plan):
                                   mixed.get("read_rps") if mixed else None, "reads/s"))
     for state in ("on", "off"):
         r304, health = get(R, ("cache 304", state)), get(R, ("cache health", state))
-        lines.append(f"| 304 on {LISTING} ≥ 70% of GET /health, cache {state}, 16 connections | {n(r304)} / "
-                     f"{n(health)} = {pct(r304, health)} | "
+        ratios = R.get(("cache 304 ratios", state)) or []
+        lines.append(f"| 304 on {LISTING} ≥ 70% of GET /health, cache {state}, 16 connections ({plan.pairs} pairs "
+                     f"of {plan.pair_seconds} s runs, alternating) | {n(r304)} / {n(health)} = {pct(r304, health)} "
+                     f"(pairs: {spread(ratios)}) | "
                      f"{verdict(None if r304 is None or not health else r304 >= 0.7 * health)} |")
     for state in ("on", "off"):
         for label, path, _ in CACHE_READS:
@@ -1754,7 +1828,10 @@ def cache_report(R, plan):
         lines += sched_report(label, R.get(("cache sched", path)))
     lines += [
         "", f"Conditional GET at 16 connections: `{LISTING}` with `If-None-Match` set to its current `ETag` "
-        "(fetched first), against `GET /health` on the same server.", "",
+        f"(fetched first), against `GET /health` on the same server: {plan.pairs} pairs of {plan.pair_seconds} s runs "
+        "back to back, the order flipped each pair (304 then /health, /health then 304, …). Each rate is over all of its "
+        "runs; p99 is the median run's; the spread of the pairs' ratios is in the targets.",
+        "",
         "| cache | ETag; status of one conditional request | 304 req/s | client p99 ms | server p99 | server's statuses | "
         "GET /health req/s | 304 / health |", "|---|---|---|---|---|---|---|---|",
     ]
