@@ -1156,7 +1156,7 @@ def alternate(first, second, pairs, seconds):
         ratios.append(rates[first[0]] / rates[second[0]] if rates[second[0]] else 0.0)
 
     def merged(results):
-        median = lambda field: sorted(r[field] for r in results)[len(results) // 2]
+        median = lambda field: percentile([r[field] for r in results], 50)
         statuses = {}
         for r in results:
             for status, number in r["statuses"].items():
@@ -1480,10 +1480,8 @@ def spread(ratios):
     """The quartiles of a list of ratios, as percentages: `min, p25, median, p75, max`."""
     if not ratios:
         return "—"
-    ranked = sorted(ratios)
-    at = lambda q: ranked[min(len(ranked) - 1, int(q * len(ranked)))]
-    middle = ", ".join(f"{label} {at(q):.0%}" for label, q in [("p25", 0.25), ("median", 0.5), ("p75", 0.75)])
-    return f"min {ranked[0]:.0%}, {middle}, max {ranked[-1]:.0%}"
+    middle = ", ".join(f"{label} {percentile(ratios, p):.0%}" for label, p in [("p25", 25), ("median", 50), ("p75", 75)])
+    return f"min {min(ratios):.0%}, {middle}, max {max(ratios):.0%}"
 
 
 def pct(a, b):
